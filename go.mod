@@ -7,6 +7,7 @@ require (
 	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/wamuir/graft v0.7.0 // indirect
 	go.uber.org/mock v0.6.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
