@@ -92,7 +92,7 @@ func errorf(code Code, op, format string, args ...any) *Error {
 // status wraps a TF_Status that is freed by its creator with delete.
 type status struct{ c *C.TF_Status }
 
-func newStatus() status   { return status{C.TF_NewStatus()} }
+func newStatus() status  { return status{C.TF_NewStatus()} }
 func (s status) delete() { C.TF_DeleteStatus(s.c) }
 
 // err returns nil if the status is OK, else an *Error naming op.
