@@ -1,0 +1,42 @@
+// Package distributed places parameter servers and workers and keeps them
+// alive: cluster specs and TF_CONFIG, roles and ranks, data partitioning,
+// heartbeats, and launchers that run a job's tasks as goroutines or as local
+// processes under a supervisor.
+//
+// The control plane (everything in this package) imports neither tf/ nor
+// cgo and builds with CGO_ENABLED=0.
+//
+// # Cluster specs and TF_CONFIG
+//
+// A ClusterSpec maps the jobs chief, worker, ps and evaluator to addresses.
+// ParseTFConfig reads TF_CONFIG exactly as Kubeflow's TFJob operator writes
+// it, so the same gotflow binary runs as TFJob replicas; "master" is read as
+// "chief" and an evaluator may sit outside "cluster". Training tasks (chief
+// then workers) get ranks 0..N-1; the chief, or worker 0 without one, runs
+// the heartbeat Monitor.
+//
+// # Ownership
+//
+// A Supervisor owns every task it starts: Stop (and Wait's return) ends them
+// all — processes by process group, SIGTERM then SIGKILL after a grace
+// period; goroutines by cancelling their context. A Monitor owns its
+// WorkPlan; callers get copies. Close on a HeartbeatServer stops its gRPC
+// server; the listener passed to Serve is closed by it.
+//
+// # Concurrency
+//
+// Monitor, Supervisor and the launchers are safe for concurrent use. WorkPlan
+// is not; the Monitor serializes access to its own. Goroutines are started
+// only by types whose Stop/Close/Run-return waits for them. Every wait has a
+// deadline: heartbeats have per-RPC timeouts, a task silent for longer than
+// the heartbeat timeout is declared dead, and stopping a task escalates to
+// SIGKILL after the grace period.
+//
+// # Errors
+//
+// Bad specs, TF_CONFIG that is not JSON, unknown task types, out-of-range
+// indices and impossible partitions return errors prefixed "distributed:"
+// that name the offending value and what was expected, before any process
+// starts. A dead worker is reported through the Supervisor's hooks and in
+// its Result, not as a failure of the job, unless no trainer survives.
+package distributed
