@@ -6,6 +6,7 @@ package tf
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -88,21 +89,26 @@ func (s *Server) Target() (string, error) {
 	return C.GoString(C.TF_ServerTarget(s.c)), nil
 }
 
-// Close stops the server (if started) and frees it. It is idempotent.
+// ErrServerRunning is returned by Server.Close for a started server:
+// TensorFlow's gRPC server has no clean in-process shutdown (its Stop is
+// unimplemented and deleting a started server aborts the process), so a
+// started server keeps serving until the process exits. Run servers that
+// must stop in their own process (gotflow's cluster launchers do).
+var ErrServerRunning = errors.New("tf: a started TensorFlow server cannot be stopped in-process; it serves until the process exits")
+
+// Close frees a server that was never started. For a started server it
+// returns ErrServerRunning and leaves the server serving (see
+// ErrServerRunning). It is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.c == nil {
 		return nil
 	}
-	var err error
 	if s.started {
-		st := newStatus()
-		C.TF_ServerStop(s.c, st.c)
-		err = st.err("ServerStop")
-		st.delete()
+		return ErrServerRunning
 	}
 	C.TF_DeleteServer(s.c)
 	s.c = nil
-	return err
+	return nil
 }
