@@ -7,11 +7,12 @@ import "C"
 import (
 	"fmt"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/gotflow/gotflow/internal/names"
 )
 
 // Graph is a TensorFlow computation graph in C memory. Close frees it once
@@ -151,7 +152,7 @@ func (g *Graph) Operation(name string) (*Operation, error) {
 	c := C.TF_GraphOperationByName(g.c, cs)
 	g.mu.Unlock()
 	if c == nil {
-		return nil, &Error{Code: NotFound, Op: name, Msg: notFoundMsg("operation", name, g.opNames())}
+		return nil, &Error{Code: NotFound, Op: name, Msg: names.NotFound("operation", name, g.opNames())}
 	}
 	return &Operation{c: c, g: g}, nil
 }
@@ -176,11 +177,11 @@ func (g *Graph) Operations() []*Operation {
 
 func (g *Graph) opNames() []string {
 	ops := g.Operations()
-	names := make([]string, len(ops))
+	out := make([]string, len(ops))
 	for i, op := range ops {
-		names[i] = op.Name()
+		out[i] = op.Name()
 	}
-	return names
+	return out
 }
 
 // ParseOutputName splits "op:idx" (or "op", meaning index 0) into its parts.
@@ -310,49 +311,3 @@ func (o Output) NumConsumers() int {
 	return n
 }
 
-// notFoundMsg builds "<kind> "x" not found (closest: a, b, c)".
-func notFoundMsg(kind, name string, have []string) string {
-	close := closest(name, have, 5)
-	if len(close) == 0 {
-		return fmt.Sprintf("%s %q not found (the graph is empty)", kind, name)
-	}
-	return fmt.Sprintf("%s %q not found (closest: %s)", kind, name, strings.Join(close, ", "))
-}
-
-// closest returns up to k names of have nearest to name by edit distance.
-func closest(name string, have []string, k int) []string {
-	type cand struct {
-		s string
-		d int
-	}
-	cs := make([]cand, 0, len(have))
-	for _, h := range have {
-		cs = append(cs, cand{h, editDistance(name, h)})
-	}
-	sort.SliceStable(cs, func(i, j int) bool { return cs[i].d < cs[j].d })
-	out := make([]string, 0, k)
-	for i := 0; i < len(cs) && i < k; i++ {
-		out = append(out, cs[i].s)
-	}
-	return out
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
