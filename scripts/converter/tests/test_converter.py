@@ -231,3 +231,22 @@ def test_cli_writes_bundle_atomically(tmp_path, capsys):
     assert rc == 0
     with open(os.path.join(out, "manifest.json")) as f:
         assert json.load(f)["producer"]["source"] == "tf1"
+
+
+def test_manifests_match_schema(tmp_path):
+    import jsonschema
+    import models
+    schema_path = os.path.join(HERE, "..", "..", "..", "loader", "schema", "bundle-v1.schema.json")
+    with open(schema_path) as f:
+        schema = json.load(f)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for name, parts in [
+        ("cnn", keras_source.convert(models.cnn(), loss=SCE, metrics=["accuracy"])),
+        ("tf1", tf1_source.convert(models.tf1_graph, inputs=["x:0"], labels=["y:0"])),
+    ]:
+        m = parts.manifest()
+        jsonschema.validate(m, schema)
+        bad = json.loads(json.dumps(m))
+        bad["variables"][0].pop("gradient")
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
