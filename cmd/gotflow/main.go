@@ -54,6 +54,11 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	// TensorFlow's C++ logging is noisy at INFO; keep warnings and errors
+	// unless the user chose a level.
+	if _, set := os.LookupEnv("TF_CPP_MIN_LOG_LEVEL"); !set {
+		os.Setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
