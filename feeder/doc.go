@@ -1,0 +1,61 @@
+// Package feeder moves data between Apache Arrow and TensorFlow: record
+// batches in, tensors through a session, Arrow columns out.
+//
+// A Mapping says which column feeds which tensor (with dtype, row shape,
+// null fill, cast and padding options). NewPlan checks it against a schema
+// and, optionally, against the graph's inputs (Target, TargetOf) before
+// anything runs. A Plan converts records directly (Plan.Convert), or a
+// Feeder runs the whole pipeline over a Source: parallel readers, exact
+// re-chunking to BatchSize, a seeded shuffle buffer and conversion, all
+// overlapping with the caller's Session.Run. AppendOutputs turns fetched
+// tensors back into columns appended to the input record, and the Parquet
+// and IPC sinks write the result atomically.
+//
+// Supported columns: every integer and floating-point type, float16, bool;
+// string, large_string, binary, large_binary, string/binary views,
+// fixed-size binary and dictionary-encoded strings (to string tensors);
+// fixed-size lists, nested fixed-size lists and the arrow.fixed_shape_tensor
+// extension type (to rank ≥ 2 tensors); variable-length lists of numbers
+// (equal lengths per batch, or padded/truncated to Input.Length).
+//
+// # Zero-copy
+//
+// A fixed-width column is handed to TensorFlow without a copy when its
+// element type equals the tensor's dtype, the batch's rows hold no nulls,
+// come from one record, live in memory from a C allocator (NewCAllocator or
+// TrackCMemory, which every source uses by default) and start 64-byte
+// aligned. Otherwise the column is copied exactly once, straight into the
+// TensorFlow-allocated tensor. Plan.Stats reports bytes aliased and copied;
+// RequireZeroCopy turns a would-be copy into ErrNotZeroCopy.
+//
+// # Ownership
+//
+// Arrow objects follow Retain/Release. A Source hands out records the
+// caller releases. A Batch owns its tensors and a reference on its source
+// records; Batch.Close frees both. An aliased tensor holds a reference on
+// its Arrow column that TensorFlow drops when it no longer uses the memory,
+// possibly after Batch.Close and from another goroutine. AppendOutputs
+// returns a new record the caller releases; it copies the tensors, which the
+// caller still owns. Feeder, sources and sinks have idempotent Close
+// methods; a sink's output file appears only after a successful Close.
+//
+// # Concurrency
+//
+// A Plan is immutable and safe for concurrent use. A Feeder starts its
+// goroutines in New and stops and waits for them in Close; Next and Close
+// may be called from different goroutines, but Next calls are serialized.
+// Canceling the context passed to Next only abandons that wait; Close
+// cancels the pipeline, frees every batch and record in flight and leaks no
+// goroutine. Sources and sinks are not safe for concurrent use, except that
+// the parts returned by Split are independent.
+//
+// # Errors
+//
+// Mapping and data problems return a *ColumnError naming the column and,
+// where it applies, the row (its index in the feeder's stream, or in the
+// record given to Convert), wrapping one of ErrMissingColumn, ErrType,
+// ErrShape, ErrNull, ErrRagged, ErrNotZeroCopy or ErrSchemaChanged. Reading
+// a truncated or malformed file returns an error naming the file; records
+// read from IPC are validated before use. Nothing in this package panics on
+// bad input.
+package feeder
