@@ -171,3 +171,24 @@ func sliceRows(rs []Range, s Range) []Range {
 	}
 	return out
 }
+
+// newWorkPlanAlive splits rows over the ranks marked alive; the others are
+// dead from the start and get nothing.
+func newWorkPlanAlive(rows int64, alive []bool) *WorkPlan {
+	p := &WorkPlan{work: make([][]Range, len(alive)), alive: slices.Clone(alive)}
+	var live []int
+	for i, a := range alive {
+		if a {
+			live = append(live, i)
+		}
+	}
+	if len(live) == 0 {
+		return p
+	}
+	for i, r := range splitRange(Range{0, rows}, len(live)) {
+		if r.Len() > 0 {
+			p.work[live[i]] = []Range{r}
+		}
+	}
+	return p
+}
