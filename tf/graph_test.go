@@ -280,3 +280,21 @@ func TestSessionOptionsValidated(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, ds)
 }
+
+func TestGPUPlacement(t *testing.T) {
+	if !tf.HasGPU() {
+		t.Skip("no GPU device listed by TensorFlow")
+	}
+	g, exp := loadGraph(t, "mlp_frozen")
+	s := newSession(t, g, tf.WithVisibleGPUs("0"), tf.WithGPUMemoryGrowth(true))
+	ds, err := s.Devices()
+	require.NoError(t, err)
+	var gpus int
+	for _, d := range ds {
+		if d.Type == "GPU" {
+			gpus++
+		}
+	}
+	require.Equal(t, 1, gpus)
+	runCase(t, s, g, &exp.Cases[0])
+}
