@@ -120,14 +120,16 @@ type allocatorOption struct{ mem memory.Allocator }
 
 func (a allocatorOption) applySource(o *sourceOptions) { o.mem = a.mem }
 func (a allocatorOption) apply(o *options)             { o.mem = a.mem }
+func (a allocatorOption) applySink(o *sinkOptions)     { o.mem = a.mem }
 
 // WithAllocator sets the Arrow allocator of a source (the buffers it reads
-// into) or of a Feeder (re-chunked and concatenated records). Buffers from
+// into), of a Feeder (concatenated records) or of a sink. Buffers from
 // NewCAllocator or TrackCMemory can be aliased by tensors; the default is a
 // shared NewCAllocator.
 func WithAllocator(mem memory.Allocator) interface {
 	SourceOption
 	Option
+	SinkOption
 } {
 	return allocatorOption{mem}
 }

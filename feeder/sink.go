@@ -1,0 +1,186 @@
+package feeder
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Sink writes records to a file that appears under its final name only when
+// Close succeeds. Until then the data goes to a temporary file in the same
+// directory, which Abort (or a failed Close) removes.
+type Sink interface {
+	Write(rec arrow.RecordBatch) error
+	// Close finishes the file, syncs it and renames it into place.
+	Close() error
+	// Abort discards the output. It is a no-op after Close.
+	Abort() error
+}
+
+// SinkOption configures a sink.
+type SinkOption interface{ applySink(*sinkOptions) }
+
+type sinkOptions struct {
+	mem         memory.Allocator
+	rowGroup    int64
+	compression compress.Compression
+	stream      bool
+}
+
+type sinkOptionFunc func(*sinkOptions)
+
+func (f sinkOptionFunc) applySink(o *sinkOptions) { f(o) }
+
+// RowGroupRows caps Parquet row groups at n rows (default 1<<20).
+func RowGroupRows(n int64) SinkOption {
+	return sinkOptionFunc(func(o *sinkOptions) { o.rowGroup = n })
+}
+
+// Compression sets the Parquet codec (default snappy).
+func Compression(c compress.Compression) SinkOption {
+	return sinkOptionFunc(func(o *sinkOptions) { o.compression = c })
+}
+
+// IPCStreamFormat makes CreateIPC write the IPC stream format instead of the
+// file format.
+func IPCStreamFormat() SinkOption { return sinkOptionFunc(func(o *sinkOptions) { o.stream = true }) }
+
+// writeOnly hides os.File's Close from writers that close their sink.
+type writeOnly struct{ w io.Writer }
+
+func (w writeOnly) Write(p []byte) (int, error) { return w.w.Write(p) }
+
+type fileSink struct {
+	path   string
+	tmp    *os.File
+	schema *arrow.Schema
+	write  func(arrow.RecordBatch) error
+	finish func() error
+	done   bool
+}
+
+func newFileSink(path string) (*fileSink, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("feeder: create %s: %w", path, err)
+	}
+	return &fileSink{path: path, tmp: tmp}, nil
+}
+
+func (s *fileSink) Write(rec arrow.RecordBatch) error {
+	if s.done {
+		return ErrClosed
+	}
+	if !rec.Schema().Equal(s.schema) {
+		return fmt.Errorf("feeder: write %s: record schema %s, want %s: %w", s.path, rec.Schema(), s.schema, ErrSchemaChanged)
+	}
+	if err := s.write(rec); err != nil {
+		return fmt.Errorf("feeder: write %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *fileSink) Close() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	err := s.finish()
+	if err == nil {
+		err = s.tmp.Sync()
+	}
+	if cerr := s.tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(s.tmp.Name(), s.path)
+	}
+	if err != nil {
+		os.Remove(s.tmp.Name())
+		return fmt.Errorf("feeder: finish %s: %w", s.path, err)
+	}
+	if d, derr := os.Open(filepath.Dir(s.path)); derr == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func (s *fileSink) Abort() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	s.finish()
+	s.tmp.Close()
+	return os.Remove(s.tmp.Name())
+}
+
+func sinkOpts(opts []SinkOption) sinkOptions {
+	o := sinkOptions{rowGroup: 1 << 20, compression: compress.Codecs.Snappy}
+	for _, op := range opts {
+		op.applySink(&o)
+	}
+	if o.mem == nil {
+		o.mem = memory.DefaultAllocator
+	}
+	return o
+}
+
+// CreateParquet writes records of schema to a Parquet file at path.
+func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, error) {
+	o := sinkOpts(opts)
+	s, err := newFileSink(path)
+	if err != nil {
+		return nil, err
+	}
+	props := parquet.NewWriterProperties(
+		parquet.WithAllocator(o.mem),
+		parquet.WithCompression(o.compression),
+		parquet.WithMaxRowGroupLength(o.rowGroup),
+	)
+	w, err := pqarrow.NewFileWriter(schema, writeOnly{s.tmp}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(o.mem)))
+	if err != nil {
+		s.tmp.Close()
+		os.Remove(s.tmp.Name())
+		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
+	}
+	s.schema = schema
+	s.write = w.Write
+	s.finish = w.Close
+	return s, nil
+}
+
+// CreateIPC writes records of schema to an Arrow IPC file (or stream, with
+// IPCStreamFormat) at path.
+func CreateIPC(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, error) {
+	o := sinkOpts(opts)
+	s, err := newFileSink(path)
+	if err != nil {
+		return nil, err
+	}
+	s.schema = schema
+	if o.stream {
+		w := ipc.NewWriter(writeOnly{s.tmp}, ipc.WithSchema(schema), ipc.WithAllocator(o.mem))
+		s.write = w.Write
+		s.finish = w.Close
+		return s, nil
+	}
+	w, err := ipc.NewFileWriter(writeOnly{s.tmp}, ipc.WithSchema(schema), ipc.WithAllocator(o.mem))
+	if err != nil {
+		s.tmp.Close()
+		os.Remove(s.tmp.Name())
+		return nil, fmt.Errorf("feeder: ipc %s: %w", path, err)
+	}
+	s.write = w.Write
+	s.finish = w.Close
+	return s, nil
+}
