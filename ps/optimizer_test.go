@@ -21,10 +21,10 @@ type parityFixture struct {
 			Shape []int64   `json:"shape"`
 			Init  []float32 `json:"init"`
 		} `json:"variables"`
-		Gradients  []map[string][]float32            `json:"gradients"`
-		After      []map[string][]float32            `json:"after"`
+		Gradients  []map[string][]float32          `json:"gradients"`
+		After      []map[string][]float32          `json:"after"`
 		Slots      map[string]map[string][]float32 `json:"slots"`
-		Iterations int                               `json:"iterations"`
+		Iterations int                             `json:"iterations"`
 	} `json:"cases"`
 }
 

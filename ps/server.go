@@ -1,0 +1,875 @@
+package ps
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gotflow/gotflow/ps/pspb"
+)
+
+// part is one chunk of a variable held by a shard.
+type part struct {
+	spec      *pspb.PartSpec
+	trainable bool
+	// mu guards values, slots, iterations and cursor in Hogwild mode; in
+	// the other modes writers hold Server.mu exclusively instead.
+	mu         sync.RWMutex
+	values     []float32
+	slots      [][]float32
+	iterations uint64 // optimizer updates applied (Keras' iterations)
+	cursor     uint64 // Server.clock value of the last write
+}
+
+type partKey struct {
+	name  string
+	index uint32
+}
+
+// Server is one parameter-server shard. Create it with NewServer, serve it
+// with Serve and stop it with GracefulStop or Stop.
+type Server struct {
+	o   serverOptions
+	opt *optimizer
+	gs  *grpc.Server
+
+	// mu: pushes in AsyncLock, BoundedStaleness and Sync, assignments,
+	// registration, snapshot capture and restore hold it exclusively;
+	// Hogwild pushes and pulls hold it shared.
+	mu          sync.RWMutex
+	parts       map[partKey]*part
+	order       []*part
+	incarnation atomic.Pointer[string]
+	version     atomic.Uint64 // gradient updates applied
+	clock       atomic.Uint64 // change counter for incremental pulls
+
+	keys *keyCache
+
+	syncMu   sync.Mutex
+	step     atomic.Uint64 // written under syncMu
+	pending  *syncStep
+	advanced chan struct{} // closed and replaced when step advances
+
+	barrierMu sync.Mutex
+	barriers  map[string]*barrier
+
+	closed        chan struct{}
+	closeOnce     sync.Once
+	bgStop        chan struct{}
+	bg            sync.WaitGroup
+	snapMu        sync.Mutex
+	snapReq       chan struct{}
+	lastSnap      atomic.Uint64
+	lastSnapClock atomic.Uint64
+
+	stats serverStats
+
+	// testAfterPush, when set by tests, runs after a push was applied and
+	// before its response is sent; an error replaces the response (a lost
+	// reply).
+	testAfterPush func(key string) error
+}
+
+// NewServer creates a shard. If the options name a snapshot directory that
+// holds a snapshot of this shard, the shard resumes from it (version,
+// values, optimizer state, applied idempotency keys).
+func NewServer(opts ...ServerOption) (*Server, error) {
+	o := defaultServerOptions()
+	for _, op := range opts {
+		op.applyServer(&o)
+	}
+	if o.numShards < 1 || o.shard < 0 || o.shard >= o.numShards {
+		return nil, fmt.Errorf("ps: shard %d of %d, want 0 <= shard < shards", o.shard, o.numShards)
+	}
+	if o.mode < Hogwild || o.mode > BoundedStaleness {
+		return nil, fmt.Errorf("ps: mode %v unknown", o.mode)
+	}
+	if o.workers < 1 {
+		return nil, fmt.Errorf("ps: %d workers, want at least 1", o.workers)
+	}
+	if o.mode == Sync && o.syncTimeout <= 0 {
+		return nil, fmt.Errorf("ps: sync timeout %v, want > 0", o.syncTimeout)
+	}
+	if o.maxMessageBytes < 1<<16 {
+		return nil, fmt.Errorf("ps: max message size %d bytes, want at least 64 KiB", o.maxMessageBytes)
+	}
+	opt, err := newOptimizer(o.optimizer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		o: o, opt: opt,
+		parts:    map[partKey]*part{},
+		keys:     newKeyCache(o.keyCacheSize),
+		advanced: make(chan struct{}),
+		barriers: map[string]*barrier{},
+		closed:   make(chan struct{}),
+		bgStop:   make(chan struct{}),
+		snapReq:  make(chan struct{}, 1),
+	}
+	s.stats.staleness = make([]atomic.Uint64, stalenessBuckets)
+	s.newIncarnation()
+	if o.snapshotDir != "" {
+		if _, err := s.restoreLatest(); err != nil && !errors.Is(err, errNoSnapshot) {
+			return nil, err
+		}
+	}
+	sopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(o.maxMessageBytes),
+		grpc.MaxSendMsgSize(o.maxMessageBytes),
+		grpc.InitialWindowSize(8 << 20),
+		grpc.InitialConnWindowSize(16 << 20),
+		grpc.ReadBufferSize(256 << 10),
+		grpc.WriteBufferSize(256 << 10),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
+		grpc.ChainUnaryInterceptor(s.authUnary),
+		grpc.ChainStreamInterceptor(s.authStream),
+	}
+	if o.tls != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.tls)))
+	}
+	s.gs = grpc.NewServer(sopts...)
+	pspb.RegisterParameterServerServer(s.gs, &service{s: s})
+	if o.snapshotDir != "" && (o.snapshotEvery > 0 || o.snapshotInterval > 0) {
+		s.bg.Add(1)
+		go s.snapshotLoop()
+	}
+	return s, nil
+}
+
+// Serve accepts connections on lis until GracefulStop or Stop; it blocks.
+func (s *Server) Serve(lis net.Listener) error {
+	if err := s.gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("ps: serve: %w", err)
+	}
+	return nil
+}
+
+// GracefulStop stops accepting connections, fails Sync steps and barriers
+// that are still waiting (codes.Unavailable), waits for in-flight pushes and
+// pulls to finish, and writes a final snapshot if a snapshot directory is
+// set. It is safe to call more than once.
+func (s *Server) GracefulStop() error { return s.stop(true) }
+
+// Stop is GracefulStop without waiting for in-flight RPCs: they are
+// cancelled. The final snapshot is still written.
+func (s *Server) Stop() error { return s.stop(false) }
+
+func (s *Server) stop(graceful bool) error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		if graceful {
+			s.gs.GracefulStop()
+		} else {
+			s.gs.Stop()
+		}
+		close(s.bgStop)
+		s.bg.Wait()
+		if s.o.snapshotDir != "" {
+			_, err = s.writeSnapshot()
+		}
+	})
+	return err
+}
+
+func (s *Server) newIncarnation() {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	inc := hex.EncodeToString(b[:])
+	s.incarnation.Store(&inc)
+}
+
+func (s *Server) info() *pspb.ServerInfo {
+	return &pspb.ServerInfo{
+		Incarnation:   *s.incarnation.Load(),
+		Version:       s.version.Load(),
+		Step:          s.step.Load(),
+		Cursor:        s.clock.Load(),
+		Shard:         uint32(s.o.shard),
+		NumShards:     uint32(s.o.numShards),
+		Mode:          s.o.mode.String(),
+		Workers:       uint32(s.o.workers),
+		OptimizerJson: s.o.optimizer.JSON(),
+	}
+}
+
+func (s *Server) errorf(c codes.Code, format string, args ...any) error {
+	return status.Errorf(c, "ps: shard %d: "+format, append([]any{s.o.shard}, args...)...)
+}
+
+// reject counts a refused request under reason and returns err.
+func (s *Server) reject(reason string, err error) error {
+	s.stats.reject(reason)
+	return err
+}
+
+// ---- authentication ----
+
+func (s *Server) authorize(ctx context.Context) error {
+	if s.o.token == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if tok, ok := strings.CutPrefix(v, "Bearer "); ok &&
+			subtle.ConstantTimeCompare([]byte(tok), []byte(s.o.token)) == 1 {
+			return nil
+		}
+	}
+	return s.reject("unauthenticated", status.Error(codes.Unauthenticated, "ps: missing or wrong bearer token"))
+}
+
+func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.authorize(ctx); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (s *Server) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.authorize(ss.Context()); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+// ---- registration ----
+
+func (s *Server) register(req *pspb.RegisterRequest) (*pspb.RegisterResponse, error) {
+	if int(req.GetShard()) != s.o.shard || int(req.GetNumShards()) != s.o.numShards {
+		return nil, s.reject("wrong_shard", s.errorf(codes.FailedPrecondition,
+			"client routes this request to shard %d of %d, but this server is shard %d of %d",
+			req.GetShard(), req.GetNumShards(), s.o.shard, s.o.numShards))
+	}
+	if len(req.GetValues()) != len(req.GetParts()) {
+		return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: %d parts but %d values", len(req.GetParts()), len(req.GetValues())))
+	}
+	fresh := make([]*part, len(req.GetParts()))
+	seen := map[partKey]bool{}
+	for i, sp := range req.GetParts() {
+		p, err := s.checkSpec(sp)
+		if err != nil {
+			return nil, s.reject("malformed", err)
+		}
+		k := partKey{sp.GetName(), sp.GetIndex()}
+		if seen[k] {
+			return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: variable %q chunk %d given twice", k.name, k.index))
+		}
+		seen[k] = true
+		c := req.GetValues()[i]
+		if c.GetName() != sp.GetName() || c.GetIndex() != sp.GetIndex() {
+			return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: value %d is %s, want variable %q chunk %d", i, chunkName(c), sp.GetName(), sp.GetIndex()))
+		}
+		if err := decodeInto(p.values, c); err != nil {
+			return nil, s.reject("malformed", status.Error(codes.InvalidArgument, err.Error()))
+		}
+		if !s.o.allowNonFinite {
+			if j, ok := allFinite(p.values); !ok {
+				return nil, s.reject("non_finite", s.errorf(codes.InvalidArgument, "register: variable %q chunk %d element %d is %v", sp.GetName(), sp.GetIndex(), j, p.values[j]))
+			}
+		}
+		fresh[i] = p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range fresh {
+		if old, ok := s.parts[partKey{p.spec.GetName(), p.spec.GetIndex()}]; ok {
+			if err := sameSpec(old.spec, p.spec); err != nil {
+				return nil, s.reject("spec_mismatch", s.errorf(codes.FailedPrecondition, "register: %v", err))
+			}
+		}
+	}
+	resp := &pspb.RegisterResponse{Initialized: make([]bool, len(fresh))}
+	for i, p := range fresh {
+		k := partKey{p.spec.GetName(), p.spec.GetIndex()}
+		if _, ok := s.parts[k]; ok {
+			continue
+		}
+		p.slots = s.opt.newSlots(len(p.values))
+		p.cursor = s.clock.Add(1)
+		s.parts[k] = p
+		s.order = append(s.order, p)
+		resp.Initialized[i] = true
+	}
+	resp.Info = s.info()
+	resp.Info.Parts = uint32(len(s.order))
+	return resp, nil
+}
+
+// checkSpec validates a part declaration and returns a part with room for
+// its values.
+func (s *Server) checkSpec(sp *pspb.PartSpec) (*part, error) {
+	if sp.GetName() == "" {
+		return nil, s.errorf(codes.InvalidArgument, "register: part with an empty variable name")
+	}
+	n, err := numElements(sp.GetName(), sp.GetShape())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if sp.GetLength() == 0 || sp.GetLength() > uint64(s.o.maxMessageBytes)/4 || sp.GetOffset()+sp.GetLength() > uint64(n) {
+		return nil, s.errorf(codes.InvalidArgument, "register: variable %q chunk %d covers elements [%d, %d) of %d, want a non-empty range inside the shape %v",
+			sp.GetName(), sp.GetIndex(), sp.GetOffset(), sp.GetOffset()+sp.GetLength(), n, sp.GetShape())
+	}
+	spec := &pspb.PartSpec{Name: sp.GetName(), Index: sp.GetIndex(), Shape: slices.Clone(sp.GetShape()),
+		Offset: sp.GetOffset(), Length: sp.GetLength(), Trainable: sp.GetTrainable()}
+	return &part{spec: spec, trainable: sp.GetTrainable(), values: make([]float32, sp.GetLength())}, nil
+}
+
+func sameSpec(a, b *pspb.PartSpec) error {
+	if !slices.Equal(a.GetShape(), b.GetShape()) || a.GetOffset() != b.GetOffset() || a.GetLength() != b.GetLength() || a.GetTrainable() != b.GetTrainable() {
+		return fmt.Errorf("variable %q chunk %d is registered as shape %v elements [%d, %d) trainable=%v; this request declares shape %v elements [%d, %d) trainable=%v",
+			a.GetName(), a.GetIndex(), a.GetShape(), a.GetOffset(), a.GetOffset()+a.GetLength(), a.GetTrainable(),
+			b.GetShape(), b.GetOffset(), b.GetOffset()+b.GetLength(), b.GetTrainable())
+	}
+	return nil
+}
+
+// ---- push ----
+
+type update struct {
+	p    *part
+	vals []float32
+}
+
+// receivePush reads a push stream to its end and validates and decodes
+// every chunk. Nothing is applied.
+func (s *Server) receivePush(recv func() (*pspb.PushRequest, error)) (*pspb.PushHeader, []update, error) {
+	var hdr *pspb.PushHeader
+	var ups []update
+	seen := map[*part]bool{}
+	for {
+		req, err := recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if hdr == nil {
+			if req.GetHeader() == nil {
+				return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: the first message has no header"))
+			}
+			hdr = req.GetHeader()
+		} else if req.GetHeader() != nil {
+			return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header repeated in a later message"))
+		}
+		for _, c := range req.GetChunks() {
+			s.stats.bytesIn.Add(uint64(len(c.GetData())))
+			u, err := s.decodeChunk(c, hdr.GetKind())
+			if err != nil {
+				return nil, nil, err
+			}
+			if seen[u.p] {
+				return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: %s sent twice", chunkName(c)))
+			}
+			seen[u.p] = true
+			ups = append(ups, u)
+		}
+	}
+	if hdr == nil {
+		return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: empty stream, want a header"))
+	}
+	if hdr.GetChunks() != 0 && int(hdr.GetChunks()) != len(ups) {
+		return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header announces %d chunks, stream carried %d", hdr.GetChunks(), len(ups)))
+	}
+	return hdr, ups, nil
+}
+
+// decodeChunk validates one pushed chunk against the registered part.
+func (s *Server) decodeChunk(c *pspb.Chunk, kind pspb.PushKind) (update, error) {
+	s.mu.RLock()
+	p, ok := s.parts[partKey{c.GetName(), c.GetIndex()}]
+	s.mu.RUnlock()
+	if !ok {
+		return update{}, s.reject("unknown_variable", s.errorf(codes.NotFound, "%s is not registered on this shard", chunkName(c)))
+	}
+	if kind == pspb.PushKind_PUSH_KIND_GRADIENT && !p.trainable {
+		return update{}, s.reject("not_trainable", s.errorf(codes.InvalidArgument, "%s is not trainable; set it by assignment", chunkName(c)))
+	}
+	if kind != pspb.PushKind_PUSH_KIND_GRADIENT && kind != pspb.PushKind_PUSH_KIND_ASSIGN {
+		return update{}, s.reject("malformed", s.errorf(codes.InvalidArgument, "push kind %v unknown", kind))
+	}
+	n := len(p.values)
+	var vals []float32
+	if v, ok := viewFloat32(c, n); ok {
+		vals = v
+	} else {
+		vals = make([]float32, n)
+		if err := decodeInto(vals, c); err != nil {
+			reason := "wrong_shape"
+			if c.GetDtype() != pspb.DType_DTYPE_FLOAT32 && c.GetDtype() != pspb.DType_DTYPE_FLOAT16 {
+				reason = "wrong_dtype"
+			}
+			return update{}, s.reject(reason, s.errorf(codes.InvalidArgument, "%v (variable shape %v, chunk elements [%d, %d))",
+				err, p.spec.GetShape(), p.spec.GetOffset(), p.spec.GetOffset()+p.spec.GetLength()))
+		}
+	}
+	if !s.o.allowNonFinite {
+		if j, ok := allFinite(vals); !ok {
+			return update{}, s.reject("non_finite", s.errorf(codes.InvalidArgument, "%s element %d is %v; non-finite values are rejected", chunkName(c), j, vals[j]))
+		}
+	}
+	return update{p: p, vals: vals}, nil
+}
+
+// push validates, deduplicates and applies one push.
+func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (*pspb.PushResponse, error) {
+	s.stats.pushes.Add(1)
+	key := hdr.GetIdempotencyKey()
+	var entry *keyEntry
+	if key != "" {
+		e, existing := s.keys.begin(key)
+		if existing {
+			select {
+			case <-e.done:
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			if e.err != nil {
+				return nil, e.err
+			}
+			s.stats.duplicates.Add(1)
+			r := &pspb.PushResponse{Info: s.info(), Duplicate: true, Staleness: e.resp.GetStaleness(), LrScale: e.resp.GetLrScale(), AppliedStep: e.resp.GetAppliedStep()}
+			return r, nil
+		}
+		entry = e
+	}
+	var resp *pspb.PushResponse
+	var err error
+	switch {
+	case hdr.GetKind() == pspb.PushKind_PUSH_KIND_ASSIGN:
+		resp = s.assign(ups)
+	case s.o.mode == Sync:
+		resp, err = s.pushSync(ctx, hdr, ups, key, entry)
+		entry = nil // the step finishes it: a caller that gives up must not free its key
+	case s.o.mode == Hogwild:
+		resp = s.pushHogwild(hdr, ups)
+	default:
+		resp, err = s.pushLocked(hdr, ups)
+	}
+	if entry != nil {
+		s.keys.finish(key, entry, resp, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.afterUpdate()
+	return resp, nil
+}
+
+func (s *Server) staleness(base uint64) uint64 {
+	v := s.version.Load()
+	if base >= v {
+		return 0
+	}
+	return v - base
+}
+
+func (s *Server) assign(ups []update) *pspb.PushResponse {
+	s.mu.Lock()
+	for _, u := range ups {
+		copy(u.p.values, u.vals)
+		u.p.cursor = s.clock.Add(1)
+	}
+	s.mu.Unlock()
+	s.stats.assigns.Add(1)
+	return &pspb.PushResponse{Info: s.info(), LrScale: 1}
+}
+
+func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update) *pspb.PushResponse {
+	s.mu.RLock()
+	st := s.staleness(hdr.GetBaseVersion())
+	for _, u := range ups {
+		u.p.mu.Lock()
+		s.opt.apply(u.p.iterations, 1, u.p.values, u.vals, u.p.slots)
+		u.p.iterations++
+		u.p.cursor = s.clock.Add(1)
+		u.p.mu.Unlock()
+	}
+	s.version.Add(1)
+	s.mu.RUnlock()
+	s.stats.updates.Add(1)
+	s.stats.observeStaleness(st)
+	return &pspb.PushResponse{Info: s.info(), Staleness: st, LrScale: 1}
+}
+
+func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushResponse, error) {
+	s.mu.Lock()
+	st := s.staleness(hdr.GetBaseVersion())
+	scale := float32(1)
+	if s.o.mode == BoundedStaleness && st > s.o.maxStaleness {
+		if !s.o.scaleStale {
+			v := s.version.Load()
+			s.mu.Unlock()
+			return nil, s.reject("stale", s.errorf(codes.Aborted, "push from worker %q based on version %d is %d updates behind version %d (bound %d); pull and recompute",
+				hdr.GetWorkerId(), hdr.GetBaseVersion(), st, v, s.o.maxStaleness))
+		}
+		scale = 1 / float32(st)
+	}
+	for _, u := range ups {
+		s.opt.apply(u.p.iterations, scale, u.p.values, u.vals, u.p.slots)
+		u.p.iterations++
+		u.p.cursor = s.clock.Add(1)
+	}
+	s.version.Add(1)
+	s.mu.Unlock()
+	s.stats.updates.Add(1)
+	s.stats.observeStaleness(st)
+	return &pspb.PushResponse{Info: s.info(), Staleness: st, LrScale: scale}, nil
+}
+
+// ---- sync mode ----
+
+type syncStep struct {
+	step    uint64
+	sums    map[*part][]float32
+	order   []*part
+	workers map[string]bool
+	keys    []string
+	entries []*keyEntry
+	n       int
+	done    chan struct{}
+	err     error
+	resp    *pspb.PushResponse
+	timer   *time.Timer
+}
+
+func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []update, key string, entry *keyEntry) (*pspb.PushResponse, error) {
+	fail := func(err error) (*pspb.PushResponse, error) {
+		if entry != nil {
+			s.keys.finish(key, entry, nil, err)
+		}
+		return nil, err
+	}
+	want := hdr.GetStep()
+	s.syncMu.Lock()
+	for {
+		cur := s.step.Load()
+		if want < cur {
+			s.syncMu.Unlock()
+			return fail(s.reject("stale", s.errorf(codes.Aborted, "sync push from worker %q for step %d, but the shard is at step %d; pull and continue from there", hdr.GetWorkerId(), want, cur)))
+		}
+		if want == cur {
+			break
+		}
+		adv := s.advanced
+		s.syncMu.Unlock()
+		select {
+		case <-adv:
+		case <-ctx.Done():
+			return fail(status.FromContextError(ctx.Err()).Err())
+		case <-s.closed:
+			return fail(s.errorf(codes.Unavailable, "shutting down"))
+		}
+		s.syncMu.Lock()
+	}
+	st := s.pending
+	if st == nil {
+		st = &syncStep{step: want, sums: map[*part][]float32{}, workers: map[string]bool{}, done: make(chan struct{})}
+		s.pending = st
+		st.timer = time.AfterFunc(s.o.syncTimeout, func() { s.syncTimeout(st) })
+	}
+	wid := hdr.GetWorkerId()
+	if wid != "" && st.workers[wid] {
+		s.syncMu.Unlock()
+		return fail(s.reject("duplicate_worker", s.errorf(codes.InvalidArgument, "worker %q pushed step %d twice with different idempotency keys", wid, want)))
+	}
+	st.workers[wid] = true
+	if entry != nil {
+		st.keys = append(st.keys, key)
+		st.entries = append(st.entries, entry)
+	}
+	for _, u := range ups {
+		sum, ok := st.sums[u.p]
+		if !ok {
+			sum = make([]float32, len(u.vals))
+			st.sums[u.p] = sum
+			st.order = append(st.order, u.p)
+		}
+		for i, g := range u.vals {
+			sum[i] += g
+		}
+	}
+	st.n++
+	if st.n == s.o.workers {
+		s.completeStep(st, st.n)
+	}
+	s.syncMu.Unlock()
+	select {
+	case <-st.done:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-s.closed:
+		return nil, s.errorf(codes.Unavailable, "shutting down before sync step %d completed", want)
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	return &pspb.PushResponse{Info: st.resp.GetInfo(), LrScale: 1, AppliedStep: st.step}, nil
+}
+
+// completeStep averages the sums of st over n pushes, applies them once and
+// advances the step. Called with syncMu held.
+func (s *Server) completeStep(st *syncStep, n int) {
+	st.timer.Stop()
+	s.mu.Lock()
+	div := float32(n)
+	for _, p := range st.order {
+		g := st.sums[p]
+		for i := range g {
+			g[i] /= div
+		}
+		s.opt.apply(p.iterations, 1, p.values, g, p.slots)
+		p.iterations++
+		p.cursor = s.clock.Add(1)
+	}
+	s.version.Add(1)
+	s.mu.Unlock()
+	s.stats.updates.Add(1)
+	s.stats.observeStaleness(0)
+	s.step.Add(1)
+	st.resp = &pspb.PushResponse{Info: s.info(), LrScale: 1, AppliedStep: st.step}
+	s.pending = nil
+	close(st.done)
+	for i, e := range st.entries {
+		s.keys.finish(st.keys[i], e, st.resp, nil)
+	}
+	close(s.advanced)
+	s.advanced = make(chan struct{})
+}
+
+func (s *Server) syncTimeout(st *syncStep) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.pending != st {
+		return
+	}
+	missing := s.o.workers - st.n
+	if s.o.straggler == StragglerDrop {
+		s.stats.droppedStragglers.Add(uint64(missing))
+		s.completeStep(st, st.n)
+		s.o.logger.Warn("ps: sync step applied without stragglers", "shard", s.o.shard, "step", st.step, "arrived", st.n, "workers", s.o.workers)
+		return
+	}
+	st.err = s.reject("sync_timeout", s.errorf(codes.Aborted, "sync step %d: %d of %d workers pushed within %v; step discarded, push it again",
+		st.step, st.n, s.o.workers, s.o.syncTimeout))
+	s.pending = nil
+	close(st.done)
+	for i, e := range st.entries {
+		s.keys.finish(st.keys[i], e, nil, st.err)
+	}
+}
+
+// ---- pull ----
+
+// collect encodes the parts changed since cursor since (all of them if
+// incarnation is not the server's) into batches of at most maxBytes.
+func (s *Server) collect(req *pspb.PullRequest) (*pspb.ServerInfo, [][]*pspb.Chunk, error) {
+	dtype := req.GetDtype()
+	switch dtype {
+	case pspb.DType_DTYPE_UNSPECIFIED, pspb.DType_DTYPE_FLOAT32:
+		dtype = pspb.DType_DTYPE_FLOAT32
+	case pspb.DType_DTYPE_FLOAT16:
+	default:
+		return nil, nil, s.reject("wrong_dtype", s.errorf(codes.InvalidArgument, "pull: dtype %v not supported (want DTYPE_FLOAT32 or DTYPE_FLOAT16)", dtype))
+	}
+	limit := int(req.GetMaxMessageBytes())
+	if limit <= 0 || limit > s.o.maxMessageBytes {
+		limit = s.o.maxMessageBytes
+	}
+	limit -= 1 << 10 // room for names and framing
+	s.mu.RLock()
+	info := s.info()
+	info.Parts = uint32(len(s.order))
+	since := req.GetSince()
+	if req.GetIncarnation() != info.GetIncarnation() || since > info.GetCursor() {
+		since = 0
+	}
+	var batches [][]*pspb.Chunk
+	var cur []*pspb.Chunk
+	size := 0
+	for _, p := range s.order {
+		p.mu.RLock()
+		if p.cursor > since {
+			c := encodeChunk(p.spec.GetName(), p.spec.GetIndex(), p.values, dtype)
+			if size+len(c.Data) > limit && len(cur) > 0 {
+				batches = append(batches, cur)
+				cur, size = nil, 0
+			}
+			cur = append(cur, c)
+			size += len(c.Data) + len(c.Name) + 16
+		}
+		p.mu.RUnlock()
+	}
+	s.mu.RUnlock()
+	batches = append(batches, cur) // always at least one message, carrying info
+	s.stats.pulls.Add(1)
+	return info, batches, nil
+}
+
+// ---- barrier ----
+
+type barrier struct {
+	count   int
+	gen     uint64
+	arrived map[string]bool
+	release chan struct{}
+}
+
+func (s *Server) barrier(ctx context.Context, req *pspb.BarrierRequest) (*pspb.BarrierResponse, error) {
+	if req.GetCount() == 0 || req.GetName() == "" || req.GetWorkerId() == "" {
+		return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "barrier: name %q, worker %q, count %d; want a name, a worker id and count > 0", req.GetName(), req.GetWorkerId(), req.GetCount()))
+	}
+	s.barrierMu.Lock()
+	b := s.barriers[req.GetName()]
+	if b == nil {
+		b = &barrier{count: int(req.GetCount()), arrived: map[string]bool{}, release: make(chan struct{})}
+		s.barriers[req.GetName()] = b
+	}
+	if b.count != int(req.GetCount()) {
+		s.barrierMu.Unlock()
+		return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "barrier %q waits for %d workers, request says %d", req.GetName(), b.count, req.GetCount()))
+	}
+	gen, release := b.gen, b.release
+	b.arrived[req.GetWorkerId()] = true
+	if len(b.arrived) == b.count {
+		b.gen++
+		close(b.release)
+		b.release = make(chan struct{})
+		b.arrived = map[string]bool{}
+	}
+	s.barrierMu.Unlock()
+	select {
+	case <-release:
+		return &pspb.BarrierResponse{Generation: gen}, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-s.closed:
+		return nil, s.errorf(codes.Unavailable, "shutting down")
+	}
+}
+
+// ---- the gRPC service ----
+
+type service struct {
+	pspb.UnimplementedParameterServerServer
+	s *Server
+}
+
+func (v *service) Register(_ context.Context, req *pspb.RegisterRequest) (*pspb.RegisterResponse, error) {
+	return v.s.register(req)
+}
+
+func (v *service) Pull(req *pspb.PullRequest, stream pspb.ParameterServer_PullServer) error {
+	info, batches, err := v.s.collect(req)
+	if err != nil {
+		return err
+	}
+	for i, b := range batches {
+		m := &pspb.PullResponse{Chunks: b}
+		if i == 0 {
+			m.Info = info
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+		v.s.stats.addOut(b)
+	}
+	return nil
+}
+
+func (v *service) Push(stream pspb.ParameterServer_PushServer) error {
+	hdr, ups, err := v.s.receivePush(stream.Recv)
+	if err != nil {
+		return err
+	}
+	resp, err := v.s.push(stream.Context(), hdr, ups)
+	if err != nil {
+		return err
+	}
+	if h := v.s.testAfterPush; h != nil {
+		if err := h(hdr.GetIdempotencyKey()); err != nil {
+			return err
+		}
+	}
+	return stream.SendAndClose(resp)
+}
+
+func (v *service) PushPull(stream pspb.ParameterServer_PushPullServer) error {
+	hdr, ups, err := v.s.receivePush(stream.Recv)
+	if err != nil {
+		return err
+	}
+	resp, err := v.s.push(stream.Context(), hdr, ups)
+	if err != nil {
+		return err
+	}
+	info, batches, err := v.s.collect(hdr.GetPull())
+	if err != nil {
+		return err
+	}
+	for i, b := range batches {
+		m := &pspb.PushPullResponse{Pull: &pspb.PullResponse{Chunks: b}}
+		if i == 0 {
+			m.Push = resp
+			m.Pull.Info = info
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+		v.s.stats.addOut(b)
+	}
+	return nil
+}
+
+func (v *service) Barrier(ctx context.Context, req *pspb.BarrierRequest) (*pspb.BarrierResponse, error) {
+	return v.s.barrier(ctx, req)
+}
+
+func (v *service) Snapshot(context.Context, *pspb.SnapshotRequest) (*pspb.SnapshotResponse, error) {
+	if v.s.o.snapshotDir == "" {
+		return nil, v.s.errorf(codes.FailedPrecondition, "snapshot: no snapshot directory configured")
+	}
+	r, err := v.s.writeSnapshot()
+	if err != nil {
+		return nil, v.s.errorf(codes.Internal, "snapshot: %v", err)
+	}
+	return r, nil
+}
+
+func (v *service) Restore(context.Context, *pspb.RestoreRequest) (*pspb.RestoreResponse, error) {
+	if v.s.o.snapshotDir == "" {
+		return nil, v.s.errorf(codes.FailedPrecondition, "restore: no snapshot directory configured")
+	}
+	path, err := v.s.restoreLatest()
+	if errors.Is(err, errNoSnapshot) {
+		return nil, v.s.errorf(codes.NotFound, "restore: %v", err)
+	}
+	if err != nil {
+		return nil, v.s.errorf(codes.DataLoss, "restore: %v", err)
+	}
+	return &pspb.RestoreResponse{Info: v.s.info(), Path: path}, nil
+}
+
+func (v *service) Stats(context.Context, *pspb.StatsRequest) (*pspb.StatsResponse, error) {
+	return v.s.statsProto(), nil
+}
