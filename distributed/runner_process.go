@@ -1,0 +1,109 @@
+//go:build unix
+
+package distributed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ProcessRunner runs each task as a local process in its own process group,
+// so that stopping it also stops anything it spawned.
+type ProcessRunner struct {
+	// Command returns the (unstarted) command for attempt of t. A restarted
+	// PS gets the same snapshot directory so it resumes from its snapshot.
+	// The runner sets SysProcAttr.Setpgid and, if zero, WaitDelay.
+	Command func(t Task, attempt int) (*exec.Cmd, error)
+	// WaitDelay bounds how long an exited process's output pipes are
+	// drained when something it spawned still holds them (default 2s).
+	WaitDelay time.Duration
+}
+
+// Start implements Runner.
+func (r ProcessRunner) Start(ctx context.Context, t Task, attempt int) (Handle, error) {
+	if r.Command == nil {
+		return nil, errors.New("distributed: ProcessRunner has no Command")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cmd, err := r.Command(t, attempt)
+	if err != nil {
+		return nil, fmt.Errorf("distributed: command for task %s: %w", t, err)
+	}
+	if cmd == nil || cmd.Path == "" {
+		return nil, fmt.Errorf("distributed: command for task %s is empty", t)
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = r.WaitDelay
+		if cmd.WaitDelay == 0 {
+			cmd.WaitDelay = 2 * time.Second
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("distributed: start task %s: %w", t, err)
+	}
+	h := &processHandle{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{}), task: t}
+	go h.wait()
+	return h, nil
+}
+
+type processHandle struct {
+	cmd  *exec.Cmd
+	pid  int
+	task Task
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func (h *processHandle) wait() {
+	err := h.cmd.Wait()
+	// The leader is gone; take down anything left in its group.
+	_ = syscall.Kill(-h.pid, syscall.SIGKILL)
+	if err != nil {
+		err = fmt.Errorf("distributed: task %s (pid %d): %w", h.task, h.pid, err)
+	}
+	h.mu.Lock()
+	h.err = err
+	h.mu.Unlock()
+	close(h.done)
+}
+
+// PID returns the process id (also the process group id).
+func (h *processHandle) PID() int { return h.pid }
+
+func (h *processHandle) Done() <-chan struct{} { return h.done }
+
+func (h *processHandle) Err() error {
+	select {
+	case <-h.done:
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.err
+	default:
+		return errors.New("distributed: task still running")
+	}
+}
+
+func (h *processHandle) signal(sig syscall.Signal) {
+	select {
+	case <-h.done:
+		return // reaped: the pid may belong to someone else now
+	default:
+	}
+	_ = syscall.Kill(-h.pid, sig)
+}
+
+func (h *processHandle) Terminate()     { h.signal(syscall.SIGTERM) }
+func (h *processHandle) Kill()          { h.signal(syscall.SIGKILL) }
+func (h *processHandle) String() string { return fmt.Sprintf("pid %d", h.pid) }
