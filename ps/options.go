@@ -183,9 +183,12 @@ func WithAllowNonFinite() ServerOption {
 
 // WithMaxMessageBytes sets the largest gRPC message accepted and sent
 // (default 64 MiB); larger requests fail with codes.ResourceExhausted.
-// Tensors are chunked so that no message needs to be this big.
-func WithMaxMessageBytes(n int) ServerOption {
-	return serverOptionFunc(func(o *serverOptions) { o.maxMessageBytes = n })
+// Clients pack chunks into messages of at most half this size.
+func WithMaxMessageBytes(n int) Option {
+	return bothOption{
+		s: func(o *serverOptions) { o.maxMessageBytes = n },
+		c: func(o *clientOptions) { o.maxMessageBytes = n },
+	}
 }
 
 // WithLogger sets where the server logs (default: nowhere).

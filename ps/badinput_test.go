@@ -1,0 +1,183 @@
+package ps
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gotflow/gotflow/ps/pspb"
+)
+
+// rawCodec sends bytes as they are, to put malformed protobuf on the wire.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error)      { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { *(v.(*[]byte)) = append([]byte(nil), data...); return nil }
+func (rawCodec) Name() string                       { return "proto" }
+
+func rawPush(ctx context.Context, stub pspb.ParameterServerClient, msgs ...*pspb.PushRequest) (*pspb.PushResponse, error) {
+	stream, err := stub.Push(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			break // the server answered early; CloseAndRecv has its status
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+func f32chunk(name string, index uint32, v ...float32) *pspb.Chunk {
+	return &pspb.Chunk{Name: name, Index: index, Dtype: pspb.DType_DTYPE_FLOAT32, Data: encodeFloat32(v)}
+}
+
+// TestBadInput sends what a broken or hostile client could: each gets a
+// clear status code, is counted, and the shard keeps serving.
+func TestBadInput(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	lc := newCluster(t, 1, sgd1(), WithToken("s3cret"), WithMaxMessageBytes(1<<20))
+	bad := dialCluster(t, ctx, lc, WithToken("wrong"), WithRetry(1, time.Millisecond, time.Millisecond))
+	err := bad.Register(ctx, []Variable{{Name: "w", Shape: []int64{4}, Trainable: true}})
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	none := dialCluster(t, ctx, lc)
+	_, err = none.Stats(ctx)
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+
+	c := dialCluster(t, ctx, lc, WithToken("s3cret"), WithMaxMessageBytes(16<<20))
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{4}, Trainable: true, Init: []float32{1, 2, 3, 4}}}))
+	stub := c.stubs[0]
+	hdr := &pspb.PushHeader{WorkerId: "x", IdempotencyKey: "k"}
+	tests := []struct {
+		name string
+		msgs []*pspb.PushRequest
+		code codes.Code
+		msg  string
+	}{
+		{"unknown variable", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("v", 0, 1)}}}, codes.NotFound, `variable "v" chunk 0 is not registered`},
+		{"unknown chunk", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 7, 1)}}}, codes.NotFound, `variable "w" chunk 7 is not registered`},
+		{"wrong shape", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3)}}}, codes.InvalidArgument, "12 bytes of float32, want 16 (4 elements)"},
+		{"wrong dtype", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{{Name: "w", Dtype: pspb.DType(9), Data: make([]byte, 32)}}}}, codes.InvalidArgument, "dtype 9 not supported"},
+		{"missing dtype", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{{Name: "w", Data: make([]byte, 16)}}}}, codes.InvalidArgument, "DTYPE_UNSPECIFIED not supported"},
+		{"nan", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, float32(math.NaN()), 3, 4)}}}, codes.InvalidArgument, "element 1 is NaN"},
+		{"inf", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, float32(math.Inf(1)), 0, 3, 4)}}}, codes.InvalidArgument, "element 0 is +Inf"},
+		{"no header", []*pspb.PushRequest{{Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3, 4)}}}, codes.InvalidArgument, "first message has no header"},
+		{"empty stream", nil, codes.InvalidArgument, "empty stream"},
+		{"chunk twice", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3, 4), f32chunk("w", 0, 1, 2, 3, 4)}}}, codes.InvalidArgument, "sent twice"},
+		{"count mismatch", []*pspb.PushRequest{{Header: &pspb.PushHeader{Chunks: 2}, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3, 4)}}}, codes.InvalidArgument, "announces 2 chunks"},
+		{"bad kind", []*pspb.PushRequest{{Header: &pspb.PushHeader{Kind: 5}, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3, 4)}}}, codes.InvalidArgument, "push kind 5 unknown"},
+		{"oversized", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{{Name: "w", Dtype: pspb.DType_DTYPE_FLOAT32, Data: make([]byte, 2<<20)}}}}, codes.ResourceExhausted, "larger than max"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := rawPush(ctx, stub, tc.msgs...)
+			require.Equal(t, tc.code, status.Code(err), "%v", err)
+			require.ErrorContains(t, err, tc.msg)
+		})
+	}
+	t.Run("malformed protobuf", func(t *testing.T) {
+		var out []byte
+		err := c.conns[0].Invoke(ctx, "/gotflow.ps.v1.ParameterServer/Register", []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1}, &out, grpc.ForceCodec(rawCodec{}))
+		require.Equal(t, codes.Internal, status.Code(err), "%v", err)
+		require.ErrorContains(t, err, "unmarshal")
+	})
+	t.Run("register bad spec", func(t *testing.T) {
+		_, err := stub.Register(ctx, &pspb.RegisterRequest{NumShards: 1, Parts: []*pspb.PartSpec{{Name: "x", Shape: []int64{2}, Offset: 1, Length: 2}}, Values: []*pspb.Chunk{f32chunk("x", 0, 1, 2)}})
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+		require.ErrorContains(t, err, "covers elements [1, 3) of 2")
+	})
+	t.Run("pull bad dtype", func(t *testing.T) {
+		s, err := stub.Pull(ctx, &pspb.PullRequest{Dtype: 7})
+		require.NoError(t, err)
+		_, err = s.Recv()
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	})
+
+	// Nothing was applied, and a valid push still works.
+	res, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 1, 1, 1}}})
+	require.NoError(t, err)
+	require.Zero(t, res.Staleness)
+	got := []Tensor{{Name: "w", Values: make([]float32, 4)}}
+	require.NoError(t, c.Pull(ctx, got))
+	require.Equal(t, []float32{0, 1, 2, 3}, got[0].Values)
+	st := lc.Servers()[0].Stats()
+	require.Equal(t, uint64(1), st.Updates)
+	for reason, n := range map[string]uint64{"unknown_variable": 2, "wrong_shape": 1, "wrong_dtype": 3, "non_finite": 2, "malformed": 6, "unauthenticated": 2} {
+		require.Equal(t, n, st.Rejections[reason], reason)
+	}
+}
+
+func selfSigned(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool) (tls.Certificate, *x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: isCA, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, cert, key
+}
+
+// TestTLSWithClientCertsOverLoopback runs a shard on a real loopback port
+// with TLS, a required client certificate and a bearer token.
+func TestTLSWithClientCertsOverLoopback(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	_, ca, caKey := selfSigned(t, "ca", nil, nil, true)
+	serverCert, _, _ := selfSigned(t, "ps", ca, caKey, false)
+	clientCert, _, _ := selfSigned(t, "worker", ca, caKey, false)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	srv, err := NewServer(sgd1(), WithToken("tok"), WithTLS(&tls.Config{
+		Certificates: []tls.Certificate{serverCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13,
+	}))
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	t.Cleanup(func() { require.NoError(t, srv.GracefulStop()); require.NoError(t, <-done) })
+
+	c, err := Dial(ctx, []string{lis.Addr().String()}, WithToken("tok"), WithTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{2}, Trainable: true, Init: []float32{5, 5}}}))
+	_, err = c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 2}}})
+	require.NoError(t, err)
+	got := []Tensor{{Name: "w", Values: make([]float32, 2)}}
+	require.NoError(t, c.Pull(ctx, got))
+	require.Equal(t, []float32{4, 3}, got[0].Values)
+
+	// Without a client certificate the handshake fails.
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	c2, err := Dial(short, []string{lis.Addr().String()}, WithToken("tok"), WithTLS(&tls.Config{RootCAs: pool}), WithRetry(1, time.Millisecond, time.Millisecond))
+	if err == nil {
+		defer c2.Close()
+		err = c2.Register(ctx, []Variable{{Name: "w", Shape: []int64{2}, Trainable: true}})
+	}
+	require.Error(t, err)
+}
