@@ -1,0 +1,326 @@
+package ps
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/ps/pspb"
+)
+
+// TestMain lets the fault test re-run this binary as a standalone shard
+// process (GOTFLOW_PS_TEST_SERVER=addr,snapshot-dir).
+func TestMain(m *testing.M) {
+	if spec := os.Getenv("GOTFLOW_PS_TEST_SERVER"); spec != "" {
+		os.Exit(runTestServer(spec))
+	}
+	os.Exit(m.Run())
+}
+
+func runTestServer(spec string) int {
+	addr, dir, ok := strings.Cut(spec, ",")
+	if !ok {
+		fmt.Fprintln(os.Stderr, "GOTFLOW_PS_TEST_SERVER: want addr,dir")
+		return 2
+	}
+	s, err := NewServer(sgd1(), WithMode(AsyncLock), WithSnapshotDir(dir, 1, 0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	stopped := make(chan error, 1)
+	go func() {
+		<-sig
+		stopped <- s.GracefulStop()
+	}()
+	// The parent gives up after its own deadline; make sure an orphan ends.
+	go func() {
+		time.Sleep(2 * time.Minute)
+		os.Exit(3)
+	}()
+	if err := s.Serve(lis); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := <-stopped; err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func TestSnapshotRestoreExact(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	dir := t.TempDir()
+	adam := WithOptimizer(OptimizerConfig{Optimizer: "adam", LearningRate: 0.01})
+	lc := newCluster(t, 2, adam, WithSnapshotDir(dir, 0, 0))
+	vars := testVars()
+	c := dialCluster(t, ctx, lc, WithChunkElements(256))
+	require.NoError(t, c.Register(ctx, vars))
+	grads := tensorsLike(vars, true)
+	for k := range 3 {
+		fillGrads(grads, 1, k)
+		_, err := c.Push(ctx, grads)
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.Assign(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{7, 8, 9}}}))
+	paths, err := c.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, paths, 2)
+	w3 := tensorsLike(vars, false)
+	require.NoError(t, c.Pull(ctx, w3))
+	for k := 3; k < 5; k++ {
+		fillGrads(grads, 1, k)
+		_, err := c.Push(ctx, grads)
+		require.NoError(t, err)
+	}
+	w5 := tensorsLike(vars, false)
+	require.NoError(t, c.Pull(ctx, w5))
+
+	require.NoError(t, c.Restore(ctx))
+	got := tensorsLike(vars, false)
+	require.NoError(t, c.Pull(ctx, got))
+	require.Equal(t, w3, got)
+	// Replaying the same two pushes reproduces the same Adam state, which
+	// needs the restored moments and iteration counts.
+	for k := 3; k < 5; k++ {
+		fillGrads(grads, 1, k)
+		_, err := c.Push(ctx, grads)
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.Pull(ctx, got))
+	require.Equal(t, w5, got)
+
+	// A graceful stop writes a final snapshot; a new shard resumes from it.
+	require.NoError(t, lc.Close())
+	lc2 := newCluster(t, 2, adam, WithSnapshotDir(dir, 0, 0))
+	for i, s := range lc2.Servers() {
+		require.Equal(t, uint64(5), s.Stats().Version, "shard %d", i)
+	}
+	c2 := dialCluster(t, ctx, lc2, WithChunkElements(256))
+	require.NoError(t, c2.Register(ctx, testVars()))
+	require.NoError(t, c2.Pull(ctx, got))
+	require.Equal(t, w5, got)
+
+	// A different optimizer cannot resume these slots.
+	_, err = NewServer(WithShard(0, 2), WithSnapshotDir(dir, 0, 0))
+	require.ErrorContains(t, err, "was taken with optimizer")
+}
+
+func TestSnapshotKeepsAppliedKeys(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	dir := t.TempDir()
+	lc := newCluster(t, 1, sgd1(), WithSnapshotDir(dir, 0, 0))
+	c := dialCluster(t, ctx, lc)
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{0}}}))
+	push := &pspb.PushRequest{Header: &pspb.PushHeader{IdempotencyKey: "k1"}, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1)}}
+	r, err := rawPush(ctx, c.stubs[0], push)
+	require.NoError(t, err)
+	require.False(t, r.GetDuplicate())
+	_, err = c.Snapshot(ctx)
+	require.NoError(t, err)
+	require.NoError(t, c.Restore(ctx))
+	r, err = rawPush(ctx, c.stubs[0], push)
+	require.NoError(t, err)
+	require.True(t, r.GetDuplicate())
+	require.Equal(t, uint64(1), r.GetInfo().GetVersion())
+}
+
+func TestSnapshotCorruptionAndLeftovers(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	dir := t.TempDir()
+	s, err := NewServer(sgd1(), WithSnapshotDir(dir, 0, 0))
+	require.NoError(t, err)
+	_, err = s.register(&pspb.RegisterRequest{NumShards: 1, Parts: []*pspb.PartSpec{{Name: "w", Shape: []int64{3}, Length: 3, Trainable: true}}, Values: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3)}})
+	require.NoError(t, err)
+	r, err := s.writeSnapshot()
+	require.NoError(t, err)
+	require.NoError(t, s.Stop())
+	_ = ctx
+
+	// A snapshot interrupted before its rename leaves a temporary file,
+	// which the next start removes without reading.
+	leftover := r.GetPath() + ".123.tmp"
+	require.NoError(t, os.WriteFile(leftover, []byte("half"), 0o644))
+	s2, err := NewServer(sgd1(), WithSnapshotDir(dir, 0, 0))
+	require.NoError(t, err)
+	require.Equal(t, 1, s2.Stats().Parts)
+	require.NoError(t, s2.Stop())
+	_, err = os.Stat(leftover)
+	require.True(t, errors.Is(err, os.ErrNotExist))
+
+	// Damaged snapshots are refused with the reason, never half-loaded.
+	data, err := os.ReadFile(r.GetPath())
+	require.NoError(t, err)
+	for name, bad := range map[string][]byte{
+		"truncated": data[:len(data)-5],
+		"flipped":   append(append([]byte(nil), data[:len(data)/2]...), append([]byte{data[len(data)/2] ^ 0x40}, data[len(data)/2+1:]...)...),
+		"empty":     {},
+	} {
+		require.NoError(t, os.WriteFile(r.GetPath(), bad, 0o644))
+		_, err := NewServer(sgd1(), WithSnapshotDir(dir, 0, 0))
+		require.Error(t, err, name)
+		require.ErrorContains(t, err, r.GetPath(), name)
+	}
+}
+
+// TestFaultKillAndRestart SIGKILLs a shard process while four workers
+// push, restarts it on the same address from its snapshot directory, and
+// checks that the workers finish and that the weights are consistent with
+// the version the shard reports: every push subtracts exactly 1 from every
+// element, so w == -version unless a snapshot were torn or a retried push
+// applied twice.
+func TestFaultKillAndRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	ctx := testCtx(t, 60*time.Second)
+	dir := t.TempDir()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	require.NoError(t, lis.Close())
+
+	var logs strings.Builder
+	var logMu sync.Mutex
+	start := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+addr+","+dir)
+		stderr, err := cmd.StderrPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				logMu.Lock()
+				logs.WriteString(sc.Text() + "\n")
+				logMu.Unlock()
+			}
+		}()
+		return cmd
+	}
+	proc := start()
+	t.Cleanup(func() {
+		if proc.Process != nil {
+			proc.Process.Kill()
+			proc.Wait()
+		}
+		logMu.Lock()
+		if t.Failed() {
+			t.Logf("server output:\n%s", logs.String())
+		}
+		logMu.Unlock()
+	})
+
+	const workers, pushes, n = 4, 300, 64
+	vars := []Variable{{Name: "w", Shape: []int64{n}, Trainable: true, Init: make([]float32, n)}}
+	var done sync.WaitGroup
+	var applied [workers]int
+	errs := make([]error, workers)
+	for i := range workers {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			errs[i] = func() error {
+				c, err := Dial(ctx, []string{addr}, WithRetry(100, 10*time.Millisecond, 200*time.Millisecond), WithRPCTimeout(5*time.Second))
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if err := c.Register(ctx, vars); err != nil {
+					return err
+				}
+				ones := make([]float32, n)
+				for j := range ones {
+					ones[j] = 1
+				}
+				for k := 0; k < pushes; k++ {
+					if _, err := c.Push(ctx, []Tensor{{Name: "w", Values: ones}}); err != nil {
+						return fmt.Errorf("push %d: %w", k, err)
+					}
+					applied[i]++
+				}
+				return nil
+			}()
+		}()
+	}
+	// Kill once the shard has applied some pushes (and so written snapshots).
+	probe, err := Dial(ctx, []string{addr})
+	require.NoError(t, err)
+	defer probe.Close()
+	for {
+		st, err := probe.Stats(ctx)
+		require.NoError(t, err)
+		if st[0].Version >= 200 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.NoError(t, proc.Process.Signal(syscall.SIGKILL))
+	proc.Wait()
+
+	// The snapshot on disk is complete and self-consistent.
+	path := filepath.Join(dir, "ps-shard-0-of-1.snapshot")
+	snap, err := readSnapshot(path)
+	require.NoError(t, err)
+	v := snap.header.GetVersion()
+	require.Positive(t, v)
+	vals := make([]float32, n)
+	require.NoError(t, decodeInto(vals, &pspb.Chunk{Dtype: pspb.DType_DTYPE_FLOAT32, Data: snap.parts[0].GetValues()}))
+	for _, x := range vals {
+		require.Equal(t, -float32(v), x)
+	}
+	time.Sleep(200 * time.Millisecond) // the workers see the outage
+	proc = start()
+
+	done.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	st, err := probe.Stats(ctx)
+	require.NoError(t, err)
+	final := st[0].Version
+	require.LessOrEqual(t, final, uint64(workers*pushes))
+	require.Greater(t, final, uint64(workers*pushes/2))
+	c, err := Dial(ctx, []string{addr})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Register(ctx, vars))
+	got := []Tensor{{Name: "w", Values: make([]float32, n)}}
+	require.NoError(t, c.Pull(ctx, got))
+	for _, x := range got[0].Values {
+		require.Equal(t, -float32(final), x)
+	}
+	t.Logf("snapshot at kill: version %d; final version %d of %d pushes (%d lost with the killed process)", v, final, workers*pushes, uint64(workers*pushes)-final)
+
+	// A graceful stop drains and leaves a snapshot at the final version.
+	require.NoError(t, proc.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, proc.Wait())
+	snap, err = readSnapshot(path)
+	require.NoError(t, err)
+	require.Equal(t, final, snap.header.GetVersion())
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.False(t, strings.HasSuffix(e.Name(), ".tmp"), "leftover %s", e.Name())
+	}
+}
