@@ -210,6 +210,9 @@ type rawTFConfig struct {
 	Task        *rawTask            `json:"task"`
 	Environment string              `json:"environment,omitempty"`
 	RPCLayer    string              `json:"rpc_layer,omitempty"`
+	// SparseCluster is what TFJob writes with enableDynamicWorker; it is
+	// decoded only to be rejected with a clear error.
+	SparseCluster json.RawMessage `json:"sparseCluster,omitempty"`
 }
 
 type rawTask struct {
@@ -235,6 +238,9 @@ func ParseTFConfig(data []byte) (TFConfig, error) {
 	}
 	if dec.More() {
 		return TFConfig{}, errors.New("distributed: TF_CONFIG has data after its JSON object")
+	}
+	if raw.SparseCluster != nil {
+		return TFConfig{}, errors.New("distributed: TF_CONFIG has \"sparseCluster\" (TFJob enableDynamicWorker), which gotflow does not support; expected a full \"cluster\"")
 	}
 	if raw.Cluster == nil {
 		return TFConfig{}, errors.New("distributed: TF_CONFIG has no \"cluster\" object")
@@ -336,6 +342,27 @@ func (c TFConfig) Marshal() ([]byte, error) {
 		RPCLayer    string      `json:"rpc_layer,omitempty"`
 	}{c.Cluster, c.Task, c.Environment, c.RPCLayer}
 	return json.Marshal(raw)
+}
+
+// Address returns the address of c's own task. An evaluator outside the
+// cluster has none and gets an error.
+func (c TFConfig) Address() (string, error) { return c.Cluster.Address(c.Task) }
+
+// ListenAddress returns the address c's task should listen on: every
+// interface, on the port of its cluster address (":2222" for
+// "job-ps-0.ns.svc:2222"). In a TFJob pod the task's service name resolves
+// to the pod, so binding all interfaces is what peers need; outside a
+// cluster network prefer the loopback defaults of the commands.
+func (c TFConfig) ListenAddress() (string, error) {
+	addr, err := c.Address()
+	if err != nil {
+		return "", err
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("distributed: task %s address %q: %w", c.Task, addr, err)
+	}
+	return ":" + port, nil
 }
 
 // ErrNoTFConfig is returned by TFConfigFromEnv when TF_CONFIG is unset or

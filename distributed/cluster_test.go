@@ -32,6 +32,9 @@ func TestParseTFConfigKubeflow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "mnist-worker-1.kubeflow.svc:2222", addr)
 	require.Equal(t, "/job:worker/task:1", cfg.Task.Device())
+	listen, err := cfg.ListenAddress()
+	require.NoError(t, err)
+	require.Equal(t, ":2222", listen)
 
 	// Marshal round trip gives the same config.
 	b, err := cfg.Marshal()
@@ -55,6 +58,8 @@ func TestParseTFConfigMasterAndEvaluator(t *testing.T) {
 	cfg, err = ParseTFConfig([]byte(`{"cluster":{"chief":["c:1"],"worker":["w:1"]},"task":{"type":"evaluator","index":0}}`))
 	require.NoError(t, err)
 	require.Equal(t, Task{Role: RoleEvaluator}, cfg.Task)
+	_, err = cfg.ListenAddress()
+	require.ErrorContains(t, err, "task evaluator:0 is not in the cluster")
 	require.False(t, cfg.Task.Trains())
 	_, err = cfg.Cluster.Rank(cfg.Task)
 	require.Error(t, err)
@@ -92,6 +97,7 @@ func TestParseTFConfigErrors(t *testing.T) {
 		{"bad port", `{"cluster":{"worker":["a:http"]},"task":{"type":"worker","index":0}}`, `port "http"`},
 		{"port zero", `{"cluster":{"worker":["a:0"]},"task":{"type":"worker","index":0}}`, "expected a number in 1..65535"},
 		{"duplicate address", `{"cluster":{"worker":["a:1"],"ps":["a:1"]},"task":{"type":"worker","index":0}}`, `tasks worker:0 and ps:0 share the address "a:1"`},
+		{"sparse cluster", `{"sparseCluster":{"worker":{"0":"a:1"},"ps":["p:1"]},"task":{"type":"worker","index":0}}`, "does not support"},
 		{"evaluator outside cluster index 1", `{"cluster":{"worker":["a:1"]},"task":{"type":"evaluator","index":1}}`, "must have index 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
