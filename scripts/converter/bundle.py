@@ -130,6 +130,9 @@ def write(parts, out_dir, overwrite=False):
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         _write_file(os.path.join(tmp, TRAIN_GRAPH), parts.train_graph.SerializeToString())
         _write_file(os.path.join(tmp, INFER_GRAPH), parts.infer_graph.SerializeToString())

@@ -121,10 +121,25 @@ def resolve_metric(name, loss_name):
     return obj, name
 
 
-def _unique_names(variables):
+def _seed_state_names(model):
+    """Map id(state variable) -> "<model>/<layer>/seed_generator_state" for
+    the seed generators of layers (Dropout, noise layers), whose own paths
+    depend on how many generators the process created before."""
+    import keras
+    out = {}
+    for layer in model._flatten_layers(include_self=False):
+        for attr, val in vars(layer).items():
+            if isinstance(val, keras.random.SeedGenerator):
+                suffix = "seed_generator_state" if attr in ("seed_generator", "_seed_generator") else attr + "_state"
+                out[id(val.state)] = f"{model.name}/{layer.name}/{suffix}"
+    return out
+
+
+def _unique_names(variables, renamed=None):
     names, seen = [], {}
+    renamed = renamed or {}
     for v in variables:
-        base = op_name(getattr(v, "path", None) or v.name)
+        base = op_name(renamed.get(id(v)) or getattr(v, "path", None) or v.name)
         n = base
         k = seen.get(base, 0)
         while n in seen:
@@ -206,7 +221,7 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
 
     tvars = list(model.trainable_variables)
     nvars = list(model.non_trainable_variables)
-    names = _unique_names(tvars + nvars)
+    names = _unique_names(tvars + nvars, _seed_state_names(model))
     tnames, nnames = names[:len(tvars)], names[len(tvars):]
     tspecs = [tf.TensorSpec(v.shape, v.dtype) for v in tvars]
     nspecs = [tf.TensorSpec(v.shape, v.dtype) for v in nvars]

@@ -21,7 +21,7 @@ def cnn():
         keras.layers.BatchNormalization(),
         keras.layers.ReLU(),
         keras.layers.Flatten(),
-        keras.layers.Dropout(0.4),
+        keras.layers.Dropout(0.4, name="dropout"),
         keras.layers.Dense(3),
     ], name="cnn")
 

@@ -1,0 +1,319 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/gotflow/gotflow/internal/names"
+	"github.com/gotflow/gotflow/tf"
+)
+
+// Bundle is a loaded and validated model bundle (see `gotflow convert` and
+// loader/schema/bundle-v1.schema.json): a training graph that is a pure
+// function (weights, inputs, labels) -> (loss, gradients, metrics, state
+// updates), an inference graph (weights, inputs) -> outputs, and initial
+// weights.
+type Bundle struct {
+	// Dir is the bundle directory.
+	Dir string
+	// Manifest is the decoded manifest.json.
+	Manifest *Manifest
+	// Train and Infer are train.pb and infer.pb.
+	Train, Infer *GraphDef
+	// Variables lists the weights in manifest order; Weights holds their
+	// initial values in the same order.
+	Variables []Variable
+	Weights   []Weight
+	// Inputs are fed to both graphs, Labels to Train; Outputs are fetched
+	// from Infer, Loss and Metrics from Train.
+	Inputs, Labels, Outputs, Metrics []BundleTensor
+	Loss                             BundleTensor
+}
+
+// Variable is a weight of a bundle: a trainable parameter or non-trainable
+// state (batch-norm statistics, RNG state).
+type Variable struct {
+	Name      string
+	DType     tf.DataType
+	Shape     []int64
+	Trainable bool
+	// TrainPlaceholder and InferPlaceholder are the tensors ("op:idx") fed
+	// with the variable's value in Train and Infer; empty if that graph does
+	// not read the variable.
+	TrainPlaceholder, InferPlaceholder string
+	// Gradient is d loss / d variable in Train (trainable variables only).
+	Gradient string
+	// Update is the variable's new value after a training step, in Train
+	// (non-trainable state that the step changes), or empty.
+	Update string
+}
+
+// BundleTensor is a named tensor of a bundle.
+type BundleTensor struct {
+	// Name is the user-facing name ("x", "logits", "accuracy").
+	Name string
+	// Tensor is the graph tensor, "op:idx".
+	Tensor string
+	DType  tf.DataType
+	// Shape is the static shape, -1 for dimensions of unknown size.
+	Shape []int64
+}
+
+// LoadBundle reads the bundle in dir and checks it: the manifest parses and
+// validates (ParseManifest), both graphs parse (ParseGraphDef), every tensor
+// the manifest names exists in its graph with the declared dtype and a
+// compatible shape, placeholders are Placeholder ops, every trainable
+// variable has a gradient of its own dtype and shape, and the weights file
+// holds exactly the variables with their dtypes and shapes.
+func LoadBundle(dir string) (*Bundle, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("loader: bundle %s does not exist: %w", dir, err)
+		}
+		return nil, fmt.Errorf("loader: bundle: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("loader: bundle %s is not a directory", dir)
+	}
+	mpath := filepath.Join(dir, "manifest.json")
+	raw, err := os.ReadFile(mpath)
+	if err != nil {
+		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+	}
+	m, err := ParseManifest(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", mpath, err)
+	}
+	b := &Bundle{Dir: dir, Manifest: m}
+	if b.Train, err = LoadGraphDef(filepath.Join(dir, m.TrainGraph)); err != nil {
+		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+	}
+	if b.Infer, err = LoadGraphDef(filepath.Join(dir, m.InferGraph)); err != nil {
+		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+	}
+	b.convert()
+	ws, err := ReadWeights(filepath.Join(dir, m.Weights))
+	if err != nil {
+		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+	}
+	if b.Weights, err = b.orderWeights(ws); err != nil {
+		return nil, fmt.Errorf("loader: bundle %s: %s: %w", dir, m.Weights, err)
+	}
+	if err := b.checkGraphs(); err != nil {
+		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+	}
+	return b, nil
+}
+
+func (b *Bundle) convert() {
+	dt := func(s string) tf.DataType { d, _ := tf.ParseDataType(s); return d } // validated
+	conv := func(ts []ManifestTensor) []BundleTensor {
+		out := make([]BundleTensor, len(ts))
+		for i, t := range ts {
+			out[i] = BundleTensor{Name: t.Name, Tensor: t.Tensor, DType: dt(t.DType), Shape: slices.Clone(t.Shape)}
+		}
+		return out
+	}
+	m := b.Manifest
+	b.Inputs, b.Labels, b.Outputs, b.Metrics = conv(m.Inputs), conv(m.Labels), conv(m.Outputs), conv(m.Metrics)
+	b.Loss = conv([]ManifestTensor{m.Loss})[0]
+	b.Variables = make([]Variable, len(m.Variables))
+	for i, v := range m.Variables {
+		b.Variables[i] = Variable{
+			Name: v.Name, DType: dt(v.DType), Shape: slices.Clone(v.Shape), Trainable: v.Trainable,
+			TrainPlaceholder: v.TrainPlaceholder, InferPlaceholder: v.InferPlaceholder,
+			Gradient: v.Gradient, Update: v.Update,
+		}
+	}
+}
+
+// orderWeights matches the weights file against the variables.
+func (b *Bundle) orderWeights(ws []Weight) ([]Weight, error) {
+	byName := make(map[string]Weight, len(ws))
+	for _, w := range ws {
+		byName[w.Name] = w
+	}
+	out := make([]Weight, len(b.Variables))
+	for i, v := range b.Variables {
+		w, ok := byName[v.Name]
+		if !ok {
+			return nil, fmt.Errorf("variable %q has no entry in the weights file", v.Name)
+		}
+		if w.DType != v.DType || !slices.Equal(w.Shape, v.Shape) {
+			return nil, fmt.Errorf("weight %q is %s%v, the manifest says %s%v", v.Name, w.DType, w.Shape, v.DType, v.Shape)
+		}
+		out[i] = w
+		delete(byName, v.Name)
+	}
+	if len(byName) > 0 {
+		extra := make([]string, 0, len(byName))
+		for n := range byName {
+			extra = append(extra, n)
+		}
+		slices.Sort(extra)
+		return nil, fmt.Errorf("weights file has entries for no variable: %v", extra)
+	}
+	return out, nil
+}
+
+// checkGraphs verifies every named tensor against its graph.
+func (b *Bundle) checkGraphs() error {
+	train, err := b.Train.Import()
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.Manifest.TrainGraph, err)
+	}
+	defer train.Close()
+	infer, err := b.Infer.Import()
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.Manifest.InferGraph, err)
+	}
+	defer infer.Close()
+	tg := checker{file: b.Manifest.TrainGraph, def: b.Train, g: train}
+	ig := checker{file: b.Manifest.InferGraph, def: b.Infer, g: infer}
+	for _, v := range b.Variables {
+		what := fmt.Sprintf("variable %q", v.Name)
+		if v.TrainPlaceholder != "" {
+			if err := tg.placeholder(what, v.TrainPlaceholder, v.DType, v.Shape); err != nil {
+				return err
+			}
+		}
+		if v.InferPlaceholder != "" {
+			if err := ig.placeholder(what, v.InferPlaceholder, v.DType, v.Shape); err != nil {
+				return err
+			}
+		}
+		if v.Gradient != "" {
+			if err := tg.tensor(what+" gradient", v.Gradient, v.DType, v.Shape); err != nil {
+				return err
+			}
+		}
+		if v.Update != "" {
+			if err := tg.tensor(what+" update", v.Update, v.DType, v.Shape); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range b.Inputs {
+		if err := tg.tensor(fmt.Sprintf("input %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+			return err
+		}
+		if err := ig.tensor(fmt.Sprintf("input %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+			return err
+		}
+	}
+	for _, t := range b.Labels {
+		if err := tg.tensor(fmt.Sprintf("label %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+			return err
+		}
+	}
+	for _, t := range b.Metrics {
+		if err := tg.tensor(fmt.Sprintf("metric %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+			return err
+		}
+	}
+	if err := tg.tensor("loss", b.Loss.Tensor, b.Loss.DType, b.Loss.Shape); err != nil {
+		return err
+	}
+	for _, t := range b.Outputs {
+		if err := ig.tensor(fmt.Sprintf("output %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type checker struct {
+	file string
+	def  *GraphDef
+	g    *tf.Graph
+}
+
+func (c checker) tensor(what, name string, dt tf.DataType, shape []int64) error {
+	if _, err := c.def.Resolve(name); err != nil {
+		return fmt.Errorf("%s: %s tensor %q: %w", c.file, what, name, err)
+	}
+	out, err := c.g.Output(name)
+	if err != nil {
+		return fmt.Errorf("%s: %s tensor %q: %w", c.file, what, name, err)
+	}
+	if got := out.DataType(); got != dt {
+		return fmt.Errorf("%s: %s tensor %q has dtype %s, the manifest says %s", c.file, what, name, got, dt)
+	}
+	got, ok, err := out.Shape()
+	if err != nil {
+		return fmt.Errorf("%s: %s tensor %q: %w", c.file, what, name, err)
+	}
+	if ok && !shapesCompatible(got, shape) {
+		return fmt.Errorf("%s: %s tensor %q has shape %v, the manifest says %v", c.file, what, name, got, shape)
+	}
+	return nil
+}
+
+func (c checker) placeholder(what, name string, dt tf.DataType, shape []int64) error {
+	if err := c.tensor(what+" placeholder", name, dt, shape); err != nil {
+		return err
+	}
+	op, _, _ := tf.ParseOutputName(name)
+	i, _ := c.def.Node(op)
+	if typ := c.def.Def.Node[i].GetOp(); typ != "Placeholder" {
+		return fmt.Errorf("%s: %s placeholder %q is a %s op, want Placeholder", c.file, what, name, typ)
+	}
+	return nil
+}
+
+// shapesCompatible reports whether two shapes agree in rank and in every
+// dimension both know.
+func shapesCompatible(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] >= 0 && b[i] >= 0 && a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Variable returns the variable called name and its index in Variables.
+func (b *Bundle) Variable(name string) (Variable, int, error) {
+	for i, v := range b.Variables {
+		if v.Name == name {
+			return v, i, nil
+		}
+	}
+	vnames := make([]string, len(b.Variables))
+	for i, v := range b.Variables {
+		vnames[i] = v.Name
+	}
+	return Variable{}, -1, fmt.Errorf("loader: bundle: %w", &tf.Error{Code: tf.NotFound, Op: name, Msg: names.NotFound("variable", name, vnames)})
+}
+
+// Trainable returns the indices (into Variables) of the trainable variables,
+// in order: the order of TrainStep's gradients.
+func (b *Bundle) Trainable() []int {
+	var out []int
+	for i, v := range b.Variables {
+		if v.Trainable {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Stateful returns the indices (into Variables) of the variables a training
+// step updates, in order: the order of TrainStep's updates.
+func (b *Bundle) Stateful() []int {
+	var out []int
+	for i, v := range b.Variables {
+		if v.Update != "" {
+			out = append(out, i)
+		}
+	}
+	return out
+}

@@ -1,0 +1,253 @@
+package loader
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/gotflow/gotflow/tf"
+)
+
+// BundleFormat is the manifest "format" value LoadBundle accepts.
+const BundleFormat = "gotflow.bundle/v1"
+
+// MaxManifestBytes bounds the size of manifest.json.
+const MaxManifestBytes = 64 << 20
+
+// Manifest is the decoded manifest.json of a bundle, field for field as the
+// JSON Schema loader/schema/bundle-v1.schema.json describes it.
+type Manifest struct {
+	Format     string            `json:"format"`
+	Producer   map[string]string `json:"producer,omitempty"`
+	TrainGraph string            `json:"train_graph"`
+	InferGraph string            `json:"infer_graph"`
+	Weights    string            `json:"weights"`
+	Variables  []ManifestVar     `json:"variables"`
+	Inputs     []ManifestTensor  `json:"inputs"`
+	Labels     []ManifestTensor  `json:"labels"`
+	Outputs    []ManifestTensor  `json:"outputs"`
+	Loss       ManifestTensor    `json:"loss"`
+	Metrics    []ManifestTensor  `json:"metrics"`
+}
+
+// ManifestTensor is a named tensor of the manifest.
+type ManifestTensor struct {
+	Name   string  `json:"name"`
+	Tensor string  `json:"tensor"`
+	DType  string  `json:"dtype"`
+	Shape  []int64 `json:"shape"`
+}
+
+// ManifestVar is a variable of the manifest.
+type ManifestVar struct {
+	Name             string  `json:"name"`
+	DType            string  `json:"dtype"`
+	Shape            []int64 `json:"shape"`
+	Trainable        bool    `json:"trainable"`
+	TrainPlaceholder string  `json:"train_placeholder,omitempty"`
+	InferPlaceholder string  `json:"infer_placeholder,omitempty"`
+	Gradient         string  `json:"gradient,omitempty"`
+	Update           string  `json:"update,omitempty"`
+}
+
+// ParseManifest decodes and validates manifest.json bytes: unknown fields,
+// a wrong format, duplicate names, bad dtypes, shapes or tensor names, and
+// gradients that do not match the trainable variables are errors.
+func ParseManifest(b []byte) (*Manifest, error) {
+	if len(b) > MaxManifestBytes {
+		return nil, fmt.Errorf("loader: manifest is %d bytes, over the %d-byte limit", len(b), MaxManifestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var m Manifest
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("loader: manifest: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("loader: manifest: trailing data after the JSON object")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate checks the manifest on its own, without the graphs.
+func (m *Manifest) Validate() error {
+	if m.Format != BundleFormat {
+		if strings.HasPrefix(m.Format, "gotflow.bundle/") {
+			return fmt.Errorf("loader: manifest format %q is not supported (want %q)", m.Format, BundleFormat)
+		}
+		return fmt.Errorf("loader: manifest format is %q, want %q", m.Format, BundleFormat)
+	}
+	for _, f := range []struct{ key, val string }{
+		{"train_graph", m.TrainGraph}, {"infer_graph", m.InferGraph}, {"weights", m.Weights},
+	} {
+		if err := checkFileName(f.key, f.val); err != nil {
+			return err
+		}
+	}
+	if len(m.Variables) == 0 {
+		return fmt.Errorf("loader: manifest has no variables")
+	}
+	if len(m.Inputs) == 0 {
+		return fmt.Errorf("loader: manifest has no inputs")
+	}
+	if len(m.Outputs) == 0 {
+		return fmt.Errorf("loader: manifest has no outputs")
+	}
+	seen := map[string]bool{}
+	trainable := 0
+	for i, v := range m.Variables {
+		what := fmt.Sprintf("variable %d (%q)", i, v.Name)
+		if v.Name == "" {
+			return fmt.Errorf("loader: manifest: variable %d has no name", i)
+		}
+		if seen[v.Name] {
+			return fmt.Errorf("loader: manifest: variable name %q is used twice", v.Name)
+		}
+		seen[v.Name] = true
+		if err := checkDType(what, v.DType); err != nil {
+			return err
+		}
+		if v.DType == "string" {
+			return fmt.Errorf("loader: manifest: %s: string variables are not supported", what)
+		}
+		if v.Shape == nil {
+			return fmt.Errorf("loader: manifest: %s has no shape (use [] for a scalar)", what)
+		}
+		for _, d := range v.Shape {
+			if d < 0 {
+				return fmt.Errorf("loader: manifest: %s has shape %v; variable shapes must be fully known", what, v.Shape)
+			}
+		}
+		if _, err := elementCount(v.Shape); err != nil {
+			return fmt.Errorf("loader: manifest: %s: %v", what, err)
+		}
+		for _, t := range []struct{ key, val string }{
+			{"train_placeholder", v.TrainPlaceholder}, {"infer_placeholder", v.InferPlaceholder},
+			{"gradient", v.Gradient}, {"update", v.Update},
+		} {
+			if t.val == "" {
+				continue
+			}
+			if err := checkTensorName(what+" "+t.key, t.val); err != nil {
+				return err
+			}
+		}
+		if v.Trainable {
+			trainable++
+			if v.Gradient == "" {
+				return fmt.Errorf("loader: manifest: %s is trainable but has no gradient tensor", what)
+			}
+			if v.TrainPlaceholder == "" {
+				return fmt.Errorf("loader: manifest: %s is trainable but has no train_placeholder", what)
+			}
+			if v.Update != "" {
+				return fmt.Errorf("loader: manifest: %s is trainable and has an update tensor; updates are for non-trainable state", what)
+			}
+		} else if v.Gradient != "" {
+			return fmt.Errorf("loader: manifest: %s is not trainable but has gradient %q", what, v.Gradient)
+		}
+		if v.Update != "" && v.TrainPlaceholder == "" {
+			return fmt.Errorf("loader: manifest: %s has an update but no train_placeholder", what)
+		}
+	}
+	if trainable == 0 {
+		return fmt.Errorf("loader: manifest has no trainable variables")
+	}
+	groups := []struct {
+		kind string
+		ts   []ManifestTensor
+	}{{"input", m.Inputs}, {"label", m.Labels}, {"output", m.Outputs}, {"metric", m.Metrics}}
+	for _, g := range groups {
+		names := map[string]bool{}
+		for i, t := range g.ts {
+			if err := checkTensor(fmt.Sprintf("%s %d", g.kind, i), t); err != nil {
+				return err
+			}
+			if names[t.Name] {
+				return fmt.Errorf("loader: manifest: %s name %q is used twice", g.kind, t.Name)
+			}
+			names[t.Name] = true
+		}
+	}
+	if err := checkTensor("loss", m.Loss); err != nil {
+		return err
+	}
+	if len(m.Loss.Shape) != 0 {
+		return fmt.Errorf("loader: manifest: loss %q has shape %v, want a scalar ([])", m.Loss.Tensor, m.Loss.Shape)
+	}
+	if m.Loss.DType != "float32" && m.Loss.DType != "float64" && m.Loss.DType != "float16" && m.Loss.DType != "bfloat16" {
+		return fmt.Errorf("loader: manifest: loss %q has dtype %s, want a floating-point type", m.Loss.Tensor, m.Loss.DType)
+	}
+	return nil
+}
+
+func checkFileName(key, name string) error {
+	if name == "" {
+		return fmt.Errorf("loader: manifest: %s is empty, want a file name", key)
+	}
+	if name != filepath.Base(name) || name == "." || name == ".." || strings.ContainsAny(name, `/\`) {
+		return fmt.Errorf("loader: manifest: %s %q must be a file name inside the bundle directory", key, name)
+	}
+	return nil
+}
+
+func checkDType(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("loader: manifest: %s has no dtype", what)
+	}
+	dt, err := tf.ParseDataType(s)
+	if err != nil || dt.String() != s {
+		return fmt.Errorf("loader: manifest: %s has dtype %q, want one of float16, bfloat16, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool, string", what, s)
+	}
+	return nil
+}
+
+func checkTensorName(what, name string) error {
+	if _, _, err := tf.ParseOutputName(name); err != nil || !strings.Contains(name, ":") {
+		return fmt.Errorf("loader: manifest: %s %q is not a tensor name (want \"op:index\")", what, name)
+	}
+	return nil
+}
+
+func checkTensor(what string, t ManifestTensor) error {
+	if t.Name == "" {
+		return fmt.Errorf("loader: manifest: %s has no name", what)
+	}
+	what = fmt.Sprintf("%s (%q)", what, t.Name)
+	if err := checkTensorName(what+" tensor", t.Tensor); err != nil {
+		return err
+	}
+	if err := checkDType(what, t.DType); err != nil {
+		return err
+	}
+	if t.Shape == nil {
+		return fmt.Errorf("loader: manifest: %s has no shape (use [] for a scalar)", what)
+	}
+	for _, d := range t.Shape {
+		if d < -1 {
+			return fmt.Errorf("loader: manifest: %s has shape %v; dimensions are sizes or -1", what, t.Shape)
+		}
+	}
+	return nil
+}
+
+// elementCount multiplies out a fully known shape, guarding overflow.
+func elementCount(shape []int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("shape %v has an unknown dimension", shape)
+		}
+		if d != 0 && n > (1<<62)/d {
+			return 0, fmt.Errorf("shape %v has too many elements", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
