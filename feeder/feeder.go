@@ -63,7 +63,8 @@ type Feeder struct {
 	opts   options
 	parts  []Source
 	src    Source
-	cancel context.CancelFunc
+	cancel context.CancelFunc // stops everything (Close, errors seen by Next)
+	stop   context.CancelFunc // stops reading only (the batcher failed)
 	wg     sync.WaitGroup
 
 	recs  chan recItem
@@ -129,22 +130,23 @@ func New(src Source, plan *Plan, opts ...Option) (*Feeder, error) {
 		parts = ps
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	readCtx, stop := context.WithCancel(ctx)
 	f := &Feeder{
-		plan: plan, opts: o, parts: parts, src: src, cancel: cancel,
+		plan: plan, opts: o, parts: parts, src: src, cancel: cancel, stop: stop,
 		recs:  make(chan recItem, o.prefetch*len(parts)),
 		work:  make(chan *job, o.prefetch),
 		order: make(chan *job, o.prefetch),
 	}
 	for _, p := range parts {
 		f.wg.Add(1)
-		go f.read(ctx, p)
+		go f.read(readCtx, p)
 	}
 	for range o.readers {
 		f.wg.Add(1)
 		go f.convert(ctx)
 	}
 	f.wg.Add(1)
-	go f.batcher(ctx, len(parts))
+	go f.batcher(readCtx, len(parts))
 	return f, nil
 }
 
@@ -268,14 +270,14 @@ func (f *Feeder) batcher(ctx context.Context, nparts int) {
 			continue
 		}
 		if it.err != nil {
-			f.fail(ctx, fmt.Errorf("feeder: read: %w", it.err))
-			f.cancel()
+			f.fail(ctx, it.err)
+			f.stop()
 			return
 		}
 		if err := f.plan.checkSchema(it.rec); err != nil {
 			it.rec.Release()
 			f.fail(ctx, err)
-			f.cancel()
+			f.stop()
 			return
 		}
 		n := it.rec.NumRows()

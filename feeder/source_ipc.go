@@ -69,7 +69,7 @@ func OpenIPC(path string, opts ...SourceOption) (src Splitter, err error) {
 		}
 		return &ipcFileSource{sh: sh, batches: batches, schema: s, cols: o.columns}, nil
 	}
-	s, err := newIPCStream(bufio.NewReaderSize(f, 1<<16), path, f, o)
+	s, err := newIPCStream(bufio.NewReaderSize(f, 1<<16), "ipc stream "+path, f, o)
 	if err != nil {
 		f.Close()
 		return nil, err
