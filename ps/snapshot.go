@@ -193,8 +193,14 @@ func readSnapshot(path string) (capturedState, error) {
 		return capturedState{}, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return capturedState{}, err
+	}
 	cr := &crcReader{r: bufio.NewReaderSize(f, 1<<20), h: crc32.New(castagnoli)}
-	opts := protodelim.UnmarshalOptions{MaxSize: 1 << 30}
+	// No record is larger than the file: a corrupt size prefix fails here
+	// instead of allocating what it claims.
+	opts := protodelim.UnmarshalOptions{MaxSize: max(fi.Size(), 1)}
 	var st capturedState
 	st.header = &pspb.SnapshotHeader{}
 	if err := opts.UnmarshalFrom(cr, st.header); err != nil {
