@@ -1,0 +1,209 @@
+package savedmodel
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	tspb "github.com/wamuir/graft/tensorflow/core/framework/tensor_shape_go_proto"
+	typespb "github.com/wamuir/graft/tensorflow/core/framework/types_go_proto"
+	pb "github.com/wamuir/graft/tensorflow/core/protobuf/for_core_protos_go_proto"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gotflow/gotflow/loader"
+	"github.com/gotflow/gotflow/tf"
+)
+
+// PredictMethodName is the method name Export gives a signature without
+// one: TF Serving's Predict API.
+const PredictMethodName = "tensorflow/serving/predict"
+
+// SignatureFromBundle returns the serving signature of a bundle: its inputs
+// and outputs under their bundle names, as graph tensors of the inference
+// graph (and so of b.Freeze's result).
+func SignatureFromBundle(b *loader.Bundle) Signature {
+	sig := Signature{Key: DefaultSignatureKey, MethodName: PredictMethodName}
+	for _, t := range b.Inputs {
+		sig.Inputs = append(sig.Inputs, TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: slices.Clone(t.Shape)})
+	}
+	for _, t := range b.Outputs {
+		sig.Outputs = append(sig.Outputs, TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: slices.Clone(t.Shape)})
+	}
+	return sig
+}
+
+// Export writes a SavedModel to dir holding the frozen graph and one
+// signature (Key defaults to serving_default, MethodName to
+// tensorflow/serving/predict) under the tag set {serve}: the layout
+// tf.saved_model.load, Load and TF Serving read. The graph must not read
+// variables (freeze it first, e.g. with loader.Bundle.Freeze), so the
+// variables directory stays empty.
+//
+// Every signature tensor must exist in the graph; the inputs must be
+// Placeholders. dir must not exist or be empty. The model is written to a
+// temporary sibling directory that is renamed to dir at the end, so a
+// failed export leaves nothing behind.
+func Export(dir string, frozen *loader.GraphDef, sig Signature) error {
+	if frozen == nil {
+		return errors.New("savedmodel: export: no graph")
+	}
+	if sig.Key == "" {
+		sig.Key = DefaultSignatureKey
+	}
+	if sig.MethodName == "" {
+		sig.MethodName = PredictMethodName
+	}
+	if len(sig.Inputs) == 0 || len(sig.Outputs) == 0 {
+		return fmt.Errorf("savedmodel: export: signature %q needs inputs and outputs (has %d and %d)", sig.Key, len(sig.Inputs), len(sig.Outputs))
+	}
+	for _, n := range frozen.Def.GetNode() {
+		switch n.GetOp() {
+		case "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp":
+			return fmt.Errorf("savedmodel: export: node %q is a %s: the graph must be frozen (no variables)", n.GetName(), n.GetOp())
+		}
+	}
+	sd := &pb.SignatureDef{
+		Inputs:     map[string]*pb.TensorInfo{},
+		Outputs:    map[string]*pb.TensorInfo{},
+		MethodName: sig.MethodName,
+	}
+	add := func(kind string, m map[string]*pb.TensorInfo, ts []TensorSpec, placeholder bool) error {
+		for _, t := range ts {
+			if t.Alias == "" {
+				return fmt.Errorf("savedmodel: export: signature %q: %s %q has no alias", sig.Key, kind, t.Name)
+			}
+			if _, dup := m[t.Alias]; dup {
+				return fmt.Errorf("savedmodel: export: signature %q: %s alias %q used twice", sig.Key, kind, t.Alias)
+			}
+			name, err := frozen.Resolve(t.Name)
+			if err != nil {
+				return fmt.Errorf("savedmodel: export: signature %q %s %q: %w", sig.Key, kind, t.Alias, err)
+			}
+			if !t.DType.Valid() {
+				return fmt.Errorf("savedmodel: export: signature %q %s %q has no valid dtype", sig.Key, kind, t.Alias)
+			}
+			if placeholder {
+				op, _, _ := tf.ParseOutputName(name)
+				i, _ := frozen.Node(op)
+				if typ := frozen.Def.Node[i].GetOp(); typ != "Placeholder" {
+					return fmt.Errorf("savedmodel: export: signature %q input %q: %s is a %s op, want Placeholder (is the graph frozen?)", sig.Key, t.Alias, name, typ)
+				}
+			}
+			m[t.Alias] = &pb.TensorInfo{
+				Encoding:    &pb.TensorInfo_Name{Name: name},
+				Dtype:       typespb.DataType(t.DType),
+				TensorShape: shapeProto(t.Shape),
+			}
+		}
+		return nil
+	}
+	if err := add("input", sd.Inputs, sig.Inputs, true); err != nil {
+		return err
+	}
+	if err := add("output", sd.Outputs, sig.Outputs, false); err != nil {
+		return err
+	}
+	for _, n := range frozen.Def.GetNode() {
+		if n.GetOp() != "Placeholder" {
+			continue
+		}
+		fed := false
+		for _, in := range sd.Inputs {
+			if op, _, _ := tf.ParseOutputName(in.GetName()); op == n.GetName() {
+				fed = true
+			}
+		}
+		if !fed {
+			return fmt.Errorf("savedmodel: export: placeholder %q is not a signature input (is the graph frozen?)", n.GetName())
+		}
+	}
+	sm := &pb.SavedModel{
+		SavedModelSchemaVersion: 1,
+		MetaGraphs: []*pb.MetaGraphDef{{
+			MetaInfoDef: &pb.MetaGraphDef_MetaInfoDef{
+				Tags:              []string{DefaultTag},
+				TensorflowVersion: tf.Version(),
+			},
+			GraphDef:     frozen.Def,
+			SignatureDef: map[string]*pb.SignatureDef{sig.Key: sd},
+		}},
+	}
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(sm)
+	if err != nil {
+		return fmt.Errorf("savedmodel: export: encode: %w", err)
+	}
+	return writeAtomically(dir, data)
+}
+
+func shapeProto(shape []int64) *tspb.TensorShapeProto {
+	if shape == nil {
+		return &tspb.TensorShapeProto{UnknownRank: true}
+	}
+	s := &tspb.TensorShapeProto{}
+	for _, d := range shape {
+		s.Dim = append(s.Dim, &tspb.TensorShapeProto_Dim{Size: d})
+	}
+	return s
+}
+
+// writeAtomically writes saved_model.pb and an empty variables directory
+// into a temporary sibling of dir, then renames it to dir.
+func writeAtomically(dir string, savedModel []byte) (err error) {
+	dir = filepath.Clean(dir)
+	if entries, err := os.ReadDir(dir); err == nil {
+		if len(entries) > 0 {
+			return fmt.Errorf("savedmodel: export: %s exists and is not empty", dir)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(tmp, VariablesDir), 0o755); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	if err := writeSynced(filepath.Join(tmp, SavedModelFile), savedModel); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	// An empty dir left by the caller is replaced.
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	return nil
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
