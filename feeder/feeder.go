@@ -326,6 +326,9 @@ func (f *Feeder) Next(ctx context.Context) (*Batch, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	j := f.pending
 	if j == nil {
 		select {

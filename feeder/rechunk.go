@@ -72,9 +72,10 @@ type rowRef struct {
 	row int
 }
 
-// shuffler is a seeded shuffle buffer over rows, like tf.data's shuffle: it
-// fills up to size rows, then every output row is drawn uniformly from the
-// buffer. Batches are exactly batch rows except the last.
+// shuffler is a seeded shuffle buffer over rows, like tf.data's shuffle:
+// records are added whole, and once the buffer holds at least size+batch rows
+// a batch is drawn, every row uniformly from the buffer. Batches are exactly
+// batch rows except the last.
 type shuffler struct {
 	size, batch int
 	dropLast    bool

@@ -1,0 +1,344 @@
+package feeder_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/feeder"
+)
+
+// readIDs reads every record of src and returns the id column.
+func readIDs(t *testing.T, src feeder.Source) []int64 {
+	t.Helper()
+	defer src.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var ids []int64
+	for {
+		rec, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return ids
+		}
+		require.NoError(t, err)
+		idx := rec.Schema().FieldIndices("id")
+		require.Len(t, idx, 1)
+		ids = append(ids, rec.Column(idx[0]).(*array.Int64).Int64Values()...)
+		rec.Release()
+	}
+}
+
+func writeIDs(t *testing.T, path string, mem memory.Allocator, nrec, per int, opts ...feeder.SinkOption) {
+	t.Helper()
+	var s feeder.Sink
+	var err error
+	if strings.HasSuffix(path, ".parquet") {
+		s, err = feeder.CreateParquet(path, idSchema, opts...)
+	} else {
+		s, err = feeder.CreateIPC(path, idSchema, opts...)
+	}
+	require.NoError(t, err)
+	recs := idRecords(mem, nrec, per)
+	for _, r := range recs {
+		require.NoError(t, s.Write(r))
+		r.Release()
+	}
+	require.NoError(t, s.Close())
+}
+
+func TestSinksAndSources(t *testing.T) {
+	dir := t.TempDir()
+	mem, _ := cMem(t)
+	cases := []struct {
+		file string
+		opts []feeder.SinkOption
+	}{
+		{"ids.parquet", []feeder.SinkOption{feeder.RowGroupRows(10)}},
+		{"ids.arrow", nil},
+		{"ids.arrows", []feeder.SinkOption{feeder.IPCStreamFormat()}},
+	}
+	for _, c := range cases {
+		t.Run(c.file, func(t *testing.T) {
+			p := filepath.Join(dir, c.file)
+			writeIDs(t, p, mem, 4, 10, c.opts...)
+			var src feeder.Splitter
+			var err error
+			if strings.HasSuffix(p, ".parquet") {
+				src, err = feeder.OpenParquet(p, feeder.WithAllocator(mem))
+			} else {
+				src, err = feeder.OpenIPC(p, feeder.WithAllocator(mem))
+			}
+			require.NoError(t, err)
+			requireSameFields(t, idSchema, src.Schema())
+			require.Equal(t, seq(40), readIDs(t, src))
+
+			// feeding from the file through a plan gives the same tensors
+			var src2 feeder.Source
+			if strings.HasSuffix(p, ".parquet") {
+				src2, err = feeder.OpenParquet(p, feeder.WithAllocator(mem))
+			} else {
+				src2, err = feeder.OpenIPC(p, feeder.WithAllocator(mem))
+			}
+			require.NoError(t, err)
+			f := newFeeder(t, src2, feeder.BatchSize(16), feeder.WithAllocator(mem))
+			_, ids := collect(t, f)
+			require.Equal(t, seq(40), ids)
+		})
+	}
+	t.Run("parquet_projection", func(t *testing.T) {
+		src, err := feeder.OpenParquet(filepath.Join(dir, "ids.parquet"), feeder.Columns("id"), feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		require.Equal(t, 1, src.Schema().NumFields())
+		require.Equal(t, seq(40), readIDs(t, src))
+		_, err = feeder.OpenParquet(filepath.Join(dir, "ids.parquet"), feeder.Columns("nope"))
+		require.ErrorIs(t, err, feeder.ErrMissingColumn)
+	})
+	t.Run("ipc_projection", func(t *testing.T) {
+		src, err := feeder.OpenIPC(filepath.Join(dir, "ids.arrow"), feeder.Columns("id"), feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		require.Equal(t, 1, src.Schema().NumFields())
+		require.Equal(t, seq(40), readIDs(t, src))
+	})
+	t.Run("parquet_split_by_row_group", func(t *testing.T) {
+		src, err := feeder.OpenParquet(filepath.Join(dir, "ids.parquet"), feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		parts, err := src.Split(3)
+		require.NoError(t, err)
+		require.Len(t, parts, 3)
+		require.Equal(t, []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39}, readIDs(t, parts[0]))
+		require.Equal(t, seq(20)[10:], readIDs(t, parts[1]))
+		require.NoError(t, src.Close())
+		parts[2].Close()
+	})
+}
+
+func TestSinkIsAtomic(t *testing.T) {
+	dir := t.TempDir()
+	mem, _ := cMem(t)
+	for _, name := range []string{"out.parquet", "out.arrow"} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, name)
+			create := feeder.CreateIPC
+			if strings.HasSuffix(name, ".parquet") {
+				create = feeder.CreateParquet
+			}
+			s, err := create(p, idSchema)
+			require.NoError(t, err)
+			for _, r := range idRecords(mem, 2, 5) {
+				require.NoError(t, s.Write(r))
+				r.Release()
+			}
+			_, err = os.Stat(p)
+			require.True(t, os.IsNotExist(err), "the output must not exist before Close")
+			require.NoError(t, s.Abort())
+			_, err = os.Stat(p)
+			require.True(t, os.IsNotExist(err), "Abort leaves no output")
+			entries, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Empty(t, entries, "Abort removes the temporary file")
+
+			s, err = create(p, idSchema)
+			require.NoError(t, err)
+			other := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1}, nil))
+			require.ErrorIs(t, s.Write(other), feeder.ErrSchemaChanged)
+			other.Release()
+			require.NoError(t, s.Close())
+			require.NoError(t, s.Close())
+			require.NoError(t, s.Abort(), "Abort after Close is a no-op")
+			_, err = os.Stat(p)
+			require.NoError(t, err)
+			require.NoError(t, os.Remove(p))
+		})
+	}
+}
+
+func TestCSV(t *testing.T) {
+	mem, _ := cMem(t)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.csv")
+	require.NoError(t, os.WriteFile(p, []byte("id,score,name,ok\n0,1.5,ann,true\n1,,bob,false\n2,-3.25,\"c,d\",true\n"), 0o644))
+	t.Run("inferred", func(t *testing.T) {
+		src, err := feeder.OpenCSV(p, feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		want := arrow.NewSchema([]arrow.Field{
+			{Name: "id", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+			{Name: "score", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+			{Name: "name", Type: arrow.BinaryTypes.String, Nullable: true},
+			{Name: "ok", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
+		}, nil)
+		require.True(t, src.Schema().Equal(want), "inferred %s", src.Schema())
+		id := newIdentity(t, ph{"score", 2, []int64{-1}}, ph{"name", 7, []int64{-1}})
+		plan, err := feeder.NewPlan(src.Schema(), feeder.Mapping{
+			{Column: "score", Tensor: "score", Fill: 0},
+			{Column: "name", Tensor: "name"},
+		}, id.targets(t, "score", "name"))
+		require.NoError(t, err)
+		f, err := feeder.New(src, plan, feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		defer f.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		b, err := f.Next(ctx)
+		require.NoError(t, err)
+		defer b.Close()
+		out := id.run(t, b, []string{"score", "name"}, "score_out", "name_out")
+		requireData(t, out[0], []int64{3}, []float64{1.5, 0, -3.25})
+		s, err := out[1].Strings()
+		require.NoError(t, err)
+		require.Equal(t, [][]byte{[]byte("ann"), []byte("bob"), []byte("c,d")}, s)
+	})
+	t.Run("explicit_schema", func(t *testing.T) {
+		schema := arrow.NewSchema([]arrow.Field{
+			{Name: "id", Type: arrow.PrimitiveTypes.Int32},
+			{Name: "score", Type: arrow.PrimitiveTypes.Float32, Nullable: true},
+			{Name: "name", Type: arrow.BinaryTypes.String},
+			{Name: "ok", Type: arrow.FixedWidthTypes.Boolean},
+		}, nil)
+		src, err := feeder.OpenCSV(p, feeder.CSVSchema(schema), feeder.WithAllocator(mem), feeder.ReadRows(2))
+		require.NoError(t, err)
+		defer src.Close()
+		require.True(t, src.Schema().Equal(schema))
+		ctx := context.Background()
+		var n int64
+		for {
+			rec, err := src.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			require.True(t, rec.Schema().Equal(schema))
+			n += rec.NumRows()
+			rec.Release()
+		}
+		require.Equal(t, int64(3), n)
+	})
+	t.Run("bad_value", func(t *testing.T) {
+		bad := filepath.Join(dir, "bad.csv")
+		require.NoError(t, os.WriteFile(bad, []byte("id\n1\nx\n"), 0o644))
+		schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}}, nil)
+		src, err := feeder.OpenCSV(bad, feeder.CSVSchema(schema), feeder.WithAllocator(mem), feeder.ReadRows(1))
+		if err == nil {
+			defer src.Close()
+			for err == nil {
+				var rec arrow.RecordBatch
+				rec, err = src.Next(context.Background())
+				if rec != nil {
+					rec.Release()
+				}
+			}
+		}
+		require.Error(t, err)
+		require.NotErrorIs(t, err, io.EOF)
+		require.ErrorContains(t, err, "bad.csv")
+	})
+}
+
+func TestDatasetPartitions(t *testing.T) {
+	mem, _ := cMem(t)
+	dir := t.TempDir()
+	// three files of 2 row groups × 10 rows; ids continue across files
+	for f := 0; f < 3; f++ {
+		p := filepath.Join(dir, fmt.Sprintf("part-%d.parquet", f))
+		s, err := feeder.CreateParquet(p, idSchema, feeder.RowGroupRows(10))
+		require.NoError(t, err)
+		for i, r := range idRecords(mem, 6, 10) {
+			if i/2 == f {
+				require.NoError(t, s.Write(r))
+			}
+			r.Release()
+		}
+		require.NoError(t, s.Close())
+	}
+	ds, err := feeder.OpenDataset(dir, feeder.WithAllocator(mem))
+	require.NoError(t, err)
+	require.Len(t, ds.Files(), 3)
+	require.Equal(t, seq(60), readIDs(t, ds))
+
+	for _, n := range []int{2, 3, 5, 6} {
+		t.Run(fmt.Sprintf("%d_parts", n), func(t *testing.T) {
+			ds, err := feeder.OpenDataset(filepath.Join(dir, "*.parquet"), feeder.WithAllocator(mem))
+			require.NoError(t, err)
+			defer ds.Close()
+			var all []int64
+			for i := range n {
+				p, err := ds.Partition(i, n)
+				require.NoError(t, err)
+				ids := readIDs(t, p)
+				if n <= 3 {
+					// whole files: each part holds complete files
+					for _, f := range p.Files() {
+						require.Contains(t, ds.Files(), f)
+					}
+					require.Equal(t, 0, len(ids)%20)
+				} else {
+					require.LessOrEqual(t, len(ids), 20)
+				}
+				all = append(all, ids...)
+			}
+			slices.Sort(all)
+			require.Equal(t, seq(60), all, "the parts are disjoint and complete")
+		})
+	}
+	t.Run("bad_partition", func(t *testing.T) {
+		_, err := ds.Partition(3, 3)
+		require.ErrorContains(t, err, "out of range")
+	})
+	t.Run("schema_differs_between_files", func(t *testing.T) {
+		other := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1}, nil))
+		defer other.Release()
+		p := filepath.Join(dir, "part-9.parquet")
+		s, err := feeder.CreateParquet(p, other.Schema())
+		require.NoError(t, err)
+		require.NoError(t, s.Write(other))
+		require.NoError(t, s.Close())
+		defer os.Remove(p)
+		ds, err := feeder.OpenDataset(dir, feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		plan, err := feeder.NewPlan(ds.Schema(), idMapping, nil)
+		require.NoError(t, err)
+		f, err := feeder.New(ds, plan, feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		defer f.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for {
+			b, err := f.Next(ctx)
+			if err != nil {
+				require.ErrorIs(t, err, feeder.ErrSchemaChanged)
+				require.ErrorContains(t, err, "part-9.parquet")
+				break
+			}
+			b.Close()
+		}
+	})
+	t.Run("parallel_readers_over_dataset", func(t *testing.T) {
+		ds, err := feeder.OpenDataset(dir+"/part-[0-2].parquet", feeder.WithAllocator(mem))
+		require.NoError(t, err)
+		f := newFeeder(t, ds, feeder.Readers(4), feeder.BatchSize(7), feeder.WithAllocator(mem))
+		_, ids := collect(t, f)
+		slices.Sort(ids)
+		require.Equal(t, seq(60), ids)
+	})
+}
+
+// requireSameFields compares names and types (Parquet adds field metadata).
+func requireSameFields(t *testing.T, want, got *arrow.Schema) {
+	t.Helper()
+	require.Equal(t, want.NumFields(), got.NumFields(), "schema %s", got)
+	for i, f := range want.Fields() {
+		require.Equal(t, f.Name, got.Field(i).Name)
+		require.True(t, arrow.TypeEqual(f.Type, got.Field(i).Type), "field %s: %s, want %s", f.Name, got.Field(i).Type, f.Type)
+	}
+}
