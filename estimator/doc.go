@@ -11,19 +11,22 @@
 // the converter's bundles. Save and Load store the reference and the
 // parameters as a small JSON file (tfmodel.json).
 //
-// Transform is a pipeline: one goroutine reads and re-chunks the source into
-// batches of BatchSize rows, InFlight workers convert each batch to tensors,
-// run it on the model's single session (TensorFlow runs concurrent Runs in
-// parallel) and convert the fetched tensors to columns, and the stream hands
-// batches back in input order. At most 2*InFlight batches are held at once,
-// so memory stays flat however many rows flow through.
+// Transform is a pipeline: a feeder.Feeder reads the source, re-chunks it
+// into batches of BatchSize rows and converts them to tensors (without a
+// copy where Arrow's buffers allow); InFlight workers run batches on the
+// model's single session at once (TensorFlow runs concurrent Runs in
+// parallel) and append the fetched tensors as columns
+// (feeder.AppendOutputs); the stream hands batches back in input order. At
+// most 2*InFlight batches are held at once, so memory stays flat however
+// many rows flow through.
 //
 // # Ownership
 //
 // A TFModel owns the model it loads; Close frees it. Transform borrows its
 // source until the returned Stream is released. Records returned by
 // Stream.RecordBatch are valid until the next call to Next; Retain them to
-// keep them. The appended columns are allocated from Go memory.
+// keep them. Transform takes ownership of its feeder.Source and closes it
+// when the stream is closed.
 //
 // # Concurrency
 //

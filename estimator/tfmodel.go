@@ -159,6 +159,9 @@ type TFModel struct {
 	// appends every signature output under its own name. Columns are
 	// appended in the order of the output names.
 	OutputMapping map[string]string `json:"output_mapping,omitempty"`
+	// BinaryStrings appends string outputs as binary columns instead of
+	// utf8 (needed when they may hold invalid UTF-8).
+	BinaryStrings bool `json:"binary_strings,omitempty"`
 	// BatchSize is the rows per Run (default DefaultBatchSize).
 	BatchSize int `json:"batch_size,omitempty"`
 	// IntraOpThreads and InterOpThreads size TensorFlow's thread pools (0:
@@ -364,7 +367,7 @@ func (m *TFModel) Save(dir string) error {
 // params copies the exported parameters.
 func (m *TFModel) params() *TFModel {
 	return &TFModel{Path: m.Path, Kind: m.Kind, TagSet: m.TagSet, SignatureDefKey: m.SignatureDefKey,
-		RawTensorNames: m.RawTensorNames, InputMapping: m.InputMapping, OutputMapping: m.OutputMapping,
+		RawTensorNames: m.RawTensorNames, BinaryStrings: m.BinaryStrings, InputMapping: m.InputMapping, OutputMapping: m.OutputMapping,
 		BatchSize: m.BatchSize, IntraOpThreads: m.IntraOpThreads, InterOpThreads: m.InterOpThreads,
 		InFlight: m.InFlight}
 }
@@ -390,7 +393,7 @@ func parseSaved(data []byte, path, dir string) (*TFModel, error) {
 		return nil, fmt.Errorf("estimator: %s has format %s; want %q", path, raw["format"], savedFormat)
 	}
 	known := map[string]bool{"format": true, "model": true, "kind": true, "tags": true, "signature": true,
-		"raw_tensor_names": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
+		"raw_tensor_names": true, "binary_strings": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
 		"intra_op_threads": true, "inter_op_threads": true, "in_flight": true}
 	for k := range raw {
 		if !known[k] {

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/internal/tftest"
 	"github.com/gotflow/gotflow/tf"
@@ -75,9 +76,9 @@ func column(t testing.TB, mem memory.Allocator, a *testmodels.Array) arrow.Array
 	return array.MakeFromData(data)
 }
 
-// reader builds a record reader over the named columns, cut into records of
-// at most chunk rows.
-func reader(t testing.TB, mem memory.Allocator, cols map[string]*testmodels.Array, chunk int) array.RecordReader {
+// reader builds a source over the named columns, cut into records of at
+// most chunk rows.
+func reader(t testing.TB, mem memory.Allocator, cols map[string]*testmodels.Array, chunk int) feeder.Source {
 	t.Helper()
 	var names []string
 	for k := range cols {
@@ -103,7 +104,7 @@ func reader(t testing.TB, mem memory.Allocator, cols map[string]*testmodels.Arra
 		recs = append(recs, full.NewSlice(off, min(off+int64(chunk), rows)))
 	}
 	full.Release()
-	rr, err := array.NewRecordReader(schema, recs)
+	rr, err := feeder.FromRecords(schema, recs...)
 	require.NoError(t, err)
 	for _, r := range recs {
 		r.Release()
@@ -149,6 +150,10 @@ func collect(t testing.TB, s *estimator.Stream) (map[string][]float64, map[strin
 				for _, v := range c.Int64Values() {
 					nums[f.Name] = append(nums[f.Name], float64(v))
 				}
+			case *array.String:
+				for j := 0; j < c.Len(); j++ {
+					strs[f.Name] = append(strs[f.Name], []byte(c.Value(j)))
+				}
 			case *array.Binary:
 				for j := 0; j < c.Len(); j++ {
 					strs[f.Name] = append(strs[f.Name], append([]byte{}, c.Value(j)...))
@@ -190,7 +195,7 @@ func TestTransformStylesMatchPython(t *testing.T) {
 			model: func() *estimator.TFModel { return &estimator.TFModel{Path: testmodels.Dir("tf2_savedmodel")} }},
 		{name: "signature_strings", fixture: "tf2_savedmodel", caseN: "strings_all",
 			model: func() *estimator.TFModel {
-				return &estimator.TFModel{Path: testmodels.Dir("tf2_savedmodel"), SignatureDefKey: "strings"}
+				return &estimator.TFModel{Path: testmodels.Dir("tf2_savedmodel"), SignatureDefKey: "strings", BinaryStrings: true}
 			}},
 		{name: "raw_tensor_names", fixture: "tf2_savedmodel", caseN: "raw_serving_default_batch5",
 			model: func() *estimator.TFModel {
@@ -246,7 +251,7 @@ func TestTransformStylesMatchPython(t *testing.T) {
 				require.NoError(t, err)
 				nums, strs, rows := collect(t, s)
 				require.NoError(t, s.Close())
-				rr.Release()
+				rr.Close()
 				require.Equal(t, int64(cols[firstKey(cols)].Shape[0]), rows)
 				for k, want := range c.Fetches {
 					if len(want.Shape) == 0 {
@@ -287,7 +292,7 @@ func TestTransformErrors(t *testing.T) {
 		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x": "x"}}
 		defer m.Close()
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
 		require.ErrorContains(t, err, `signature "serving_default" input(s) k not mapped`)
 	})
@@ -295,18 +300,18 @@ func TestTransformErrors(t *testing.T) {
 		m := estimator.TFModel{Path: dir}
 		defer m.Close()
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"]}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
-		require.ErrorContains(t, err, `input "k" is mapped from column "k", which the data does not have (columns: x)`)
+		require.ErrorContains(t, err, `column "k": missing column: not in the schema (have: "x")`)
 	})
 	t.Run("dtype mismatch", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x": "x", "kf": "k"}}
 		defer m.Close()
 		kf := &testmodels.Array{DType: "float64", Shape: []int64{5}, Float64: []float64{1, 2, 3, 4, 5}}
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "kf": kf}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
-		require.ErrorContains(t, err, `column "kf" holds float64 but input "k" wants int64`)
+		require.ErrorContains(t, err, `column "kf": type mismatch: float64 values do not convert to int64 without loss`)
 	})
 	t.Run("width mismatch", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x3": "x", "k": "k"}}
@@ -314,15 +319,15 @@ func TestTransformErrors(t *testing.T) {
 		x3 := &testmodels.Array{DType: "float32", Shape: []int64{1, 3}, Float32: []float32{1, 2, 3}}
 		k := &testmodels.Array{DType: "int64", Shape: []int64{1}, Int64: []int64{1}}
 		rr := reader(t, mem, map[string]*testmodels.Array{"x3": x3, "k": k}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
-		require.ErrorContains(t, err, `column "x3" has 3 values per row but input "x" of shape [-1,4] takes 4`)
+		require.ErrorContains(t, err, `column "x3": shape mismatch: rows of shape [3] (3 elements) do not fit target "x" rows [4]`)
 	})
 	t.Run("unknown output", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, OutputMapping: map[string]string{"z": "z"}}
 		defer m.Close()
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
 		require.ErrorContains(t, err, `output "z" not found in signature "serving_default" (have: total, y)`)
 	})
@@ -330,7 +335,7 @@ func TestTransformErrors(t *testing.T) {
 		m := estimator.TFModel{Path: dir, OutputMapping: map[string]string{"y": "x"}}
 		defer m.Close()
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
 		require.ErrorContains(t, err, `column "x", which the input already has`)
 	})
@@ -340,7 +345,7 @@ func TestTransformErrors(t *testing.T) {
 		defer m.Close()
 		x := &testmodels.Array{DType: "float32", Shape: []int64{1, 5}, Float32: []float32{1, 2, 3, 4, 5}}
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": x}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
 		require.ErrorContains(t, err, `output "step_value:0" is a scalar`)
 	})
@@ -359,7 +364,7 @@ func TestTransformErrors(t *testing.T) {
 		m := estimator.TFModel{Path: dir}
 		require.NoError(t, m.Close())
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5)
-		defer rr.Release()
+
 		_, err := m.Transform(ctx, rr)
 		require.ErrorIs(t, err, tf.ErrClosed)
 	})
@@ -440,7 +445,7 @@ func TestMillionRowsKeepRSSFlat(t *testing.T) {
 			n += s.RecordBatch().NumRows()
 		}
 		require.NoError(t, s.Close())
-		rr.Release()
+		rr.Close()
 		require.Equal(t, int64(rows), n)
 	}
 	const total = 1_000_000
@@ -460,4 +465,58 @@ func TestMillionRowsKeepRSSFlat(t *testing.T) {
 	runtime.GC()
 	end := rss(t)
 	require.LessOrEqual(t, float64(end), float64(base)*1.10+4<<20, fmt.Sprintf("RSS grew from %d to %d", base, end))
+}
+
+func TestNullStopsStreamAfterEarlierBatches(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	b := array.NewFixedSizeListBuilder(mem, 5, arrow.PrimitiveTypes.Float32)
+	vb := b.ValueBuilder().(*array.Float32Builder)
+	for r := range 6 {
+		if r == 3 {
+			b.AppendNull() // appends 5 placeholder values itself
+			continue
+		}
+		b.Append(true)
+		vb.AppendValues([]float32{1, 2, 3, 4, float32(r)}, nil)
+	}
+	col := b.NewArray()
+	b.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: col.DataType(), Nullable: true}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, 6)
+	col.Release()
+	src, err := feeder.FromRecords(schema, rec)
+	require.NoError(t, err)
+	rec.Release()
+
+	m := &estimator.TFModel{Path: testmodels.Dir("tf1_checkpoint"), BatchSize: 2,
+		InputMapping: map[string]string{"x": "input:0"}, OutputMapping: map[string]string{"output:0": "y"}}
+	defer m.Close()
+	s, err := m.Transform(testCtx(t), src)
+	require.NoError(t, err)
+	require.Equal(t, []string{"x", "y"}, []string{s.Schema().Field(0).Name, s.Schema().Field(1).Name})
+	var rows int64
+	for s.Next() {
+		require.True(t, s.RecordBatch().Schema().Equal(s.Schema()))
+		rows += s.RecordBatch().NumRows()
+	}
+	require.Equal(t, int64(2), rows, "the batch before the null is delivered")
+	require.ErrorIs(t, s.Err(), feeder.ErrNull)
+	require.ErrorContains(t, s.Close(), `column "x"`)
+	mem.AssertSize(t, 0)
+}
+
+func TestHooksSeeEveryBatch(t *testing.T) {
+	exp := testmodels.MustLoadExpected(t, "tf2_savedmodel")
+	c, err := exp.Case("serving_default_batch5")
+	require.NoError(t, err)
+	var seen []estimator.BatchInfo
+	m := &estimator.TFModel{Path: testmodels.Dir("tf2_savedmodel"), BatchSize: 2, InFlight: 3,
+		Hooks: estimator.Hooks{OnBatch: func(b estimator.BatchInfo) { seen = append(seen, b) }}}
+	defer m.Close()
+	s, err := m.Transform(testCtx(t), reader(t, memory.DefaultAllocator, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5))
+	require.NoError(t, err)
+	for s.Next() {
+	}
+	require.NoError(t, s.Close())
+	require.Equal(t, []estimator.BatchInfo{{Rows: 2, TotalRows: 2, Batches: 1}, {Rows: 2, TotalRows: 4, Batches: 2}, {Rows: 1, TotalRows: 5, Batches: 3}}, seen)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -11,7 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -24,9 +25,9 @@ type plan struct {
 	outNames []string // outputs, in fetch (and column) order
 	outCols  []string
 	outEps   []savedmodel.Endpoint
-	schema   *arrow.Schema // input fields then output fields
-	feeds    feedConverter
-	fetches  fetchConverter
+	feed     *feeder.Plan
+	outputs  []feeder.Output
+	schema   *arrow.Schema // nil when an output's static shape is not fully known
 }
 
 func defaultName(spec savedmodel.TensorSpec) string {
@@ -109,17 +110,36 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 		p.outCols = append(p.outCols, col)
 	}
 
-	feeds, err := planFeeds(in, p.inCols, p.inEps, p.inNames)
-	if err != nil {
-		return nil, err
+	mapping := make(feeder.Mapping, len(p.inNames))
+	targets := make([]feeder.Target, len(p.inNames))
+	for i, name := range p.inNames {
+		mapping[i] = feeder.Input{Column: p.inCols[i], Tensor: name}
+		targets[i] = feeder.Target{Name: name, DType: p.inEps[i].DType, Shape: p.inEps[i].Shape}
 	}
-	fetches, err := planFetches(memory.DefaultAllocator, p.outEps, p.outNames, p.outCols)
+	fp, err := feeder.NewPlan(in, mapping, targets)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
-	p.feeds, p.fetches = feeds, fetches
-	md := in.Metadata()
-	p.schema = arrow.NewSchema(append(append([]arrow.Field(nil), in.Fields()...), fetches.fields()...), &md)
+	p.feed = fp
+	fields := append([]arrow.Field(nil), in.Fields()...)
+	static := true
+	for i, name := range p.outNames {
+		binary := m.BinaryStrings
+		p.outputs = append(p.outputs, feeder.Output{Tensor: name, Column: p.outCols[i], Binary: binary})
+		if _, ok := arrowOf(p.outEps[i].DType, binary); !ok {
+			return nil, fmt.Errorf("estimator: output %q has dtype %s, which has no Arrow column type", name, p.outEps[i].DType)
+		}
+		if p.outEps[i].Shape != nil && len(p.outEps[i].Shape) == 0 {
+			return nil, fmt.Errorf("estimator: output %q is a scalar; it needs a batch dimension to become column %q", name, p.outCols[i])
+		}
+		f, ok := staticField(p.outEps[i], p.outCols[i], binary)
+		static = static && ok
+		fields = append(fields, f)
+	}
+	if static {
+		md := in.Metadata()
+		p.schema = arrow.NewSchema(fields, &md)
+	}
 	return p, nil
 }
 
@@ -139,39 +159,33 @@ func mappingString(m map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-// OutputSchema returns the schema Transform produces for input records of
-// schema in: in's fields followed by the mapped outputs. It loads the model
-// if needed and checks the mappings, so it is also a dry run.
-func (m *TFModel) OutputSchema(ctx context.Context, in *arrow.Schema) (*arrow.Schema, error) {
-	r, err := m.Open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p, err := m.resolve(r, in)
-	if err != nil {
-		return nil, err
-	}
-	return p.schema, nil
-}
-
 // Transform runs the model over src and returns a stream of records: each
 // input row with the mapped outputs appended as columns (Spark's
 // transform). Rows keep their order; batches have BatchSize rows (the last
-// may be shorter). Reading, converting, running and converting back happen
-// in a pipeline with InFlight batches in flight on the one session.
+// may be shorter). A feeder.Feeder reads, re-chunks and converts the input
+// while InFlight batches run at once on the model's session and their
+// outputs are converted back, so every stage overlaps.
 //
-// The caller keeps ownership of src but must not use it until the stream is
-// released. The stream must be released (Release or Close) to stop its
-// goroutines. Mapping errors (unmapped input, missing column, dtype
-// mismatch) are returned here, before any row is read.
-func (m *TFModel) Transform(ctx context.Context, src array.RecordReader) (*Stream, error) {
+// Transform takes ownership of src: the stream closes it. The stream must be
+// released (Close or Release) to stop its goroutines. Mapping errors
+// (unmapped input, missing column, dtype mismatch) are returned here, before
+// any row is read; src is closed then too.
+func (m *TFModel) Transform(ctx context.Context, src feeder.Source) (*Stream, error) {
 	r, err := m.Open(ctx)
 	if err != nil {
+		src.Close()
 		return nil, err
 	}
 	p, err := m.resolve(r, src.Schema())
 	if err != nil {
+		src.Close()
 		return nil, err
+	}
+	n := m.inFlight()
+	f, err := feeder.New(src, p.feed, feeder.BatchSize(m.batchSize()), feeder.Prefetch(n))
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
 	fetches := make([]tf.Output, len(p.outEps))
 	for i, ep := range p.outEps {
@@ -182,16 +196,15 @@ func (m *TFModel) Transform(ctx context.Context, src array.RecordReader) (*Strea
 		inputs[i] = ep.Output
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	n := m.inFlight()
 	s := &Stream{
 		ctx:     ctx,
 		cancel:  cancel,
 		schema:  p.schema,
 		plan:    p,
+		feeder:  f,
 		sess:    r.Session(),
 		inputs:  inputs,
 		fetches: fetches,
-		batch:   int64(m.batchSize()),
 		jobs:    make(chan job, n),
 		results: make(chan result, 2*n),
 		tokens:  make(chan struct{}, 2*n),
@@ -200,7 +213,7 @@ func (m *TFModel) Transform(ctx context.Context, src array.RecordReader) (*Strea
 	}
 	s.refs.Store(1)
 	s.wg.Add(1)
-	go s.read(src)
+	go s.dispatch()
 	var workers sync.WaitGroup
 	for range n {
 		workers.Add(1)
@@ -221,9 +234,9 @@ func (m *TFModel) Transform(ctx context.Context, src array.RecordReader) (*Strea
 }
 
 type job struct {
-	seq int64
-	rec arrow.RecordBatch // nil with err set: the reader failed here
-	err error
+	seq   int64
+	batch *feeder.Batch // nil with err set: reading or converting failed here
+	err   error
 }
 
 type result struct {
@@ -234,146 +247,85 @@ type result struct {
 }
 
 // Stream is the record stream Transform returns. It implements
-// array.RecordReader. Next and RecordBatch must be called from one goroutine.
+// array.RecordReader. Next, RecordBatch and Schema must be called from one
+// goroutine.
 type Stream struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	schema  *arrow.Schema
 	plan    *plan
+	feeder  *feeder.Feeder
 	sess    *tf.Session
 	inputs  []tf.Output
 	fetches []tf.Output
-	batch   int64
 	hooks   Hooks
 
 	jobs    chan job
 	results chan result
-	tokens  chan struct{} // bounds the batches between reader and consumer
+	tokens  chan struct{} // bounds the batches between the feeder and the consumer
 	wg      sync.WaitGroup
 
 	refs    atomic.Int64
 	once    sync.Once
 	pending map[int64]result
 	next    int64
+	peeked  *result
 	cur     arrow.RecordBatch
 	err     error
 	done    bool
 	rows    int64
+	batches int64
 }
 
-// read cuts the source into batches of exactly s.batch rows (slicing large
-// records, concatenating small ones) and hands them to the workers.
-func (s *Stream) read(src array.RecordReader) {
+// dispatch takes converted batches from the feeder, in order, and hands
+// them to the workers with their sequence numbers.
+func (s *Stream) dispatch() {
 	defer s.wg.Done()
 	defer close(s.jobs)
-	var seq int64
-	var parts []arrow.RecordBatch
-	var have int64
-	send := func(rec arrow.RecordBatch, err error) bool {
+	for seq := int64(0); ; seq++ {
 		select {
 		case s.tokens <- struct{}{}:
 		case <-s.ctx.Done():
-			if rec != nil {
-				rec.Release()
-			}
-			return false
+			return
+		}
+		b, err := s.feeder.Next(s.ctx)
+		if errors.Is(err, io.EOF) {
+			<-s.tokens
+			return
+		}
+		if err != nil && s.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			err = fmt.Errorf("estimator: %w", err)
 		}
 		select {
-		case s.jobs <- job{seq: seq, rec: rec, err: err}:
-			seq++
-			return err == nil
+		case s.jobs <- job{seq: seq, batch: b, err: err}:
 		case <-s.ctx.Done():
-			if rec != nil {
-				rec.Release()
+			if b != nil {
+				b.Close()
 			}
-			return false
+			return
 		}
-	}
-	flush := func() bool {
-		if have == 0 {
-			return true
-		}
-		rec, err := concatRecords(s.plan, parts)
-		for _, p := range parts {
-			p.Release()
-		}
-		parts, have = parts[:0], 0
-		return send(rec, err)
-	}
-	defer func() {
-		for _, p := range parts {
-			p.Release()
-		}
-	}()
-	for src.Next() {
-		rec := src.RecordBatch()
-		n := rec.NumRows()
-		for off := int64(0); off < n; {
-			take := min(s.batch-have, n-off)
-			parts = append(parts, rec.NewSlice(off, off+take))
-			have += take
-			off += take
-			if have == s.batch && !flush() {
-				return
-			}
-		}
-		if s.ctx.Err() != nil {
+		if err != nil {
 			return
 		}
 	}
-	if err := src.Err(); err != nil {
-		send(nil, fmt.Errorf("estimator: reading input: %w", err))
-		return
-	}
-	flush()
-}
-
-// concatRecords joins record slices into one batch; one part is used as is.
-func concatRecords(p *plan, parts []arrow.RecordBatch) (arrow.RecordBatch, error) {
-	if len(parts) == 1 {
-		parts[0].Retain()
-		return parts[0], nil
-	}
-	schema := parts[0].Schema()
-	cols := make([]arrow.Array, schema.NumFields())
-	var rows int64
-	for _, r := range parts {
-		rows += r.NumRows()
-	}
-	for c := range cols {
-		arrs := make([]arrow.Array, len(parts))
-		for i, r := range parts {
-			arrs[i] = r.Column(c)
-		}
-		a, err := array.Concatenate(arrs, memory.DefaultAllocator)
-		if err != nil {
-			for _, x := range cols[:c] {
-				x.Release()
-			}
-			return nil, fmt.Errorf("estimator: joining input batches, column %q: %w", schema.Field(c).Name, err)
-		}
-		cols[c] = a
-	}
-	rec := array.NewRecordBatch(schema, cols, rows)
-	for _, a := range cols {
-		a.Release()
-	}
-	return rec, nil
 }
 
 func (s *Stream) work() {
 	for j := range s.jobs {
 		if s.ctx.Err() != nil {
-			if j.rec != nil {
-				j.rec.Release()
+			if j.batch != nil {
+				j.batch.Close()
 			}
 			continue
 		}
 		res := result{seq: j.seq, err: j.err}
 		if j.err == nil {
-			res.rows = j.rec.NumRows()
-			res.rec, res.err = s.runBatch(j.rec)
-			j.rec.Release()
+			res.rows = int64(j.batch.NumRows())
+			res.rec, res.err = s.runBatch(j.batch)
+			j.batch.Close()
 		}
 		select {
 		case s.results <- res:
@@ -385,67 +337,76 @@ func (s *Stream) work() {
 	}
 }
 
-func (s *Stream) runBatch(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
-	feeds, err := s.plan.feeds.feeds(rec)
+func (s *Stream) runBatch(b *feeder.Batch) (arrow.RecordBatch, error) {
+	feeds, err := b.Feeds(s.inputs)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
-	fs := make([]tf.Feed, len(feeds))
-	for i, t := range feeds {
-		fs[i] = tf.Feed{Output: s.inputs[i], Tensor: t}
-	}
-	outs, err := s.sess.Run(s.ctx, fs, s.fetches, nil)
-	for _, t := range feeds {
-		t.Close()
-	}
+	outs, err := s.sess.Run(s.ctx, feeds, s.fetches, nil)
 	if err != nil {
 		return nil, fmt.Errorf("estimator: run: %w", err)
 	}
-	cols, err := s.plan.fetches.columns(outs, rec.NumRows())
-	for _, t := range outs {
-		t.Close()
-	}
+	defer func() {
+		for _, t := range outs {
+			t.Close()
+		}
+	}()
+	rec, err := b.Record()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
-	all := make([]arrow.Array, 0, int(rec.NumCols())+len(cols))
-	all = append(all, rec.Columns()...)
-	all = append(all, cols...)
-	out := array.NewRecordBatch(s.schema, all, rec.NumRows())
-	for _, c := range cols {
-		c.Release()
+	out, err := feeder.AppendOutputs(rec, outs, s.plan.outputs, nil)
+	if err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
 	return out, nil
 }
 
-// Schema is the output schema: the input's fields then the outputs.
-func (s *Stream) Schema() *arrow.Schema { return s.schema }
+// Schema is the output schema: the input's fields then the outputs. When an
+// output's static shape is not fully known it is taken from the first batch,
+// so Schema may wait for it.
+func (s *Stream) Schema() *arrow.Schema {
+	if s.schema == nil {
+		if r, ok := s.advance(); ok {
+			s.peeked = &r
+			if r.rec != nil {
+				s.schema = r.rec.Schema()
+			}
+		}
+		if s.schema == nil { // no batch: predict what we can
+			fields := append([]arrow.Field(nil), s.plan.feed.Schema().Fields()...)
+			for i, ep := range s.plan.outEps {
+				f, ok := staticField(ep, s.plan.outCols[i], s.plan.outputs[i].Binary)
+				if !ok {
+					t, _ := arrowOf(ep.DType, s.plan.outputs[i].Binary)
+					f = arrow.Field{Name: s.plan.outCols[i], Type: arrow.ListOf(t)}
+				}
+				fields = append(fields, f)
+			}
+			md := s.plan.feed.Schema().Metadata()
+			s.schema = arrow.NewSchema(fields, &md)
+		}
+	}
+	return s.schema
+}
 
-// Next advances to the next output batch. It returns false at the end or on
-// error (see Err).
-func (s *Stream) Next() bool {
-	if s.cur != nil {
-		s.cur.Release()
-		s.cur = nil
+// advance returns the next in-order result; ok is false at the end of the
+// stream (with s.err set on failure).
+func (s *Stream) advance() (result, bool) {
+	if s.peeked != nil {
+		r := *s.peeked
+		s.peeked = nil
+		return r, true
 	}
 	if s.done {
-		return false
+		return result{}, false
 	}
 	for {
 		if r, ok := s.pending[s.next]; ok {
 			delete(s.pending, s.next)
 			s.next++
 			<-s.tokens
-			if r.err != nil {
-				s.fail(r.err)
-				return false
-			}
-			s.cur = r.rec
-			s.rows += r.rows
-			if s.hooks.OnBatch != nil {
-				s.hooks.OnBatch(BatchInfo{Rows: r.rows, TotalRows: s.rows, Batches: s.next})
-			}
-			return true
+			return r, true
 		}
 		select {
 		case r, ok := <-s.results:
@@ -454,18 +415,52 @@ func (s *Stream) Next() bool {
 				if err := s.ctx.Err(); err != nil && s.err == nil {
 					s.err = err
 				}
-				return false
+				return result{}, false
 			}
 			s.pending[r.seq] = r
 		case <-s.ctx.Done():
 			s.fail(s.ctx.Err())
-			return false
+			return result{}, false
 		}
 	}
 }
 
+// Next advances to the next output batch. It returns false at the end or on
+// error (see Err).
+func (s *Stream) Next() bool {
+	if s.cur != nil {
+		s.cur.Release()
+		s.cur = nil
+	}
+	if s.err != nil {
+		return false
+	}
+	r, ok := s.advance()
+	if !ok {
+		return false
+	}
+	if r.err != nil {
+		s.fail(r.err)
+		return false
+	}
+	if s.schema != nil && !r.rec.Schema().Equal(s.schema) {
+		r.rec.Release()
+		s.fail(fmt.Errorf("estimator: batch %d has schema %s; the stream's schema is %s (an output changed shape between batches)", s.batches, r.rec.Schema(), s.schema))
+		return false
+	}
+	s.cur = r.rec
+	s.rows += r.rows
+	s.batches++
+	if s.hooks.OnBatch != nil {
+		s.hooks.OnBatch(BatchInfo{Rows: r.rows, TotalRows: s.rows, Batches: s.batches})
+	}
+	return true
+}
+
 func (s *Stream) fail(err error) {
-	s.err = err
+	if s.err == nil {
+		s.err = err
+	}
 	s.done = true
 	s.cancel()
 }
@@ -485,34 +480,40 @@ func (s *Stream) Err() error { return s.err }
 // Rows returns the rows delivered so far.
 func (s *Stream) Rows() int64 { return s.rows }
 
+// Stats returns the feeder's counters (rows, batches, bytes aliased and
+// copied into tensors).
+func (s *Stream) Stats() feeder.Stats { return s.feeder.Stats() }
+
 // Retain adds a reference.
 func (s *Stream) Retain() { s.refs.Add(1) }
 
-// Release drops a reference; the last one stops the pipeline and frees
-// every batch not yet delivered.
+// Release drops a reference; the last one closes the stream.
 func (s *Stream) Release() {
 	if s.refs.Add(-1) == 0 {
 		s.Close()
 	}
 }
 
-// Close stops the pipeline, waits for its goroutines and frees what they
-// produced. It is idempotent and returns the stream's error, if any.
+// Close stops the pipeline, waits for its goroutines, frees every batch not
+// delivered and closes the source. It is idempotent and returns the error
+// that stopped the stream, if any.
 func (s *Stream) Close() error {
 	s.once.Do(func() {
 		s.cancel()
+		drained := make(chan struct{})
 		go func() {
+			defer close(drained)
 			for r := range s.results {
 				if r.rec != nil {
 					r.rec.Release()
 				}
 			}
 		}()
-		// Drain jobs the workers will not take once they stop.
 		s.wg.Wait()
+		<-drained
 		for j := range s.jobs {
-			if j.rec != nil {
-				j.rec.Release()
+			if j.batch != nil {
+				j.batch.Close()
 			}
 		}
 		for _, r := range s.pending {
@@ -521,11 +522,18 @@ func (s *Stream) Close() error {
 			}
 		}
 		s.pending = nil
+		if s.peeked != nil && s.peeked.rec != nil {
+			s.peeked.rec.Release()
+		}
+		s.peeked = nil
 		if s.cur != nil {
 			s.cur.Release()
 			s.cur = nil
 		}
 		s.done = true
+		if err := s.feeder.Close(); err != nil && s.err == nil {
+			s.err = err
+		}
 	})
 	if errors.Is(s.err, context.Canceled) {
 		return nil
@@ -534,3 +542,11 @@ func (s *Stream) Close() error {
 }
 
 var _ array.RecordReader = (*Stream)(nil)
+
+func fieldNames(s *arrow.Schema) string {
+	names := make([]string, s.NumFields())
+	for i, f := range s.Fields() {
+		names[i] = f.Name
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,239 @@
+package estimator
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/gotflow/gotflow/loader"
+	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/tf"
+)
+
+// trainWorker runs training steps for one data partition: it feeds the
+// weights it last pulled, computes loss and gradients with the bundle's
+// training graph, and pushes the gradients to the parameter server.
+type trainWorker struct {
+	id     int
+	b      *loader.Bundle
+	step   *loader.TrainStep
+	client *ps.Client
+
+	vars    []ps.Tensor  // last pulled values, one per bundle variable
+	weights []*tf.Tensor // the same values as tensors fed to the step
+	grads   []ps.Tensor  // one per trainable variable; Values alias step results
+	updates []ps.Tensor  // one per stateful variable
+	steps   int          // steps run so far
+}
+
+func newTrainWorker(ctx context.Context, id int, b *loader.Bundle, client *ps.Client, opts []tf.SessionOption) (*trainWorker, error) {
+	step, err := b.NewTrainStep(opts...)
+	if err != nil {
+		return nil, err
+	}
+	w := &trainWorker{id: id, b: b, step: step, client: client}
+	w.vars = make([]ps.Tensor, len(b.Variables))
+	for i, v := range b.Variables {
+		w.vars[i] = ps.Tensor{Name: v.Name, Values: make([]float32, elements(v.Shape))}
+	}
+	for _, i := range b.Trainable() {
+		w.grads = append(w.grads, ps.Tensor{Name: b.Variables[i].Name})
+	}
+	for _, i := range b.Stateful() {
+		w.updates = append(w.updates, ps.Tensor{Name: b.Variables[i].Name})
+	}
+	if err := w.pull(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func elements(shape []int64) int {
+	n := 1
+	for _, d := range shape {
+		n *= int(d)
+	}
+	return n
+}
+
+// pull fetches the current weights from the parameter server.
+func (w *trainWorker) pull(ctx context.Context) error {
+	if err := w.client.Pull(ctx, w.vars); err != nil {
+		return fmt.Errorf("estimator: worker %d: pull weights: %w", w.id, err)
+	}
+	return w.refresh()
+}
+
+// refresh rebuilds the weight tensors from the pulled values.
+func (w *trainWorker) refresh() error {
+	closeAll(w.weights)
+	w.weights = w.weights[:0]
+	for i, v := range w.b.Variables {
+		t, err := tf.NewTensor(v.Shape, w.vars[i].Values)
+		if err != nil {
+			return fmt.Errorf("estimator: weight %s: %w", v.Name, err)
+		}
+		w.weights = append(w.weights, t)
+	}
+	return nil
+}
+
+// epochPlan is one worker's work for one epoch.
+type epochPlan struct {
+	epoch     int
+	rows      []int
+	batchSize int
+	steps     int // batches to run; 0 runs every batch of rows
+	shuffle   bool
+	seed      uint64
+	iters     int // steps per mini-batch (MiniStochasticIters)
+	pullEvery int // <0: once per epoch
+	maxSteps  int // stop after this many steps in total (0: no limit)
+}
+
+// epochResult sums what a worker saw in one epoch.
+type epochResult struct {
+	steps   int
+	rows    int
+	loss    float64
+	metrics []float64
+	done    bool // the worker reached maxSteps
+}
+
+func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, examples *atomic.Int64, onStep func(StepInfo)) (epochResult, error) {
+	res := epochResult{metrics: make([]float64, len(w.b.Metrics))}
+	order := append([]int(nil), p.rows...)
+	if p.shuffle {
+		r := rand.New(rand.NewPCG(p.seed, uint64(w.id)+1))
+		r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	}
+	nb := (len(order) + p.batchSize - 1) / p.batchSize
+	if p.steps > 0 {
+		nb = min(nb, p.steps)
+	}
+	sincePull := 0
+	for bi := 0; bi < nb; bi++ {
+		lo, hi := bi*p.batchSize, min((bi+1)*p.batchSize, len(order))
+		inputs, labels, err := d.gather(order[lo:hi])
+		if err != nil {
+			return res, err
+		}
+		for it := 0; it < p.iters; it++ {
+			if p.maxSteps > 0 && w.steps >= p.maxSteps {
+				res.done = true
+				break
+			}
+			sincePull++
+			pull := p.pullEvery > 0 && sincePull >= p.pullEvery
+			loss, err := w.trainStep(ctx, inputs, labels, pull, &res)
+			if err != nil {
+				closeAll(inputs)
+				closeAll(labels)
+				return res, err
+			}
+			if pull {
+				sincePull = 0
+			}
+			n := examples.Add(int64(hi - lo))
+			res.rows += hi - lo
+			if onStep != nil {
+				onStep(StepInfo{Worker: w.id, Epoch: p.epoch, Step: w.steps, Rows: hi - lo, Loss: loss, Examples: n})
+			}
+		}
+		closeAll(inputs)
+		closeAll(labels)
+		if res.done {
+			break
+		}
+	}
+	if p.pullEvery < 0 || sincePull > 0 {
+		if err := w.pull(ctx); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// trainStep runs one step and pushes its gradients (pulling the new
+// weights in the same round trip when pull is set).
+func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor, pull bool, res *epochResult) (float64, error) {
+	out, err := w.step.Run(ctx, w.weights, inputs, labels)
+	if err != nil {
+		return 0, fmt.Errorf("estimator: worker %d step %d: %w", w.id, w.steps, err)
+	}
+	defer out.Close()
+	loss, err := scalar(out.Loss)
+	if err != nil {
+		return 0, fmt.Errorf("estimator: loss: %w", err)
+	}
+	for i, t := range out.Metrics {
+		m, err := scalar(t)
+		if err != nil {
+			return 0, fmt.Errorf("estimator: metric %s: %w", w.b.Metrics[i].Name, err)
+		}
+		res.metrics[i] += m
+	}
+	for i, g := range out.Gradients {
+		if w.grads[i].Values, err = tf.Data[float32](g); err != nil {
+			return 0, fmt.Errorf("estimator: gradient of %s: %w", w.grads[i].Name, err)
+		}
+	}
+	if len(w.updates) > 0 {
+		for i, u := range out.Updates {
+			if w.updates[i].Values, err = tf.Data[float32](u); err != nil {
+				return 0, fmt.Errorf("estimator: state update of %s: %w", w.updates[i].Name, err)
+			}
+		}
+		if err := w.client.Assign(ctx, w.updates); err != nil {
+			return 0, fmt.Errorf("estimator: worker %d: assign state: %w", w.id, err)
+		}
+	}
+	if pull {
+		_, err = w.client.PushPull(ctx, w.grads, w.vars)
+	} else {
+		_, err = w.client.Push(ctx, w.grads)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("estimator: worker %d step %d: push gradients: %w", w.id, w.steps, err)
+	}
+	if pull {
+		if err := w.refresh(); err != nil {
+			return 0, err
+		}
+	}
+	w.steps++
+	res.steps++
+	res.loss += loss
+	return loss, nil
+}
+
+// scalar reads a float32 (or float64) tensor with one element.
+func scalar(t *tf.Tensor) (float64, error) {
+	if t.NumElements() != 1 {
+		return 0, fmt.Errorf("want a scalar, got shape %v", t.Shape())
+	}
+	switch t.DataType() {
+	case tf.Float:
+		v, err := tf.Data[float32](t)
+		if err != nil {
+			return 0, err
+		}
+		return float64(v[0]), nil
+	case tf.Double:
+		v, err := tf.Data[float64](t)
+		if err != nil {
+			return 0, err
+		}
+		return v[0], nil
+	}
+	return 0, fmt.Errorf("want float32 or float64, got %s", t.DataType())
+}
+
+// Close frees the worker's session and tensors; the client is the caller's.
+func (w *trainWorker) Close() error {
+	closeAll(w.weights)
+	w.weights = nil
+	return w.step.Close()
+}
