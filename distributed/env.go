@@ -1,0 +1,262 @@
+package distributed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environment variables a ProcessLauncher sets for its tasks (see
+// TaskEnv.Environ). Under Kubernetes TF_CONFIG takes their place.
+const (
+	EnvTask        = "GOTFLOW_TASK"        // "worker:1"
+	EnvAttempt     = "GOTFLOW_ATTEMPT"     // "0"
+	EnvWorkers     = "GOTFLOW_WORKERS"     // number of trainers
+	EnvPS          = "GOTFLOW_PS"          // comma-separated PS addresses
+	EnvCoordinator = "GOTFLOW_COORDINATOR" // heartbeat server address
+	EnvHeartbeat   = "GOTFLOW_HEARTBEAT"   // "interval,timeout,start-timeout" as Go durations
+)
+
+// Environ returns e as environment variables (EnvTask …) for a child
+// process; TaskEnvFromEnviron reads them back.
+func (e TaskEnv) Environ() []string {
+	return []string{
+		EnvTask + "=" + e.Task.String(),
+		EnvAttempt + "=" + strconv.Itoa(e.Attempt),
+		EnvWorkers + "=" + strconv.Itoa(e.Workers),
+		EnvPS + "=" + strings.Join(e.PSAddrs, ","),
+		EnvCoordinator + "=" + e.CoordinatorAddr,
+		EnvHeartbeat + "=" + e.Heartbeat.Interval.String() + "," + e.Heartbeat.Timeout.String() + "," + e.Heartbeat.StartTimeout.String(),
+	}
+}
+
+// ParseTask parses "role:index" (Task.String's form).
+func ParseTask(s string) (Task, error) {
+	role, idx, ok := strings.Cut(s, ":")
+	if !ok {
+		return Task{}, fmt.Errorf("distributed: task %q is not role:index", s)
+	}
+	r, err := ParseRole(role)
+	if err != nil {
+		return Task{}, err
+	}
+	i, err := strconv.Atoi(idx)
+	if err != nil || i < 0 {
+		return Task{}, fmt.Errorf("distributed: task %q has index %q, expected an integer >= 0", s, idx)
+	}
+	return Task{Role: r, Index: i}, nil
+}
+
+// ErrNoTaskEnv is returned by TaskEnvFromEnviron when neither GOTFLOW_TASK
+// nor TF_CONFIG is set.
+var ErrNoTaskEnv = errors.New("distributed: neither " + EnvTask + " nor " + TFConfigEnv + " is set")
+
+// TaskEnvFromEnviron reads the task's environment: the GOTFLOW_* variables
+// a ProcessLauncher sets, or else TF_CONFIG (TaskEnvFromTFConfig). lookup is
+// os.LookupEnv when nil.
+func TaskEnvFromEnviron(lookup func(string) (string, bool)) (TaskEnv, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	get := func(k string) string {
+		if v, ok := lookup(k); ok {
+			return strings.TrimSpace(v)
+		}
+		return ""
+	}
+	if get(EnvTask) == "" {
+		v := get(TFConfigEnv)
+		if v == "" {
+			return TaskEnv{}, ErrNoTaskEnv
+		}
+		cfg, err := ParseTFConfig([]byte(v))
+		if err != nil {
+			return TaskEnv{}, err
+		}
+		return TaskEnvFromTFConfig(cfg)
+	}
+	t, err := ParseTask(get(EnvTask))
+	if err != nil {
+		return TaskEnv{}, fmt.Errorf("%w (from %s)", err, EnvTask)
+	}
+	e := TaskEnv{Task: t, Rank: -1, CoordinatorAddr: get(EnvCoordinator)}
+	if e.Attempt, err = atoiEnv(EnvAttempt, get(EnvAttempt), 0); err != nil {
+		return TaskEnv{}, err
+	}
+	if e.Workers, err = atoiEnv(EnvWorkers, get(EnvWorkers), 1); err != nil {
+		return TaskEnv{}, err
+	}
+	if ps := get(EnvPS); ps != "" {
+		e.PSAddrs = strings.Split(ps, ",")
+		for _, a := range e.PSAddrs {
+			if err := checkAddress(a); err != nil {
+				return TaskEnv{}, fmt.Errorf("distributed: %s: %w", EnvPS, err)
+			}
+		}
+	}
+	e.NumPS = len(e.PSAddrs)
+	switch t.Role {
+	case RoleChief:
+		e.Rank = 0
+	case RoleWorker:
+		e.Rank = t.Index + 1
+	}
+	if e.Rank >= e.Workers {
+		return TaskEnv{}, fmt.Errorf("distributed: task %s has rank %d but %s=%d", t, e.Rank, EnvWorkers, e.Workers)
+	}
+	if t.Trains() && e.CoordinatorAddr == "" {
+		return TaskEnv{}, fmt.Errorf("distributed: trainer %s has no %s", t, EnvCoordinator)
+	}
+	if hb := get(EnvHeartbeat); hb != "" {
+		parts := strings.Split(hb, ",")
+		if len(parts) != 3 {
+			return TaskEnv{}, fmt.Errorf("distributed: %s=%q, expected interval,timeout,start-timeout", EnvHeartbeat, hb)
+		}
+		var ds [3]time.Duration
+		for i, p := range parts {
+			if ds[i], err = time.ParseDuration(p); err != nil || ds[i] < 0 {
+				return TaskEnv{}, fmt.Errorf("distributed: %s=%q: %q is not a duration >= 0", EnvHeartbeat, hb, p)
+			}
+		}
+		e.Heartbeat = HeartbeatConfig{Interval: ds[0], Timeout: ds[1], StartTimeout: ds[2]}
+	}
+	return e, nil
+}
+
+func atoiEnv(name, v string, def int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("distributed: %s=%q, expected an integer >= 0", name, v)
+	}
+	return n, nil
+}
+
+// TaskEnvFromTFConfig derives a task's environment from TF_CONFIG: the PS
+// addresses are the "ps" job, the trainers are chief then workers, and the
+// coordinator is the chief (or worker 0), which serves heartbeats on its
+// own cluster address (see TaskEnv.HostsCoordinator).
+func TaskEnvFromTFConfig(cfg TFConfig) (TaskEnv, error) {
+	if err := cfg.Validate(); err != nil {
+		return TaskEnv{}, err
+	}
+	coord, err := cfg.Cluster.Coordinator()
+	if err != nil {
+		return TaskEnv{}, err
+	}
+	caddr, err := cfg.Cluster.Address(coord)
+	if err != nil {
+		return TaskEnv{}, err
+	}
+	e := TaskEnv{
+		Task: cfg.Task, Rank: -1, Workers: cfg.Cluster.NumTrainers(), NumPS: len(cfg.Cluster.PS),
+		PSAddrs: cfg.Cluster.PS, CoordinatorAddr: caddr,
+	}
+	if cfg.Task.Trains() {
+		if e.Rank, err = cfg.Cluster.Rank(cfg.Task); err != nil {
+			return TaskEnv{}, err
+		}
+	}
+	if cfg.Task == coord {
+		if e.ListenAddr, err = cfg.ListenAddress(); err != nil {
+			return TaskEnv{}, err
+		}
+	}
+	return e, nil
+}
+
+// HostsCoordinator reports whether this task must run the Monitor and serve
+// heartbeats on ListenAddr (the chief under TF_CONFIG).
+func (e TaskEnv) HostsCoordinator() bool { return e.ListenAddr != "" }
+
+// TrainerJob is what the coordinating trainer needs to build the Monitor
+// when it hosts one (TF_CONFIG clusters): the rows and epochs of the job.
+type TrainerJob struct {
+	Rows   int64
+	Epochs int
+	Hooks  MonitorHooks
+	// Linger is how long the coordinator keeps answering heartbeats after
+	// the job ended so every trainer hears "stop" (default 3 × interval).
+	Linger time.Duration
+}
+
+// RunTrainer runs one trainer of a job started by a ProcessLauncher or by
+// TF_CONFIG: when env.HostsCoordinator it builds the Monitor from job,
+// serves it on env.ListenAddr and beats into it directly; otherwise it
+// dials env.CoordinatorAddr. body runs as in RunAgent.
+func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx context.Context, a *Agent) error) error {
+	if !env.Task.Trains() {
+		return fmt.Errorf("distributed: RunTrainer for task %s, expected a chief or worker", env.Task)
+	}
+	acfg := agentConfig(env)
+	if !env.HostsCoordinator() {
+		c, err := DialCoordinator(env.CoordinatorAddr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return RunAgent(ctx, c, acfg, body)
+	}
+	trainers := make([]Task, env.Workers)
+	for r := range trainers {
+		trainers[r] = TrainerTask(r)
+	}
+	// Under TF_CONFIG the chief is rank 0 and workers follow; a cluster
+	// without a chief has worker 0 coordinating as rank 0.
+	if env.Task.Role == RoleWorker {
+		for r := range trainers {
+			trainers[r] = Task{Role: RoleWorker, Index: r}
+		}
+	}
+	m, err := NewMonitor(MonitorConfig{
+		Trainers: trainers, Rows: job.Rows, Epochs: job.Epochs,
+		Interval: env.Heartbeat.Interval, Timeout: env.Heartbeat.Timeout, StartTimeout: env.Heartbeat.StartTimeout,
+		Hooks: job.Hooks,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", env.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("distributed: coordinator %s listen on %s: %w", env.Task, env.ListenAddr, err)
+	}
+	srv := NewHeartbeatServer(m)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	monErr := make(chan error, 1)
+	go func() { monErr <- m.Run(mctx) }()
+
+	berr := RunAgent(ctx, m, acfg, body)
+	if berr != nil {
+		m.Stop(fmt.Sprintf("coordinator %s failed: %v", env.Task, berr), true)
+	}
+	// Keep answering until the job is over and the others heard it.
+	linger := job.Linger
+	if linger <= 0 {
+		linger = 3 * m.cfg.Interval
+	}
+	merr := <-monErr
+	t := time.NewTimer(linger)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	srv.Close(time.Second)
+	if err := <-serveErr; err != nil && berr == nil {
+		berr = fmt.Errorf("distributed: heartbeat server: %w", err)
+	}
+	if berr != nil {
+		return berr
+	}
+	return merr
+}
