@@ -75,8 +75,8 @@ type TFEstimator struct {
 	// Seed makes shuffling and partitioning reproducible.
 	Seed int64 `json:"seed,omitempty"`
 
-	// Workers is the number of data-parallel workers (ClusterSize; default
-	// 1); NumPS the number of parameter-server shards (default 1); Readers
+	// Workers is the number of data-parallel workers (ClusterSize; at
+	// least 1, required); NumPS the number of parameter-server shards (default 1); Readers
 	// the goroutines that read and convert the input (default 1).
 	Workers int `json:"workers,omitempty"`
 	NumPS   int `json:"num_ps,omitempty"`
@@ -236,6 +236,9 @@ func (e *TFEstimator) Validate() error {
 	}
 	if e.BatchSize > 0 && e.MiniBatchSize > 0 && e.BatchSize != e.MiniBatchSize {
 		bad("BatchSize (%d) and MiniBatchSize (%d) are two names for the rows per step; set one", e.BatchSize, e.MiniBatchSize)
+	}
+	if e.Workers == 0 {
+		bad("Workers is 0; set the number of data-parallel workers (1 or more)")
 	}
 	if e.Workers > 1024 {
 		bad("Workers is %d; at most 1024 are supported", e.Workers)

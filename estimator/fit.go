@@ -68,7 +68,7 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 		return nil, errors.New("estimator: the training data is empty")
 	}
 	trainRows, valRows := splitRows(td.rows, e.ValidationSplit)
-	workers := orDefault(e.Workers, 1)
+	workers := e.Workers
 	if len(trainRows) < workers {
 		return nil, fmt.Errorf("estimator: %d training rows for %d workers; every worker needs at least one row", len(trainRows), workers)
 	}

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
@@ -84,6 +87,9 @@ func TestFitMatchesKerasTraining(t *testing.T) {
 			est := c.est
 			est.Bundle = mlpBundle
 			est.BatchSize = 16
+			if est.Workers == 0 {
+				est.Workers = 1
+			}
 			est.ExportDir = t.TempDir()
 			var epochs []estimator.EpochInfo
 			est.Hooks.OnEpoch = func(i estimator.EpochInfo) { epochs = append(epochs, i) }
@@ -94,10 +100,100 @@ func TestFitMatchesKerasTraining(t *testing.T) {
 			require.Equal(t, 96/16, epochs[0].Steps)
 			require.FileExists(t, filepath.Join(est.ExportDir, "frozen.pb"))
 			require.FileExists(t, filepath.Join(est.ExportDir, "saved_model", "saved_model.pb"))
-			requireClose(t, c.want, predict(t, m), 2e-5, c.name)
+			got := predict(t, m)
+			requireClose(t, c.want, got, 2e-5, c.name)
+			moved := 0.0
+			for i := range got {
+				moved = max(moved, math.Abs(got[i]-exp.Initial[i]))
+			}
+			require.Greater(t, moved, 1e-2, "training must change the predictions")
 			require.Less(t, epochs[len(epochs)-1].Loss, epochs[0].Loss, "training lowers the loss")
 			require.NoError(t, m.Close())
 			require.Equal(t, live, tf.LiveTensors(), "Fit frees every tensor")
 		})
 	}
+}
+
+func TestFitBadInput(t *testing.T) {
+	base := func() estimator.TFEstimator {
+		return estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, ExportDir: t.TempDir()}
+	}
+	cases := []struct {
+		name string
+		edit func(e *estimator.TFEstimator)
+		data func(t *testing.T) feeder.Source
+		want string
+	}{
+		{"no bundle", func(e *estimator.TFEstimator) { e.Bundle = "" }, fitData, "Bundle is required"},
+		{"workers 0", func(e *estimator.TFEstimator) { e.Workers = 0 }, fitData, "Workers is 0"},
+		{"bad mode", func(e *estimator.TFEstimator) { e.Mode = "eventual" }, fitData, "Mode"},
+		{"bad optimizer", func(e *estimator.TFEstimator) { e.Optimizer = "lbfgs" }, fitData, "lbfgs"},
+		{"validation split 1", func(e *estimator.TFEstimator) { e.ValidationSplit = 1 }, fitData, "ValidationSplit is 1"},
+		{"early stopping without validation", func(e *estimator.TFEstimator) { e.EarlyStopping = &estimator.EarlyStopping{} }, fitData, "EarlyStopping needs a ValidationSplit"},
+		{"sync with pull every 5", func(e *estimator.TFEstimator) { e.Mode = "sync"; e.PullEvery = 5 }, fitData, "PullEvery must be 0 or 1"},
+		{"missing bundle dir", func(e *estimator.TFEstimator) { e.Bundle = t.TempDir() }, fitData, "manifest.json"},
+		{"mapping to a missing column", func(e *estimator.TFEstimator) { e.InputMapping = map[string]string{"pixels": "x"} }, fitData, "pixels"},
+		{"mapping to an unknown input", func(e *estimator.TFEstimator) { e.InputMapping = map[string]string{"x": "image"} }, fitData, `input "image", which the bundle does not have`},
+		{"column mapped twice", func(e *estimator.TFEstimator) { e.LabelMapping = map[string]string{"x": "y"}; e.InputMapping = map[string]string{"x": "x"} }, fitData, "mapped to both"},
+		{"label dtype the loss cannot take", nil, floatLabels, "y"},
+		{"empty dataset", nil, emptyData, "training data is empty"},
+		{"more workers than rows", func(e *estimator.TFEstimator) { e.Workers = 200 }, fitData, "96 training rows for 200 workers"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			live := tf.LiveTensors()
+			e := base()
+			if c.edit != nil {
+				c.edit(&e)
+			}
+			m, err := e.Fit(testCtx(t), c.data(t))
+			require.Error(t, err)
+			require.Nil(t, m)
+			require.ErrorContains(t, err, c.want)
+			t.Log(err)
+			require.Equal(t, live, tf.LiveTensors())
+		})
+	}
+}
+
+// floatLabels is the fit data with y as float64, which the int32 label of
+// the bundle's loss cannot take without Cast.
+func floatLabels(t *testing.T) feeder.Source {
+	t.Helper()
+	src := fitData(t)
+	defer src.Close()
+	mem := memory.NewGoAllocator()
+	var recs []arrow.RecordBatch
+	for {
+		rec, err := src.Next(testCtx(t))
+		if err != nil {
+			break
+		}
+		b := array.NewFloat64Builder(mem)
+		ys := rec.Column(1).(*array.Int32)
+		for i := 0; i < ys.Len(); i++ {
+			b.Append(float64(ys.Value(i)) + 0.5)
+		}
+		ycol := b.NewArray()
+		schema := arrow.NewSchema([]arrow.Field{rec.Schema().Field(0), {Name: "y", Type: arrow.PrimitiveTypes.Float64}}, nil)
+		recs = append(recs, array.NewRecordBatch(schema, []arrow.Array{rec.Column(0), ycol}, rec.NumRows()))
+		ycol.Release()
+		rec.Release()
+	}
+	out, err := feeder.FromRecords(recs[0].Schema(), recs...)
+	require.NoError(t, err)
+	for _, r := range recs {
+		r.Release()
+	}
+	return out
+}
+
+func emptyData(t *testing.T) feeder.Source {
+	t.Helper()
+	src := fitData(t)
+	schema := src.Schema()
+	src.Close()
+	out, err := feeder.FromRecords(schema)
+	require.NoError(t, err)
+	return out
 }
