@@ -134,7 +134,10 @@ func TestFitBadInput(t *testing.T) {
 		{"missing bundle dir", func(e *estimator.TFEstimator) { e.Bundle = t.TempDir() }, fitData, "manifest.json"},
 		{"mapping to a missing column", func(e *estimator.TFEstimator) { e.InputMapping = map[string]string{"pixels": "x"} }, fitData, "pixels"},
 		{"mapping to an unknown input", func(e *estimator.TFEstimator) { e.InputMapping = map[string]string{"x": "image"} }, fitData, `input "image", which the bundle does not have`},
-		{"column mapped twice", func(e *estimator.TFEstimator) { e.LabelMapping = map[string]string{"x": "y"}; e.InputMapping = map[string]string{"x": "x"} }, fitData, "mapped to both"},
+		{"column mapped twice", func(e *estimator.TFEstimator) {
+			e.LabelMapping = map[string]string{"x": "y"}
+			e.InputMapping = map[string]string{"x": "x"}
+		}, fitData, "mapped to both"},
 		{"label dtype the loss cannot take", nil, floatLabels, "y"},
 		{"empty dataset", nil, emptyData, "training data is empty"},
 		{"more workers than rows", func(e *estimator.TFEstimator) { e.Workers = 200 }, fitData, "96 training rows for 200 workers"},
