@@ -15,11 +15,31 @@
 // then workers) get ranks 0..N-1; the chief, or worker 0 without one, runs
 // the heartbeat Monitor.
 //
+// # Running a job
+//
+// A Launcher runs a JobConfig (Workers trainers, NumPS shards, Rows split
+// over the trainers each epoch, Epochs) until it completes:
+// InProcessLauncher as goroutines with no ports, ProcessLauncher as local
+// processes on loopback (normally `gotflow ps` / `gotflow worker`, which
+// read their TaskEnv from the GOTFLOW_* variables it sets). Both run a
+// Monitor (the coordinator) and a Supervisor over the same Runner
+// interface. A trainer's body is a loop over Agent.Next / Agent.Advance;
+// RunAgent and RunTrainer wrap it. Under Kubernetes the same binary gets its
+// TaskEnv from TF_CONFIG and the chief hosts the Monitor (RunTrainer).
+//
+// Each epoch the Monitor splits rows 0..Rows over the live trainers. A
+// trainer declared dead (silent past the heartbeat timeout, failed, or its
+// process gone) has its unconsumed rows split over the survivors; later
+// epochs are split over the survivors only. Rows a dead trainer consumed
+// after its last heartbeat may be trained twice (at-least-once).
+//
 // # Ownership
 //
-// A Supervisor owns every task it starts: Stop (and Wait's return) ends them
-// all — processes by process group, SIGTERM then SIGKILL after a grace
-// period; goroutines by cancelling their context. A Monitor owns its
+// A Supervisor owns every task it starts: Run returns only after ending
+// them all — processes by process group, SIGTERM then SIGKILL after a grace
+// period; goroutines by cancelling their context (a goroutine that ignores
+// its context is named in Run's error after the kill wait instead of being
+// waited on forever). Launchers own their Monitor and heartbeat server. A Monitor owns its
 // WorkPlan; callers get copies. Close on a HeartbeatServer stops its gRPC
 // server; the listener passed to Serve is closed by it.
 //

@@ -60,8 +60,8 @@ func (c JobConfig) Validate() error {
 	return c.monitorConfig().Validate()
 }
 
-// Cluster returns the job's tasks as a spec without addresses: ps first,
-// then the chief, then the workers.
+// Tasks returns the job's tasks: ps first, then the chief, then the
+// workers.
 func (c JobConfig) Tasks() []Task {
 	var out []Task
 	for i := range c.NumPS {
