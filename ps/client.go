@@ -56,7 +56,7 @@ type Client struct {
 	mu     sync.Mutex // serialises operations; guards everything below
 	closed bool
 	lay    *layout
-	cache  [][]float32 // latest pulled values, per variable
+	cache  [][]*pspb.Chunk // latest pulled value of each part, [variable][chunk]
 	views  []shardView
 	cfg    OptimizerConfig
 	seq    uint64
@@ -118,11 +118,12 @@ func Dial(ctx context.Context, addrs []string, opts ...ClientOption) (*Client, e
 		o.workerID = "w" + strconv.FormatUint(rand.Uint64(), 36)
 	}
 	dopts := []grpc.DialOption{
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMessageBytes), grpc.MaxCallSendMsgSize(o.maxMessageBytes)),
-		grpc.WithInitialWindowSize(8 << 20),
-		grpc.WithInitialConnWindowSize(16 << 20),
-		grpc.WithReadBufferSize(256 << 10),
-		grpc.WithWriteBufferSize(256 << 10),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMessageBytes), grpc.MaxCallSendMsgSize(o.maxMessageBytes),
+			grpc.ForceCodecV2(wireCodec{})),
+		grpc.WithInitialWindowSize(32 << 20),
+		grpc.WithInitialConnWindowSize(64 << 20),
+		grpc.WithReadBufferSize(1 << 20),
+		grpc.WithWriteBufferSize(1 << 20),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
 			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
@@ -366,9 +367,9 @@ func (c *Client) Register(ctx context.Context, vars []Variable) error {
 	}
 	c.cfg = cfg
 	c.lay = lay
-	c.cache = make([][]float32, len(lay.vars))
-	for i, n := range lay.sizes {
-		c.cache[i] = make([]float32, n)
+	c.cache = make([][]*pspb.Chunk, len(lay.vars))
+	for i := range lay.vars {
+		c.cache[i] = make([]*pspb.Chunk, len(lay.parts[i]))
 	}
 	c.views = make([]shardView, len(c.addrs))
 	for i, in := range infos {
@@ -400,14 +401,15 @@ func (c *Client) Optimizer() OptimizerConfig {
 
 func (c *Client) pullRequest(shard int) *pspb.PullRequest {
 	v := c.views[shard]
-	r := &pspb.PullRequest{Since: v.cursor, Incarnation: v.incarnation, Dtype: pspb.DType_DTYPE_FLOAT32, MaxMessageBytes: uint64(c.o.maxMessageBytes / 2)}
+	r := &pspb.PullRequest{Since: v.cursor, Incarnation: v.incarnation, Dtype: pspb.DType_DTYPE_FLOAT32, MaxMessageBytes: uint64(min(targetMessageBytes, c.o.maxMessageBytes/2))}
 	if c.o.fp16 {
 		r.Dtype = pspb.DType_DTYPE_FLOAT16
 	}
 	return r
 }
 
-// receiveChunks writes pulled chunks of shard into the cache.
+// receiveChunks checks pulled chunks of shard and keeps them in the cache
+// (decoded only when copied out).
 func (c *Client) receiveChunks(shard int, chunks []*pspb.Chunk) error {
 	for _, ch := range chunks {
 		p, err := c.lay.lookup(ch)
@@ -417,9 +419,16 @@ func (c *Client) receiveChunks(shard int, chunks []*pspb.Chunk) error {
 		if p.shard != shard {
 			return fmt.Errorf("ps: shard %d sent %s, which is routed to shard %d", shard, chunkName(ch), p.shard)
 		}
-		if err := decodeInto(c.cache[p.v][p.offset:p.offset+p.length], ch); err != nil {
-			return err
+		size := 4
+		if ch.GetDtype() == pspb.DType_DTYPE_FLOAT16 {
+			size = 2
+		} else if ch.GetDtype() != pspb.DType_DTYPE_FLOAT32 {
+			return fmt.Errorf("ps: shard %d sent %s with dtype %v", shard, chunkName(ch), ch.GetDtype())
 		}
+		if len(ch.GetData()) != size*p.length {
+			return fmt.Errorf("ps: shard %d sent %s with %d bytes, want %d", shard, chunkName(ch), len(ch.GetData()), size*p.length)
+		}
+		c.cache[p.v][p.index] = ch
 	}
 	return nil
 }
@@ -464,12 +473,21 @@ func (c *Client) copyOut(dst []Tensor) error {
 		if !ok {
 			return fmt.Errorf("ps: variable %q is not registered", t.Name)
 		}
-		if len(t.Values) != len(c.cache[i]) {
-			return fmt.Errorf("ps: variable %q: destination holds %d values, want %d for shape %v", t.Name, len(t.Values), len(c.cache[i]), c.lay.vars[i].Shape)
+		if len(t.Values) != c.lay.sizes[i] {
+			return fmt.Errorf("ps: variable %q: destination holds %d values, want %d for shape %v", t.Name, len(t.Values), c.lay.sizes[i], c.lay.vars[i].Shape)
 		}
 	}
 	for _, t := range dst {
-		copy(t.Values, c.cache[c.lay.byName[t.Name]])
+		i := c.lay.byName[t.Name]
+		for _, p := range c.lay.parts[i] {
+			ch := c.cache[i][p.index]
+			if ch == nil {
+				return fmt.Errorf("ps: variable %q chunk %d was never pulled", t.Name, p.index)
+			}
+			if err := decodeInto(t.Values[p.offset:p.offset+p.length], ch); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -560,7 +578,7 @@ func (c *Client) header(shard int, kind pspb.PushKind, seq uint64, n int) *pspb.
 // sendPush streams hdr and chunks in messages of at most half the message
 // limit.
 func (c *Client) sendPush(send func(*pspb.PushRequest) error, hdr *pspb.PushHeader, chunks []*pspb.Chunk) error {
-	budget := c.o.maxMessageBytes / 2
+	budget := min(targetMessageBytes, c.o.maxMessageBytes/2)
 	req := &pspb.PushRequest{Header: hdr}
 	size := 0
 	for _, ch := range chunks {
@@ -723,7 +741,10 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 	c.failed = nil
 	if kind == pspb.PushKind_PUSH_KIND_ASSIGN {
 		for _, t := range ts {
-			copy(c.cache[c.lay.byName[t.Name]], t.Values)
+			i := c.lay.byName[t.Name]
+			for _, p := range c.lay.parts[i] {
+				c.cache[i][p.index] = encodeChunk(t.Name, p.index, t.Values[p.offset:p.offset+p.length], pspb.DType_DTYPE_FLOAT32)
+			}
 		}
 	}
 	if dst != nil {

@@ -134,12 +134,13 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 	sopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(o.maxMessageBytes),
 		grpc.MaxSendMsgSize(o.maxMessageBytes),
-		grpc.InitialWindowSize(8 << 20),
-		grpc.InitialConnWindowSize(16 << 20),
-		grpc.ReadBufferSize(256 << 10),
-		grpc.WriteBufferSize(256 << 10),
+		grpc.InitialWindowSize(32 << 20),
+		grpc.InitialConnWindowSize(64 << 20),
+		grpc.ReadBufferSize(1 << 20),
+		grpc.WriteBufferSize(1 << 20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
+		grpc.ForceServerCodecV2(wireCodec{}),
 		grpc.ChainUnaryInterceptor(s.authUnary),
 		grpc.ChainStreamInterceptor(s.authStream),
 	}
@@ -681,22 +682,28 @@ func (s *Server) syncTimeout(st *syncStep) {
 
 // ---- pull ----
 
+// targetMessageBytes is the size tensor-carrying messages are cut at: one
+// default chunk per message, so that sender and receiver overlap encoding,
+// transfer and decoding.
+const targetMessageBytes = 4 << 20
+
 // collect encodes the parts changed since cursor since (all of them if
-// incarnation is not the server's) into batches of at most maxBytes.
-func (s *Server) collect(req *pspb.PullRequest) (*pspb.ServerInfo, [][]*pspb.Chunk, error) {
+// incarnation is not the server's) as PullResponse bodies in wire format,
+// the first one carrying the server info.
+func (s *Server) collect(req *pspb.PullRequest) ([][]byte, uint64, error) {
 	dtype := req.GetDtype()
 	switch dtype {
 	case pspb.DType_DTYPE_UNSPECIFIED, pspb.DType_DTYPE_FLOAT32:
 		dtype = pspb.DType_DTYPE_FLOAT32
 	case pspb.DType_DTYPE_FLOAT16:
 	default:
-		return nil, nil, s.reject("wrong_dtype", s.errorf(codes.InvalidArgument, "pull: dtype %v not supported (want DTYPE_FLOAT32 or DTYPE_FLOAT16)", dtype))
+		return nil, 0, s.reject("wrong_dtype", s.errorf(codes.InvalidArgument, "pull: dtype %v not supported (want DTYPE_FLOAT32 or DTYPE_FLOAT16)", dtype))
 	}
 	limit := int(req.GetMaxMessageBytes())
-	if limit <= 0 || limit > s.o.maxMessageBytes {
-		limit = s.o.maxMessageBytes
+	if limit <= 0 || limit > targetMessageBytes {
+		limit = targetMessageBytes
 	}
-	limit -= 1 << 10 // room for names and framing
+	w := &pullWriter{limit: min(limit, s.o.maxMessageBytes-(64<<10))}
 	s.mu.RLock()
 	info := s.info()
 	info.Parts = uint32(len(s.order))
@@ -704,26 +711,20 @@ func (s *Server) collect(req *pspb.PullRequest) (*pspb.ServerInfo, [][]*pspb.Chu
 	if req.GetIncarnation() != info.GetIncarnation() || since > info.GetCursor() {
 		since = 0
 	}
-	var batches [][]*pspb.Chunk
-	var cur []*pspb.Chunk
-	size := 0
 	for _, p := range s.order {
 		p.mu.RLock()
 		if p.cursor > since {
-			c := encodeChunk(p.spec.GetName(), p.spec.GetIndex(), p.values, dtype)
-			if size+len(c.Data) > limit && len(cur) > 0 {
-				batches = append(batches, cur)
-				cur, size = nil, 0
-			}
-			cur = append(cur, c)
-			size += len(c.Data) + len(c.Name) + 16
+			w.add(p.spec.GetName(), p.spec.GetIndex(), p.values, dtype)
 		}
 		p.mu.RUnlock()
 	}
 	s.mu.RUnlock()
-	batches = append(batches, cur) // always at least one message, carrying info
+	msgs, err := w.messages(info)
+	if err != nil {
+		return nil, 0, s.errorf(codes.Internal, "pull: %v", err)
+	}
 	s.stats.pulls.Add(1)
-	return info, batches, nil
+	return msgs, w.bytes, nil
 }
 
 // ---- barrier ----
@@ -780,20 +781,16 @@ func (v *service) Register(_ context.Context, req *pspb.RegisterRequest) (*pspb.
 }
 
 func (v *service) Pull(req *pspb.PullRequest, stream pspb.ParameterServer_PullServer) error {
-	info, batches, err := v.s.collect(req)
+	msgs, n, err := v.s.collect(req)
 	if err != nil {
 		return err
 	}
-	for i, b := range batches {
-		m := &pspb.PullResponse{Chunks: b}
-		if i == 0 {
-			m.Info = info
-		}
-		if err := stream.Send(m); err != nil {
+	for _, m := range msgs {
+		if err := stream.SendMsg(&encodedMsg{parts: [][]byte{m}}); err != nil {
 			return err
 		}
-		v.s.stats.addOut(b)
 	}
+	v.s.stats.bytesOut.Add(n)
 	return nil
 }
 
@@ -823,21 +820,24 @@ func (v *service) PushPull(stream pspb.ParameterServer_PushPullServer) error {
 	if err != nil {
 		return err
 	}
-	info, batches, err := v.s.collect(hdr.GetPull())
+	msgs, n, err := v.s.collect(hdr.GetPull())
 	if err != nil {
 		return err
 	}
-	for i, b := range batches {
-		m := &pspb.PushPullResponse{Pull: &pspb.PullResponse{Chunks: b}}
+	for i, m := range msgs {
+		var push *pspb.PushResponse
 		if i == 0 {
-			m.Push = resp
-			m.Pull.Info = info
+			push = resp
 		}
-		if err := stream.Send(m); err != nil {
+		em, err := wrapPushPull(m, push)
+		if err != nil {
+			return v.s.errorf(codes.Internal, "push-pull: %v", err)
+		}
+		if err := stream.SendMsg(em); err != nil {
 			return err
 		}
-		v.s.stats.addOut(b)
 	}
+	v.s.stats.bytesOut.Add(n)
 	return nil
 }
 

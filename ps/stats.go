@@ -42,14 +42,6 @@ func (st *serverStats) observeStaleness(s uint64) {
 	st.staleness[b].Add(1)
 }
 
-func (st *serverStats) addOut(chunks []*pspb.Chunk) {
-	var n uint64
-	for _, c := range chunks {
-		n += uint64(len(c.GetData()))
-	}
-	st.bytesOut.Add(n)
-}
-
 // Stats are the counters of one shard.
 type Stats struct {
 	Shard, NumShards  int

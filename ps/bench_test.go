@@ -1,0 +1,138 @@
+package ps
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+)
+
+// loopbackShard serves one shard on a 127.0.0.1 port for benchmarks.
+func loopbackShard(b *testing.B, opts ...ServerOption) string {
+	b.Helper()
+	s, err := NewServer(opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve(lis) }()
+	b.Cleanup(func() { s.Stop(); <-done })
+	return lis.Addr().String()
+}
+
+// BenchmarkPushPull measures one PushPull of n float32 over TCP loopback
+// with SGD; bytes are those pushed plus those pulled.
+func BenchmarkPushPull(b *testing.B) {
+	for _, n := range []int{100_000, 1 << 20, 10 << 20} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			addr := loopbackShard(b, WithOptimizer(OptimizerConfig{LearningRate: 1e-6}))
+			c, err := Dial(ctx, []string{addr})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Register(ctx, []Variable{{Name: "w", Shape: []int64{int64(n)}, Trainable: true}}); err != nil {
+				b.Fatal(err)
+			}
+			g := []Tensor{{Name: "w", Values: make([]float32, n)}}
+			dst := []Tensor{{Name: "w", Values: make([]float32, n)}}
+			b.SetBytes(int64(8 * n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.PushPull(ctx, g, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTCPEcho is the peer of BenchmarkPushPull: the same bytes sent
+// and received back over a plain TCP loopback socket.
+func BenchmarkTCPEcho(b *testing.B) {
+	for _, n := range []int{100_000, 1 << 20, 10 << 20} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer lis.Close()
+			size := 4 * n
+			go func() {
+				conn, err := lis.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				buf := make([]byte, size)
+				for {
+					if _, err := io.ReadFull(conn, buf); err != nil {
+						return
+					}
+					if _, err := conn.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			conn, err := net.Dial("tcp", lis.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			src, dst := make([]byte, size), make([]byte, size)
+			b.SetBytes(int64(2 * size))
+			for b.Loop() {
+				if _, err := conn.Write(src); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(conn, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkOptimizerApply measures one update of 1M parameters.
+func BenchmarkOptimizerApply(b *testing.B) {
+	for _, name := range []string{"sgd", "momentum", "adam", "adagrad", "rmsprop"} {
+		b.Run(name, func(b *testing.B) {
+			o, err := newOptimizer(OptimizerConfig{Optimizer: name})
+			if err != nil {
+				b.Fatal(err)
+			}
+			const n = 1 << 20
+			w, g := make([]float32, n), make([]float32, n)
+			for i := range g {
+				g[i] = float32(i%13) / 13
+			}
+			slots := o.newSlots(n)
+			b.SetBytes(4 * n)
+			b.ReportAllocs()
+			var it uint64
+			for b.Loop() {
+				o.apply(it, 1, w, g, slots)
+				it++
+			}
+		})
+	}
+}
+
+// BenchmarkFP16Encode measures the half-precision transport conversion.
+func BenchmarkFP16Encode(b *testing.B) {
+	v := make([]float32, 1<<20)
+	for i := range v {
+		v[i] = float32(i) / 1000
+	}
+	b.SetBytes(4 << 20)
+	b.ReportAllocs()
+	for b.Loop() {
+		encodeChunk("w", 0, v, 2)
+	}
+}

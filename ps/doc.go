@@ -1,0 +1,89 @@
+// Package ps is gotflow's parameter server: float32 variables sharded over
+// one or more gRPC servers, updated by gradients that workers push and read
+// by workers that pull, with Keras-exact optimizers applied on the server.
+//
+// # Servers
+//
+// A shard is a Server, built with NewServer and served with Serve on a
+// listener the caller opens (127.0.0.1 unless told otherwise; the
+// gotflow ps command does this). Options pick the update mode, the
+// optimizer (OptimizerConfig, also parsed from SparkFlow-style JSON with
+// ParseOptimizerConfig), the shard index, a snapshot directory, TLS and a
+// bearer token:
+//
+//	srv, err := ps.NewServer(ps.WithShard(0, 2), ps.WithMode(ps.AsyncLock),
+//		ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam", LearningRate: 1e-3}),
+//		ps.WithSnapshotDir(dir, 1000, time.Minute))
+//	go srv.Serve(lis)
+//	defer srv.GracefulStop()
+//
+// Modes: Hogwild (per-chunk locks, no model-wide lock), AsyncLock (each push
+// atomic per shard), Sync (exactly WithWorkers pushes averaged per step,
+// with a straggler timeout that fails or drops), BoundedStaleness (pushes
+// more than WithMaxStaleness versions old are rejected, or with
+// WithStalenessScaling applied with the learning rate divided by their
+// staleness).
+//
+// NewLocalCluster runs n shards inside the process on in-memory listeners
+// (no ports) for single-process training; its Dial returns an ordinary
+// Client.
+//
+// # Clients
+//
+// Dial connects to all shards (shard i at addrs[i]). Register declares the
+// variables (first initialiser wins; non-trainable ones are set with
+// Assign, not by gradients), Pull copies the current values out (only what
+// changed since the last pull travels), Push sends gradients, PushPull does
+// both in one round trip, Barrier waits for n workers, Snapshot/Restore act
+// on every shard, Stats reads their counters. Variables larger than
+// DefaultChunkElements are split into chunks placed on shards by size; the
+// placement is computed identically by every client from the registration
+// order, so no coordinator is needed. Tensors travel as little-endian bytes
+// (float32, or float16 with WithFP16), in messages of about 4 MiB so that a
+// 100M-parameter model streams through without large messages.
+//
+// # Exactly once
+//
+// Every push carries an idempotency key. A shard remembers the keys it
+// applied (also in its snapshots) and answers a repeated key with the first
+// result, so the client's retries on transient errors (codes.Unavailable,
+// per-attempt deadline) never apply a push twice. Pushing the same tensors
+// again right after a failed Push reuses the keys too, which resolves a push
+// that some shards applied and others rejected. Updates acknowledged after
+// a shard's last snapshot are lost if its process dies; the snapshot
+// interval bounds that window.
+//
+// # Ownership
+//
+// Push, PushPull and Assign borrow the caller's slices until they return
+// and never keep them. Pull and PushPull write into the caller's
+// destination slices. Register copies what it needs. The Client owns its
+// connections and cache until Close; a Server owns its variables and
+// optimizer state, which nothing outside the package can reach.
+//
+// # Concurrency
+//
+// A Server is safe for any number of concurrent RPCs. Hogwild pushes hold
+// the shard's lock shared and each chunk's lock exclusively; AsyncLock,
+// BoundedStaleness and Sync apply holding the shard's lock exclusively;
+// pulls copy under the shared lock, so an AsyncLock pull never sees half a
+// push. Snapshots copy the state under the exclusive lock and write it
+// without. Serve blocks; GracefulStop fails waiting Sync steps and barriers
+// with codes.Unavailable, drains in-flight RPCs, stops the snapshot
+// goroutine and writes a final snapshot. A Client serialises its calls
+// (Barrier excepted): give each worker its own. It talks to the shards of
+// one call concurrently and waits for all of them before returning.
+//
+// # Errors
+//
+// Server errors are gRPC statuses whose messages name the shard, variable
+// and chunk: NotFound for an unknown variable, InvalidArgument for a wrong
+// shape, dtype, NaN/Inf gradient (unless WithAllowNonFinite) or malformed
+// request, FailedPrecondition for routing or registration conflicts,
+// Aborted for stale pushes and discarded Sync steps, Unauthenticated for a
+// wrong token, ResourceExhausted for oversized messages. Rejections are
+// counted in Stats by reason and never change state. Client errors wrap
+// the status (status.Code and errors.As work) with the shard and address;
+// Aborted ones also wrap ErrStale. Validation done locally returns plain
+// errors naming the variable.
+package ps
