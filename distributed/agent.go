@@ -141,8 +141,6 @@ func (a *Agent) kick() {
 	}
 }
 
-func skipN(rs []Range, n int64) []Range { return skipRows(rs, n) }
-
 // Next returns the rows the task has not consumed yet in its current work
 // list, waiting (while beating) for more work when everything is consumed.
 // Callers consume all of the returned Work, calling Advance, before calling
@@ -169,7 +167,7 @@ func (a *Agent) Next(ctx context.Context) (Work, error) {
 			return Work{}, errors.New("distributed: agent is not running (Run returned)")
 		}
 		if a.haveWork {
-			if rest := skipN(a.assigned, a.consumed); len(rest) > 0 {
+			if rest := skipRows(a.assigned, a.consumed); len(rest) > 0 {
 				w := Work{Epoch: a.epoch, Ranges: rest}
 				a.mu.Unlock()
 				return w, nil

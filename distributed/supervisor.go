@@ -355,6 +355,10 @@ func (r *run) handleExit(ctx context.Context, ev exitEvent, jobOver bool) error 
 	if f := r.cfg.Hooks.OnExit; f != nil {
 		f(t, ev.r.attempt, ev.err)
 	}
+	if !jobOver && r.cfg.Monitor != nil {
+		// The Monitor may have finished just before this exit was seen.
+		_, _, jobOver = r.cfg.Monitor.Result()
+	}
 	switch {
 	case t.Role == RolePS:
 		if jobOver {
