@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -21,15 +22,14 @@ const (
 	KindSavedModel  = string(savedmodel.KindSavedModel)  // a SavedModel directory
 	KindFrozenGraph = string(savedmodel.KindFrozenGraph) // a frozen GraphDef file
 	KindCheckpoint  = string(savedmodel.KindCheckpoint)  // a TF1 MetaGraph plus checkpoint
-	KindBundle      = "bundle"                           // a gotflow model bundle (registered by the converter's loader)
+	KindBundle      = "bundle"                           // a gotflow model bundle (loader.LoadBundle), frozen with its weights
 )
 
 // DefaultBatchSize is the batch size used when TFModel.BatchSize is zero.
 const DefaultBatchSize = 1024
 
-// Runnable is a loaded model TFModel can run. *savedmodel.Model implements it;
-// other model formats (the converter's bundles) plug in through
-// RegisterKind.
+// Runnable is a loaded model TFModel can run. *savedmodel.Model implements it
+// (bundles are frozen into one); other formats plug in through RegisterKind.
 type Runnable interface {
 	Session() *tf.Session
 	// Input and Output resolve the names used in InputMapping and
@@ -70,8 +70,37 @@ var (
 			}
 			return savedmodel.LoadCheckpoint(ctx, m.Path, opts...)
 		},
+		KindBundle: openBundle,
 	}
 )
+
+// openBundle freezes a model bundle's inference graph with its weights (or
+// m.Weights) and runs it; the manifest's input and output names are the
+// aliases of a "bundle" signature.
+func openBundle(ctx context.Context, m *TFModel, so []tf.SessionOption) (Runnable, error) {
+	b, err := loader.LoadBundle(m.Path)
+	if err != nil {
+		return nil, err
+	}
+	var weights []loader.Weight
+	if m.Weights != "" {
+		if weights, err = loader.ReadWeights(m.Weights); err != nil {
+			return nil, err
+		}
+	}
+	gd, err := b.Freeze(weights)
+	if err != nil {
+		return nil, err
+	}
+	sig := &savedmodel.Signature{Key: KindBundle}
+	for _, t := range b.Inputs {
+		sig.Inputs = append(sig.Inputs, savedmodel.TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: t.Shape})
+	}
+	for _, t := range b.Outputs {
+		sig.Outputs = append(sig.Outputs, savedmodel.TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: t.Shape})
+	}
+	return savedmodel.NewFrozenModel(ctx, m.Path, gd.Bytes(), sig, savedmodel.WithSessionOptions(so...))
+}
 
 // RegisterKind makes TFModel able to load models of another kind (the model
 // converter registers "bundle": a bundle's frozen inference graph). It
@@ -93,9 +122,6 @@ func opener(kind string) (Opener, error) {
 		have = append(have, k)
 	}
 	sort.Strings(have)
-	if kind == KindBundle {
-		return nil, fmt.Errorf("estimator: model kind %q is not available in this build (import the bundle loader); have: %s", kind, strings.Join(have, ", "))
-	}
 	return nil, fmt.Errorf("estimator: unknown model kind %q (have: %s)", kind, strings.Join(have, ", "))
 }
 
@@ -132,7 +158,26 @@ func DetectKind(path string) (string, error) {
 	if metas, _ := filepath.Glob(filepath.Join(path, "*.meta")); len(metas) > 0 {
 		return KindCheckpoint, nil
 	}
-	return "", fmt.Errorf("estimator: %s is not a model: no saved_model.pb, manifest.json, checkpoint or .meta file in it: %w", path, savedmodel.ErrNotSavedModel)
+	if _, err := savedmodel.FrozenGraphIn(path); err == nil {
+		return KindFrozenGraph, nil
+	}
+	return "", fmt.Errorf("estimator: %s is not a model: no saved_model.pb, manifest.json, checkpoint, .meta or single .pb file in it (files: %s): %w", path, listFiles(path), savedmodel.ErrNotSavedModel)
+}
+
+func listFiles(dir string) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return "none"
+	}
+	var names []string
+	for _, e := range ents {
+		if len(names) == 10 {
+			names = append(names, "…")
+			break
+		}
+		names = append(names, e.Name())
+	}
+	return strings.Join(names, ", ")
 }
 
 // TFModel runs a trained model over Arrow records: TensorFlowOnSpark's
@@ -146,6 +191,10 @@ type TFModel struct {
 	Kind string `json:"kind,omitempty"`
 	// TagSet selects a SavedModel's meta graph (default ["serve"]).
 	TagSet []string `json:"tags,omitempty"`
+	// Weights, for bundles, is a weights file (the safetensors layout the
+	// bundle uses) to freeze into the inference graph instead of the
+	// bundle's initial weights, e.g. the result of training.
+	Weights string `json:"weights,omitempty"`
 	// SignatureDefKey selects the signature (default "serving_default"
 	// for SavedModels). Ignored when RawTensorNames is set.
 	SignatureDefKey string `json:"signature,omitempty"`
@@ -366,7 +415,7 @@ func (m *TFModel) Save(dir string) error {
 
 // params copies the exported parameters.
 func (m *TFModel) params() *TFModel {
-	return &TFModel{Path: m.Path, Kind: m.Kind, TagSet: m.TagSet, SignatureDefKey: m.SignatureDefKey,
+	return &TFModel{Path: m.Path, Kind: m.Kind, Weights: m.Weights, TagSet: m.TagSet, SignatureDefKey: m.SignatureDefKey,
 		RawTensorNames: m.RawTensorNames, BinaryStrings: m.BinaryStrings, InputMapping: m.InputMapping, OutputMapping: m.OutputMapping,
 		BatchSize: m.BatchSize, IntraOpThreads: m.IntraOpThreads, InterOpThreads: m.InterOpThreads,
 		InFlight: m.InFlight}
@@ -393,7 +442,7 @@ func parseSaved(data []byte, path, dir string) (*TFModel, error) {
 		return nil, fmt.Errorf("estimator: %s has format %s; want %q", path, raw["format"], savedFormat)
 	}
 	known := map[string]bool{"format": true, "model": true, "kind": true, "tags": true, "signature": true,
-		"raw_tensor_names": true, "binary_strings": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
+		"raw_tensor_names": true, "binary_strings": true, "weights": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
 		"intra_op_threads": true, "inter_op_threads": true, "in_flight": true}
 	for k := range raw {
 		if !known[k] {

@@ -2,6 +2,7 @@ package estimator_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -519,4 +520,29 @@ func TestHooksSeeEveryBatch(t *testing.T) {
 	}
 	require.NoError(t, s.Close())
 	require.Equal(t, []estimator.BatchInfo{{Rows: 2, TotalRows: 2, Batches: 1}, {Rows: 2, TotalRows: 4, Batches: 2}, {Rows: 1, TotalRows: 5, Batches: 3}}, seen)
+}
+
+func TestBundleStyleMatchesPython(t *testing.T) {
+	dir := filepath.Join(testmodels.Root(), "loader", "testdata", "bundles")
+	b, err := os.ReadFile(filepath.Join(dir, "mlp.expected.json"))
+	require.NoError(t, err)
+	var exp struct {
+		Inputs  map[string]*testmodels.Array `json:"inputs"`
+		Outputs map[string]*testmodels.Array `json:"outputs"`
+	}
+	require.NoError(t, json.Unmarshal(b, &exp))
+	m := &estimator.TFModel{Path: filepath.Join(dir, "mlp"), BatchSize: 3}
+	defer m.Close()
+	kind, err := estimator.DetectKind(m.Path)
+	require.NoError(t, err)
+	require.Equal(t, estimator.KindBundle, kind)
+	s, err := m.Transform(testCtx(t), reader(t, memory.DefaultAllocator, exp.Inputs, 4))
+	require.NoError(t, err)
+	nums, strs, rows := collect(t, s)
+	require.NoError(t, s.Close())
+	require.Equal(t, exp.Inputs["x"].Shape[0], rows)
+	require.NotEmpty(t, exp.Outputs)
+	for k, want := range exp.Outputs {
+		requireMatches(t, want, nums[k], strs[k], k)
+	}
 }

@@ -19,13 +19,20 @@ import (
 )
 
 // LoadFrozenGraph loads a frozen GraphDef (a .pb with constants in place of
-// variables). Inputs and outputs are raw tensor names, "op:idx". The file is
-// parsed and validated before TensorFlow sees it.
+// variables), or the one .pb file in the directory path. Inputs and outputs
+// are raw tensor names, "op:idx". The file is parsed and validated before
+// TensorFlow sees it.
 func LoadFrozenGraph(ctx context.Context, path string, opts ...Option) (*Model, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	o := buildOptions(opts)
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		file, err := FrozenGraphIn(path)
+		if err != nil {
+			return nil, err
+		}
+		path = file
+	}
 	data, err := readLimited(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -33,26 +40,64 @@ func LoadFrozenGraph(ctx context.Context, path string, opts ...Option) (*Model, 
 		}
 		return nil, err
 	}
+	return NewFrozenModel(ctx, path, data, nil, opts...)
+}
+
+// NewFrozenModel runs a serialized frozen GraphDef held in memory (name is
+// used in messages and as the Model's Path). With sig, inputs and outputs
+// are named by its aliases (used for model bundles, whose manifest names
+// them); without, by raw tensor names. The bytes are validated before
+// TensorFlow sees them.
+func NewFrozenModel(ctx context.Context, name string, def []byte, sig *Signature, opts ...Option) (*Model, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	o := buildOptions(opts)
 	gd := &graphpb.GraphDef{}
-	if err := proto.Unmarshal(data, gd); err != nil {
-		return nil, fmt.Errorf("savedmodel: %s is not a valid GraphDef protocol buffer: %w", path, err)
+	if err := proto.Unmarshal(def, gd); err != nil {
+		return nil, fmt.Errorf("savedmodel: %s is not a valid GraphDef protocol buffer: %w", name, err)
 	}
 	if len(gd.GetNode()) == 0 {
-		return nil, fmt.Errorf("savedmodel: %s is not a GraphDef: it has no nodes", path)
+		return nil, fmt.Errorf("savedmodel: %s is not a GraphDef: it has no nodes", name)
 	}
 	if _, err := ValidateGraphDef(gd); err != nil {
-		return nil, fmt.Errorf("savedmodel: %s: %w", path, err)
+		return nil, fmt.Errorf("savedmodel: %s: %w", name, err)
 	}
-	g, err := tf.ImportGraphDef(data)
+	if sig != nil {
+		if err := checkDense(sig); err != nil {
+			return nil, err
+		}
+	}
+	g, err := tf.ImportGraphDef(def)
 	if err != nil {
-		return nil, fmt.Errorf("savedmodel: import %s: %w", path, err)
+		return nil, fmt.Errorf("savedmodel: import %s: %w", name, err)
 	}
 	sess, err := tf.NewSession(g, o.sessOpts...)
 	if err != nil {
 		g.Close()
-		return nil, fmt.Errorf("savedmodel: %s: %w", path, err)
+		return nil, fmt.Errorf("savedmodel: %s: %w", name, err)
 	}
-	return &Model{kind: KindFrozenGraph, path: path, graph: g, session: sess}, nil
+	m := &Model{kind: KindFrozenGraph, path: name, sig: sig, graph: g, session: sess}
+	if err := m.checkSignature(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// FrozenGraphIn returns the one .pb file in dir (saved_model.pb excluded).
+func FrozenGraphIn(dir string) (string, error) {
+	pbs, _ := filepath.Glob(filepath.Join(dir, "*.pb"))
+	var files []string
+	for _, p := range pbs {
+		if filepath.Base(p) != SavedModelFile {
+			files = append(files, p)
+		}
+	}
+	if len(files) != 1 {
+		return "", fmt.Errorf("savedmodel: %s holds %d .pb files; want exactly one frozen graph (files: %s)", dir, len(files), listDir(dir))
+	}
+	return files[0], nil
 }
 
 // CheckpointFile is the state file TensorFlow writes next to checkpoints.

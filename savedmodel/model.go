@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/gotflow/gotflow/tf"
@@ -220,7 +221,11 @@ func (m *Model) Outputs() []TensorSpec {
 	var out []TensorSpec
 	for _, op := range m.graph.Operations() {
 		switch op.Type() {
-		case "NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "SaveV2", "RestoreV2", "Assign", "AssignVariableOp", "VarHandleOp", "VariableV2":
+		case "NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "SaveV2", "RestoreV2", "Assign", "AssignVariableOp",
+			"VarHandleOp", "VariableV2", "ReadVariableOp", "VarIsInitializedOp", "IsVariableInitialized":
+			continue
+		}
+		if strings.HasPrefix(op.Name(), "save/") { // the Saver's own graph
 			continue
 		}
 		for i := range op.NumOutputs() {
