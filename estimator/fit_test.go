@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -199,4 +200,57 @@ func emptyData(t *testing.T) feeder.Source {
 	out, err := feeder.FromRecords(schema)
 	require.NoError(t, err)
 	return out
+}
+
+// TestFitValidationEarlyStoppingAndTensorBoard holds out a quarter of the
+// rows, stops when the validation loss does not improve by a large margin,
+// and writes one TensorBoard summary per epoch with the hooks' values.
+func TestFitValidationEarlyStoppingAndTensorBoard(t *testing.T) {
+	tbDir := t.TempDir()
+	var infos []estimator.EpochInfo
+	steps := 0
+	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 2, BatchSize: 8, Epochs: 10, ValidationSplit: 0.25,
+		ShufflePerIter: true, PartitionShuffles: 3, Seed: 7, ExportDir: t.TempDir(), TensorBoardDir: tbDir,
+		EarlyStopping: &estimator.EarlyStopping{Patience: 0, MinDelta: 100},
+		Hooks: estimator.TrainHooks{
+			OnEpoch: func(i estimator.EpochInfo) { infos = append(infos, i) },
+			OnStep:  func(estimator.StepInfo) { steps++ },
+		}}
+	m, err := est.Fit(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	defer m.Close()
+	require.Len(t, infos, 2, "the second epoch does not improve by MinDelta, so training stops")
+	for _, i := range infos {
+		require.False(t, math.IsNaN(i.ValLoss))
+		require.Greater(t, i.ValLoss, 0.0)
+		require.Contains(t, i.ValMetrics, "accuracy")
+		require.Equal(t, 2*5, i.Steps, "two workers with 36 rows each, in batches of 8")
+		require.Greater(t, i.ExamplesSec, 0.0)
+	}
+	require.Equal(t, 2*10, steps)
+
+	files, err := filepath.Glob(filepath.Join(tbDir, "events.out.tfevents.*"))
+	require.NoError(t, err)
+	require.Len(t, files, 1)
+	f, err := os.Open(files[0])
+	require.NoError(t, err)
+	defer f.Close()
+	events, err := tensorboard.ReadEvents(f)
+	require.NoError(t, err)
+	got := map[int64]map[string]float64{}
+	for _, ev := range events {
+		for _, v := range ev.GetSummary().GetValue() {
+			if got[ev.Step] == nil {
+				got[ev.Step] = map[string]float64{}
+			}
+			got[ev.Step][v.Tag] = float64(v.GetSimpleValue())
+		}
+	}
+	for _, i := range infos {
+		s := got[int64(i.Epoch+1)]
+		require.InDelta(t, i.Loss, s["loss"], 1e-6)
+		require.InDelta(t, i.ValLoss, s["val_loss"], 1e-6)
+		require.InDelta(t, i.ValMetrics["accuracy"], s["val_accuracy"], 1e-6)
+		require.Contains(t, s, "examples_per_sec")
+	}
 }
