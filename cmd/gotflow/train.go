@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
+)
+
+func init() {
+	register(command{name: "train", summary: "train a model bundle on Arrow/Parquet/CSV data and export it", run: runTrain})
+}
+
+// mapFlag collects repeated "key=value" flags.
+type mapFlag map[string]string
+
+func (m mapFlag) String() string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (m mapFlag) Set(s string) error {
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return fmt.Errorf("want column=name, got %q", kv)
+		}
+		if _, dup := m[k]; dup {
+			return fmt.Errorf("column %q is mapped twice", k)
+		}
+		m[k] = v
+	}
+	return nil
+}
+
+func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("train", stderr)
+	var e estimator.TFEstimator
+	inputs, labels := mapFlag{}, mapFlag{}
+	data := fs.String("data", "", "training data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
+	fs.StringVar(&e.Bundle, "bundle", "", "model bundle directory (from gotflow convert)")
+	fs.Var(inputs, "map", "column=input: feed a column to a bundle input (repeatable; default: same names)")
+	fs.Var(labels, "label", "column=label: feed a column to a bundle label (repeatable; default: same names)")
+	fs.BoolVar(&e.Cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32)")
+	fs.IntVar(&e.Workers, "workers", 1, "data-parallel workers")
+	fs.IntVar(&e.NumPS, "ps", 1, "parameter-server shards")
+	fs.StringVar(&e.Mode, "mode", "hogwild", "update mode: hogwild, async-lock, sync or bounded-staleness")
+	fs.IntVar(&e.MaxStaleness, "max-staleness", 0, "versions a gradient may lag in bounded-staleness mode (default 4)")
+	fs.StringVar(&e.Optimizer, "optimizer", "adam", "sgd, momentum, adam, adamw, adagrad or rmsprop")
+	fs.Float64Var(&e.LearningRate, "lr", 0, "learning rate (default: the optimizer's Keras default)")
+	optJSON := fs.String("optimizer-options", "", `more optimizer settings as JSON, e.g. '{"beta_1":0.8,"clipnorm":1}'`)
+	fs.IntVar(&e.Epochs, "epochs", 1, "passes over the training data")
+	fs.IntVar(&e.Steps, "steps", 0, "stop each worker after this many steps (0: no limit)")
+	fs.IntVar(&e.BatchSize, "batch-size", estimator.DefaultTrainBatchSize, "rows per step and worker")
+	fs.IntVar(&e.MiniStochasticIters, "mini-stochastic-iters", 1, "steps per mini-batch")
+	fs.IntVar(&e.PullEvery, "pull-every", 1, "steps between weight pulls (-1: once per epoch)")
+	fs.BoolVar(&e.ShufflePerIter, "shuffle", true, "reshuffle each worker's rows every epoch")
+	fs.IntVar(&e.PartitionShuffles, "partition-shuffles", 0, "times the rows are re-dealt among workers")
+	fs.Float64Var(&e.ValidationSplit, "validation-split", 0, "fraction of rows (the last ones) held out for validation")
+	patience := fs.Int("early-stopping", -1, "stop after this many epochs without validation-loss improvement (-1: off)")
+	seed := fs.Int64("seed", 1, "seed for shuffling and partitioning")
+	fs.StringVar(&e.ModelDir, "model-dir", "", "directory for snapshots and progress; a rerun resumes")
+	fs.StringVar(&e.ExportDir, "export", "", "directory for the trained model (frozen.pb and saved_model/)")
+	fs.StringVar(&e.TensorBoardDir, "tensorboard", "", "directory for TensorBoard event files")
+	fs.IntVar(&e.IntraOpThreads, "threads", 0, "TensorFlow intra-op threads per worker (0: one per core)")
+	verbose := fs.Bool("v", false, "log debug details")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if *data == "" || e.Bundle == "" {
+		return fmt.Errorf("%w: --bundle and --data are required", errUsage)
+	}
+	if e.ExportDir == "" && e.ModelDir == "" {
+		return fmt.Errorf("%w: --export (or --model-dir) is required to keep the trained model", errUsage)
+	}
+	flagSet := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { flagSet[f.Name] = true })
+	if e.Mode == "sync" && !flagSet["pull-every"] {
+		e.PullEvery = 1
+	}
+	e.Seed = *seed
+	e.InputMapping, e.LabelMapping = inputs, labels
+	if *optJSON != "" {
+		if !json.Valid([]byte(*optJSON)) {
+			return fmt.Errorf("%w: --optimizer-options is not valid JSON", errUsage)
+		}
+		e.OptimizerOptions = json.RawMessage(*optJSON)
+	}
+	if *patience >= 0 {
+		e.EarlyStopping = &estimator.EarlyStopping{Patience: *patience}
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	e.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := e.Validate(); err != nil {
+		return err
+	}
+
+	src, err := feeder.OpenDataset(*data)
+	if err != nil {
+		return err
+	}
+	bar := newTrainProgress(stderr, e.Epochs)
+	e.Hooks = bar.hooks()
+	start := time.Now()
+	m, err := e.Fit(ctx, src)
+	bar.finish()
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("interrupted: %w", err)
+		}
+		return err
+	}
+	defer m.Close()
+	fmt.Fprintf(stdout, "trained in %s; model exported to %s\n", time.Since(start).Round(time.Millisecond), m.Path)
+	return nil
+}
+
+// trainProgress turns training hooks into a progress line on a terminal
+// and one log line per epoch otherwise.
+type trainProgress struct {
+	w      io.Writer
+	tty    bool
+	epochs int
+	start  time.Time
+
+	mu       sync.Mutex
+	last     time.Time
+	lastLoss float64
+	examples int64
+}
+
+func newTrainProgress(w io.Writer, epochs int) *trainProgress {
+	return &trainProgress{w: w, tty: isTerminal(w), epochs: max(epochs, 1), start: time.Now()}
+}
+
+func (p *trainProgress) hooks() estimator.TrainHooks {
+	return estimator.TrainHooks{OnStep: p.step, OnEpoch: p.epoch}
+}
+
+func (p *trainProgress) step(s estimator.StepInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastLoss, p.examples = s.Loss, s.Examples
+	if !p.tty || time.Since(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	rate := float64(s.Examples) / time.Since(p.start).Seconds()
+	fmt.Fprintf(p.w, "\r\033[Kepoch %d/%d  loss %.4f  %.0f examples/s", s.Epoch+1, p.epochs, s.Loss, rate)
+}
+
+func (p *trainProgress) epoch(i estimator.EpochInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+	line := fmt.Sprintf("epoch %d/%d  loss %.4f", i.Epoch+1, i.Epochs, i.Loss)
+	for _, k := range sortedKeys(i.Metrics) {
+		line += fmt.Sprintf("  %s %.4f", k, i.Metrics[k])
+	}
+	if !math.IsNaN(i.ValLoss) {
+		line += fmt.Sprintf("  val_loss %.4f", i.ValLoss)
+		for _, k := range sortedKeys(i.ValMetrics) {
+			line += fmt.Sprintf("  val_%s %.4f", k, i.ValMetrics[k])
+		}
+	}
+	line += fmt.Sprintf("  %.0f examples/s  %s", i.ExamplesSec, i.Elapsed.Round(time.Millisecond))
+	if i.ETA > 0 {
+		line += fmt.Sprintf("  ETA %s", i.ETA.Round(time.Second))
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *trainProgress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
