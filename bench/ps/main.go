@@ -1,0 +1,372 @@
+// Command ps measures gotflow's parameter server over TCP loopback and
+// writes bench/results/ps.json:
+//
+//   - push+pull round trip (one PushPull) for 1M and 10M float32 parameters,
+//     beside a plain TCP loopback echo of the same bytes in the same run;
+//   - push-pull latency p50/p99 for a 100k-parameter model, beside the TCP
+//     echo of the same bytes;
+//   - updates/s with 1, 4 and 16 concurrent clients in each mode, beside the
+//     same mode with one client.
+//
+// Run it from the repository root: go run ./bench/ps [-out path] [-quick].
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gotflow/gotflow/internal/benchfmt"
+	"github.com/gotflow/gotflow/ps"
+)
+
+func main() {
+	out := flag.String("out", "bench/results/ps.json", "where to write the results")
+	quick := flag.Bool("quick", false, "shorter runs (for a smoke test)")
+	flag.Parse()
+	if err := run(*out, *quick); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(out string, quick bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var results []benchfmt.Result
+	echo, err := startEcho()
+	if err != nil {
+		return err
+	}
+	defer echo.Close()
+
+	// Round-trip throughput.
+	for _, n := range []int{1 << 20, 10 << 20} {
+		iters := 40
+		if n > 1<<20 {
+			iters = 10
+		}
+		if quick {
+			iters = 3
+		}
+		d, err := pushPullRoundTrip(ctx, n, iters)
+		if err != nil {
+			return err
+		}
+		peer, err := echoRoundTrip(echo.Addr().String(), 4*n, iters)
+		if err != nil {
+			return err
+		}
+		bytes := float64(2 * 4 * n) // pushed and pulled
+		name := fmt.Sprintf("push_pull/%dM_float32", n>>20)
+		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(d).Seconds(), "tcp_loopback_echo", bytes/median(peer).Seconds())
+		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket", iters, 4*n)
+		results = append(results, r)
+		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio)
+	}
+
+	// Small-model latency.
+	{
+		const n = 100_000
+		iters := 400
+		if quick {
+			iters = 50
+		}
+		d, err := pushPullRoundTrip(ctx, n, iters)
+		if err != nil {
+			return err
+		}
+		peer, err := echoRoundTrip(echo.Addr().String(), 4*n, iters)
+		if err != nil {
+			return err
+		}
+		for _, q := range []struct {
+			metric string
+			p      float64
+		}{{"latency_p50", 0.50}, {"latency_p99", 0.99}} {
+			r := benchfmt.New("push_pull/100k_float32", q.metric, "us", us(quantile(d, q.p)), "tcp_loopback_echo", us(quantile(peer, q.p)))
+			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1", iters)
+			results = append(results, r)
+			log.Printf("push_pull/100k %s: %.0f us vs TCP %.0f us", q.metric, r.Value, r.PeerValue)
+		}
+	}
+
+	// Updates per second per mode and client count.
+	dur := 1500 * time.Millisecond
+	if quick {
+		dur = 300 * time.Millisecond
+	}
+	modes := []ps.Mode{ps.Hogwild, ps.AsyncLock, ps.Sync, ps.BoundedStaleness}
+	for _, m := range modes {
+		var base float64
+		for _, clients := range []int{1, 4, 16} {
+			ups, pushes, err := updatesPerSecond(ctx, m, clients, dur)
+			if err != nil {
+				return fmt.Errorf("%v with %d clients: %w", m, clients, err)
+			}
+			if clients == 1 {
+				base = ups
+			}
+			r := benchfmt.New(fmt.Sprintf("updates/%s/%d_clients", m, clients), "throughput", "updates/s", ups, fmt.Sprintf("%s/1_client", m), base)
+			r.Note = fmt.Sprintf("10k float32 params in 2 variables on 2 shards, PushPull per step, %.0f pushes/s absorbed", pushes)
+			if m == ps.Sync {
+				r.Note += fmt.Sprintf("; one update averages %d pushes", clients)
+			}
+			if m == ps.BoundedStaleness {
+				r.Note += "; bound 4, stale pushes re-pulled and retried"
+			}
+			results = append(results, r)
+			log.Printf("%s: %.0f updates/s, %.0f pushes/s", r.Name, ups, pushes)
+		}
+	}
+	return benchfmt.Write(out, results)
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func median(d []time.Duration) time.Duration { return quantile(d, 0.5) }
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(q*float64(len(s)-1) + 0.5)
+	return s[i]
+}
+
+// serve starts shards on loopback ports.
+func serve(n int, opts ...ps.ServerOption) ([]string, func(), error) {
+	var addrs []string
+	var servers []*ps.Server
+	var wg sync.WaitGroup
+	stop := func() {
+		for _, s := range servers {
+			s.Stop()
+		}
+		wg.Wait()
+	}
+	for i := range n {
+		s, err := ps.NewServer(append(slices.Clone(opts), ps.WithShard(i, n))...)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		servers = append(servers, s)
+		addrs = append(addrs, lis.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Serve(lis)
+		}()
+	}
+	return addrs, stop, nil
+}
+
+func pushPullRoundTrip(ctx context.Context, n, iters int) ([]time.Duration, error) {
+	addrs, stop, err := serve(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "sgd", LearningRate: 1e-6}))
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	c, err := ps.Dial(ctx, addrs)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	init := make([]float32, n)
+	for i := range init {
+		init[i] = float32(i%1000) / 1000
+	}
+	if err := c.Register(ctx, []ps.Variable{{Name: "w", Shape: []int64{int64(n)}, Trainable: true, Init: init}}); err != nil {
+		return nil, err
+	}
+	grad := []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
+	for i := range grad[0].Values {
+		grad[0].Values[i] = 1
+	}
+	dst := []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
+	var d []time.Duration
+	for i := -2; i < iters; i++ { // two warm-up calls
+		t0 := time.Now()
+		if _, err := c.PushPull(ctx, grad, dst); err != nil {
+			return nil, err
+		}
+		if i >= 0 {
+			d = append(d, time.Since(t0))
+		}
+	}
+	return d, nil
+}
+
+// startEcho runs a TCP server that reads a 4-byte length-free block of the
+// size the client announces and writes it back.
+func startEcho() (net.Listener, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				var hdr [8]byte
+				var buf []byte
+				for {
+					if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+						return
+					}
+					n := int(uint64(hdr[0]) | uint64(hdr[1])<<8 | uint64(hdr[2])<<16 | uint64(hdr[3])<<24)
+					if cap(buf) < n {
+						buf = make([]byte, n)
+					}
+					if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+						return
+					}
+					if _, err := conn.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return lis, nil
+}
+
+func echoRoundTrip(addr string, n, iters int) ([]time.Duration, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	src := make([]byte, n)
+	dst := make([]byte, n)
+	hdr := []byte{byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24), 0, 0, 0, 0}
+	var d []time.Duration
+	for i := -2; i < iters; i++ {
+		t0 := time.Now()
+		if _, err := conn.Write(hdr); err != nil {
+			return nil, err
+		}
+		if _, err := conn.Write(src); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(conn, dst); err != nil {
+			return nil, err
+		}
+		if i >= 0 {
+			d = append(d, time.Since(t0))
+		}
+	}
+	return d, nil
+}
+
+// updatesPerSecond runs clients workers doing PushPull in a loop for dur
+// and returns the shards' applied updates per second and pushes per second.
+func updatesPerSecond(ctx context.Context, m ps.Mode, clients int, dur time.Duration) (float64, float64, error) {
+	opts := []ps.ServerOption{ps.WithMode(m), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam"})}
+	switch m {
+	case ps.Sync:
+		opts = append(opts, ps.WithWorkers(clients), ps.WithSyncTimeout(10*time.Second, ps.StragglerFail))
+	case ps.BoundedStaleness:
+		opts = append(opts, ps.WithMaxStaleness(4))
+	}
+	addrs, stop, err := serve(2, opts...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop()
+	vars := []ps.Variable{
+		{Name: "dense/kernel", Shape: []int64{100, 96}, Trainable: true, Init: make([]float32, 9600)},
+		{Name: "dense/bias", Shape: []int64{400}, Trainable: true, Init: make([]float32, 400)},
+	}
+	cls := make([]*ps.Client, clients)
+	for i := range cls {
+		c, err := ps.Dial(ctx, addrs, ps.WithWorkerID(fmt.Sprintf("w%d", i)))
+		if err != nil {
+			return 0, 0, err
+		}
+		defer c.Close()
+		if err := c.Register(ctx, vars); err != nil {
+			return 0, 0, err
+		}
+		cls[i] = c
+	}
+	var pushes atomic.Int64
+	var stopFlag atomic.Bool
+	errs := make([]error, clients)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i, c := range cls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			grads := []ps.Tensor{{Name: "dense/kernel", Values: make([]float32, 9600)}, {Name: "dense/bias", Values: make([]float32, 400)}}
+			dst := []ps.Tensor{{Name: "dense/kernel", Values: make([]float32, 9600)}, {Name: "dense/bias", Values: make([]float32, 400)}}
+			for k := 0; ; k++ {
+				// In Sync all workers must push each step; they stop together
+				// at a step count agreed through the shared flag.
+				if stopFlag.Load() && m != ps.Sync {
+					return
+				}
+				for _, g := range grads {
+					for j := range g.Values {
+						g.Values[j] = float32((i+k+j)%7-3) / 100
+					}
+				}
+				_, err := c.PushPull(ctx, grads, dst)
+				if err != nil && m == ps.BoundedStaleness {
+					if err := c.Pull(ctx, nil); err != nil {
+						errs[i] = err
+						return
+					}
+					continue
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				pushes.Add(1)
+				if m == ps.Sync && k+1 >= syncSteps(dur, clients) {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(dur)
+	stopFlag.Store(true)
+	wg.Wait()
+	elapsed := time.Since(t0)
+	for _, err := range errs {
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	stats, err := cls[0].Stats(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	return float64(stats[0].Updates) / elapsed.Seconds(), float64(pushes.Load()) / elapsed.Seconds(), nil
+}
+
+// syncSteps is a step count that Sync workers all complete; it is sized to
+// take roughly dur.
+func syncSteps(dur time.Duration, clients int) int {
+	return max(20, int(dur.Seconds()*1500/float64(clients)))
+}
+
+func init() { log.SetFlags(0); log.SetOutput(os.Stderr) }

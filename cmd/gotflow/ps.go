@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gotflow/gotflow/ps"
+)
+
+func init() {
+	register(command{name: "ps", summary: "run one parameter-server shard", run: runPS})
+}
+
+func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("ps", stderr)
+	listen := fs.String("listen", "127.0.0.1:7070", "address to serve gRPC on (loopback unless you say otherwise)")
+	shard := fs.String("shard", "0/1", "this shard's index and the number of shards, as i/N")
+	mode := fs.String("mode", "async-lock", "update mode: hogwild, async-lock, sync or bounded-staleness")
+	workers := fs.Int("workers", 1, "pushes per step in sync mode")
+	syncTimeout := fs.Duration("sync-timeout", time.Minute, "sync mode: how long a step waits for its last push")
+	straggler := fs.String("straggler", "fail", "sync mode: what a step does at its timeout: fail (workers retry) or drop (apply what arrived)")
+	maxStale := fs.Uint64("max-staleness", 0, "bounded-staleness mode: largest accepted staleness in versions")
+	scaleStale := fs.Bool("staleness-scaling", false, "bounded-staleness mode: apply pushes beyond the bound with the learning rate divided by their staleness instead of rejecting them")
+	optimizer := fs.String("optimizer", `{"optimizer":"sgd"}`, "optimizer as JSON (SparkFlow optimizerOptions style), or @file")
+	snapDir := fs.String("snapshot-dir", "", "directory for snapshots; the shard resumes from its snapshot there")
+	snapEvery := fs.Uint64("snapshot-every", 1000, "snapshot after this many updates (0: never by count)")
+	snapInterval := fs.Duration("snapshot-interval", time.Minute, "snapshot this often when something changed (0: never by time)")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token clients must send (or set GOTFLOW_PS_TOKEN)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve TLS with (needs --tls-key)")
+	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
+	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed")
+	metrics := fs.String("metrics", "", "address to serve Prometheus metrics on at /metrics (empty: off)")
+	allowNonFinite := fs.Bool("allow-non-finite", false, "accept NaN and Inf gradients instead of rejecting them")
+	maxMsg := fs.Int("max-message-bytes", 64<<20, "largest gRPC message accepted")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	i, n, err := parseShard(*shard)
+	if err != nil {
+		return err
+	}
+	m, err := ps.ParseMode(*mode)
+	if err != nil {
+		return fmt.Errorf("%w: --mode: %v", errUsage, err)
+	}
+	optJSON := []byte(*optimizer)
+	if strings.HasPrefix(*optimizer, "@") {
+		if optJSON, err = os.ReadFile((*optimizer)[1:]); err != nil {
+			return fmt.Errorf("--optimizer: %w", err)
+		}
+	}
+	cfg, err := ps.ParseOptimizerConfig(optJSON)
+	if err != nil {
+		return fmt.Errorf("%w: --optimizer: %v", errUsage, err)
+	}
+	opts := []ps.ServerOption{
+		ps.WithShard(i, n), ps.WithMode(m), ps.WithOptimizer(cfg), ps.WithWorkers(*workers),
+		ps.WithMaxStaleness(*maxStale), ps.WithMaxMessageBytes(*maxMsg),
+	}
+	switch *straggler {
+	case "fail":
+		opts = append(opts, ps.WithSyncTimeout(*syncTimeout, ps.StragglerFail))
+	case "drop":
+		opts = append(opts, ps.WithSyncTimeout(*syncTimeout, ps.StragglerDrop))
+	default:
+		return fmt.Errorf("%w: --straggler %q, want fail or drop", errUsage, *straggler)
+	}
+	if *scaleStale {
+		opts = append(opts, ps.WithStalenessScaling())
+	}
+	if *allowNonFinite {
+		opts = append(opts, ps.WithAllowNonFinite())
+	}
+	if *snapDir != "" {
+		opts = append(opts, ps.WithSnapshotDir(*snapDir, *snapEvery, *snapInterval))
+	}
+	token := os.Getenv("GOTFLOW_PS_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return fmt.Errorf("--token-file %s is empty", *tokenFile)
+		}
+	}
+	if token != "" {
+		opts = append(opts, ps.WithToken(token))
+	}
+	secure := false
+	if *tlsCert != "" || *tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if *tlsClientCA != "" {
+			pem, err := os.ReadFile(*tlsClientCA)
+			if err != nil {
+				return fmt.Errorf("--tls-client-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("--tls-client-ca %s: no PEM certificates", *tlsClientCA)
+			}
+			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		}
+		opts = append(opts, ps.WithTLS(tc))
+		secure = true
+	} else if *tlsClientCA != "" {
+		return fmt.Errorf("%w: --tls-client-ca needs --tls-cert and --tls-key", errUsage)
+	}
+
+	srv, err := ps.NewServer(opts...)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		srv.Stop()
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if !isLoopback(lis.Addr()) && (token == "" || !secure) {
+		fmt.Fprintf(stderr, "gotflow ps: warning: listening on %s without both TLS and a token; anyone who can reach it can read and change the model\n", lis.Addr())
+	}
+	var metricsSrv *http.Server
+	if *metrics != "" {
+		mlis, err := net.Listen("tcp", *metrics)
+		if err != nil {
+			lis.Close()
+			srv.Stop()
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go metricsSrv.Serve(mlis)
+		fmt.Fprintf(stdout, "gotflow ps: metrics on http://%s/metrics\n", mlis.Addr())
+	}
+	st := srv.Stats()
+	fmt.Fprintf(stdout, "gotflow ps: shard %d/%d (%s, %s) listening on %s, version %d, %d parts\n",
+		i, n, m, cfg.JSON(), lis.Addr(), st.Version, st.Parts)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	stopErr := srv.GracefulStop()
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	if metricsSrv != nil {
+		metricsSrv.Close()
+	}
+	st = srv.Stats()
+	fmt.Fprintf(stdout, "gotflow ps: shard %d/%d stopped at version %d\n", i, n, st.Version)
+	return errors.Join(serveErr, stopErr)
+}
+
+func parseShard(s string) (int, int, error) {
+	a, b, ok := strings.Cut(s, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || n < 1 || i < 0 || i >= n {
+		return 0, 0, fmt.Errorf("%w: --shard %q, want i/N with 0 <= i < N", errUsage, s)
+	}
+	return i, n, nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
