@@ -82,6 +82,10 @@ func fakeRole(role string) int {
 		return fakeWorker(role, dir, task, life)
 	case "trainer":
 		return fakeTrainer(dir)
+	case "realps":
+		return realPS(dir)
+	case "pstrainer":
+		return psTrainer(dir)
 	case "listener":
 		// A PS stand-in that listens where the launcher told it to.
 		signal.Notify(term, syscall.SIGTERM)

@@ -1,0 +1,188 @@
+//go:build unix
+
+package distributed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotflow/gotflow/ps"
+	"github.com/stretchr/testify/require"
+)
+
+// realPS serves one shard of the real parameter server where the launcher
+// said, snapshotting to dir after every update, until SIGTERM.
+func realPS(dir string) int {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	env, err := TaskEnvFromEnviron(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	srv, err := ps.NewServer(ps.WithShard(env.Task.Index, env.NumPS), ps.WithMode(ps.AsyncLock),
+		ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "sgd", LearningRate: 1}),
+		ps.WithSnapshotDir(filepath.Join(dir, "snapshots"), 1, 0))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	lis, err := net.Listen("tcp", env.PSAddrs[env.Task.Index])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	life := time.NewTimer(fakeLifetime)
+	select {
+	case <-term:
+	case <-life.C:
+	}
+	srv.GracefulStop()
+	<-done
+	return 0
+}
+
+// psTrainer pushes a gradient of -1 per row chunk it trains (SGD with
+// learning rate 1 adds 1 to "count" per chunk) and appends its row log;
+// the chief writes the final "count" it pulls to final.txt.
+func psTrainer(dir string) int {
+	env, err := TaskEnvFromEnviron(nil)
+	if err != nil {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fakeLifetime)
+	defer cancel()
+	c, err := ps.Dial(ctx, env.PSAddrs, ps.WithWorkerID(env.Task.String()),
+		ps.WithRetry(60, 20*time.Millisecond, 200*time.Millisecond), ps.WithRPCTimeout(2*time.Second))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer c.Close()
+	if err := c.Register(ctx, []ps.Variable{{Name: "count", Shape: []int64{1}, Trainable: true, Init: []float32{0}}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	log, err := os.OpenFile(filepath.Join(dir, env.Task.String()+".rows"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return 2
+	}
+	defer log.Close()
+	err = RunTrainer(ctx, env, TrainerJob{}, func(ctx context.Context, a *Agent) error {
+		var step int64
+		for {
+			w, err := a.Next(ctx)
+			if errors.Is(err, ErrStopped) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			for _, r := range w.Ranges {
+				for i := r.Start; i < r.End; i += 4 {
+					end := min(i+4, r.End)
+					if _, err := c.Push(ctx, []ps.Tensor{{Name: "count", Values: []float32{-1}}}); err != nil {
+						return fmt.Errorf("push rows %d..%d: %w", i, end, err)
+					}
+					time.Sleep(3 * time.Millisecond)
+					fmt.Fprintf(log, "%d %d %d\n", w.Epoch, i, end)
+					step++
+					a.Advance(end-i, step, 0)
+				}
+			}
+		}
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, env.Task, err)
+		return 1
+	}
+	if env.Rank == 0 {
+		dst := []ps.Tensor{{Name: "count", Values: make([]float32, 1)}}
+		if err := c.Pull(ctx, dst); err != nil {
+			return 1
+		}
+		os.WriteFile(filepath.Join(dir, "final.txt"), []byte(strconv.Itoa(int(dst[0].Values[0]))), 0o644)
+	}
+	return 0
+}
+
+// TestProcessLauncherRestartsRealPS runs the real parameter server and two
+// trainers as processes, SIGKILLs the PS mid-training, and checks that the
+// supervisor restarts it from its snapshot and training finishes.
+func TestProcessLauncherRestartsRealPS(t *testing.T) {
+	dir := t.TempDir()
+	pids := &pidLog{}
+	var restarts atomic.Int32
+	l := ProcessLauncher{
+		Command: func(env TaskEnv) (*exec.Cmd, error) {
+			role := "pstrainer"
+			if env.Task.Role == RolePS {
+				role = "realps"
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), fakeRoleEnv+"="+role, fakeDirEnv+"="+dir, fakeTaskEnv+"="+env.Task.String(), fakeTryEnv+"="+strconv.Itoa(env.Attempt))
+			cmd.Env = append(cmd.Env, env.Environ()...)
+			cmd.Stderr = os.Stderr
+			return cmd, nil
+		},
+	}
+	const rows, epochs = 400, 2
+	cfg := JobConfig{Workers: 2, NumPS: 1, Rows: rows, Epochs: epochs, Heartbeat: fastHeartbeat, StopGrace: 3 * time.Second,
+		SupervisorHooks: SupervisorHooks{OnStart: pids.hook, OnRestart: func(Task, int) { restarts.Add(1) }}}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	snapDir := filepath.Join(dir, "snapshots")
+	chaos := make(chan struct{})
+	go func() {
+		defer close(chaos)
+		// Kill the PS once it has snapshotted and the trainers are well
+		// into the first epoch.
+		waitFor(t, ctx, "first snapshot and progress", func() bool {
+			m, _ := filepath.Glob(filepath.Join(snapDir, "*.snapshot"))
+			return len(m) > 0 && countRows(filepath.Join(dir, "chief:0.rows")) >= 60
+		})
+		require.NoError(t, syscall.Kill(pids.get("ps:0#0"), syscall.SIGKILL))
+	}()
+	res, err := l.Launch(ctx, cfg)
+	<-chaos
+	require.NoError(t, err)
+	require.Equal(t, "completed 2 epochs", res.Reason)
+	require.Equal(t, int32(1), restarts.Load())
+	require.Equal(t, 1, res.Supervisor.Restarts[Task{RolePS, 0}])
+	require.Empty(t, res.Supervisor.Dead)
+
+	cov := coveredRows(t, dir)
+	for e := range int64(epochs) {
+		require.Len(t, cov[e], rows, "epoch %d", e)
+	}
+	// Every chunk pushed once; updates the killed PS applied after its last
+	// snapshot are lost, nothing is applied twice.
+	chunks := 0
+	for _, f := range []string{"chief:0.rows", "worker:0.rows"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		require.NoError(t, err)
+		chunks += len(strings.Split(strings.TrimSpace(string(b)), "\n"))
+	}
+	final := readInt(filepath.Join(dir, "final.txt"))
+	t.Logf("pushes %d, final count %d (lost to the kill: %d)", chunks, final, chunks-final)
+	require.LessOrEqual(t, final, chunks)
+	require.Greater(t, final, chunks/2, "the restarted PS resumed from its snapshot, not from zero")
+	tmp, _ := filepath.Glob(filepath.Join(snapDir, "*.tmp*"))
+	require.Empty(t, tmp, "no half-written snapshot left")
+	pids.requireAllGone(t)
+}
