@@ -25,9 +25,12 @@ import (
 // rawCodec sends bytes as they are, to put malformed protobuf on the wire.
 type rawCodec struct{}
 
-func (rawCodec) Marshal(v any) ([]byte, error)      { return v.([]byte), nil }
-func (rawCodec) Unmarshal(data []byte, v any) error { *(v.(*[]byte)) = append([]byte(nil), data...); return nil }
-func (rawCodec) Name() string                       { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
 
 func rawPush(ctx context.Context, stub pspb.ParameterServerClient, msgs ...*pspb.PushRequest) (*pspb.PushResponse, error) {
 	stream, err := stub.Push(ctx)

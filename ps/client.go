@@ -375,7 +375,7 @@ func (c *Client) Register(ctx context.Context, vars []Variable) error {
 	for i, in := range infos {
 		c.see(i, in)
 	}
-	return c.pullShards(ctx, c.allShards())
+	return c.pullShards(ctx, c.allShards(), nil)
 }
 
 // Variables returns the registered variables (without values).
@@ -408,9 +408,10 @@ func (c *Client) pullRequest(shard int) *pspb.PullRequest {
 	return r
 }
 
-// receiveChunks checks pulled chunks of shard and keeps them in the cache
-// (decoded only when copied out).
-func (c *Client) receiveChunks(shard int, chunks []*pspb.Chunk) error {
+// receiveChunks checks pulled chunks of shard and keeps them in the cache;
+// chunks of variables the caller asked for (out[v] != nil) are decoded
+// into out right away, overlapping with the transfer of the next message.
+func (c *Client) receiveChunks(shard int, chunks []*pspb.Chunk, out *dstSet) error {
 	for _, ch := range chunks {
 		p, err := c.lay.lookup(ch)
 		if err != nil {
@@ -429,11 +430,17 @@ func (c *Client) receiveChunks(shard int, chunks []*pspb.Chunk) error {
 			return fmt.Errorf("ps: shard %d sent %s with %d bytes, want %d", shard, chunkName(ch), len(ch.GetData()), size*p.length)
 		}
 		c.cache[p.v][p.index] = ch
+		if out != nil && out.vals[p.v] != nil {
+			if err := decodeInto(out.vals[p.v][p.offset:p.offset+p.length], ch); err != nil {
+				return err
+			}
+			out.done[p.v][p.index] = true
+		}
 	}
 	return nil
 }
 
-func (c *Client) pullShards(ctx context.Context, shards []int) error {
+func (c *Client) pullShards(ctx context.Context, shards []int, out *dstSet) error {
 	return forShards(shards, func(shard int) error {
 		return c.call(ctx, shard, "pull", func(ctx context.Context) error {
 			stream, err := c.stubs[shard].Pull(ctx, c.pullRequest(shard))
@@ -452,7 +459,7 @@ func (c *Client) pullShards(ctx context.Context, shards []int) error {
 				if m.GetInfo() != nil {
 					info = m.GetInfo()
 				}
-				if err := c.receiveChunks(shard, m.GetChunks()); err != nil {
+				if err := c.receiveChunks(shard, m.GetChunks(), out); err != nil {
 					return err
 				}
 			}
@@ -466,25 +473,48 @@ func (c *Client) pullShards(ctx context.Context, shards []int) error {
 	})
 }
 
-// copyOut copies the cache into dst.
-func (c *Client) copyOut(dst []Tensor) error {
+// dstSet is the caller's destination of a pull, by variable index.
+type dstSet struct {
+	vals [][]float32 // nil where not requested
+	done [][]bool    // parts already written during this call
+}
+
+// prepareDst checks dst against the registered variables.
+func (c *Client) prepareDst(dst []Tensor) (*dstSet, error) {
+	out := &dstSet{vals: make([][]float32, len(c.lay.vars)), done: make([][]bool, len(c.lay.vars))}
 	for _, t := range dst {
 		i, ok := c.lay.byName[t.Name]
 		if !ok {
-			return fmt.Errorf("ps: variable %q is not registered", t.Name)
+			return nil, fmt.Errorf("ps: variable %q is not registered", t.Name)
 		}
 		if len(t.Values) != c.lay.sizes[i] {
-			return fmt.Errorf("ps: variable %q: destination holds %d values, want %d for shape %v", t.Name, len(t.Values), c.lay.sizes[i], c.lay.vars[i].Shape)
+			return nil, fmt.Errorf("ps: variable %q: destination holds %d values, want %d for shape %v", t.Name, len(t.Values), c.lay.sizes[i], c.lay.vars[i].Shape)
 		}
+		if out.vals[i] != nil {
+			return nil, fmt.Errorf("ps: variable %q given twice", t.Name)
+		}
+		out.vals[i] = t.Values
+		out.done[i] = make([]bool, len(c.lay.parts[i]))
 	}
-	for _, t := range dst {
-		i := c.lay.byName[t.Name]
+	return out, nil
+}
+
+// finishDst copies from the cache the parts that did not travel in this
+// call.
+func (c *Client) finishDst(out *dstSet) error {
+	for i, vals := range out.vals {
+		if vals == nil {
+			continue
+		}
 		for _, p := range c.lay.parts[i] {
+			if out.done[i][p.index] {
+				continue
+			}
 			ch := c.cache[i][p.index]
 			if ch == nil {
-				return fmt.Errorf("ps: variable %q chunk %d was never pulled", t.Name, p.index)
+				return fmt.Errorf("ps: variable %q chunk %d was never pulled", c.lay.vars[i].Name, p.index)
 			}
-			if err := decodeInto(t.Values[p.offset:p.offset+p.length], ch); err != nil {
+			if err := decodeInto(vals[p.offset:p.offset+p.length], ch); err != nil {
 				return err
 			}
 		}
@@ -501,10 +531,14 @@ func (c *Client) Pull(ctx context.Context, dst []Tensor) error {
 		return err
 	}
 	defer c.mu.Unlock()
-	if err := c.pullShards(ctx, c.allShards()); err != nil {
+	out, err := c.prepareDst(dst)
+	if err != nil {
 		return err
 	}
-	return c.copyOut(dst)
+	if err := c.pullShards(ctx, c.allShards(), out); err != nil {
+		return err
+	}
+	return c.finishDst(out)
 }
 
 // float32Bytes views v as little-endian bytes without copying where the
@@ -634,6 +668,12 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 	if err != nil {
 		return PushResult{}, err
 	}
+	var out *dstSet
+	if dst != nil {
+		if out, err = c.prepareDst(dst); err != nil {
+			return PushResult{}, err
+		}
+	}
 	var seq, hash uint64
 	if c.failed != nil {
 		hash = c.hashTensors(ts, kind)
@@ -701,7 +741,7 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 				if m.GetPull().GetInfo() != nil {
 					info = m.GetPull().GetInfo()
 				}
-				if err := c.receiveChunks(shard, m.GetPull().GetChunks()); err != nil {
+				if err := c.receiveChunks(shard, m.GetPull().GetChunks(), out); err != nil {
 					return err
 				}
 			}
@@ -714,7 +754,7 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 		})
 	})
 	if err == nil && len(pullOnly) > 0 {
-		err = c.pullShards(ctx, pullOnly)
+		err = c.pullShards(ctx, pullOnly, out)
 	}
 	res := PushResult{LRScale: 1}
 	for s, r := range results {
@@ -747,8 +787,8 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 			}
 		}
 	}
-	if dst != nil {
-		return res, c.copyOut(dst)
+	if out != nil {
+		return res, c.finishDst(out)
 	}
 	return res, nil
 }

@@ -280,7 +280,7 @@ func unmarshalPushPullResponse(b []byte, m *pspb.PushPullResponse) error {
 // memory: one copy of the values, no marshal step.
 type pullWriter struct {
 	limit int
-	bytes uint64 // tensor payload bytes
+	bytes uint64   // tensor payload bytes
 	msgs  [][]byte // PullResponse bodies without info
 	cur   []byte
 }

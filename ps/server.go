@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -526,9 +527,12 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushRespo
 		}
 		scale = 1 / float32(st)
 	}
-	for _, u := range ups {
+	eachPart(len(ups), updateElements(ups), func(i int) {
+		u := ups[i]
 		s.opt.apply(u.p.iterations, scale, u.p.values, u.vals, u.p.slots)
 		u.p.iterations++
+	})
+	for _, u := range ups {
 		u.p.cursor = s.clock.Add(1)
 	}
 	s.version.Add(1)
@@ -538,20 +542,54 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushRespo
 	return &pspb.PushResponse{Info: s.info(), Staleness: st, LrScale: scale}, nil
 }
 
+// eachPart runs f(0..n-1), spreading the calls over up to GOMAXPROCS
+// goroutines when there are several parts and enough elements to be worth
+// it (each part is independent), and returns when all are done.
+func updateElements(ups []update) int {
+	n := 0
+	for _, u := range ups {
+		n += len(u.vals)
+	}
+	return n
+}
+
+func eachPart(n, elements int, f func(i int)) {
+	workers := min(n, runtime.GOMAXPROCS(0))
+	if workers <= 1 || elements < 1<<18 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // ---- sync mode ----
 
 type syncStep struct {
-	step    uint64
-	sums    map[*part][]float32
-	order   []*part
-	workers map[string]bool
-	keys    []string
-	entries []*keyEntry
-	n       int
-	done    chan struct{}
-	err     error
-	resp    *pspb.PushResponse
-	timer   *time.Timer
+	step     uint64
+	sums     map[*part][]float32
+	order    []*part
+	workers  map[string]bool
+	keys     []string
+	entries  []*keyEntry
+	elements int
+	n        int
+	done     chan struct{}
+	err      error
+	resp     *pspb.PushResponse
+	timer    *time.Timer
 }
 
 func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []update, key string, entry *keyEntry) (*pspb.PushResponse, error) {
@@ -605,6 +643,7 @@ func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []updat
 			sum = make([]float32, len(u.vals))
 			st.sums[u.p] = sum
 			st.order = append(st.order, u.p)
+			st.elements += len(u.vals)
 		}
 		for i, g := range u.vals {
 			sum[i] += g
@@ -634,13 +673,16 @@ func (s *Server) completeStep(st *syncStep, n int) {
 	st.timer.Stop()
 	s.mu.Lock()
 	div := float32(n)
-	for _, p := range st.order {
+	eachPart(len(st.order), updateElements(nil)+st.elements, func(i int) {
+		p := st.order[i]
 		g := st.sums[p]
 		for i := range g {
 			g[i] /= div
 		}
 		s.opt.apply(p.iterations, 1, p.values, g, p.slots)
 		p.iterations++
+	})
+	for _, p := range st.order {
 		p.cursor = s.clock.Add(1)
 	}
 	s.version.Add(1)
