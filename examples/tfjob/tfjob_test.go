@@ -119,6 +119,12 @@ func TestManifest(t *testing.T) {
 		switch rt {
 		case "PS":
 			require.Equal(t, "ps", c.Args[0])
+			// The shard and listen port must agree with what TF_CONFIG
+			// advertises for the one PS replica.
+			require.Equal(t, 1, spec.Replicas, "with more PS replicas the shard must come from TF_CONFIG")
+			require.Contains(t, c.Args, fmt.Sprintf("--shard=0/%d", spec.Replicas))
+			require.Len(t, c.Ports, 1)
+			require.Contains(t, c.Args, fmt.Sprintf("--listen=:%d", c.Ports[0].ContainerPort))
 			require.Contains(t, []string{"OnFailure", "Always"}, spec.RestartPolicy, "a dead PS must come back and resume from its snapshot")
 			require.True(t, slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--snapshot-dir=") }))
 		default:
