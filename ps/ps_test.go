@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -513,4 +514,30 @@ func TestBarrier(t *testing.T) {
 	defer cancel()
 	err := c.Barrier(short, "alone", 2)
 	require.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
+}
+
+func TestMetricsHandler(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	lc := newCluster(t, 1, sgd1(), WithMode(Hogwild))
+	c := dialCluster(t, ctx, lc)
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{2}, Trainable: true}}))
+	for range 3 {
+		_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 2}}})
+		require.NoError(t, err)
+	}
+	_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{float32(math.NaN()), 2}}})
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	rec := httptest.NewRecorder()
+	lc.Servers()[0].MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`gotflow_ps_version{shard="0"} 3`,
+		`gotflow_ps_updates_total{shard="0"} 3`,
+		`gotflow_ps_rejections_total{shard="0",reason="non_finite"} 1`,
+		`gotflow_ps_staleness_bucket{shard="0",le="0"} 3`,
+		`gotflow_ps_staleness_count{shard="0"} 3`,
+		`gotflow_ps_bytes_in_total{shard="0"} 32`,
+	} {
+		require.Contains(t, body, want)
+	}
 }
