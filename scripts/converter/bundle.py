@@ -134,8 +134,8 @@ def write(parts, out_dir, overwrite=False):
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
-        _write_file(os.path.join(tmp, TRAIN_GRAPH), parts.train_graph.SerializeToString())
-        _write_file(os.path.join(tmp, INFER_GRAPH), parts.infer_graph.SerializeToString())
+        _write_file(os.path.join(tmp, TRAIN_GRAPH), _stable_bytes(parts.train_graph))
+        _write_file(os.path.join(tmp, INFER_GRAPH), _stable_bytes(parts.infer_graph))
         weights = {v.name: v.value for v in parts.variables}
         _write_file(os.path.join(tmp, WEIGHTS_FILE),
                     safetensors.dumps(weights, metadata={"format": FORMAT}))
@@ -151,6 +151,20 @@ def write(parts, out_dir, overwrite=False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _stable_bytes(gd):
+    """Serialize with nodes sorted by name, so the same model always gives
+    the same bytes (TF imports nodes in any order)."""
+    out = type(gd)()
+    out.CopyFrom(gd)
+    nodes = sorted(out.node, key=lambda n: n.name)
+    copies = [type(n)() for n in nodes]
+    for c, n in zip(copies, nodes):
+        c.CopyFrom(n)
+    del out.node[:]
+    out.node.extend(copies)
+    return out.SerializeToString(deterministic=True)
 
 
 def _write_file(path, data):

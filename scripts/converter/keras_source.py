@@ -167,8 +167,15 @@ def _input_specs(model, input_specs):
     if not inputs:
         raise ConversionError(
             f"model {model.name!r} does not declare its inputs: pass --input name:dtype:shape")
-    names = ["x"] if len(inputs) == 1 else [op_name(t.name) for t in inputs]
+    names = [op_name(t.name) for t in inputs]
+    if len(inputs) == 1 and _auto_name(inputs[0].name):
+        names = ["x"]
     return [(n, tf.TensorSpec(t.shape, t.dtype)) for n, t in zip(names, inputs)]
+
+
+def _auto_name(name):
+    """Whether Keras generated the name (keras_tensor_3, input_layer_1)."""
+    return re.match(r"^(keras_tensor|input_layer|input)(_\d+)?$", name) is not None
 
 
 def _label_specs(label_specs, output_specs, loss_name):

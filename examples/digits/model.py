@@ -1,0 +1,19 @@
+"""The digits classifier as a Keras model, for `gotflow convert keras`:
+
+    gotflow convert keras examples/digits/model.py:mlp \
+        --loss '{"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": true}}' \
+        --metric accuracy -o build/digits
+"""
+
+import keras
+
+
+def mlp():
+    """64 pixels -> 64 ReLU -> dropout -> 10 logits."""
+    keras.utils.set_random_seed(2024)
+    return keras.Sequential([
+        keras.Input((64,), name="pixels"),
+        keras.layers.Dense(64, activation="relu", name="hidden"),
+        keras.layers.Dropout(0.1, name="dropout"),
+        keras.layers.Dense(10, name="logits"),
+    ], name="digits")
