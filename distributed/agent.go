@@ -259,7 +259,7 @@ func (a *Agent) beatOnce(ctx context.Context) (done bool, err error) {
 		if ctx.Err() != nil {
 			return true, ctx.Err()
 		}
-		if errors.Is(err, ErrUnknownTask) {
+		if errors.Is(err, ErrUnknownTask) || errors.Is(err, ErrUnauthenticated) {
 			a.lost = err
 			a.signalLocked()
 			return true, err

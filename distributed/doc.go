@@ -33,6 +33,15 @@
 // epochs are split over the survivors only. Rows a dead trainer consumed
 // after its last heartbeat may be trained twice (at-least-once).
 //
+// # Security
+//
+// ProcessLauncher serves heartbeats on 127.0.0.1 behind a random bearer
+// token it hands to its tasks (GOTFLOW_COORDINATOR_TOKEN). Under TF_CONFIG
+// the chief listens on every interface of its pod: set the same token on
+// every replica from a Secret, or add TLS through the grpc options of
+// NewHeartbeatServer and DialCoordinator. A heartbeat can declare its own
+// task failed, so an unauthenticated coordinator trusts its network.
+//
 // # Ownership
 //
 // A Supervisor owns every task it starts: Run returns only after ending

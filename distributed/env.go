@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // Environment variables a ProcessLauncher sets for its tasks (see
@@ -32,6 +34,7 @@ func (e TaskEnv) Environ() []string {
 		EnvPS + "=" + strings.Join(e.PSAddrs, ","),
 		EnvCoordinator + "=" + e.CoordinatorAddr,
 		EnvHeartbeat + "=" + e.Heartbeat.Interval.String() + "," + e.Heartbeat.Timeout.String() + "," + e.Heartbeat.StartTimeout.String(),
+		EnvToken + "=" + e.Token,
 	}
 }
 
@@ -78,13 +81,15 @@ func TaskEnvFromEnviron(lookup func(string) (string, bool)) (TaskEnv, error) {
 		if err != nil {
 			return TaskEnv{}, err
 		}
-		return TaskEnvFromTFConfig(cfg)
+		env, err := TaskEnvFromTFConfig(cfg)
+		env.Token = get(EnvToken)
+		return env, err
 	}
 	t, err := ParseTask(get(EnvTask))
 	if err != nil {
 		return TaskEnv{}, fmt.Errorf("%w (from %s)", err, EnvTask)
 	}
-	e := TaskEnv{Task: t, Rank: -1, CoordinatorAddr: get(EnvCoordinator)}
+	e := TaskEnv{Task: t, Rank: -1, CoordinatorAddr: get(EnvCoordinator), Token: get(EnvToken)}
 	if e.Attempt, err = atoiEnv(EnvAttempt, get(EnvAttempt), 0); err != nil {
 		return TaskEnv{}, err
 	}
@@ -197,7 +202,11 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 	}
 	acfg := agentConfig(env)
 	if !env.HostsCoordinator() {
-		c, err := DialCoordinator(env.CoordinatorAddr)
+		var opts []grpc.DialOption
+		if env.Token != "" {
+			opts = append(opts, SendToken(env.Token))
+		}
+		c, err := DialCoordinator(env.CoordinatorAddr, opts...)
 		if err != nil {
 			return err
 		}
@@ -227,7 +236,11 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 	if err != nil {
 		return fmt.Errorf("distributed: coordinator %s listen on %s: %w", env.Task, env.ListenAddr, err)
 	}
-	srv := NewHeartbeatServer(m)
+	var sopts []grpc.ServerOption
+	if env.Token != "" {
+		sopts = append(sopts, RequireToken(env.Token))
+	}
+	srv := NewHeartbeatServer(m, sopts...)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	mctx, cancel := context.WithCancel(ctx)

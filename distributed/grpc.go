@@ -174,14 +174,12 @@ type CoordinatorClient struct {
 	c    distpb.CoordinatorClient
 }
 
-// DialCoordinator connects to the coordinator at addr. Without options the
-// connection is plaintext (loopback or a trusted cluster network); pass
-// grpc.WithTransportCredentials for TLS. The connection is lazy: errors
-// surface on the first Beat.
+// DialCoordinator connects to the coordinator at addr. Unless opts set
+// transport credentials the connection is plaintext (loopback or a trusted
+// cluster network); add SendToken when the server requires one. The
+// connection is lazy: errors surface on the first Beat.
 func DialCoordinator(addr string, opts ...grpc.DialOption) (*CoordinatorClient, error) {
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("distributed: dial coordinator %q: %w", addr, err)
@@ -194,8 +192,11 @@ func DialCoordinator(addr string, opts ...grpc.DialOption) (*CoordinatorClient, 
 func (c *CoordinatorClient) Beat(ctx context.Context, b Beat) (Reply, error) {
 	p, err := c.c.Heartbeat(ctx, beatToProto(b))
 	if err != nil {
-		if status.Code(err) == codes.NotFound {
+		switch status.Code(err) {
+		case codes.NotFound:
 			return Reply{}, fmt.Errorf("%w: %s", ErrUnknownTask, status.Convert(err).Message())
+		case codes.Unauthenticated:
+			return Reply{}, fmt.Errorf("%w: %s", ErrUnauthenticated, status.Convert(err).Message())
 		}
 		return Reply{}, fmt.Errorf("distributed: heartbeat: %w", err)
 	}

@@ -117,6 +117,8 @@ type TaskEnv struct {
 	CoordinatorAddr string
 	// Heartbeat is the job's heartbeat timing, for the task's Agent.
 	Heartbeat HeartbeatConfig
+	// Token is the coordinator's bearer token ("" for none).
+	Token string
 	// ListenAddr is set for the task that hosts the coordinator itself
 	// (the chief under TF_CONFIG): it serves heartbeats there.
 	ListenAddr string

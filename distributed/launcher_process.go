@@ -14,8 +14,8 @@ import (
 // ProcessLauncher runs every task as a local process (normally the gotflow
 // binary as `gotflow ps` / `gotflow worker`) on loopback. It picks a port
 // per PS shard up front (a restarted PS gets the same one), serves the
-// Monitor over gRPC on 127.0.0.1, and hands both to Command through
-// TaskEnv.
+// Monitor over gRPC on 127.0.0.1 behind a fresh random token, and hands
+// all three to Command through TaskEnv (pass env.Environ() to the child).
 type ProcessLauncher struct {
 	// Command returns the command for one task attempt. Trainers must run
 	// an Agent against env.CoordinatorAddr (see DialCoordinator, RunAgent);
@@ -45,7 +45,11 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	if err != nil {
 		return JobResult{}, fmt.Errorf("distributed: listen for heartbeats: %w", err)
 	}
-	srv := NewHeartbeatServer(m)
+	token, err := NewToken()
+	if err != nil {
+		return JobResult{}, fmt.Errorf("distributed: coordinator token: %w", err)
+	}
+	srv := NewHeartbeatServer(m, RequireToken(token))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	defer func() {
@@ -55,7 +59,7 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	coordAddr := lis.Addr().String()
 	withAddrs := func(t Task, attempt int) TaskEnv {
 		env := cfg.env(t, attempt)
-		env.PSAddrs, env.CoordinatorAddr = psAddrs, coordAddr
+		env.PSAddrs, env.CoordinatorAddr, env.Token = psAddrs, coordAddr, token
 		return env
 	}
 	runner := ProcessRunner{Command: func(t Task, attempt int) (*exec.Cmd, error) {

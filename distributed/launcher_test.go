@@ -161,6 +161,7 @@ func TestTFConfigCluster(t *testing.T) {
 		require.Equal(t, addrs[0], env.CoordinatorAddr)
 		require.Equal(t, i == 0, env.HostsCoordinator())
 		env.Heartbeat = fastHeartbeat
+		env.Token = "shared-secret" // from a Kubernetes Secret in a real TFJob
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -180,7 +181,7 @@ func TestTFConfigCluster(t *testing.T) {
 
 func TestTaskEnvEnviron(t *testing.T) {
 	env := TaskEnv{Task: Task{RoleWorker, 1}, Attempt: 2, Rank: 2, Workers: 3, NumPS: 2,
-		PSAddrs: []string{"127.0.0.1:5001", "127.0.0.1:5002"}, CoordinatorAddr: "127.0.0.1:5000", Heartbeat: fastHeartbeat}
+		PSAddrs: []string{"127.0.0.1:5001", "127.0.0.1:5002"}, CoordinatorAddr: "127.0.0.1:5000", Heartbeat: fastHeartbeat, Token: "t0k"}
 	vars := map[string]string{}
 	for _, kv := range env.Environ() {
 		k, v, _ := cutEq(kv)

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 )
 
 // trainLoop is the loop a worker runs against an Agent: it records each row
@@ -325,4 +326,42 @@ func TestAgentCoordinatorLost(t *testing.T) {
 
 	_, err = NewAgent(c, AgentConfig{Task: Task{Role: RolePS}})
 	require.ErrorContains(t, err, "not a chief or worker")
+}
+
+func TestHeartbeatToken(t *testing.T) {
+	trainers := workers(1)
+	m := testMonitor(t, MonitorConfig{Trainers: trainers, Rows: 8})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	token, err := NewToken()
+	require.NoError(t, err)
+	require.Len(t, token, 64)
+	srv := NewHeartbeatServer(m, RequireToken(token))
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Close(time.Second); require.NoError(t, <-serveDone) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	beat := Beat{Task: trainers[0], Incarnation: 1, State: StateRunning}
+	for name, opts := range map[string][]grpc.DialOption{"none": nil, "wrong": {SendToken("guess")}} {
+		c, err := DialCoordinator(lis.Addr().String(), opts...)
+		require.NoError(t, err)
+		_, err = c.Beat(ctx, beat)
+		require.ErrorIs(t, err, ErrUnauthenticated, name)
+		// An agent with a bad token gives up at once instead of retrying.
+		a, err := NewAgent(c, AgentConfig{Task: trainers[0], Interval: 10 * time.Millisecond, LostAfter: time.Minute})
+		require.NoError(t, err)
+		start := time.Now()
+		require.ErrorIs(t, a.Run(ctx), ErrUnauthenticated, name)
+		require.Less(t, time.Since(start), 5*time.Second)
+		c.Close()
+	}
+	c, err := DialCoordinator(lis.Addr().String(), SendToken(token))
+	require.NoError(t, err)
+	defer c.Close()
+	r, err := c.Beat(ctx, beat)
+	require.NoError(t, err)
+	require.Equal(t, []Range{{0, 8}}, r.Ranges)
+	require.Empty(t, m.Status()[0].DeadReason, "refused beats did not touch the monitor")
 }
