@@ -52,8 +52,8 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 		return nil, err
 	}
 	for _, v := range b.Variables {
-		if v.DType != tf.Float {
-			return nil, fmt.Errorf("estimator: variable %q has dtype %s; the parameter server trains float32 variables only", v.Name, v.DType)
+		if v.Trainable && v.DType != tf.Float {
+			return nil, fmt.Errorf("estimator: trainable variable %q has dtype %s; the parameter server trains float32 variables only", v.Name, v.DType)
 		}
 	}
 	plan, names, err := e.plan(b, data)
@@ -175,14 +175,17 @@ func (r *run) sessionOptions() []tf.SessionOption {
 }
 
 func (r *run) start(ctx context.Context, n int) error {
-	vars := make([]ps.Variable, len(r.b.Variables))
+	var vars []ps.Variable
 	for i, v := range r.b.Variables {
-		init, err := tf.NewTensorFill(tf.Float, v.Shape, func(buf []byte) error { copy(buf, r.b.Weights[i].Data); return nil })
+		if !onParameterServer(v) {
+			continue
+		}
+		init, err := r.b.Weights[i].Tensor()
 		if err != nil {
 			return err
 		}
 		vals, _ := tf.Data[float32](init)
-		vars[i] = ps.Variable{Name: v.Name, Shape: v.Shape, Trainable: v.Trainable, Init: append([]float32(nil), vals...)}
+		vars = append(vars, ps.Variable{Name: v.Name, Shape: v.Shape, Trainable: v.Trainable, Init: append([]float32(nil), vals...)})
 		init.Close()
 	}
 	for i := 0; i <= n; i++ { // n workers, then the chief's evaluation client

@@ -20,28 +20,49 @@ type trainWorker struct {
 	step   *loader.TrainStep
 	client *ps.Client
 
-	vars    []ps.Tensor  // last pulled values, one per bundle variable
-	weights []*tf.Tensor // the same values as tensors fed to the step
+	// Variables live on the parameter server (float32) or, for
+	// non-trainable state of other types such as a dropout layer's RNG
+	// state, in the worker itself: each worker then draws its own stream.
+	onPS    []int        // bundle variable indices on the parameter server
+	vars    []ps.Tensor  // last pulled values, one per onPS entry
+	weights []*tf.Tensor // one per bundle variable, fed to the step
 	grads   []ps.Tensor  // one per trainable variable; Values alias step results
-	updates []ps.Tensor  // one per stateful variable
+	updates []ps.Tensor  // one per stateful variable on the parameter server
+	stateAt []int        // per Stateful() entry: index into updates, or -1 if local
 	steps   int          // steps run so far
 }
+
+// onParameterServer reports whether a variable is kept by the parameter
+// server (float32) rather than by each worker.
+func onParameterServer(v loader.Variable) bool { return v.DType == tf.Float }
 
 func newTrainWorker(ctx context.Context, id int, b *loader.Bundle, client *ps.Client, opts []tf.SessionOption) (*trainWorker, error) {
 	step, err := b.NewTrainStep(opts...)
 	if err != nil {
 		return nil, err
 	}
-	w := &trainWorker{id: id, b: b, step: step, client: client}
-	w.vars = make([]ps.Tensor, len(b.Variables))
+	w := &trainWorker{id: id, b: b, step: step, client: client, weights: make([]*tf.Tensor, len(b.Variables))}
 	for i, v := range b.Variables {
-		w.vars[i] = ps.Tensor{Name: v.Name, Values: make([]float32, elements(v.Shape))}
+		if onParameterServer(v) {
+			w.onPS = append(w.onPS, i)
+			w.vars = append(w.vars, ps.Tensor{Name: v.Name, Values: make([]float32, elements(v.Shape))})
+			continue
+		}
+		if w.weights[i], err = b.Weights[i].Tensor(); err != nil {
+			w.Close()
+			return nil, err
+		}
 	}
 	for _, i := range b.Trainable() {
 		w.grads = append(w.grads, ps.Tensor{Name: b.Variables[i].Name})
 	}
 	for _, i := range b.Stateful() {
-		w.updates = append(w.updates, ps.Tensor{Name: b.Variables[i].Name})
+		if onParameterServer(b.Variables[i]) {
+			w.stateAt = append(w.stateAt, len(w.updates))
+			w.updates = append(w.updates, ps.Tensor{Name: b.Variables[i].Name})
+		} else {
+			w.stateAt = append(w.stateAt, -1)
+		}
 	}
 	if err := w.pull(ctx); err != nil {
 		w.Close()
@@ -66,16 +87,17 @@ func (w *trainWorker) pull(ctx context.Context) error {
 	return w.refresh()
 }
 
-// refresh rebuilds the weight tensors from the pulled values.
+// refresh rebuilds the parameter-server weight tensors from the pulled
+// values.
 func (w *trainWorker) refresh() error {
-	closeAll(w.weights)
-	w.weights = w.weights[:0]
-	for i, v := range w.b.Variables {
-		t, err := tf.NewTensor(v.Shape, w.vars[i].Values)
+	for k, i := range w.onPS {
+		v := w.b.Variables[i]
+		t, err := tf.NewTensor(v.Shape, w.vars[k].Values)
 		if err != nil {
 			return fmt.Errorf("estimator: weight %s: %w", v.Name, err)
 		}
-		w.weights = append(w.weights, t)
+		w.weights[i].Close()
+		w.weights[i] = t
 	}
 	return nil
 }
@@ -180,12 +202,23 @@ func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor
 			return 0, fmt.Errorf("estimator: gradient of %s: %w", w.grads[i].Name, err)
 		}
 	}
-	if len(w.updates) > 0 {
-		for i, u := range out.Updates {
-			if w.updates[i].Values, err = tf.Data[float32](u); err != nil {
-				return 0, fmt.Errorf("estimator: state update of %s: %w", w.updates[i].Name, err)
+	for k, u := range out.Updates {
+		if at := w.stateAt[k]; at >= 0 {
+			if w.updates[at].Values, err = tf.Data[float32](u); err != nil {
+				return 0, fmt.Errorf("estimator: state update of %s: %w", w.updates[at].Name, err)
 			}
+			continue
 		}
+		i := w.b.Stateful()[k]
+		// Local state: keep a copy of the new value for the next step.
+		t, err := tf.NewTensorFill(u.DataType(), u.Shape(), func(buf []byte) error { copy(buf, u.Bytes()); return nil })
+		if err != nil {
+			return 0, fmt.Errorf("estimator: state update of %s: %w", w.b.Variables[i].Name, err)
+		}
+		w.weights[i].Close()
+		w.weights[i] = t
+	}
+	if len(w.updates) > 0 {
 		if err := w.client.Assign(ctx, w.updates); err != nil {
 			return 0, fmt.Errorf("estimator: worker %d: assign state: %w", w.id, err)
 		}

@@ -1,0 +1,172 @@
+// Command training measures gotflow's training throughput and convergence
+// beside Python Keras' model.fit on the same model (the digits MLP of
+// examples/digits), data, batch size, epochs, optimizer and thread
+// settings, in the same run, and writes bench/results/training.json.
+//
+// Run it from the repository root after `make install`:
+//
+//	go run ./bench/training [-out path] [-epochs N]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/benchfmt"
+)
+
+type kerasResult struct {
+	ExamplesPerSec  float64 `json:"examples_per_sec"`
+	HeldoutAccuracy float64 `json:"heldout_accuracy"`
+	TrainRows       int     `json:"train_rows"`
+}
+
+func main() {
+	out := flag.String("out", "bench/results/training.json", "where to write the results")
+	epochs := flag.Int("epochs", 6, "epochs for every run (the first is excluded from throughput as warm-up)")
+	batch := flag.Int("batch-size", 32, "rows per step")
+	flag.Parse()
+	if err := run(*out, *epochs, *batch); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(out string, epochs, batch int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "gotflow-bench-training-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	py := os.Getenv("GOTFLOW_PYTHON")
+	if py == "" {
+		py = filepath.Join(".venv", "bin", "python")
+	}
+	cmd := exec.Command(py, "scripts/bench/training.py", "--out", dir, "--epochs", fmt.Sprint(epochs),
+		"--batch-size", fmt.Sprint(batch), "--threads", "1")
+	cmd.Stderr = os.Stderr
+	raw, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("python side: %w", err)
+	}
+	var k kerasResult
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return fmt.Errorf("python side printed %q: %w", raw, err)
+	}
+	log.Printf("keras model.fit: %.0f examples/s, held-out accuracy %.4f", k.ExamplesPerSec, k.HeldoutAccuracy)
+
+	var results []benchfmt.Result
+	type config struct {
+		name    string
+		workers int
+		mode    string
+	}
+	var one float64
+	for _, c := range []config{{"1worker", 1, "hogwild"}, {"2workers_hogwild", 2, "hogwild"},
+		{"2workers_async-lock", 2, "async-lock"}, {"2workers_sync", 2, "sync"}} {
+		rate, acc, err := fit(ctx, dir, c.workers, c.mode, epochs, batch)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		log.Printf("gotflow %s: %.0f examples/s, held-out accuracy %.4f", c.name, rate, acc)
+		r := benchfmt.New("training/digits_mlp/"+c.name, "throughput", "examples/s", rate, "keras_model_fit_1thread", k.ExamplesPerSec)
+		r.Note = fmt.Sprintf("%d intra-op thread per worker, batch %d, adam 1e-3, %d epochs (first excluded), %d cores", 1, batch, epochs, runtime.NumCPU())
+		if c.workers == 1 {
+			one = rate
+		} else {
+			r.Note += fmt.Sprintf("; scaling over gotflow 1 worker: %.2fx", rate/one)
+		}
+		results = append(results, r)
+		a := benchfmt.New("training/digits_mlp/"+c.name, "heldout_accuracy", "fraction", acc, "keras_model_fit", k.HeldoutAccuracy)
+		a.Note = fmt.Sprintf("difference: %+.1f points", 100*(acc-k.HeldoutAccuracy))
+		results = append(results, a)
+	}
+	return benchfmt.Write(out, results)
+}
+
+// fit trains the digits bundle and returns the steady examples/s (rows
+// over the mean epoch time, first epoch excluded) and held-out accuracy.
+func fit(ctx context.Context, dir string, workers int, mode string, epochs, batch int) (float64, float64, error) {
+	var times []time.Duration
+	rows := 0
+	e := estimator.TFEstimator{
+		Bundle: filepath.Join(dir, "bundle"), Workers: workers, Mode: mode, Epochs: epochs, BatchSize: batch,
+		Optimizer: "adam", LearningRate: 1e-3, ShufflePerIter: true, Seed: 1, IntraOpThreads: 1, InterOpThreads: 1,
+		LabelMapping: map[string]string{"label": "y"}, ExportDir: filepath.Join(dir, "export-"+mode),
+		Hooks: estimator.TrainHooks{OnEpoch: func(i estimator.EpochInfo) {
+			times = append(times, i.Elapsed)
+			rows = int(i.ExamplesSec * i.Elapsed.Seconds())
+		}},
+	}
+	src, err := feeder.OpenDataset(filepath.Join(dir, "train.parquet"))
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := e.Fit(ctx, src)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer m.Close()
+	steady := times[1:]
+	var sum time.Duration
+	for _, t := range steady {
+		sum += t
+	}
+	rate := float64(rows) / (sum / time.Duration(len(steady))).Seconds()
+	acc, err := accuracy(ctx, m, filepath.Join(dir, "heldout.parquet"))
+	return rate, acc, err
+}
+
+// accuracy is the share of held-out rows whose argmax output equals the
+// label.
+func accuracy(ctx context.Context, m *estimator.TFModel, path string) (float64, error) {
+	src, err := feeder.OpenDataset(path)
+	if err != nil {
+		return 0, err
+	}
+	s, err := m.Transform(ctx, src)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Release()
+	right, total := 0, 0
+	for s.Next() {
+		rec := s.RecordBatch()
+		labels := rec.Column(int(rec.Schema().FieldIndices("label")[0])).(*array.Int32)
+		out := rec.Column(int(rec.Schema().FieldIndices("output")[0])).(*array.FixedSizeList)
+		vals := out.ListValues().(*array.Float32).Float32Values()
+		n := out.DataType().(interface{ Len() int32 }).Len()
+		for i := 0; i < labels.Len(); i++ {
+			row := vals[(out.Offset()+i)*int(n) : (out.Offset()+i+1)*int(n)]
+			best := 0
+			for j, v := range row {
+				if v > row[best] {
+					best = j
+				}
+			}
+			if int32(best) == labels.Value(i) {
+				right++
+			}
+			total++
+		}
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	if total == 0 {
+		return 0, fmt.Errorf("no held-out rows in %s", path)
+	}
+	return float64(right) / float64(total), nil
+}
