@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -35,7 +36,7 @@ type kerasResult struct {
 
 func main() {
 	out := flag.String("out", "bench/results/training.json", "where to write the results")
-	epochs := flag.Int("epochs", 6, "epochs for every run (the first is excluded from throughput as warm-up)")
+	epochs := flag.Int("epochs", 10, "epochs for every run (throughput: rows over the median epoch time, first epoch excluded)")
 	batch := flag.Int("batch-size", 32, "rows per step")
 	flag.Parse()
 	if err := run(*out, *epochs, *batch); err != nil {
@@ -82,7 +83,7 @@ func run(out string, epochs, batch int) error {
 		}
 		log.Printf("gotflow %s: %.0f examples/s, held-out accuracy %.4f", c.name, rate, acc)
 		r := benchfmt.New("training/digits_mlp/"+c.name, "throughput", "examples/s", rate, "keras_model_fit_1thread", k.ExamplesPerSec)
-		r.Note = fmt.Sprintf("%d intra-op thread per worker, batch %d, adam 1e-3, %d epochs (first excluded), %d cores", 1, batch, epochs, runtime.NumCPU())
+		r.Note = fmt.Sprintf("1 intra-op thread per worker, batch %d, adam 1e-3, median of epochs 2-%d, %d cores", batch, epochs, runtime.NumCPU())
 		if c.workers == 1 {
 			one = rate
 		} else {
@@ -97,7 +98,7 @@ func run(out string, epochs, batch int) error {
 }
 
 // fit trains the digits bundle and returns the steady examples/s (rows
-// over the mean epoch time, first epoch excluded) and held-out accuracy.
+// over the median epoch time, first epoch excluded) and held-out accuracy.
 func fit(ctx context.Context, dir string, workers int, mode string, epochs, batch int) (float64, float64, error) {
 	var times []time.Duration
 	rows := 0
@@ -119,12 +120,9 @@ func fit(ctx context.Context, dir string, workers int, mode string, epochs, batc
 		return 0, 0, err
 	}
 	defer m.Close()
-	steady := times[1:]
-	var sum time.Duration
-	for _, t := range steady {
-		sum += t
-	}
-	rate := float64(rows) / (sum / time.Duration(len(steady))).Seconds()
+	steady := append([]time.Duration(nil), times[1:]...)
+	slices.Sort(steady)
+	rate := float64(rows) / steady[len(steady)/2].Seconds()
 	acc, err := accuracy(ctx, m, filepath.Join(dir, "heldout.parquet"))
 	return rate, acc, err
 }
