@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,4 +178,40 @@ func TestPythonSummaryIteratorReadsFile(t *testing.T) {
 		}
 	}
 	require.Len(t, got, i)
+}
+
+func TestConcurrentWriters(t *testing.T) {
+	w, err := NewWriter(t.TempDir())
+	require.NoError(t, err)
+	const goroutines, each = 8, 200
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := w.AddScalar(int64(g*each+i), fmt.Sprintf("worker%d/loss", g), float64(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, w.Close())
+	f, err := os.Open(w.Path())
+	require.NoError(t, err)
+	defer f.Close()
+	evs, err := ReadEvents(f)
+	require.NoError(t, err, "records from concurrent calls are never interleaved")
+	require.Len(t, evs, 1+goroutines*each)
+	seen := map[int64]bool{}
+	for _, ev := range evs[1:] {
+		v := ev.GetSummary().GetValue()[0]
+		g := ev.Step / each
+		require.Equal(t, fmt.Sprintf("worker%d/loss", g), v.Tag)
+		require.Equal(t, float32(ev.Step%each), v.GetSimpleValue())
+		seen[ev.Step] = true
+	}
+	require.Len(t, seen, goroutines*each)
 }
