@@ -56,18 +56,14 @@ func run(out string, quick bool) error {
 		if quick {
 			iters = 3
 		}
-		d, err := pushPullRoundTrip(ctx, n, iters)
-		if err != nil {
-			return err
-		}
-		peer, err := echoRoundTrip(echo.Addr().String(), 4*n, iters)
+		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
 		if err != nil {
 			return err
 		}
 		bytes := float64(2 * 4 * n) // pushed and pulled
 		name := fmt.Sprintf("push_pull/%dM_float32", n>>20)
 		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(d).Seconds(), "tcp_loopback_echo", bytes/median(peer).Seconds())
-		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket", iters, 4*n)
+		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
 		results = append(results, r)
 		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio)
 	}
@@ -79,11 +75,7 @@ func run(out string, quick bool) error {
 		if quick {
 			iters = 50
 		}
-		d, err := pushPullRoundTrip(ctx, n, iters)
-		if err != nil {
-			return err
-		}
-		peer, err := echoRoundTrip(echo.Addr().String(), 4*n, iters)
+		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
 		if err != nil {
 			return err
 		}
@@ -173,15 +165,18 @@ func serve(n int, opts ...ps.ServerOption) ([]string, func(), error) {
 	return addrs, stop, nil
 }
 
-func pushPullRoundTrip(ctx context.Context, n, iters int) ([]time.Duration, error) {
+// roundTrips times iters PushPull calls of n float32 against one loopback
+// shard and, interleaved call by call so that both see the same machine
+// load, iters TCP echoes of the same 4n bytes.
+func roundTrips(ctx context.Context, echoAddr string, n, iters int) (own, peer []time.Duration, err error) {
 	addrs, stop, err := serve(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "sgd", LearningRate: 1e-6}))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer stop()
 	c, err := ps.Dial(ctx, addrs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.Close()
 	init := make([]float32, n)
@@ -189,24 +184,41 @@ func pushPullRoundTrip(ctx context.Context, n, iters int) ([]time.Duration, erro
 		init[i] = float32(i%1000) / 1000
 	}
 	if err := c.Register(ctx, []ps.Variable{{Name: "w", Shape: []int64{int64(n)}, Trainable: true, Init: init}}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	grad := []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
 	for i := range grad[0].Values {
 		grad[0].Values[i] = 1
 	}
 	dst := []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
-	var d []time.Duration
-	for i := -2; i < iters; i++ { // two warm-up calls
+	conn, err := net.Dial("tcp", echoAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	src, back := make([]byte, 4*n), make([]byte, 4*n)
+	hdr := []byte{byte(4 * n), byte(4 * n >> 8), byte(4 * n >> 16), byte(4 * n >> 24), 0, 0, 0, 0}
+	for i := -2; i < iters; i++ { // two warm-up rounds
 		t0 := time.Now()
 		if _, err := c.PushPull(ctx, grad, dst); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		t1 := time.Now()
+		if _, err := conn.Write(hdr); err != nil {
+			return nil, nil, err
+		}
+		if _, err := conn.Write(src); err != nil {
+			return nil, nil, err
+		}
+		if _, err := io.ReadFull(conn, back); err != nil {
+			return nil, nil, err
 		}
 		if i >= 0 {
-			d = append(d, time.Since(t0))
+			own = append(own, t1.Sub(t0))
+			peer = append(peer, time.Since(t1))
 		}
 	}
-	return d, nil
+	return own, peer, nil
 }
 
 // startEcho runs a TCP server that reads a 4-byte length-free block of the
@@ -245,34 +257,6 @@ func startEcho() (net.Listener, error) {
 		}
 	}()
 	return lis, nil
-}
-
-func echoRoundTrip(addr string, n, iters int) ([]time.Duration, error) {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	src := make([]byte, n)
-	dst := make([]byte, n)
-	hdr := []byte{byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24), 0, 0, 0, 0}
-	var d []time.Duration
-	for i := -2; i < iters; i++ {
-		t0 := time.Now()
-		if _, err := conn.Write(hdr); err != nil {
-			return nil, err
-		}
-		if _, err := conn.Write(src); err != nil {
-			return nil, err
-		}
-		if _, err := io.ReadFull(conn, dst); err != nil {
-			return nil, err
-		}
-		if i >= 0 {
-			d = append(d, time.Since(t0))
-		}
-	}
-	return d, nil
 }
 
 // updatesPerSecond runs clients workers doing PushPull in a loop for dur
@@ -347,8 +331,10 @@ func updatesPerSecond(ctx context.Context, m ps.Mode, clients int, dur time.Dura
 			}
 		}()
 	}
-	time.Sleep(dur)
-	stopFlag.Store(true)
+	if m != ps.Sync { // Sync workers stop by themselves after a fixed step count
+		time.Sleep(dur)
+		stopFlag.Store(true)
+	}
 	wg.Wait()
 	elapsed := time.Since(t0)
 	for _, err := range errs {
