@@ -104,6 +104,14 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if b.Weights, err = b.orderWeights(ws); err != nil {
 		return nil, fmt.Errorf("loader: bundle %s: %s: %w", dir, m.Weights, err)
 	}
+	for _, gd := range []struct {
+		file string
+		def  *GraphDef
+	}{{m.TrainGraph, b.Train}, {m.InferGraph, b.Infer}} {
+		if err := checkStateless(gd.file, gd.def); err != nil {
+			return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+		}
+	}
 	if err := b.checkGraphs(); err != nil {
 		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
 	}
@@ -159,6 +167,56 @@ func (b *Bundle) orderWeights(ws []Weight) ([]Weight, error) {
 		return nil, fmt.Errorf("weights file has entries for no variable: %v", extra)
 	}
 	return out, nil
+}
+
+// statefulOps are ops that keep state between runs: a bundle graph is a
+// pure function of its feeds and must not contain them.
+var statefulOps = map[string]bool{
+	"VarHandleOp": true, "VariableV2": true, "Variable": true, "ReadVariableOp": true,
+	"AssignVariableOp": true, "AssignAddVariableOp": true, "AssignSubVariableOp": true,
+	"Assign": true, "AssignAdd": true, "AssignSub": true,
+	"HashTableV2": true, "MutableHashTableV2": true, "MutableHashTableOfTensorsV2": true,
+}
+
+func checkStateless(file string, def *GraphDef) error {
+	for _, n := range def.Def.GetNode() {
+		if statefulOps[n.GetOp()] {
+			return fmt.Errorf("%s: node %q is a %s op; bundle graphs must be pure functions of their feeds (variables become placeholders)", file, n.GetName(), n.GetOp())
+		}
+	}
+	return nil
+}
+
+// WriteWeights writes weights to path in the safetensors layout
+// (EncodeWeights), through a temporary file renamed at the end.
+func WriteWeights(path string, ws []Weight, metadata map[string]string) error {
+	data, err := EncodeWeights(ws, metadata)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("loader: weights: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("loader: weights: %w", err)
+	}
+	return nil
 }
 
 // checkGraphs verifies every named tensor against its graph.

@@ -420,6 +420,16 @@ func TestLoadBundleBadInput(t *testing.T) {
 				v["shape"] = []int{11}
 			})
 		}, `weight "mlp/hidden1/bias" is float32[10], the manifest says float32[11]`},
+		{"stateful graph", func(t *testing.T, dir string) {
+			src, err := os.ReadFile(filepath.Join("testdata", "gradients", "nograd.pb"))
+			require.NoError(t, err)
+			def, err := loader.ParseGraphDef(src)
+			require.NoError(t, err)
+			def.Def.Node[0].Op = "VarHandleOp"
+			d2, err := loader.NewGraphDef(def.Def)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "infer.pb"), d2.Bytes(), 0o644))
+		}, `infer.pb: node "x" is a VarHandleOp op; bundle graphs must be pure functions`},
 		{"not json", func(t *testing.T, dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{\"format\": "), 0o644))
 		}, `manifest.json: loader: manifest: unexpected EOF`},
@@ -454,6 +464,21 @@ func TestWeightsRoundTrip(t *testing.T) {
 	seed, _, err := b.Variable("cnn/dropout/seed_generator_state")
 	require.NoError(t, err)
 	require.Equal(t, tf.Int64, seed.DType)
+}
+
+func TestWriteWeights(t *testing.T) {
+	b, err := loader.LoadBundle(bundleDir("mlp"))
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "snapshot.safetensors")
+	require.NoError(t, loader.WriteWeights(p, b.Weights, map[string]string{"step": "10"}))
+	back, err := loader.ReadWeights(p)
+	require.NoError(t, err)
+	require.Equal(t, b.Weights, back)
+	entries, err := os.ReadDir(filepath.Dir(p))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file left")
+	err = loader.WriteWeights(p, []loader.Weight{{Name: "w", DType: tf.Float, Shape: []int64{2}, Data: make([]byte, 4)}}, nil)
+	require.ErrorContains(t, err, `weight "w" has 4 bytes, want 8`)
 }
 
 func TestParseWeightsRejects(t *testing.T) {
