@@ -201,13 +201,17 @@ type TFModel struct {
 	// RawTensorNames makes the mappings name graph tensors ("op:idx")
 	// instead of signature aliases.
 	RawTensorNames bool `json:"raw_tensor_names,omitempty"`
-	// InputMapping maps a column to the input it feeds. Empty maps every
-	// input to the column of the same name.
+	// InputMapping maps a column to the input it feeds. Inputs it does not
+	// mention are fed from the column of the same name, if there is one.
 	InputMapping map[string]string `json:"input_mapping,omitempty"`
 	// OutputMapping maps an output to the column it is appended as. Empty
 	// appends every signature output under its own name. Columns are
 	// appended in the order of the output names.
 	OutputMapping map[string]string `json:"output_mapping,omitempty"`
+	// Cast allows lossy conversions from columns to inputs (float64 →
+	// float32, int64 → int32, …), e.g. for CSV data, whose numbers are read
+	// as float64 and int64. Lossless widening is always allowed.
+	Cast bool `json:"cast,omitempty"`
 	// BinaryStrings appends string outputs as binary columns instead of
 	// utf8 (needed when they may hold invalid UTF-8).
 	BinaryStrings bool `json:"binary_strings,omitempty"`
@@ -416,7 +420,7 @@ func (m *TFModel) Save(dir string) error {
 // params copies the exported parameters.
 func (m *TFModel) params() *TFModel {
 	return &TFModel{Path: m.Path, Kind: m.Kind, Weights: m.Weights, TagSet: m.TagSet, SignatureDefKey: m.SignatureDefKey,
-		RawTensorNames: m.RawTensorNames, BinaryStrings: m.BinaryStrings, InputMapping: m.InputMapping, OutputMapping: m.OutputMapping,
+		RawTensorNames: m.RawTensorNames, BinaryStrings: m.BinaryStrings, Cast: m.Cast, InputMapping: m.InputMapping, OutputMapping: m.OutputMapping,
 		BatchSize: m.BatchSize, IntraOpThreads: m.IntraOpThreads, InterOpThreads: m.InterOpThreads,
 		InFlight: m.InFlight}
 }
@@ -442,7 +446,7 @@ func parseSaved(data []byte, path, dir string) (*TFModel, error) {
 		return nil, fmt.Errorf("estimator: %s has format %s; want %q", path, raw["format"], savedFormat)
 	}
 	known := map[string]bool{"format": true, "model": true, "kind": true, "tags": true, "signature": true,
-		"raw_tensor_names": true, "binary_strings": true, "weights": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
+		"raw_tensor_names": true, "binary_strings": true, "weights": true, "cast": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
 		"intra_op_threads": true, "inter_op_threads": true, "in_flight": true}
 	for k := range raw {
 		if !known[k] {

@@ -292,18 +292,18 @@ func TestTransformErrors(t *testing.T) {
 	t.Run("unmapped required input", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x": "x"}}
 		defer m.Close()
-		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5)
+		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"], "kk": c.Feeds["k"]}, 5)
 
 		_, err := m.Transform(ctx, rr)
 		require.ErrorContains(t, err, `signature "serving_default" input(s) k not mapped`)
 	})
 	t.Run("missing column", func(t *testing.T) {
-		m := estimator.TFModel{Path: dir}
+		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"kcol": "k"}}
 		defer m.Close()
 		rr := reader(t, mem, map[string]*testmodels.Array{"x": c.Feeds["x"]}, 5)
 
 		_, err := m.Transform(ctx, rr)
-		require.ErrorContains(t, err, `column "k": missing column: not in the schema (have: "x")`)
+		require.ErrorContains(t, err, `column "kcol": missing column: not in the schema (have: "x")`)
 	})
 	t.Run("dtype mismatch", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x": "x", "kf": "k"}}

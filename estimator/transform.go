@@ -41,22 +41,28 @@ func defaultName(spec savedmodel.TensorSpec) string {
 func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	p := &plan{}
 	sig := r.Signature()
-	inMap := m.InputMapping
-	if len(inMap) == 0 {
-		if m.RawTensorNames && sig == nil && m.Kind == KindSavedModel {
+	byInput := map[string]string{}
+	for col, input := range m.InputMapping {
+		byInput[input] = col
+	}
+	// Inputs not mapped explicitly are fed from the column of the same name.
+	var specs []savedmodel.TensorSpec
+	if sig != nil {
+		specs = sig.Inputs
+	} else if len(byInput) == 0 {
+		if m.RawTensorNames && m.Kind == KindSavedModel {
 			return nil, errors.New("estimator: RawTensorNames needs an InputMapping (column → tensor name)")
 		}
-		inMap = map[string]string{}
-		for _, spec := range r.Inputs() {
-			inMap[defaultName(spec)] = defaultName(spec)
-		}
-		if len(inMap) == 0 {
-			return nil, errors.New("estimator: the model lists no inputs; set InputMapping (column → input)")
+		specs = r.Inputs()
+	}
+	for _, spec := range specs {
+		name := defaultName(spec)
+		if _, ok := byInput[name]; !ok && (len(in.FieldIndices(name)) > 0 || sig == nil) {
+			byInput[name] = name
 		}
 	}
-	byInput := map[string]string{}
-	for col, input := range inMap {
-		byInput[input] = col
+	if len(byInput) == 0 {
+		return nil, errors.New("estimator: the model lists no inputs; set InputMapping (column → input)")
 	}
 	for input := range byInput {
 		p.inNames = append(p.inNames, input)
@@ -71,7 +77,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 		}
 		if len(missing) > 0 {
 			return nil, fmt.Errorf("estimator: signature %q input(s) %s not mapped to any column (InputMapping maps: %s; columns: %s)",
-				sig.Key, strings.Join(missing, ", "), mappingString(inMap), fieldNames(in))
+				sig.Key, strings.Join(missing, ", "), mappingString(byInput), fieldNames(in))
 		}
 	}
 	for _, input := range p.inNames {
@@ -113,7 +119,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	mapping := make(feeder.Mapping, len(p.inNames))
 	targets := make([]feeder.Target, len(p.inNames))
 	for i, name := range p.inNames {
-		mapping[i] = feeder.Input{Column: p.inCols[i], Tensor: name}
+		mapping[i] = feeder.Input{Column: p.inCols[i], Tensor: name, Cast: m.Cast}
 		targets[i] = feeder.Target{Name: name, DType: p.inEps[i].DType, Shape: p.inEps[i].Shape}
 	}
 	fp, err := feeder.NewPlan(in, mapping, targets)
@@ -143,6 +149,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	return p, nil
 }
 
+// mappingString formats input → column pairs as "column→input, …".
 func mappingString(m map[string]string) string {
 	if len(m) == 0 {
 		return "nothing"
@@ -154,7 +161,7 @@ func mappingString(m map[string]string) string {
 	sort.Strings(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = k + "→" + m[k]
+		parts[i] = m[k] + "→" + k
 	}
 	return strings.Join(parts, ", ")
 }
@@ -476,6 +483,10 @@ func (s *Stream) Record() arrow.RecordBatch { return s.cur }
 
 // Err returns the error that stopped the stream, if any.
 func (s *Stream) Err() error { return s.err }
+
+// OutputColumns names the appended columns, in order; they are the last
+// fields of Schema.
+func (s *Stream) OutputColumns() []string { return append([]string(nil), s.plan.outCols...) }
 
 // Rows returns the rows delivered so far.
 func (s *Stream) Rows() int64 { return s.rows }

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/savedmodel"
+)
+
+func init() {
+	register(command{name: "inspect", summary: "show a model's tags, signatures, inputs and outputs", run: runInspect})
+}
+
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("inspect", stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: gotflow inspect [flags] MODEL")
+		fmt.Fprintln(stderr)
+		fmt.Fprintln(stderr, "MODEL is a SavedModel directory, a frozen GraphDef (.pb), a TF1 checkpoint")
+		fmt.Fprintln(stderr, "(directory, prefix or .meta file) or a gotflow model bundle.")
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	kind := fs.String("kind", "", "model kind: saved_model, frozen_graph, checkpoint or bundle (default: detect)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: want exactly one MODEL argument, got %d", errUsage, fs.NArg())
+	}
+	path := fs.Arg(0)
+	k := *kind
+	if k == "" {
+		var err error
+		if k, err = estimator.DetectKind(path); err != nil {
+			return err
+		}
+	}
+	return inspectModel(ctx, stdout, path, k)
+}
+
+// inspectModel prints what the model at path holds.
+func inspectModel(ctx context.Context, w io.Writer, path, kind string) error {
+	fmt.Fprintf(w, "model: %s\nkind:  %s\n", path, kind)
+	switch kind {
+	case estimator.KindSavedModel:
+		info, err := savedmodel.Read(path)
+		if err != nil {
+			return err
+		}
+		for _, mg := range info.MetaGraphs {
+			fmt.Fprintf(w, "\nmeta graph with tags %s: %d signature(s)\n", strings.Join(mg.Tags, ","), len(mg.Signatures))
+			for _, s := range mg.Signatures {
+				printSignature(w, &s)
+			}
+		}
+		return nil
+	case estimator.KindFrozenGraph:
+		m, err := savedmodel.LoadFrozenGraph(ctx, path)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		printRaw(w, m)
+		return nil
+	case estimator.KindCheckpoint:
+		m, err := savedmodel.LoadCheckpoint(ctx, path)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		fmt.Fprintf(w, "checkpoint: %s\n", filepath.Base(m.Path()))
+		if mg := m.MetaGraph(); mg != nil && len(mg.Signatures) > 0 {
+			for _, s := range mg.Signatures {
+				printSignature(w, &s)
+			}
+		}
+		printRaw(w, m)
+		return nil
+	}
+	tm := &estimator.TFModel{Path: path, Kind: kind}
+	defer tm.Close()
+	r, err := tm.Open(ctx)
+	if err != nil {
+		return err
+	}
+	if s := r.Signature(); s != nil {
+		printSignature(w, s)
+		return nil
+	}
+	fmt.Fprintln(w)
+	printSpecs(w, "inputs", r.Inputs())
+	printSpecs(w, "outputs", r.Outputs())
+	return nil
+}
+
+func printSignature(w io.Writer, s *savedmodel.Signature) {
+	fmt.Fprintf(w, "\n  signature %q", s.Key)
+	if s.MethodName != "" {
+		fmt.Fprintf(w, " (%s)", s.MethodName)
+	}
+	fmt.Fprintln(w)
+	printSpecs(w, "    inputs", s.Inputs)
+	printSpecs(w, "    outputs", s.Outputs)
+}
+
+func printRaw(w io.Writer, m *savedmodel.Model) {
+	fmt.Fprintln(w)
+	printSpecs(w, "inputs (placeholders)", m.Inputs())
+	printSpecs(w, "outputs (tensors nothing reads)", m.Outputs())
+}
+
+func printSpecs(w io.Writer, title string, specs []savedmodel.TensorSpec) {
+	indent := strings.Repeat(" ", len(title)-len(strings.TrimLeft(title, " ")))
+	fmt.Fprintf(w, "%s:\n", title)
+	if len(specs) == 0 {
+		fmt.Fprintf(w, "%s  (none)\n", indent)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range specs {
+		name := s.Alias
+		if name == "" {
+			name = s.Name
+		}
+		dt := "invalid"
+		if s.DType != 0 {
+			dt = s.DType.String()
+		}
+		line := fmt.Sprintf("%s  %s\t%s\t%s", indent, name, dt, savedmodel.ShapeString(s.Shape))
+		if s.Alias != "" {
+			line += "\t" + s.Name
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
+)
+
+func init() {
+	register(command{name: "predict", summary: "run a model over Parquet/Arrow/CSV data, appending its outputs", run: runPredict})
+}
+
+// pairs is a repeatable "a=b" flag.
+type pairs struct {
+	name string
+	m    map[string]string
+	keys []string
+}
+
+func (p *pairs) String() string { return strings.Join(p.keys, ",") }
+
+func (p *pairs) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" || val == "" {
+		return fmt.Errorf("want %s, got %q", p.name, v)
+	}
+	if p.m == nil {
+		p.m = map[string]string{}
+	}
+	if _, dup := p.m[k]; dup {
+		return fmt.Errorf("%q given twice", k)
+	}
+	p.m[k] = val
+	p.keys = append(p.keys, k)
+	return nil
+}
+
+type predictFlags struct {
+	model, kind, signature, tags, weights string
+	input, output                         string
+	raw, binary, quiet, cast              bool
+	batch, threads, interOp, inFlight     int
+	show                                  int
+	inMap, outMap                         pairs
+}
+
+func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("predict", stderr)
+	var f predictFlags
+	f.inMap.name, f.outMap.name = "COLUMN=INPUT", "OUTPUT=COLUMN"
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: gotflow predict --model MODEL --input DATA --output OUT [flags]")
+		fmt.Fprintln(stderr)
+		fmt.Fprintln(stderr, "Runs MODEL over every row of DATA (.parquet, .arrow/.ipc/.feather, .arrows,")
+		fmt.Fprintln(stderr, ".csv, or a directory or glob of them) and writes the rows with the model's")
+		fmt.Fprintln(stderr, "outputs appended as columns to OUT (.parquet, .arrow/.ipc/.feather or .arrows).")
+		fmt.Fprintln(stderr, "OUT appears only when complete. Without --map, each input is fed from the")
+		fmt.Fprintln(stderr, "column of the same name; without --out-map, every output is appended under")
+		fmt.Fprintln(stderr, "its own name.")
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.model, "model", "", "model: SavedModel directory, frozen GraphDef, TF1 checkpoint or bundle (required)")
+	fs.StringVar(&f.kind, "kind", "", "model kind: saved_model, frozen_graph, checkpoint or bundle (default: detect)")
+	fs.StringVar(&f.signature, "signature", "", "signature key (default serving_default)")
+	fs.StringVar(&f.tags, "tags", "", "comma-separated tag set of the meta graph (default serve)")
+	fs.BoolVar(&f.raw, "raw", false, "name inputs and outputs by graph tensor (op:idx) instead of signature alias")
+	fs.StringVar(&f.weights, "weights", "", "for bundles: weights file to freeze instead of the bundle's initial weights")
+	fs.StringVar(&f.input, "input", "", "input data file, directory or glob (required)")
+	fs.StringVar(&f.output, "output", "", "output file (required)")
+	fs.Var(&f.inMap, "map", "COLUMN=INPUT: feed INPUT from COLUMN (repeatable)")
+	fs.Var(&f.outMap, "out-map", "OUTPUT=COLUMN: append OUTPUT as COLUMN (repeatable)")
+	fs.IntVar(&f.batch, "batch-size", estimator.DefaultBatchSize, "rows per run")
+	fs.IntVar(&f.threads, "threads", 0, "TensorFlow intra-op threads (0: one per core)")
+	fs.IntVar(&f.interOp, "inter-op-threads", 0, "TensorFlow inter-op threads (0: one per core)")
+	fs.IntVar(&f.inFlight, "in-flight", 0, "batches run at once (default 2)")
+	fs.BoolVar(&f.cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32), e.g. for CSV input")
+	fs.BoolVar(&f.binary, "binary-strings", false, "write string outputs as binary columns (for bytes that are not UTF-8)")
+	fs.IntVar(&f.show, "show", 0, "print the first N output rows' appended columns to stdout")
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := f.check(fs); err != nil {
+		return err
+	}
+	return predict(ctx, &f, stdout, stderr)
+}
+
+func (f *predictFlags) check(fs *flag.FlagSet) error {
+	var missing []string
+	for name, v := range map[string]string{"--model": f.model, "--input": f.input, "--output": f.output} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s required", errUsage, strings.Join(sortedStrings(missing), ", "))
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if _, err := sinkFormat(f.output); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if f.batch <= 0 {
+		return fmt.Errorf("%w: --batch-size %d; want > 0", errUsage, f.batch)
+	}
+	if f.threads < 0 || f.interOp < 0 || f.inFlight < 0 || f.show < 0 {
+		return fmt.Errorf("%w: --threads, --inter-op-threads, --in-flight and --show must be >= 0", errUsage)
+	}
+	return nil
+}
+
+func sortedStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j] < out[j-1]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+func sinkFormat(path string) (string, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".parquet", ".pq":
+		return "parquet", nil
+	case ".arrow", ".ipc", ".feather":
+		return "ipc", nil
+	case ".arrows":
+		return "ipc-stream", nil
+	}
+	return "", fmt.Errorf("--output %q: unsupported extension; want .parquet, .arrow, .ipc, .feather or .arrows", path)
+}
+
+func createSink(path string, schema *arrow.Schema) (feeder.Sink, error) {
+	kind, err := sinkFormat(path)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case "parquet":
+		return feeder.CreateParquet(path, schema)
+	case "ipc-stream":
+		return feeder.CreateIPC(path, schema, feeder.IPCStreamFormat())
+	}
+	return feeder.CreateIPC(path, schema)
+}
+
+func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (err error) {
+	start := time.Now()
+	ds, err := feeder.OpenDataset(f.input)
+	if err != nil {
+		return err
+	}
+	total := parquetRows(ds.Files())
+	m := &estimator.TFModel{
+		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
+		InputMapping: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch,
+		IntraOpThreads: f.threads, InterOpThreads: f.interOp, InFlight: f.inFlight, BinaryStrings: f.binary, Cast: f.cast,
+	}
+	if f.tags != "" {
+		for _, t := range strings.Split(f.tags, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				m.TagSet = append(m.TagSet, t)
+			}
+		}
+	}
+	defer m.Close()
+	prog := newPredictProgress(stderr, total, f.quiet)
+	m.Hooks.OnBatch = func(b estimator.BatchInfo) { prog.update(b.TotalRows) }
+	s, err := m.Transform(ctx, ds)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	schema := s.Schema()
+	if err := s.Err(); err != nil {
+		return err
+	}
+	sink, err := createSink(f.output, schema)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			sink.Abort()
+		}
+	}()
+	nIn := schema.NumFields() - len(s.OutputColumns())
+	shown := 0
+	for s.Next() {
+		rec := s.RecordBatch()
+		if err := sink.Write(rec); err != nil {
+			return fmt.Errorf("write %s: %w", f.output, err)
+		}
+		if shown < f.show {
+			if shown == 0 {
+				printHeader(stdout, schema, nIn)
+			}
+			shown += printRows(stdout, rec, nIn, shown, f.show-shown)
+		}
+	}
+	if err := s.Err(); err != nil {
+		prog.abort()
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		prog.abort()
+		return err
+	}
+	if err := sink.Close(); err != nil {
+		prog.abort()
+		return fmt.Errorf("finish %s: %w", f.output, err)
+	}
+	prog.done(s.Rows(), f.output, time.Since(start))
+	return nil
+}
+
+func printHeader(w io.Writer, schema *arrow.Schema, from int) {
+	names := []string{"row"}
+	for _, fl := range schema.Fields()[from:] {
+		names = append(names, fl.Name)
+	}
+	fmt.Fprintln(w, strings.Join(names, "\t"))
+}
+
+// printRows prints up to max rows of rec's columns from index from on,
+// numbering them from first; it returns how many it printed.
+func printRows(w io.Writer, rec arrow.RecordBatch, from, first, max int) int {
+	n := min(int(rec.NumRows()), max)
+	for r := range n {
+		parts := []string{fmt.Sprint(first + r)}
+		for c := from; c < int(rec.NumCols()); c++ {
+			parts = append(parts, valueString(rec.Column(c), r))
+		}
+		fmt.Fprintln(w, strings.Join(parts, "\t"))
+	}
+	return n
+}
+
+func valueString(a arrow.Array, i int) string {
+	switch c := a.(type) {
+	case *array.FixedSizeList:
+		w := int(c.DataType().(*arrow.FixedSizeListType).Len())
+		vals := c.ListValues()
+		off := (c.Offset() + i) * w
+		parts := make([]string, w)
+		for k := range w {
+			parts[k] = valueString(vals, off+k)
+		}
+		return "[" + strings.Join(parts, " ") + "]"
+	case *array.Float32:
+		return fmt.Sprintf("%.6f", c.Value(i))
+	case *array.Float64:
+		return fmt.Sprintf("%.6f", c.Value(i))
+	}
+	return a.ValueStr(i)
+}
+
+// parquetRows returns the total row count when every file is Parquet (read
+// from the footers), else -1.
+func parquetRows(files []string) int64 {
+	var total int64
+	for _, p := range files {
+		ext := strings.ToLower(filepath.Ext(p))
+		if ext != ".parquet" && ext != ".pq" {
+			return -1
+		}
+		r, err := file.OpenParquetFile(p, false)
+		if err != nil {
+			return -1
+		}
+		total += r.NumRows()
+		r.Close()
+	}
+	return total
+}
+
+// progress reports rows/s: a redrawn bar on a terminal, a log line every
+// few seconds otherwise.
+type predictProgress struct {
+	w     io.Writer
+	tty   bool
+	quiet bool
+	total int64
+	start time.Time
+	last  time.Time
+	drawn bool
+}
+
+func newPredictProgress(w io.Writer, total int64, quiet bool) *predictProgress {
+	return &predictProgress{w: w, tty: isTerminal(w), total: total, quiet: quiet, start: time.Now()}
+}
+
+func (p *predictProgress) update(rows int64) {
+	if p.quiet {
+		return
+	}
+	now := time.Now()
+	interval := 5 * time.Second
+	if p.tty {
+		interval = 100 * time.Millisecond
+	}
+	if now.Sub(p.last) < interval {
+		return
+	}
+	p.last = now
+	rate := float64(rows) / now.Sub(p.start).Seconds()
+	if !p.tty {
+		fmt.Fprintf(p.w, "predict: %d rows, %.0f rows/s\n", rows, rate)
+		return
+	}
+	line := fmt.Sprintf("%d rows  %.0f rows/s", rows, rate)
+	if p.total > 0 {
+		const width = 30
+		done := int(float64(width) * float64(rows) / float64(p.total))
+		done = min(done, width)
+		line = fmt.Sprintf("[%s%s] %3.0f%%  %d/%d rows  %.0f rows/s", strings.Repeat("=", done), strings.Repeat(" ", width-done),
+			100*float64(rows)/float64(p.total), rows, p.total, rate)
+	}
+	fmt.Fprintf(p.w, "\r%s\x1b[K", line)
+	p.drawn = true
+}
+
+func (p *predictProgress) abort() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+		p.drawn = false
+	}
+}
+
+func (p *predictProgress) done(rows int64, out string, d time.Duration) {
+	p.abort()
+	if p.quiet {
+		return
+	}
+	fmt.Fprintf(p.w, "predict: wrote %d rows to %s in %.2fs (%.0f rows/s)\n", rows, out, d.Seconds(), float64(rows)/d.Seconds())
+}

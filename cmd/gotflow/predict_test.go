@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/csv"
+	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/tftest"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	exampleModel = "../../examples/predict/model"
+	exampleData  = "../../examples/predict/iris.parquet"
+)
+
+func examplePython(t *testing.T) []float64 {
+	t.Helper()
+	b, err := os.ReadFile("../../examples/predict/expected.json")
+	require.NoError(t, err)
+	var exp struct {
+		Probs [][]float64 `json:"probs"`
+	}
+	require.NoError(t, json.Unmarshal(b, &exp))
+	var flat []float64
+	for _, r := range exp.Probs {
+		flat = append(flat, r...)
+	}
+	return flat
+}
+
+// readColumn reads every value of a fixed-size-list float32 column from an
+// output file.
+func readColumn(t *testing.T, path, column string) ([]float64, int64) {
+	t.Helper()
+	src, err := feeder.OpenDataset(path)
+	require.NoError(t, err)
+	defer src.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var vals []float64
+	var rows int64
+	for {
+		rec, err := src.Next(ctx)
+		if err != nil {
+			break
+		}
+		idx := rec.Schema().FieldIndices(column)
+		require.NotEmpty(t, idx, "column %s in %s", column, rec.Schema())
+		l := rec.Column(idx[0]).(*array.FixedSizeList)
+		for _, v := range l.ListValues().(*array.Float32).Float32Values() {
+			vals = append(vals, float64(v))
+		}
+		rows += rec.NumRows()
+		rec.Release()
+	}
+	return vals, rows
+}
+
+func TestPredictExampleMatchesPython(t *testing.T) {
+	for _, tc := range []struct{ out, batch string }{
+		{"out.parquet", "1024"}, {"out.arrow", "7"}, {"out.arrows", "1"},
+	} {
+		t.Run(tc.out+"/batch"+tc.batch, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), tc.out)
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"predict", "--model", exampleModel, "--input", exampleData, "--output", out,
+				"--out-map", "output_0=probs", "--batch-size", tc.batch, "--threads", "1"}, &stdout, &stderr)
+			require.Equal(t, 0, code, stderr.String())
+			require.Contains(t, stderr.String(), "predict: wrote 150 rows to "+out)
+			got, rows := readColumn(t, out, "probs")
+			require.Equal(t, int64(150), rows)
+			require.NoError(t, tftest.CompareFloats(examplePython(t), got))
+		})
+	}
+}
+
+func TestPredictShowGolden(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	out := filepath.Join(t.TempDir(), "out.parquet")
+	code := run([]string{"predict", "--model", exampleModel, "--input", exampleData, "--output", out,
+		"--out-map", "output_0=probs", "--show", "5", "--quiet"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	require.Empty(t, stderr.String())
+	golden(t, "predict/iris_show5.golden", stdout.String())
+}
+
+// TestPredictCSVInput feeds CSV (numbers read as float64) with --cast and an
+// explicit --map.
+func TestPredictCSVInput(t *testing.T) {
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "iris.csv")
+	src, err := feeder.OpenDataset(exampleData)
+	require.NoError(t, err)
+	f, err := os.Create(csvPath)
+	require.NoError(t, err)
+	ctx := context.Background()
+	var w *csv.Writer
+	for {
+		rec, err := src.Next(ctx)
+		if err != nil {
+			break
+		}
+		if w == nil {
+			w = csv.NewWriter(f, rec.Schema(), csv.WithHeader(true))
+		}
+		require.NoError(t, w.Write(rec))
+		rec.Release()
+	}
+	require.NoError(t, w.Flush())
+	require.NoError(t, f.Close())
+	src.Close()
+	// rename one column so the mapping is needed
+	b, err := os.ReadFile(csvPath)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(csvPath, []byte(strings.Replace(string(b), "sepal_length", "sl", 1)), 0o644))
+
+	out := filepath.Join(dir, "out.parquet")
+	args := []string{"predict", "--model", exampleModel, "--input", csvPath, "--output", out, "--map", "sl=sepal_length", "--out-map", "output_0=probs"}
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, run(args, &stdout, &stderr), "float64 CSV columns need --cast")
+	require.Contains(t, stderr.String(), "float64 values do not convert to float32 without loss")
+	require.NoFileExists(t, out)
+
+	stderr.Reset()
+	require.Equal(t, 0, run(append(args, "--cast"), &stdout, &stderr), stderr.String())
+	got, rows := readColumn(t, out, "probs")
+	require.Equal(t, int64(150), rows)
+	require.NoError(t, tftest.CompareFloats(examplePython(t), got))
+}
+
+func TestPredictErrorsLeaveNoOutput(t *testing.T) {
+	corrupt := t.TempDir()
+	require.NoError(t, os.CopyFS(corrupt, os.DirFS(exampleModel)))
+	pb := filepath.Join(corrupt, "saved_model.pb")
+	b, err := os.ReadFile(pb)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(pb, b[:len(b)/3], 0o644))
+
+	for name, tc := range map[string]struct {
+		args []string
+		code int
+		msg  string
+	}{
+		"missing flags":     {[]string{}, 2, "--input, --model, --output required"},
+		"bad output ext":    {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.csv"}, 2, "unsupported extension"},
+		"bad map":           {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "x"}, 2, "want COLUMN=INPUT"},
+		"wrong signature":   {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--signature", "predict"}, 1, "(have: serve, serving_default)"},
+		"wrong tags":        {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--tags", "train"}, 1, `tags "{train}" not found`},
+		"unmapped input":    {[]string{"--model", "../../scripts/fixtures/tf2_savedmodel", "--input", exampleData, "--output", "OUT.parquet", "--map", "sepal_length=x"}, 1, `input(s) k not mapped to any column (InputMapping maps: sepal_length→x`},
+		"dtype mismatch":    {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "species=sepal_length", "--map", "sepal_width=sepal_width", "--map", "petal_length=petal_length", "--map", "petal_width=petal_width"}, 1, `column "species"`},
+		"not a saved model": {[]string{"--model", "testdata", "--input", exampleData, "--output", "OUT.parquet"}, 1, "is not a model"},
+		"corrupt pb":        {[]string{"--model", corrupt, "--input", exampleData, "--output", "OUT.parquet"}, 1, "not a valid SavedModel protocol buffer"},
+		"missing input":     {[]string{"--model", exampleModel, "--input", "no/such.parquet", "--output", "OUT.parquet"}, 1, "no/such.parquet"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "OUT.parquet")
+			args := []string{"predict"}
+			for _, a := range tc.args {
+				args = append(args, strings.Replace(a, "OUT.parquet", out, 1))
+			}
+			var stdout, stderr bytes.Buffer
+			code := run(args, &stdout, &stderr)
+			require.Equal(t, tc.code, code, stderr.String())
+			require.Contains(t, stderr.String(), tc.msg)
+			ents, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			require.Empty(t, ents, "no output or temporary file is left behind")
+		})
+	}
+}
+
+var _ arrow.Array
