@@ -3,6 +3,7 @@
 package distributed
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -185,4 +187,86 @@ func TestProcessLauncherRestartsRealPS(t *testing.T) {
 	tmp, _ := filepath.Glob(filepath.Join(snapDir, "*.tmp*"))
 	require.Empty(t, tmp, "no half-written snapshot left")
 	pids.requireAllGone(t)
+}
+
+// fakeCLI stands in for the gotflow binary: it checks the arguments
+// GotflowCommands built against the environment, then runs the real PS or
+// a trainer.
+func fakeCLI(dir string) int {
+	env, err := TaskEnvFromEnviron(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	args := os.Args[1:]
+	switch {
+	case len(args) == 4 && args[0] == "ps":
+		want := []string{"ps", "--listen=" + env.PSAddrs[env.Task.Index], fmt.Sprintf("--shard=%d/%d", env.Task.Index, env.NumPS), "--mode=async-lock"}
+		if strings.Join(args, " ") != strings.Join(want, " ") {
+			fmt.Fprintf(os.Stderr, "args %q, want %q\n", args, want)
+			return 2
+		}
+		fmt.Println("cli ps ok")
+		return realPS(dir)
+	case len(args) == 2 && args[0] == "worker" && args[1] == "--epochs=1" && env.Task.Trains():
+		fmt.Printf("cli worker ok (rank %d of %d)\n", env.Rank, env.Workers)
+		return psTrainer(dir)
+	}
+	fmt.Fprintf(os.Stderr, "unexpected args %q for %s\n", args, env.Task)
+	return 2
+}
+
+func TestGotflowCommands(t *testing.T) {
+	dir := t.TempDir()
+	var out strings.Builder
+	g := &GotflowCommands{
+		Binary: os.Args[0], PSArgs: []string{"--mode=async-lock"}, WorkerArgs: []string{"--epochs=1"},
+		Env:    []string{fakeRoleEnv + "=cli", fakeDirEnv + "=" + dir, fakeTryEnv + "=0"},
+		Output: &syncBuilder{b: &out},
+	}
+	cfg := JobConfig{Workers: 2, NumPS: 1, Rows: 40, Heartbeat: fastHeartbeat}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := ProcessLauncher{Command: g.Command}.Launch(ctx, cfg)
+	require.NoError(t, err, "output:\n%s", out.String())
+	require.Equal(t, "completed 1 epochs", res.Reason)
+	got := out.String()
+	require.Contains(t, got, "[ps:0] cli ps ok\n")
+	require.Contains(t, got, "[chief:0] cli worker ok (rank 0 of 2)\n")
+	require.Contains(t, got, "[worker:0] cli worker ok (rank 1 of 2)\n")
+	require.Equal(t, "10", strings.TrimSpace(readFile(t, filepath.Join(dir, "final.txt"))), "40 rows in chunks of 4, one push each")
+
+	_, err = g.Command(TaskEnv{Task: Task{RolePS, 1}, PSAddrs: []string{"127.0.0.1:1"}})
+	require.ErrorContains(t, err, "no address for ps:1")
+	_, err = g.Command(TaskEnv{Task: Task{RoleEvaluator, 0}})
+	require.ErrorContains(t, err, "ps and trainer tasks only")
+}
+
+type syncBuilder struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var sb strings.Builder
+	lw := &lockedWriter{w: &sb}
+	p := &prefixWriter{prefix: []byte("[x] "), out: lw}
+	p.Write([]byte("one\ntw"))
+	p.Write([]byte("o\nthree"))
+	require.Equal(t, "[x] one\n[x] two\n", sb.String())
+	p.Write(bytes.Repeat([]byte("a"), maxLine))
+	require.Equal(t, "[x] one\n[x] two\n[x] three"+strings.Repeat("a", maxLine)+"\n", sb.String())
 }

@@ -84,6 +84,8 @@ func fakeRole(role string) int {
 		return fakeTrainer(dir)
 	case "realps":
 		return realPS(dir)
+	case "cli":
+		return fakeCLI(dir)
 	case "pstrainer":
 		return psTrainer(dir)
 	case "listener":
