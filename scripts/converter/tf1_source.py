@@ -150,6 +150,14 @@ def convert(fn_ref, inputs=(), labels=(), outputs=(), metrics=(), source="tf1"):
     infer_gd, infer_used = _variables_to_placeholders(infer_gd, ivars, [bundle.node_of(r) for r in out_ids.values()],
                                                       "infer.pb")
 
+    from .keras_source import _check_ops_generic
+    _check_ops_generic(train_gd, "train.pb")
+    try:
+        _check_ops_generic(infer_gd, "infer.pb")
+    except ConversionError as e:
+        raise ConversionError(f"{e}\n(give the graph function a `training` argument and leave dropout and other "
+                              "random ops out when it is False)") from None
+
     variables = []
     for v in gvars:
         name = _vname(v)

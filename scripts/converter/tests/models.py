@@ -85,3 +85,20 @@ def tf1_bad_loss():
     x = v1.placeholder(tf.float32, [None, 2], name="x")
     w = v1.get_variable("w", [2, 1])
     return tf.matmul(x, w)  # not a scalar
+
+
+def two_inputs():
+    keras.utils.set_random_seed(3)
+    a = keras.Input((3,), name="a")
+    b = keras.Input((2,), name="b")
+    h = keras.layers.Concatenate()([a, b])
+    h = keras.layers.Dense(4, activation="relu")(h)
+    return keras.Model([a, b], keras.layers.Dense(2)(h), name="two_inputs")
+
+
+def tf1_dropout_at_inference():
+    x = v1.placeholder(tf.float32, [None, 2], name="x")
+    y = v1.placeholder(tf.float32, [None, 1], name="y")
+    w = v1.get_variable("w", [2, 1])
+    out = tf.nn.dropout(tf.matmul(x, w), rate=0.5)
+    return {"loss": tf.reduce_mean(tf.square(out - y)), "outputs": {"out": out}}

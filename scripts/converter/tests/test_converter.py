@@ -251,3 +251,29 @@ def test_manifests_match_schema(tmp_path):
         bad["variables"][0].pop("gradient")
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_keras_two_inputs(tmp_path):
+    import models
+    model = models.two_inputs()
+    parts = keras_source.convert(model, loss="mse")
+    assert [t.name for t in parts.inputs] == ["a", "b"]
+    assert parts.labels[0].shape == [-1, 2] and parts.labels[0].dtype == "float32"
+    bundle.write(parts, str(tmp_path / "b"))
+    b = runbundle.LoadedBundle(str(tmp_path / "b"))
+    r = np.random.RandomState(1)
+    a, bb, y = r.randn(4, 3).astype(np.float32), r.randn(4, 2).astype(np.float32), r.randn(4, 2).astype(np.float32)
+    got = b.train_step({"a": a, "b": bb}, {"y": y})
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y, model([a, bb], training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    close(got["loss"], loss.numpy(), "loss")
+    for v, g in zip(model.trainable_variables, grads):
+        close(got["grad/" + bundle.op_name(v.path)], g.numpy(), v.path)
+    close(b.infer({"a": a, "b": bb})["output"], model([a, bb], training=False).numpy(), "output")
+
+
+def test_tf1_random_at_inference_rejected():
+    import models
+    with pytest.raises(ConversionError, match=r"(?s)infer.pb.*RandomUniform.*random numbers at inference.*`training` argument"):
+        tf1_source.convert(models.tf1_dropout_at_inference, inputs=["x:0"], labels=["y:0"])
