@@ -169,3 +169,59 @@ func releaseSegs(segs []segment) {
 		s.rec.Release()
 	}
 }
+
+// ConvertInto writes all rows of rec into existing tensors, one per mapping
+// input, without allocating: the steady-state path of a training loop that
+// reuses its input tensors between steps. Every input must be a fixed-width
+// column (or list) and dst[i] must have the planned dtype and exactly as
+// many elements as the record's rows need. The caller must not reuse a
+// tensor while TensorFlow may still hold it (e.g. an output of the previous
+// Run that aliases an input).
+func (p *Plan) ConvertInto(rec arrow.RecordBatch, dst []*tf.Tensor) error {
+	if len(dst) != len(p.cols) {
+		return fmt.Errorf("feeder: ConvertInto got %d tensors for %d inputs", len(dst), len(p.cols))
+	}
+	if err := p.checkSchema(rec); err != nil {
+		return err
+	}
+	rows := int(rec.NumRows())
+	for i := range p.cols {
+		c := &p.cols[i]
+		t := dst[i]
+		if c.kind == kindString {
+			return colErr(c.in.Column, -1, ErrType, "ConvertInto takes fixed-width columns only")
+		}
+		if c.batch >= 0 && int64(rows) != c.batch {
+			return colErr(c.in.Column, -1, ErrShape, "target %q takes batches of exactly %d rows, got %d", c.target, c.batch, rows)
+		}
+		if t == nil || t.DataType() != c.dtype {
+			return colErr(c.in.Column, -1, ErrType, "ConvertInto tensor %d is not %s", i, c.dtype)
+		}
+		buf := t.Bytes()
+		col := rec.Column(c.index)
+		var err error
+		if c.kind == kindList {
+			width, werr := c.listWidth([]segment{{rec: rec, n: rows}})
+			if werr != nil {
+				return werr
+			}
+			if len(buf) != rows*width*c.dtype.Size() {
+				return colErr(c.in.Column, -1, ErrShape, "ConvertInto tensor %d has %d bytes, %d rows of %d need %d", i, len(buf), rows, width, rows*width*c.dtype.Size())
+			}
+			err = c.fillList(col, 0, rows, width, buf, 0)
+		} else {
+			if need := rows * int(c.rowElems) * c.dtype.Size(); len(buf) != need {
+				return colErr(c.in.Column, -1, ErrShape, "ConvertInto tensor %d has %d bytes, %d rows need %d", i, len(buf), rows, need)
+			}
+			err = c.fillFixed(col, 0, rows, buf, 0)
+		}
+		if err != nil {
+			return err
+		}
+		p.copiedTensors.Add(1)
+		p.copiedBytes.Add(int64(len(buf)))
+	}
+	p.rows.Add(int64(rows))
+	p.batches.Add(1)
+	return nil
+}

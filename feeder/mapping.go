@@ -260,8 +260,8 @@ func tokenize(s string) ([]string, error) {
 	return toks, nil
 }
 
-func parseShape(v string) ([]int64, error) {
-	v = strings.TrimSpace(v)
+func parseShape(orig string) ([]int64, error) {
+	v := strings.TrimSpace(orig)
 	v = strings.TrimPrefix(v, "[")
 	v = strings.TrimSuffix(v, "]")
 	if strings.TrimSpace(v) == "" {
@@ -271,7 +271,7 @@ func parseShape(v string) ([]int64, error) {
 	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == 'x' }) {
 		d, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
 		if err != nil || d < -1 {
-			return nil, fmt.Errorf("shape wants dimensions ≥ -1 like [28,28], got %q", v)
+			return nil, fmt.Errorf("shape wants dimensions ≥ -1 like [28,28], got %q", orig)
 		}
 		sh = append(sh, d)
 	}

@@ -42,6 +42,10 @@ func OpenIPC(path string, opts ...SourceOption) (src Splitter, err error) {
 	}
 	if n == len(ipcMagic) && bytes.Equal(head, ipcMagic) {
 		defer recovered("ipc file "+path, &err)
+		if err := checkFileSchema(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("feeder: ipc file %s: %w", path, err)
+		}
 		r, err := ipc.NewFileReader(f, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
 		if err != nil {
 			f.Close()
@@ -84,7 +88,14 @@ func NewIPCStream(r io.Reader, opts ...SourceOption) (Source, error) {
 
 func newIPCStream(r io.Reader, name string, closer io.Closer, o sourceOptions) (s *ipcStreamSource, err error) {
 	defer recovered(name, &err)
-	rd, err := ipc.NewReader(r, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 1<<16)
+	}
+	if err := checkStreamSchema(br); err != nil {
+		return nil, fmt.Errorf("feeder: %s: %w", name, err)
+	}
+	rd, err := ipc.NewReader(br, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
 	if err != nil {
 		return nil, fmt.Errorf("feeder: %s: %w", name, err)
 	}

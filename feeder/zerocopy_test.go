@@ -129,3 +129,44 @@ func TestZeroCopy(t *testing.T) {
 		})
 	}
 }
+
+func TestConvertInto(t *testing.T) {
+	mem, _ := cMem(t)
+	id := newIdentity(t, ph{"x", tf.Float, []int64{-1, 784}})
+	rec := imageRecord(mem, 5)
+	defer rec.Release()
+	plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "pixels", Tensor: "x"}}, id.targets(t, "x"))
+	require.NoError(t, err)
+	dst, err := tf.AllocateTensor(tf.Float, []int64{5, 784})
+	require.NoError(t, err)
+	defer dst.Close()
+	for _, from := range []int{0, 3} { // sliced records
+		part := rec.NewSlice(int64(from), int64(from+2))
+		small, err := tf.AllocateTensor(tf.Float, []int64{2, 784})
+		require.NoError(t, err)
+		require.NoError(t, plan.ConvertInto(part, []*tf.Tensor{small}))
+		got, err := tf.Data[float32](small)
+		require.NoError(t, err)
+		require.Equal(t, imageValues(from, from+2), got)
+		small.Close()
+		part.Release()
+	}
+	require.NoError(t, plan.ConvertInto(rec, []*tf.Tensor{dst}))
+	b, err := plan.Convert(rec) // same values through the allocating path
+	require.NoError(t, err)
+	defer b.Close()
+	want, err := tf.Data[float32](b.Tensors[0])
+	require.NoError(t, err)
+	got, err := tf.Data[float32](dst)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	wrong, err := tf.AllocateTensor(tf.Float, []int64{4, 784})
+	require.NoError(t, err)
+	defer wrong.Close()
+	requireColumnError(t, plan.ConvertInto(rec, []*tf.Tensor{wrong}), feeder.ErrShape, "pixels", -1, "5 rows need")
+	ints, err := tf.AllocateTensor(tf.Int32, []int64{5, 784})
+	require.NoError(t, err)
+	defer ints.Close()
+	requireColumnError(t, plan.ConvertInto(rec, []*tf.Tensor{ints}), feeder.ErrType, "pixels", -1, "is not float32")
+}
