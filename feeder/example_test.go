@@ -71,4 +71,3 @@ func ExampleParseMapping() {
 	// pixels=x:0 dtype=float32 shape=[28,28,1]; label=y fill=0 cast
 	// feeder: mapping "pixels": shape wants dimensions ≥ -1 like [28,28], got "[28,a]"
 }
-
