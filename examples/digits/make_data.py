@@ -8,7 +8,7 @@ Columns:
                                          stratified by label, fixed seed
 
 Run from the repository root:
-    .venv/bin/python examples/digits/gen_data.py
+    .venv/bin/python examples/digits/make_data.py
 """
 
 import os
