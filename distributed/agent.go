@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -287,11 +288,16 @@ func (a *Agent) beatOnce(ctx context.Context) (done bool, err error) {
 		a.signalLocked()
 		return true, nil
 	case CommandRun:
+		// Wake Next only when the work changed: an idle task that is told
+		// the same thing again keeps waiting until the next interval.
+		changed := !a.haveWork || reply.Epoch != a.epoch || !slices.Equal(reply.Ranges, a.assigned)
 		if reply.Epoch != a.epoch {
 			a.epoch, a.consumed = reply.Epoch, 0
 		}
 		a.assigned, a.haveWork = reply.Ranges, true
-		a.signalLocked()
+		if changed {
+			a.signalLocked()
+		}
 	}
 	return false, nil
 }

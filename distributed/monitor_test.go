@@ -365,3 +365,57 @@ func TestHeartbeatToken(t *testing.T) {
 	require.Equal(t, []Range{{0, 8}}, r.Ranges)
 	require.Empty(t, m.Status()[0].DeadReason, "refused beats did not touch the monitor")
 }
+
+// countingCoord counts the beats each task sends.
+type countingCoord struct {
+	Coordinator
+	mu sync.Mutex
+	n  map[Task]int
+}
+
+func (c *countingCoord) Beat(ctx context.Context, b Beat) (Reply, error) {
+	c.mu.Lock()
+	c.n[b.Task]++
+	c.mu.Unlock()
+	return c.Coordinator.Beat(ctx, b)
+}
+
+// TestIdleAgentBeatsAtInterval: a trainer waiting for a slow peer must
+// beat about once per interval, not spin.
+func TestIdleAgentBeatsAtInterval(t *testing.T) {
+	trainers := workers(2)
+	m := testMonitor(t, MonitorConfig{Trainers: trainers, Rows: 20, Interval: 20 * time.Millisecond})
+	cc := &countingCoord{Coordinator: m, n: map[Task]int{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go m.Run(ctx)
+	const slow = 400 * time.Millisecond
+	var g errgroup.Group
+	for i, tk := range trainers {
+		g.Go(func() error {
+			return RunAgent(ctx, cc, AgentConfig{Task: tk, Interval: 20 * time.Millisecond}, func(ctx context.Context, a *Agent) error {
+				for {
+					w, err := a.Next(ctx)
+					if errors.Is(err, ErrStopped) {
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+					if i == 1 {
+						time.Sleep(slow)
+					}
+					a.Advance(w.Rows(), 1, 0)
+				}
+			})
+		})
+	}
+	require.NoError(t, g.Wait())
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	fast := cc.n[trainers[0]]
+	t.Logf("beats: fast %d, slow %d", fast, cc.n[trainers[1]])
+	// About slow/interval = 20 beats while waiting; allow generous slack.
+	require.Less(t, fast, 80, "an idle agent spun on heartbeats")
+	require.Greater(t, fast, 5)
+}
