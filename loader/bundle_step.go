@@ -11,7 +11,8 @@ import (
 
 // TrainStep runs a bundle's training graph: feed weights, inputs and
 // labels; fetch the loss, the gradients, the metrics and the updated state.
-// It owns a tf.Graph and a tf.Session; Close frees them.
+// It owns a tf.Graph and a tf.Session; Close frees them (and waits for
+// in-flight runs). Run may be called from several goroutines at once.
 type TrainStep struct {
 	b       *Bundle
 	g       *tf.Graph
@@ -135,7 +136,9 @@ func (st *TrainStep) Close() error {
 }
 
 // Predictor runs a bundle's inference graph with weights fed per call (for
-// evaluation during training; a trained model is frozen with Freeze).
+// evaluation during training; a trained model is frozen with Freeze). Run
+// may be called from several goroutines at once; Close frees the session and
+// graph.
 type Predictor struct {
 	b       *Bundle
 	g       *tf.Graph
