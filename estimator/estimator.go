@@ -12,6 +12,12 @@ import (
 	"github.com/gotflow/gotflow/ps"
 )
 
+// The values of TFEstimator.Cluster.
+const (
+	InProcess = ""
+	Processes = "processes"
+)
+
 // Defaults of TFEstimator's parameters.
 const (
 	DefaultTrainBatchSize = 32
@@ -106,6 +112,16 @@ type TFEstimator struct {
 	IntraOpThreads int `json:"intra_op_threads,omitempty"`
 	InterOpThreads int `json:"inter_op_threads,omitempty"`
 
+	// Cluster is where the workers and parameter-server shards run:
+	// InProcess (default, goroutines and in-memory connections) or
+	// Processes (`gotflow worker` and `gotflow ps` processes on loopback,
+	// supervised: a dead worker's rows go to the others, a dead shard is
+	// restarted from its snapshot). Binary is the gotflow executable that
+	// Processes runs (default: this program if it is gotflow, else gotflow
+	// from PATH).
+	Cluster string `json:"cluster,omitempty"`
+	Binary  string `json:"binary,omitempty"`
+
 	// TensorBoardDir, when set, receives TensorBoard event files with the
 	// loss, metrics and examples/s of every epoch.
 	TensorBoardDir string `json:"tensorboard_dir,omitempty"`
@@ -131,6 +147,9 @@ type TrainHooks struct {
 	OnStep func(StepInfo)
 	// OnEpoch is called after every epoch, with validation results.
 	OnEpoch func(EpochInfo)
+	// OnWorkerLost is called when a worker process is declared dead
+	// (Processes mode); its rows go to the other workers.
+	OnWorkerLost func(task, reason string)
 }
 
 // StepInfo describes one training step.
@@ -253,6 +272,9 @@ func (e *TFEstimator) Validate() error {
 		if e.EarlyStopping.Patience < 0 || e.EarlyStopping.MinDelta < 0 {
 			bad("EarlyStopping.Patience and MinDelta must be >= 0")
 		}
+	}
+	if e.Cluster != InProcess && e.Cluster != Processes && e.Cluster != "in-process" {
+		bad("Cluster is %q; want \"in-process\" (or empty) or %q", e.Cluster, Processes)
 	}
 	mode, err := e.mode()
 	if err != nil {

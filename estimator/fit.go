@@ -36,76 +36,113 @@ type progress struct {
 //
 // Everything is checked before training starts: the parameters
 // (Validate), the bundle (loader.LoadBundle), and the mappings against
-// data's schema and the bundle's inputs and labels. Workers run as
-// goroutines against an in-process parameter server of NumPS shards.
+// data's schema and the bundle's inputs and labels. With Cluster
+// InProcess (the default) workers run as goroutines against an in-process
+// parameter server of NumPS shards; with Cluster Processes they run as
+// `gotflow worker` and `gotflow ps` processes (see Cluster).
 func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, error) {
 	defer data.Close()
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	log := e.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	var files []string
+	if e.Cluster == Processes {
+		ds, ok := data.(*feeder.Dataset)
+		if !ok {
+			return nil, errors.New("estimator: Cluster \"processes\" needs data opened with feeder.OpenDataset: every worker process reads the files itself")
+		}
+		files = ds.Files()
 	}
+	p, err := e.prepare(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{e: e, p: p, log: e.logger()}
+	r.log.Info("training data loaded", "rows", p.td.rows, "train", len(p.trainRows), "validation", len(p.valRows))
+	if r.modelDir = e.ModelDir; r.modelDir == "" {
+		if r.modelDir, err = os.MkdirTemp("", "gotflow-fit-"); err != nil {
+			return nil, fmt.Errorf("estimator: %w", err)
+		}
+		defer os.RemoveAll(r.modelDir)
+	} else if err := os.MkdirAll(r.modelDir, 0o755); err != nil {
+		return nil, fmt.Errorf("estimator: model dir: %w", err)
+	}
+	if e.TensorBoardDir != "" {
+		if r.tb, err = tensorboard.NewWriter(e.TensorBoardDir); err != nil {
+			return nil, fmt.Errorf("estimator: tensorboard: %w", err)
+		}
+		defer r.tb.Close()
+	}
+	defer r.close()
+	var final []loader.Weight
+	if e.Cluster == Processes {
+		final, err = r.fitProcesses(ctx, files)
+	} else {
+		final, err = r.fitInProcess(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r.export(final)
+}
+
+func (e *TFEstimator) logger() *slog.Logger {
+	if e.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Logger
+}
+
+// prepared is what every training mode needs: the bundle, the converted
+// data and its split, and the parameter server's variables.
+type prepared struct {
+	b                  *loader.Bundle
+	td                 *trainData
+	trainRows, valRows []int
+	vars               []ps.Variable // float32 variables, with initial values
+	mode               ps.Mode
+	opt                ps.OptimizerConfig
+}
+
+// prepare loads the bundle, checks the mappings and reads data.
+func (e *TFEstimator) prepare(ctx context.Context, data feeder.Source) (*prepared, error) {
 	b, err := loader.LoadBundle(e.Bundle)
 	if err != nil {
 		return nil, err
 	}
-	for _, v := range b.Variables {
+	p := &prepared{b: b}
+	for i, v := range b.Variables {
 		if v.Trainable && v.DType != tf.Float {
 			return nil, fmt.Errorf("estimator: trainable variable %q has dtype %s; the parameter server trains float32 variables only", v.Name, v.DType)
 		}
+		if !onParameterServer(v) {
+			continue
+		}
+		init, err := b.Weights[i].Tensor()
+		if err != nil {
+			return nil, err
+		}
+		vals, _ := tf.Data[float32](init)
+		p.vars = append(p.vars, ps.Variable{Name: v.Name, Shape: v.Shape, Trainable: v.Trainable, Init: append([]float32(nil), vals...)})
+		init.Close()
 	}
 	plan, names, err := e.plan(b, data)
 	if err != nil {
 		return nil, err
 	}
-	td, err := loadTrainData(ctx, data, plan, names, len(b.Inputs))
-	if err != nil {
+	if p.td, err = loadTrainData(ctx, data, plan, names, len(b.Inputs)); err != nil {
 		return nil, err
 	}
-	if td.rows == 0 {
+	if p.td.rows == 0 {
 		return nil, errors.New("estimator: the training data is empty")
 	}
-	trainRows, valRows := splitRows(td.rows, e.ValidationSplit)
-	workers := e.Workers
-	if len(trainRows) < workers {
-		return nil, fmt.Errorf("estimator: %d training rows for %d workers; every worker needs at least one row", len(trainRows), workers)
+	p.trainRows, p.valRows = splitRows(p.td.rows, e.ValidationSplit)
+	if len(p.trainRows) < e.Workers {
+		return nil, fmt.Errorf("estimator: %d training rows for %d workers; every worker needs at least one row", len(p.trainRows), e.Workers)
 	}
-	log.Info("training data loaded", "rows", td.rows, "train", len(trainRows), "validation", len(valRows))
-
-	modelDir := e.ModelDir
-	if modelDir == "" {
-		if modelDir, err = os.MkdirTemp("", "gotflow-fit-"); err != nil {
-			return nil, fmt.Errorf("estimator: %w", err)
-		}
-		defer os.RemoveAll(modelDir)
-	} else if err := os.MkdirAll(modelDir, 0o755); err != nil {
-		return nil, fmt.Errorf("estimator: model dir: %w", err)
-	}
-	mode, _ := e.mode()
-	opt, _ := e.optimizer()
-	srvOpts := []ps.ServerOption{ps.WithMode(mode), ps.WithOptimizer(opt), ps.WithWorkers(workers),
-		ps.WithSnapshotDir(filepath.Join(modelDir, "ps"), 0, 0)}
-	if mode == ps.BoundedStaleness {
-		srvOpts = append(srvOpts, ps.WithMaxStaleness(uint64(orDefault(e.MaxStaleness, 4))))
-	}
-	cluster, err := ps.NewLocalCluster(orDefault(e.NumPS, 1), srvOpts...)
-	if err != nil {
-		return nil, err
-	}
-	defer cluster.Close()
-
-	r := &run{e: e, b: b, td: td, log: log, cluster: cluster, modelDir: modelDir, mode: mode}
-	if err := r.start(ctx, workers); err != nil {
-		r.close()
-		return nil, err
-	}
-	defer r.close()
-	if err := r.train(ctx, trainRows, valRows); err != nil {
-		return nil, err
-	}
-	return r.export(ctx)
+	p.mode, _ = e.mode()
+	p.opt, _ = e.optimizer()
+	return p, nil
 }
 
 // plan builds the feeder plan for the bundle's inputs then labels.
@@ -156,70 +193,42 @@ func (e *TFEstimator) plan(b *loader.Bundle, data feeder.Source) (*feeder.Plan, 
 // run is the state of one Fit.
 type run struct {
 	e        *TFEstimator
-	b        *loader.Bundle
-	td       *trainData
+	p        *prepared
 	log      *slog.Logger
-	cluster  *ps.LocalCluster
 	modelDir string
-	mode     ps.Mode
+	tb       *tensorboard.Writer
 
 	clients  []*ps.Client
-	workers  []*trainWorker
-	eval     *trainWorker // the chief's view, for evaluation and export
+	workers  []*trainWorker // in-process workers
+	eval     *trainWorker   // the chief's view, for evaluation and export
 	done     progress
 	examples atomic.Int64
+	started  time.Time
+	best     float64 // early stopping: best monitored value so far
+	bad      int     // early stopping: epochs without improvement
 }
 
-func (r *run) sessionOptions() []tf.SessionOption {
-	return []tf.SessionOption{tf.WithIntraOpThreads(r.e.IntraOpThreads), tf.WithInterOpThreads(r.e.InterOpThreads)}
+func (e *TFEstimator) sessionOptions() []tf.SessionOption {
+	return []tf.SessionOption{tf.WithIntraOpThreads(e.IntraOpThreads), tf.WithInterOpThreads(e.InterOpThreads)}
 }
 
-func (r *run) start(ctx context.Context, n int) error {
-	var vars []ps.Variable
-	for i, v := range r.b.Variables {
-		if !onParameterServer(v) {
-			continue
-		}
-		init, err := r.b.Weights[i].Tensor()
-		if err != nil {
-			return err
-		}
-		vals, _ := tf.Data[float32](init)
-		vars = append(vars, ps.Variable{Name: v.Name, Shape: v.Shape, Trainable: v.Trainable, Init: append([]float32(nil), vals...)})
-		init.Close()
+// serverOptions configures parameter-server shards for this run.
+func (r *run) serverOptions() []ps.ServerOption {
+	o := []ps.ServerOption{ps.WithMode(r.p.mode), ps.WithOptimizer(r.p.opt), ps.WithWorkers(r.e.Workers),
+		ps.WithSnapshotDir(filepath.Join(r.modelDir, "ps"), 0, 0)}
+	if r.p.mode == ps.BoundedStaleness {
+		o = append(o, ps.WithMaxStaleness(uint64(orDefault(r.e.MaxStaleness, 4))))
 	}
-	for i := 0; i <= n; i++ { // n workers, then the chief's evaluation client
-		c, err := r.cluster.Dial(ctx, ps.WithWorkerID("worker-"+strconv.Itoa(i)))
-		if err != nil {
-			return err
-		}
-		r.clients = append(r.clients, c)
-		if err := c.Register(ctx, vars); err != nil {
-			return fmt.Errorf("estimator: register variables: %w", err)
-		}
-		w, err := newTrainWorker(ctx, i, r.b, c, r.sessionOptions())
-		if err != nil {
-			return err
-		}
-		if i < n {
-			r.workers = append(r.workers, w)
-		} else {
-			r.eval = w
-		}
+	return o
+}
+
+// connect registers the variables through client and opens a worker on it.
+func (r *run) connect(ctx context.Context, id int, client *ps.Client) (*trainWorker, error) {
+	r.clients = append(r.clients, client)
+	if err := client.Register(ctx, r.p.vars); err != nil {
+		return nil, fmt.Errorf("estimator: register variables: %w", err)
 	}
-	r.done = progress{Steps: make([]int, n)}
-	if data, err := os.ReadFile(filepath.Join(r.modelDir, progressFile)); err == nil {
-		var p progress
-		if err := json.Unmarshal(data, &p); err != nil || len(p.Steps) != n {
-			return fmt.Errorf("estimator: %s in %s does not match this run (%d workers); use another ModelDir", progressFile, r.modelDir, n)
-		}
-		r.done = p
-		for i, w := range r.workers {
-			w.steps = p.Steps[i]
-		}
-		r.log.Info("resuming", "epochs_done", p.Epochs)
-	}
-	return nil
+	return newTrainWorker(ctx, id, r.p.b, client, r.e.sessionOptions())
 }
 
 func (r *run) close() {
@@ -234,34 +243,50 @@ func (r *run) close() {
 	}
 }
 
-func (r *run) train(ctx context.Context, trainRows, valRows []int) error {
-	e := r.e
+// fitInProcess trains with goroutine workers and an in-process parameter
+// server, and returns the final weights.
+func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
+	e, n := r.e, r.e.Workers
+	cluster, err := ps.NewLocalCluster(orDefault(e.NumPS, 1), r.serverOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	defer cluster.Close()
+	defer r.close() // before the cluster stops
+	for i := 0; i <= n; i++ { // n workers, then the chief's evaluation client
+		c, err := cluster.Dial(ctx, ps.WithWorkerID("worker-"+strconv.Itoa(i)))
+		if err != nil {
+			return nil, err
+		}
+		w, err := r.connect(ctx, i, c)
+		if err != nil {
+			return nil, err
+		}
+		if i < n {
+			r.workers = append(r.workers, w)
+		} else {
+			r.eval = w
+		}
+	}
+	if err := r.resume(); err != nil {
+		return nil, err
+	}
 	epochs := orDefault(e.Epochs, DefaultEpochs)
 	bs := e.batchSize()
-	n := len(r.workers)
 	seed := uint64(e.Seed)
 	pullEvery := e.PullEvery
 	if pullEvery == 0 {
 		pullEvery = 1
 	}
-	var tb *tensorboard.Writer
-	if e.TensorBoardDir != "" {
-		var err error
-		if tb, err = tensorboard.NewWriter(e.TensorBoardDir); err != nil {
-			return fmt.Errorf("estimator: tensorboard: %w", err)
-		}
-		defer tb.Close()
-	}
-	best, bad := math.Inf(1), 0
-	started := time.Now()
+	r.started, r.best = time.Now(), math.Inf(1)
 	for epoch := r.done.Epochs; epoch < epochs; epoch++ {
 		round := 0
 		if e.PartitionShuffles > 0 {
 			round = epoch * (e.PartitionShuffles + 1) / epochs
 		}
-		parts := partition(trainRows, n, e.PartitionShuffles > 0 || e.ShufflePerIter, seed+uint64(round)*7919)
+		parts := partition(r.p.trainRows, n, e.PartitionShuffles > 0 || e.ShufflePerIter, seed+uint64(round)*7919)
 		steps := 0
-		if r.mode == ps.Sync { // every worker pushes the same number of times
+		if r.p.mode == ps.Sync { // every worker pushes the same number of times
 			steps = math.MaxInt
 			for _, p := range parts {
 				steps = min(steps, (len(p)+bs-1)/bs)
@@ -275,7 +300,7 @@ func (r *run) train(ctx context.Context, trainRows, valRows []int) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i], errs[i] = w.runEpoch(ctx, r.td, epochPlan{
+				results[i], errs[i] = w.runEpoch(ctx, r.p.td, epochPlan{
 					epoch: epoch, rows: parts[i], batchSize: bs, steps: steps, shuffle: e.ShufflePerIter,
 					seed: seed + uint64(epoch)*104729, iters: orDefault(e.MiniStochasticIters, 1),
 					pullEvery: pullEvery, maxSteps: e.Steps,
@@ -284,11 +309,11 @@ func (r *run) train(ctx context.Context, trainRows, valRows []int) error {
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
-			return err
+			return nil, err
 		}
-		info := EpochInfo{Epoch: epoch, Epochs: epochs, Metrics: map[string]float64{}, ValLoss: math.NaN(), Elapsed: time.Since(t0)}
+		info := EpochInfo{Epoch: epoch, Epochs: epochs, Metrics: map[string]float64{}, Elapsed: time.Since(t0)}
 		rows, allDone := 0, true
-		sums := make([]float64, len(r.b.Metrics))
+		sums := make([]float64, len(r.p.b.Metrics))
 		for _, res := range results {
 			info.Steps += res.steps
 			info.Loss += res.loss
@@ -300,52 +325,91 @@ func (r *run) train(ctx context.Context, trainRows, valRows []int) error {
 		}
 		if info.Steps > 0 {
 			info.Loss /= float64(info.Steps)
-			for i, m := range r.b.Metrics {
+			for i, m := range r.p.b.Metrics {
 				info.Metrics[m.Name] = sums[i] / float64(info.Steps)
 			}
 		}
 		info.ExamplesSec = float64(rows) / info.Elapsed.Seconds()
-		if len(valRows) > 0 {
-			var err error
-			if info.ValLoss, info.ValMetrics, err = r.evaluate(ctx, valRows, bs); err != nil {
-				return err
-			}
-		}
-		per := time.Since(started) / time.Duration(epoch-r.done.Epochs+1)
-		info.ETA = per * time.Duration(epochs-epoch-1)
-		r.log.Info("epoch", "epoch", epoch+1, "of", epochs, "loss", info.Loss, "val_loss", info.ValLoss, "examples/s", info.ExamplesSec)
-		if tb != nil {
-			if err := writeEpochSummary(tb, info); err != nil {
-				return err
-			}
-		}
-		if e.Hooks.OnEpoch != nil {
-			e.Hooks.OnEpoch(info)
+		stop, err := r.endEpoch(ctx, info)
+		if err != nil {
+			return nil, err
 		}
 		if err := r.checkpoint(ctx, epoch+1); err != nil {
-			return err
+			return nil, err
 		}
-		if allDone && e.Steps > 0 {
+		if stop || (allDone && e.Steps > 0) {
 			break
 		}
-		if es := e.EarlyStopping; es != nil {
-			v := info.ValLoss
-			if es.Monitor != "" && es.Monitor != "loss" {
-				m, ok := info.ValMetrics[es.Monitor]
-				if !ok {
-					return fmt.Errorf("estimator: EarlyStopping monitors %q, which the bundle does not compute", es.Monitor)
-				}
-				v = -m
-			}
-			if v < best-es.MinDelta {
-				best, bad = v, 0
-			} else if bad++; bad > es.Patience {
-				r.log.Info("early stopping", "epoch", epoch+1)
-				break
-			}
+	}
+	return r.weights(ctx)
+}
+
+// resume reads the progress of an earlier Fit with the same ModelDir.
+func (r *run) resume() error {
+	n := len(r.workers)
+	r.done = progress{Steps: make([]int, n)}
+	data, err := os.ReadFile(filepath.Join(r.modelDir, progressFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("estimator: %w", err)
+	}
+	var p progress
+	if err := json.Unmarshal(data, &p); err != nil || len(p.Steps) != n {
+		return fmt.Errorf("estimator: %s in %s does not match this run (%d workers); use another ModelDir", progressFile, r.modelDir, n)
+	}
+	r.done = p
+	for i, w := range r.workers {
+		w.steps = p.Steps[i]
+	}
+	r.log.Info("resuming", "epochs_done", p.Epochs)
+	return nil
+}
+
+// endEpoch evaluates on the validation rows, reports the epoch (log,
+// TensorBoard, hooks) and decides on early stopping.
+func (r *run) endEpoch(ctx context.Context, info EpochInfo) (stop bool, err error) {
+	e := r.e
+	info.ValLoss = math.NaN()
+	if len(r.p.valRows) > 0 {
+		if info.ValLoss, info.ValMetrics, err = r.evaluate(ctx, r.p.valRows, e.batchSize()); err != nil {
+			return false, err
 		}
 	}
-	return nil
+	per := time.Since(r.started) / time.Duration(info.Epoch-r.done.Epochs+1)
+	info.ETA = per * time.Duration(info.Epochs-info.Epoch-1)
+	r.log.Info("epoch", "epoch", info.Epoch+1, "of", info.Epochs, "loss", info.Loss, "val_loss", info.ValLoss, "examples/s", info.ExamplesSec)
+	if r.tb != nil {
+		if err := writeEpochSummary(r.tb, info); err != nil {
+			return false, err
+		}
+	}
+	if e.Hooks.OnEpoch != nil {
+		e.Hooks.OnEpoch(info)
+	}
+	es := e.EarlyStopping
+	if es == nil {
+		return false, nil
+	}
+	v := info.ValLoss
+	if es.Monitor != "" && es.Monitor != "loss" {
+		m, ok := info.ValMetrics[es.Monitor]
+		if !ok {
+			return false, fmt.Errorf("estimator: EarlyStopping monitors %q, which the bundle does not compute", es.Monitor)
+		}
+		v = -m
+	}
+	if v < r.best-es.MinDelta {
+		r.best, r.bad = v, 0
+		return false, nil
+	}
+	r.bad++
+	if r.bad > es.Patience {
+		r.log.Info("early stopping", "epoch", info.Epoch+1)
+		return true, nil
+	}
+	return false, nil
 }
 
 func writeEpochSummary(tb *tensorboard.Writer, info EpochInfo) error {
@@ -387,10 +451,10 @@ func (r *run) evaluate(ctx context.Context, rows []int, bs int) (float64, map[st
 		return 0, nil, err
 	}
 	var loss float64
-	sums := make([]float64, len(r.b.Metrics))
+	sums := make([]float64, len(r.p.b.Metrics))
 	for lo := 0; lo < len(rows); lo += bs {
 		hi := min(lo+bs, len(rows))
-		inputs, labels, err := r.td.gather(rows[lo:hi])
+		inputs, labels, err := r.p.td.gather(rows[lo:hi])
 		if err != nil {
 			return 0, nil, err
 		}
@@ -417,28 +481,34 @@ func (r *run) evaluate(ctx context.Context, rows []int, bs int) (float64, map[st
 		}
 	}
 	metrics := map[string]float64{}
-	for i, m := range r.b.Metrics {
+	for i, m := range r.p.b.Metrics {
 		metrics[m.Name] = sums[i] / float64(len(rows))
 	}
 	return loss / float64(len(rows)), metrics, nil
 }
 
-// export freezes the inference graph with the trained weights and writes
-// it as frozen.pb and saved_model/ in the export directory.
-func (r *run) export(ctx context.Context) (*TFModel, error) {
+// weights pulls the current weights through the chief's client.
+func (r *run) weights(ctx context.Context) ([]loader.Weight, error) {
 	w := r.eval
 	if err := w.pull(ctx); err != nil {
 		return nil, err
 	}
-	weights := make([]loader.Weight, len(r.b.Variables))
-	for i, v := range r.b.Variables {
+	out := make([]loader.Weight, len(r.p.b.Variables))
+	for i, v := range r.p.b.Variables {
 		wt, err := loader.WeightOf(v.Name, w.weights[i])
 		if err != nil {
 			return nil, err
 		}
-		weights[i] = wt
+		out[i] = wt
 	}
-	frozen, err := r.b.Freeze(weights)
+	return out, nil
+}
+
+// export freezes the inference graph with the trained weights and writes
+// frozen.pb, saved_model/ and weights.safetensors in the export directory.
+func (r *run) export(weights []loader.Weight) (*TFModel, error) {
+	b := r.p.b
+	frozen, err := b.Freeze(weights)
 	if err != nil {
 		return nil, fmt.Errorf("estimator: freeze: %w", err)
 	}
@@ -455,11 +525,18 @@ func (r *run) export(ctx context.Context) (*TFModel, error) {
 	if err := writeFileAtomic(filepath.Join(dir, "frozen.pb"), frozen.Bytes()); err != nil {
 		return nil, err
 	}
+	enc, err := loader.EncodeWeights(weights, map[string]string{"bundle": b.Dir})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "weights.safetensors"), enc); err != nil {
+		return nil, err
+	}
 	smDir := filepath.Join(dir, "saved_model")
 	if err := os.RemoveAll(smDir); err != nil {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
-	if err := savedmodel.Export(smDir, frozen, savedmodel.SignatureFromBundle(r.b)); err != nil {
+	if err := savedmodel.Export(smDir, frozen, savedmodel.SignatureFromBundle(b)); err != nil {
 		return nil, err
 	}
 	m := &TFModel{Path: smDir, InputMapping: map[string]string{}, Logger: r.e.Logger}

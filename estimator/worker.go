@@ -113,6 +113,9 @@ type epochPlan struct {
 	iters     int // steps per mini-batch (MiniStochasticIters)
 	pullEvery int // <0: once per epoch
 	maxSteps  int // stop after this many steps in total (0: no limit)
+	// onBatch, if set, is called after each batch's steps with its rows and
+	// last loss.
+	onBatch func(rows int, loss float64)
 }
 
 // epochResult sums what a worker saw in one epoch.
@@ -142,6 +145,7 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 		if err != nil {
 			return res, err
 		}
+		var loss float64
 		for it := 0; it < p.iters; it++ {
 			if p.maxSteps > 0 && w.steps >= p.maxSteps {
 				res.done = true
@@ -149,7 +153,7 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 			}
 			sincePull++
 			pull := p.pullEvery > 0 && sincePull >= p.pullEvery
-			loss, err := w.trainStep(ctx, inputs, labels, pull, &res)
+			loss, err = w.trainStep(ctx, inputs, labels, pull, &res)
 			if err != nil {
 				closeAll(inputs)
 				closeAll(labels)
@@ -168,6 +172,9 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 		closeAll(labels)
 		if res.done {
 			break
+		}
+		if p.onBatch != nil {
+			p.onBatch(hi-lo, loss)
 		}
 	}
 	if p.pullEvery < 0 || sincePull > 0 {

@@ -57,6 +57,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&e.Cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32)")
 	fs.IntVar(&e.Workers, "workers", 1, "data-parallel workers")
 	fs.IntVar(&e.NumPS, "ps", 1, "parameter-server shards")
+	fs.StringVar(&e.Cluster, "cluster", "in-process", "where workers and shards run: in-process (goroutines) or processes (gotflow worker/ps on loopback)")
 	fs.StringVar(&e.Mode, "mode", "hogwild", "update mode: hogwild, async-lock, sync or bounded-staleness")
 	fs.IntVar(&e.MaxStaleness, "max-staleness", 0, "versions a gradient may lag in bounded-staleness mode (default 4)")
 	fs.StringVar(&e.Optimizer, "optimizer", "adam", "sgd, momentum, adam, adamw, adagrad or rmsprop")

@@ -1,0 +1,382 @@
+package estimator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/gotflow/gotflow/distributed"
+	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/loader"
+	"github.com/gotflow/gotflow/ps"
+)
+
+// JobFormat is the format tag of the job file `gotflow worker` reads.
+const JobFormat = "gotflow.job/v1"
+
+// WorkerJob is what a worker process needs to train: the estimator's
+// parameters and the data files. Fit writes it to ModelDir/job.json in
+// Processes mode; under Kubernetes every replica reads the same file.
+type WorkerJob struct {
+	Format    string      `json:"format"`
+	Estimator TFEstimator `json:"estimator"`
+	Data      []string    `json:"data"`
+}
+
+// ReadWorkerJob reads and checks a job file.
+func ReadWorkerJob(path string) (*WorkerJob, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("estimator: job file: %w", err)
+	}
+	var j WorkerJob
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("estimator: job file %s is not valid JSON: %w", path, err)
+	}
+	if j.Format != JobFormat {
+		return nil, fmt.Errorf("estimator: job file %s has format %q, want %q", path, j.Format, JobFormat)
+	}
+	if len(j.Data) == 0 {
+		return nil, fmt.Errorf("estimator: job file %s names no data files", path)
+	}
+	if err := j.Estimator.Validate(); err != nil {
+		return nil, fmt.Errorf("estimator: job file %s: %w", path, err)
+	}
+	return &j, nil
+}
+
+// binary finds the gotflow executable for worker and PS processes.
+func (e *TFEstimator) binary() (string, error) {
+	if e.Binary != "" {
+		return e.Binary, nil
+	}
+	if self, err := os.Executable(); err == nil && filepath.Base(self) == "gotflow" {
+		return self, nil
+	}
+	if p, err := exec.LookPath("gotflow"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("estimator: Cluster \"processes\" needs the gotflow executable: set Binary or put gotflow on PATH")
+}
+
+// fitProcesses runs the job as `gotflow ps` and `gotflow worker` processes
+// under distributed.ProcessLauncher. The parent hosts the coordinator: at
+// the end of every epoch, while the workers wait, it evaluates the current
+// weights and, after the last epoch, keeps them for the export.
+func (r *run) fitProcesses(ctx context.Context, files []string) ([]loader.Weight, error) {
+	e := r.e
+	bin, err := e.binary()
+	if err != nil {
+		return nil, err
+	}
+	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files))}
+	job.Estimator.Hooks, job.Estimator.Logger = TrainHooks{}, nil
+	if job.Estimator.Bundle, err = filepath.Abs(e.Bundle); err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
+	}
+	for i, f := range files {
+		if job.Data[i], err = filepath.Abs(f); err != nil {
+			return nil, fmt.Errorf("estimator: %w", err)
+		}
+	}
+	jobPath := filepath.Join(r.modelDir, "job.json")
+	data, err := json.MarshalIndent(job, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
+	}
+	if err := writeFileAtomic(jobPath, data); err != nil {
+		return nil, err
+	}
+	logDir := filepath.Join(r.modelDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
+	}
+	var (
+		mu      sync.Mutex
+		psAddrs []string
+		logs    []*os.File
+	)
+	defer func() {
+		for _, f := range logs {
+			f.Close()
+		}
+	}()
+	numPS := orDefault(e.NumPS, 1)
+	launcher := distributed.ProcessLauncher{
+		Command: func(env distributed.TaskEnv) (*exec.Cmd, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			psAddrs = env.PSAddrs
+			var args []string
+			if env.Task.Role == distributed.RolePS {
+				args = r.psArgs(env.PSAddrs[env.Task.Index], env.Task.Index, numPS)
+			} else {
+				args = []string{"worker", "--job", jobPath}
+			}
+			cmd := exec.Command(bin, args...)
+			cmd.Env = append(os.Environ(), env.Environ()...)
+			f, err := os.OpenFile(filepath.Join(logDir, string(env.Task.Role)+"-"+strconv.Itoa(env.Task.Index)+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				return nil, fmt.Errorf("estimator: task log: %w", err)
+			}
+			logs = append(logs, f)
+			cmd.Stdout, cmd.Stderr = f, f
+			return cmd, nil
+		},
+		Ready: func(ctx context.Context, env distributed.TaskEnv) error {
+			return waitListening(ctx, env.PSAddrs[env.Task.Index], 30*time.Second)
+		},
+	}
+	epochs := orDefault(e.Epochs, DefaultEpochs)
+	var (
+		final    []loader.Weight
+		hookErr  error
+		epochT0  = time.Now()
+		examples = int64(0)
+	)
+	r.started, r.best = time.Now(), math.Inf(1)
+	cfg := distributed.JobConfig{
+		Workers: e.Workers, NumPS: numPS, Rows: int64(len(r.p.trainRows)), Epochs: epochs,
+		MaxPSRestarts: 5, Logger: r.log,
+		// Local processes: beat often, so that an epoch's end is seen within
+		// ~100ms and a killed worker within a few seconds.
+		Heartbeat: distributed.HeartbeatConfig{Interval: 100 * time.Millisecond, Timeout: 3 * time.Second},
+		MonitorHooks: distributed.MonitorHooks{
+			OnDead: func(t distributed.Task, reason string, receivers []distributed.Task) {
+				r.log.Warn("worker lost; its rows go to the others", "task", t.String(), "reason", reason, "receivers", len(receivers))
+				if e.Hooks.OnWorkerLost != nil {
+					e.Hooks.OnWorkerLost(t.String(), reason)
+				}
+			},
+			OnEpochEnd: func(epoch int) bool {
+				mu.Lock()
+				addrs := psAddrs
+				mu.Unlock()
+				examples += int64(len(r.p.trainRows))
+				info := EpochInfo{Epoch: epoch, Epochs: epochs, Elapsed: time.Since(epochT0)}
+				info.ExamplesSec = float64(len(r.p.trainRows)) / info.Elapsed.Seconds()
+				stop, w, err := r.processEpochEnd(ctx, info, addrs)
+				if err != nil {
+					hookErr = err
+					return true
+				}
+				if stop || epoch+1 >= epochs {
+					final = w
+				}
+				epochT0 = time.Now()
+				return stop
+			},
+		},
+	}
+	res, err := launcher.Launch(ctx, cfg)
+	if hookErr != nil {
+		return nil, hookErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("estimator: training job (task logs in %s): %w", logDir, err)
+	}
+	if final == nil {
+		return nil, fmt.Errorf("estimator: the training job ended before its last epoch (%s); task logs in %s", res.Reason, logDir)
+	}
+	return final, nil
+}
+
+// psArgs are the flags of one `gotflow ps` shard of this run.
+func (r *run) psArgs(addr string, shard, n int) []string {
+	args := []string{"ps", "--listen", addr, "--shard", fmt.Sprintf("%d/%d", shard, n),
+		"--mode", r.p.mode.String(), "--workers", strconv.Itoa(r.e.Workers), "--optimizer", r.p.opt.JSON(),
+		"--snapshot-dir", filepath.Join(r.modelDir, "ps"), "--snapshot-every", "20", "--snapshot-interval", "1s",
+		// A sync step whose last push never comes (its worker died) applies
+		// what arrived instead of stalling the survivors.
+		"--sync-timeout", "10s", "--straggler", "drop"}
+	if r.p.mode == ps.BoundedStaleness {
+		args = append(args, "--max-staleness", strconv.Itoa(orDefault(r.e.MaxStaleness, 4)))
+	}
+	return args
+}
+
+// processEpochEnd evaluates the weights the shards hold at the end of an
+// epoch. In Processes mode the epoch's Loss is the loss of those weights
+// over (up to 4096 of) the training rows.
+func (r *run) processEpochEnd(ctx context.Context, info EpochInfo, addrs []string) (bool, []loader.Weight, error) {
+	if r.eval == nil {
+		c, err := ps.Dial(ctx, addrs, ps.WithWorkerID("coordinator"))
+		if err != nil {
+			return false, nil, err
+		}
+		if r.eval, err = r.connect(ctx, -1, c); err != nil {
+			return false, nil, err
+		}
+	}
+	sample := r.p.trainRows[:min(len(r.p.trainRows), 4096)]
+	var err error
+	if info.Loss, info.Metrics, err = r.evaluate(ctx, sample, r.e.batchSize()); err != nil {
+		return false, nil, err
+	}
+	stop, err := r.endEpoch(ctx, info)
+	if err != nil {
+		return false, nil, err
+	}
+	w, err := r.weights(ctx)
+	return stop, w, err
+}
+
+// waitListening waits until something accepts TCP connections at addr.
+func waitListening(ctx context.Context, addr string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c.Close()
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("estimator: nothing listens on %s after %s: %w", addr, limit, err)
+		case <-t.C:
+		}
+	}
+}
+
+// RunWorker runs one trainer of a job: it reads the job's data, connects to
+// the parameter-server shards in env, and trains on the rows the
+// coordinator hands out (distributed.RunTrainer) until the job is over.
+// `gotflow worker` calls it with the environment ProcessLauncher or
+// TF_CONFIG describes.
+func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := job.Estimator
+	if len(env.PSAddrs) == 0 {
+		return errors.New("estimator: worker has no parameter-server addresses")
+	}
+	src, err := openFiles(job.Data)
+	if err != nil {
+		return err
+	}
+	p, err := e.prepare(ctx, src)
+	src.Close()
+	if err != nil {
+		return err
+	}
+	client, err := ps.Dial(ctx, env.PSAddrs, ps.WithWorkerID(env.Task.String()))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := client.Register(ctx, p.vars); err != nil {
+		return fmt.Errorf("estimator: register variables: %w", err)
+	}
+	w, err := newTrainWorker(ctx, env.Rank, p.b, client, e.sessionOptions())
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	bs, seed := e.batchSize(), uint64(e.Seed)
+	pullEvery := e.PullEvery
+	if pullEvery == 0 {
+		pullEvery = 1
+	}
+	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs)}
+	log.Info("worker ready", "task", env.Task.String(), "rows", len(p.trainRows))
+	return distributed.RunTrainer(ctx, env, tjob, func(ctx context.Context, a *distributed.Agent) error {
+		var examples atomic.Int64
+		for {
+			work, err := a.Next(ctx)
+			if errors.Is(err, distributed.ErrStopped) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			rows := make([]int, 0, work.Rows())
+			for _, rg := range work.Ranges {
+				for i := rg.Start; i < rg.End; i++ {
+					rows = append(rows, p.trainRows[i])
+				}
+			}
+			consumed := 0
+			res, err := w.runEpoch(ctx, p.td, epochPlan{
+				epoch: work.Epoch, rows: rows, batchSize: bs, shuffle: e.ShufflePerIter,
+				seed: seed + uint64(work.Epoch)*104729 + uint64(env.Rank), iters: orDefault(e.MiniStochasticIters, 1),
+				pullEvery: pullEvery, maxSteps: e.Steps,
+				onBatch: func(n int, loss float64) {
+					consumed += n
+					a.Advance(int64(n), int64(w.steps), loss)
+				},
+			}, &examples, nil)
+			if err != nil {
+				return err
+			}
+			if res.done && consumed < len(rows) { // step limit reached: hand the rest back as done
+				a.Advance(int64(len(rows)-consumed), int64(w.steps), 0)
+			}
+		}
+	})
+}
+
+// openFiles opens data files as one source.
+func openFiles(files []string) (feeder.Source, error) {
+	if len(files) == 1 {
+		return feeder.OpenDataset(files[0])
+	}
+	return newChain(files)
+}
+
+// chain reads several sources one after the other.
+type chain struct {
+	files []string
+	cur   feeder.Source
+	next  int
+}
+
+func newChain(files []string) (*chain, error) {
+	c := &chain{files: files}
+	first, err := feeder.OpenDataset(files[0])
+	if err != nil {
+		return nil, err
+	}
+	c.cur, c.next = first, 1
+	return c, nil
+}
+
+func (c *chain) Schema() *arrow.Schema { return c.cur.Schema() }
+
+func (c *chain) Next(ctx context.Context) (arrow.RecordBatch, error) {
+	for {
+		rec, err := c.cur.Next(ctx)
+		if !errors.Is(err, io.EOF) || c.next >= len(c.files) {
+			return rec, err
+		}
+		next, err := feeder.OpenDataset(c.files[c.next])
+		if err != nil {
+			return nil, err
+		}
+		if !next.Schema().Equal(c.cur.Schema()) {
+			next.Close()
+			return nil, fmt.Errorf("estimator: %s has schema %s, want %s: %w", c.files[c.next], next.Schema(), c.cur.Schema(), feeder.ErrSchemaChanged)
+		}
+		c.cur.Close()
+		c.cur, c.next = next, c.next+1
+	}
+}
+
+func (c *chain) Close() error { return c.cur.Close() }

@@ -1,0 +1,177 @@
+package estimator_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/testmodels"
+)
+
+var (
+	buildOnce sync.Once
+	gotflow   string
+	buildErr  error
+)
+
+// gotflowBinary builds cmd/gotflow once for the process-cluster tests.
+func gotflowBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gotflow-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		gotflow = filepath.Join(dir, "gotflow")
+		cmd := exec.Command("go", "build", "-o", gotflow, "./cmd/gotflow")
+		cmd.Dir = testmodels.Root()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("go build: %s", out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return gotflow
+}
+
+// taskPID finds the process of a task (e.g. "worker:0", "ps:0") of the job
+// in modelDir by its command line and environment.
+func taskPID(modelDir, task string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err != nil || !bytes.Contains(cmdline, []byte(modelDir)) {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join(p, "environ"))
+		if err != nil || !bytes.Contains(env, []byte("GOTFLOW_TASK="+task+"\x00")) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		return pid
+	}
+	return 0
+}
+
+// requireNoProcesses checks that no process of the job is left.
+func requireNoProcesses(t *testing.T, modelDir string) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
+		if err == nil && bytes.Contains(cmdline, []byte(modelDir)) {
+			stat, _ := os.ReadFile(filepath.Join(p, "stat"))
+			if !strings.Contains(string(stat), ") Z ") {
+				t.Errorf("process %s of the job is still running: %q", filepath.Base(p), cmdline)
+			}
+		}
+	}
+}
+
+func processEstimator(t *testing.T) estimator.TFEstimator {
+	dir := t.TempDir()
+	return estimator.TFEstimator{Bundle: mlpBundle, Workers: 2, BatchSize: 4, Epochs: 4, Cluster: estimator.Processes,
+		Binary: gotflowBinary(t), ModelDir: dir, Optimizer: "sgd", LearningRate: 0.05, ValidationSplit: 0.2}
+}
+
+func fitProcesses(t *testing.T, e *estimator.TFEstimator) (*estimator.TFModel, error) {
+	t.Helper()
+	src, err := feeder.OpenDataset("testdata/fit/data.arrow")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	return e.Fit(ctx, src)
+}
+
+func TestFitProcesses(t *testing.T) {
+	for _, mode := range []string{"hogwild", "async-lock", "sync"} {
+		t.Run(mode, func(t *testing.T) {
+			e := processEstimator(t)
+			e.Mode = mode
+			var infos []estimator.EpochInfo
+			e.Hooks.OnEpoch = func(i estimator.EpochInfo) { infos = append(infos, i) }
+			m, err := fitProcesses(t, &e)
+			require.NoError(t, err)
+			defer m.Close()
+			require.Len(t, infos, 4)
+			require.Less(t, infos[3].ValLoss, infos[0].ValLoss, "training lowers the validation loss")
+			require.Len(t, predict(t, m), 96*3)
+			requireNoProcesses(t, e.ModelDir)
+		})
+	}
+}
+
+// TestFitProcessesSurvivesKilledWorker kills a worker with SIGKILL in the
+// middle of an epoch: its rows go to the chief and training completes.
+func TestFitProcessesSurvivesKilledWorker(t *testing.T) {
+	e := processEstimator(t)
+	e.Epochs, e.BatchSize = 3, 1
+	var lost []string
+	var killed sync.WaitGroup
+	e.Hooks.OnWorkerLost = func(task, reason string) { lost = append(lost, task) }
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
+		if i.Epoch != 0 {
+			return
+		}
+		killed.Add(1)
+		go func() { // shortly into epoch 2
+			defer killed.Done()
+			time.Sleep(10 * time.Millisecond)
+			if pid := taskPID(e.ModelDir, "worker:0"); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}()
+	}
+	m, err := fitProcesses(t, &e)
+	killed.Wait()
+	require.NoError(t, err)
+	defer m.Close()
+	require.Equal(t, []string{"worker:0"}, lost)
+	require.Len(t, predict(t, m), 96*3)
+	requireNoProcesses(t, e.ModelDir)
+}
+
+// TestFitProcessesRestartsKilledPS kills the parameter server with SIGKILL
+// during an epoch: the supervisor restarts it from its snapshot and the
+// workers carry on.
+func TestFitProcessesRestartsKilledPS(t *testing.T) {
+	e := processEstimator(t)
+	e.Epochs, e.BatchSize = 3, 1
+	var killed sync.WaitGroup
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
+		if i.Epoch != 0 {
+			return
+		}
+		killed.Add(1)
+		go func() {
+			defer killed.Done()
+			time.Sleep(10 * time.Millisecond)
+			if pid := taskPID(e.ModelDir, "ps:0"); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}()
+	}
+	m, err := fitProcesses(t, &e)
+	killed.Wait()
+	require.NoError(t, err)
+	defer m.Close()
+	require.Len(t, predict(t, m), 96*3)
+	log, err := os.ReadFile(filepath.Join(e.ModelDir, "logs", "ps-0.log"))
+	require.NoError(t, err)
+	require.Equal(t, 2, strings.Count(string(log), "listening on"), "the shard was started twice:\n%s", log)
+	requireNoProcesses(t, e.ModelDir)
+}
