@@ -1,7 +1,8 @@
 package ps
 
 import (
-	"errors"
+	"bytes"
+	"encoding/binary"
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
@@ -45,13 +46,33 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *pspb.PushRequest:
-		return unmarshalPushRequest(data.Materialize(), m)
+		return unmarshalPushRequest(materialize(data), m)
 	case *pspb.PullResponse:
-		return unmarshalPullResponse(data.Materialize(), m)
+		return unmarshalPullResponse(materialize(data), m)
 	case *pspb.PushPullResponse:
-		return unmarshalPushPullResponse(data.Materialize(), m)
+		return unmarshalPushPullResponse(materialize(data), m)
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// makeNoZero returns a byte slice of length 0 and capacity n whose memory
+// is not cleared first (bytes.Buffer.Grow allocates that way): every byte
+// is about to be overwritten, and clearing megabytes costs as much as
+// copying them.
+func makeNoZero(n int) []byte {
+	var b bytes.Buffer
+	b.Grow(n)
+	return b.Bytes()[:0:n]
+}
+
+// materialize copies a received message into one slice that the decoded
+// message may alias.
+func materialize(data mem.BufferSlice) []byte {
+	out := makeNoZero(data.Len())
+	for _, b := range data {
+		out = append(out, b.ReadOnlyData()...)
+	}
+	return out
 }
 
 // Field numbers, as in ps.proto.
@@ -62,9 +83,8 @@ const (
 	fPushPullPush, fPushPullPull                     = 1, 2
 )
 
-// chunkPrefix is the encoding of c without its data bytes, ending with the
-// data field's tag and length; the data follows it on the wire.
-func chunkPrefix(b []byte, c *pspb.Chunk) []byte {
+// chunkFields appends the fields of c other than data.
+func chunkFields(b []byte, c *pspb.Chunk) []byte {
 	if c.GetName() != "" {
 		b = protowire.AppendTag(b, fChunkName, protowire.BytesType)
 		b = protowire.AppendString(b, c.GetName())
@@ -77,21 +97,38 @@ func chunkPrefix(b []byte, c *pspb.Chunk) []byte {
 		b = protowire.AppendTag(b, fChunkDtype, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(c.GetDtype()))
 	}
-	if len(c.GetData()) > 0 {
-		b = protowire.AppendTag(b, fChunkData, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(len(c.GetData())))
-	}
 	return b
 }
 
-// appendChunkField appends c as field num, copying its data.
-func appendChunkField(b []byte, num protowire.Number, c *pspb.Chunk) []byte {
-	var tmp [64]byte
-	prefix := chunkPrefix(tmp[:0], c)
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(prefix)+len(c.GetData())))
-	b = append(b, prefix...)
-	return append(b, c.GetData()...)
+const fChunkPad = 15
+
+// chunkHead returns the bytes of a chunk field (field num of the enclosing
+// message) up to and including the data field's tag and length. With
+// offset >= 0 (where the head starts in the message), the n data bytes that
+// follow start at a multiple of 4 from the message start: a pad field of
+// 0-3 filler bytes is inserted before data as needed.
+func chunkHead(num protowire.Number, c *pspb.Chunk, n, offset int) []byte {
+	fields := chunkFields(nil, c)
+	var head []byte
+	for pad := -1; pad < 4; pad++ { // -1: no pad field
+		body := append([]byte(nil), fields...)
+		if pad >= 0 {
+			body = protowire.AppendTag(body, fChunkPad, protowire.BytesType)
+			body = protowire.AppendVarint(body, uint64(pad))
+			body = append(body, make([]byte, pad)...)
+		}
+		if n > 0 {
+			body = protowire.AppendTag(body, fChunkData, protowire.BytesType)
+			body = protowire.AppendVarint(body, uint64(n))
+		}
+		head = protowire.AppendTag(nil, num, protowire.BytesType)
+		head = protowire.AppendVarint(head, uint64(len(body)+n))
+		head = append(head, body...)
+		if n == 0 || offset < 0 || (offset+len(head))%4 == 0 {
+			break
+		}
+	}
+	return head
 }
 
 func marshalPushRequest(m *pspb.PushRequest) (mem.BufferSlice, error) {
@@ -105,13 +142,13 @@ func marshalPushRequest(m *pspb.PushRequest) (mem.BufferSlice, error) {
 		head = protowire.AppendBytes(head, hb)
 	}
 	out := mem.BufferSlice{}
+	offset := 0 // bytes already in out
 	for _, c := range m.GetChunks() {
-		prefix := chunkPrefix(nil, c)
-		head = protowire.AppendTag(head, fPushChunks, protowire.BytesType)
-		head = protowire.AppendVarint(head, uint64(len(prefix)+len(c.GetData())))
-		head = append(head, prefix...)
-		if len(c.GetData()) > 0 {
+		n := len(c.GetData())
+		head = append(head, chunkHead(fPushChunks, c, n, offset+len(head))...)
+		if n > 0 {
 			out = append(out, mem.SliceBuffer(head), mem.SliceBuffer(c.GetData()))
+			offset += len(head) + n
 			head = nil
 		}
 	}
@@ -120,8 +157,6 @@ func marshalPushRequest(m *pspb.PushRequest) (mem.BufferSlice, error) {
 	}
 	return out, nil
 }
-
-var errTruncated = errors.New("truncated field")
 
 // fields calls f for each field of a message; bytes fields get their
 // content (aliasing b), varints their value.
@@ -276,60 +311,68 @@ func unmarshalPushPullResponse(b []byte, m *pspb.PushPullResponse) error {
 	})
 }
 
-// pullWriter builds pull messages in wire format directly from variable
-// memory: one copy of the values, no marshal step.
-type pullWriter struct {
-	limit int
-	bytes uint64   // tensor payload bytes
-	msgs  [][]byte // PullResponse bodies without info
-	cur   []byte
+// pullPart is one part to send in a pull.
+type pullPart struct {
+	name   string
+	index  uint32
+	values []float32
 }
 
-// add appends part values as a chunk, starting a new message when the
-// current one would exceed the limit.
-func (w *pullWriter) add(name string, index uint32, v []float32, dtype pspb.DType) {
-	n := 4 * len(v)
-	if dtype == pspb.DType_DTYPE_FLOAT16 {
-		n = 2 * len(v)
-	}
-	if len(w.cur) > 0 && len(w.cur)+n > w.limit {
-		w.msgs = append(w.msgs, w.cur)
-		w.cur = nil
-	}
-	if w.cur == nil {
-		w.cur = make([]byte, 0, min(w.limit, n+256))
-	}
-	w.bytes += uint64(n)
-	c := &pspb.Chunk{Name: name, Index: index, Dtype: dtype}
-	var tmp [64]byte
-	// The data field is always written, even when empty, so that prefix
-	// and payload lengths are computed the same way.
-	prefix := chunkPrefix(tmp[:0], c)
-	prefix = protowire.AppendTag(prefix, fChunkData, protowire.BytesType)
-	prefix = protowire.AppendVarint(prefix, uint64(n))
-	w.cur = protowire.AppendTag(w.cur, fPullChunks, protowire.BytesType)
-	w.cur = protowire.AppendVarint(w.cur, uint64(len(prefix)+n))
-	w.cur = append(w.cur, prefix...)
-	if dtype == pspb.DType_DTYPE_FLOAT16 {
-		w.cur = append(w.cur, encodeChunk(name, index, v, dtype).Data...)
-	} else {
-		w.cur = append(w.cur, float32Bytes(v)...)
-		if !littleEndian {
-			copy(w.cur[len(w.cur)-n:], encodeFloat32(v))
-		}
-	}
-}
-
-// messages returns the PullResponse bodies; the first carries info. There
-// is always at least one.
-func (w *pullWriter) messages(info *pspb.ServerInfo) ([][]byte, error) {
-	msgs := append(w.msgs, w.cur)
+// encodePull builds PullResponse bodies in wire format directly from
+// variable memory, each about limit bytes (a part is never split), the
+// first one carrying info: one copy of the values, no marshal step, every
+// buffer allocated at its final size.
+func encodePull(parts []pullPart, dtype pspb.DType, limit int, info *pspb.ServerInfo) ([][]byte, uint64, error) {
 	ib, err := proto.Marshal(info)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	msgs[0] = protowire.AppendBytes(protowire.AppendTag(msgs[0], fPullInfo, protowire.BytesType), ib)
-	return msgs, nil
+	size := 4
+	if dtype == pspb.DType_DTYPE_FLOAT16 {
+		size = 2
+	}
+	type msg struct{ from, to, bytes int }
+	var msgs []msg
+	cur := msg{bytes: len(ib) + 16}
+	heads := make([][]byte, len(parts))
+	var payload uint64
+	for i, p := range parts {
+		n := size * len(p.values)
+		payload += uint64(n)
+		heads[i] = chunkHead(fPullChunks, &pspb.Chunk{Name: p.name, Index: p.index, Dtype: dtype}, n, -1)
+		if cur.to > cur.from && cur.bytes+len(heads[i])+n > limit {
+			msgs = append(msgs, cur)
+			cur = msg{from: i}
+		}
+		cur.to = i + 1
+		cur.bytes += len(heads[i]) + n
+	}
+	msgs = append(msgs, cur)
+	out := make([][]byte, len(msgs))
+	for k, m := range msgs {
+		b := makeNoZero(m.bytes)
+		for i := m.from; i < m.to; i++ {
+			n := size * len(parts[i].values)
+			b = append(b, heads[i]...)
+			switch {
+			case dtype == pspb.DType_DTYPE_FLOAT16:
+				b = b[:len(b)+n]
+				dst := b[len(b)-n:]
+				for j, x := range parts[i].values {
+					binary.LittleEndian.PutUint16(dst[2*j:], floatToHalf(x))
+				}
+			case littleEndian:
+				b = append(b, float32Bytes(parts[i].values)...)
+			default:
+				b = append(b, encodeFloat32(parts[i].values)...)
+			}
+		}
+		if k == 0 {
+			b = protowire.AppendBytes(protowire.AppendTag(b, fPullInfo, protowire.BytesType), ib)
+		}
+		out[k] = b
+	}
+	return out, payload, nil
 }
 
 // wrapPushPull turns a PullResponse body into a PushPullResponse, with the

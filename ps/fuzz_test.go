@@ -106,9 +106,23 @@ func FuzzDecodePush(f *testing.F) {
 	addSeeds(f, seeds)
 	f.Add([]byte{0x0a, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The server decodes with the wire codec; where the generated
+		// decoder also accepts the bytes, both must read the same chunks.
 		var req pspb.PushRequest
-		if err := proto.Unmarshal(data, &req); err != nil {
+		if err := unmarshalPushRequest(data, &req); err != nil {
 			return
+		}
+		var std pspb.PushRequest
+		if proto.Unmarshal(data, &std) == nil {
+			require.Len(t, req.GetChunks(), len(std.GetChunks()))
+			for i, c := range std.GetChunks() {
+				o := req.GetChunks()[i]
+				require.Equal(t, c.GetName(), o.GetName())
+				require.Equal(t, c.GetIndex(), o.GetIndex())
+				require.Equal(t, c.GetDtype(), o.GetDtype())
+				require.Equal(t, len(c.GetData()), len(o.GetData()))
+			}
+			require.True(t, proto.Equal(std.GetHeader(), req.GetHeader()))
 		}
 		for _, mode := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
 			s := fuzzServer(t, mode)

@@ -745,7 +745,9 @@ func (s *Server) collect(req *pspb.PullRequest) ([][]byte, uint64, error) {
 	if limit <= 0 || limit > targetMessageBytes {
 		limit = targetMessageBytes
 	}
-	w := &pullWriter{limit: min(limit, s.o.maxMessageBytes-(64<<10))}
+	limit = min(limit, s.o.maxMessageBytes-(64<<10))
+	var parts []pullPart
+	var locked []*part
 	s.mu.RLock()
 	info := s.info()
 	info.Parts = uint32(len(s.order))
@@ -753,20 +755,28 @@ func (s *Server) collect(req *pspb.PullRequest) ([][]byte, uint64, error) {
 	if req.GetIncarnation() != info.GetIncarnation() || since > info.GetCursor() {
 		since = 0
 	}
+	// Hold every selected part's read lock while copying so that a Hogwild
+	// push cannot tear a chunk; parts are locked in shard order, and
+	// writers take one part lock at a time, so this cannot deadlock.
 	for _, p := range s.order {
 		p.mu.RLock()
 		if p.cursor > since {
-			w.add(p.spec.GetName(), p.spec.GetIndex(), p.values, dtype)
+			parts = append(parts, pullPart{name: p.spec.GetName(), index: p.spec.GetIndex(), values: p.values})
+			locked = append(locked, p)
+		} else {
+			p.mu.RUnlock()
 		}
+	}
+	msgs, n, err := encodePull(parts, dtype, limit, info)
+	for _, p := range locked {
 		p.mu.RUnlock()
 	}
 	s.mu.RUnlock()
-	msgs, err := w.messages(info)
 	if err != nil {
 		return nil, 0, s.errorf(codes.Internal, "pull: %v", err)
 	}
 	s.stats.pulls.Add(1)
-	return msgs, w.bytes, nil
+	return msgs, n, nil
 }
 
 // ---- barrier ----

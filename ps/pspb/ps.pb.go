@@ -127,11 +127,15 @@ func (PushKind) EnumDescriptor() ([]byte, []int) {
 // Chunk is the payload of one part: elements [offset, offset+n) of a
 // variable, little-endian, n = len(data)/size(dtype).
 type Chunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	Dtype         DType                  `protobuf:"varint,3,opt,name=dtype,proto3,enum=gotflow.ps.v1.DType" json:"dtype,omitempty"`
-	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Index uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Dtype DType                  `protobuf:"varint,3,opt,name=dtype,proto3,enum=gotflow.ps.v1.DType" json:"dtype,omitempty"`
+	Data  []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Ignored filler that a sender may place before data so that the data
+	// bytes start 4-byte aligned within the message, which lets the receiver
+	// use them as float32 without copying.
+	Pad           []byte `protobuf:"bytes,15,opt,name=pad,proto3" json:"pad,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -190,6 +194,13 @@ func (x *Chunk) GetDtype() DType {
 func (x *Chunk) GetData() []byte {
 	if x != nil {
 		return x.Data
+	}
+	return nil
+}
+
+func (x *Chunk) GetPad() []byte {
+	if x != nil {
+		return x.Pad
 	}
 	return nil
 }
@@ -1615,12 +1626,13 @@ var File_ps_proto protoreflect.FileDescriptor
 
 const file_ps_proto_rawDesc = "" +
 	"\n" +
-	"\bps.proto\x12\rgotflow.ps.v1\"q\n" +
+	"\bps.proto\x12\rgotflow.ps.v1\"\x83\x01\n" +
 	"\x05Chunk\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12*\n" +
 	"\x05dtype\x18\x03 \x01(\x0e2\x14.gotflow.ps.v1.DTypeR\x05dtype\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"\x98\x01\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x10\n" +
+	"\x03pad\x18\x0f \x01(\fR\x03pad\"\x98\x01\n" +
 	"\bPartSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
