@@ -252,7 +252,7 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 		return nil, err
 	}
 	defer cluster.Close()
-	defer r.close() // before the cluster stops
+	defer r.close()           // before the cluster stops
 	for i := 0; i <= n; i++ { // n workers, then the chief's evaluation client
 		c, err := cluster.Dial(ctx, ps.WithWorkerID("worker-"+strconv.Itoa(i)))
 		if err != nil {
