@@ -65,6 +65,10 @@ type Client struct {
 	// answer "duplicate" and the others apply it once.
 	failed   *failedPush
 	hashSeed maphash.Seed
+	// incarnation is random per Client, so that the idempotency keys of a
+	// restarted worker with the same worker ID never match the keys its
+	// previous incarnation left in a shard's snapshot.
+	incarnation string
 }
 
 type failedPush struct {
@@ -139,7 +143,7 @@ func Dial(ctx context.Context, addrs []string, opts ...ClientOption) (*Client, e
 	if o.dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(o.dialer))
 	}
-	c := &Client{o: o, addrs: slices.Clone(addrs), hashSeed: maphash.MakeSeed()}
+	c := &Client{o: o, addrs: slices.Clone(addrs), hashSeed: maphash.MakeSeed(), incarnation: strconv.FormatUint(rand.Uint64(), 36)}
 	for _, a := range addrs {
 		target := a
 		if o.dialer != nil {
@@ -603,7 +607,7 @@ func (c *Client) header(shard int, kind pspb.PushKind, seq uint64, n int) *pspb.
 		WorkerId:       c.o.workerID,
 		Step:           v.step,
 		BaseVersion:    v.version,
-		IdempotencyKey: c.o.workerID + "/" + strconv.FormatUint(seq, 10) + "/" + strconv.Itoa(shard),
+		IdempotencyKey: c.o.workerID + "/" + c.incarnation + "/" + strconv.FormatUint(seq, 10) + "/" + strconv.Itoa(shard),
 		Kind:           kind,
 		Chunks:         uint32(n),
 	}

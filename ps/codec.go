@@ -349,7 +349,8 @@ func encodePull(parts []pullPart, dtype pspb.DType, limit int, info *pspb.Server
 	}
 	msgs = append(msgs, cur)
 	out := make([][]byte, len(msgs))
-	for k, m := range msgs {
+	eachPart(len(msgs), int(payload)/size, func(k int) {
+		m := msgs[k]
 		b := makeNoZero(m.bytes)
 		for i := m.from; i < m.to; i++ {
 			n := size * len(parts[i].values)
@@ -371,7 +372,7 @@ func encodePull(parts []pullPart, dtype pspb.DType, limit int, info *pspb.Server
 			b = protowire.AppendBytes(protowire.AppendTag(b, fPullInfo, protowire.BytesType), ib)
 		}
 		out[k] = b
-	}
+	})
 	return out, payload, nil
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gotflow/gotflow/ps/pspb"
 )
@@ -323,4 +325,62 @@ func TestFaultKillAndRestart(t *testing.T) {
 	for _, e := range entries {
 		require.False(t, strings.HasSuffix(e.Name(), ".tmp"), "leftover %s", e.Name())
 	}
+}
+
+// TestGracefulStopDrains holds a push inside the shard while GracefulStop
+// runs: the stop waits for it, the push succeeds, and the final snapshot
+// contains it. A Sync push still waiting for other workers is failed with
+// codes.Unavailable instead of blocking the stop.
+func TestGracefulStopDrains(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	dir := t.TempDir()
+	lc, err := NewLocalCluster(1, sgd1(), WithSnapshotDir(dir, 0, 0))
+	require.NoError(t, err)
+	s := lc.Servers()[0]
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	s.testAfterPush = func(string) error {
+		close(inside)
+		<-release
+		return nil
+	}
+	c, err := lc.Dial(ctx, WithRetry(1, time.Millisecond, time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{0}}}))
+	pushed := make(chan error, 1)
+	go func() {
+		_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1}}})
+		pushed <- err
+	}()
+	<-inside
+	stopped := make(chan error, 1)
+	go func() { stopped <- lc.Close() }()
+	select {
+	case <-stopped:
+		t.Fatal("GracefulStop returned with a push in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-pushed)
+	require.NoError(t, <-stopped)
+	snap, err := readSnapshot(filepath.Join(dir, "ps-shard-0-of-1.snapshot"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), snap.header.GetVersion())
+
+	lc2, err := NewLocalCluster(1, sgd1(), WithMode(Sync), WithWorkers(2))
+	require.NoError(t, err)
+	c2, err := lc2.Dial(ctx, WithRetry(1, time.Millisecond, time.Millisecond))
+	require.NoError(t, err)
+	defer c2.Close()
+	require.NoError(t, c2.Register(ctx, []Variable{{Name: "w", Shape: []int64{1}, Trainable: true}}))
+	go func() {
+		_, err := c2.Push(ctx, []Tensor{{Name: "w", Values: []float32{1}}})
+		pushed <- err
+	}()
+	for lc2.Servers()[0].Stats().Pushes == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	require.NoError(t, lc2.Close())
+	require.Equal(t, codes.Unavailable, status.Code(<-pushed))
 }
