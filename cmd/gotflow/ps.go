@@ -23,8 +23,8 @@ func init() {
 
 func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ps", stderr)
-	listen := fs.String("listen", "127.0.0.1:7070", "address to serve gRPC on (loopback unless you say otherwise)")
-	shard := fs.String("shard", "0/1", "this shard's index and the number of shards, as i/N")
+	listen := fs.String("listen", "127.0.0.1:7070", "address to serve gRPC on (loopback unless you say otherwise; with TF_CONFIG set, its port on every interface)")
+	shard := fs.String("shard", "0/1", "this shard's index and the number of shards, as i/N (with TF_CONFIG set: task index / size of the ps job)")
 	mode := fs.String("mode", "async-lock", "update mode: hogwild, async-lock, sync or bounded-staleness")
 	workers := fs.Int("workers", 1, "pushes per step in sync mode")
 	syncTimeout := fs.Duration("sync-timeout", time.Minute, "sync mode: how long a step waits for its last push")
@@ -47,6 +47,9 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if err := psFromTFConfig(fs, shard, listen); err != nil {
+		return err
 	}
 	i, n, err := parseShard(*shard)
 	if err != nil {
