@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -173,6 +174,36 @@ func (m *Manifest) Validate() error {
 				return fmt.Errorf("loader: manifest: %s name %q is used twice", g.kind, t.Name)
 			}
 			names[t.Name] = true
+		}
+	}
+	// Each graph's feeds and each tensor's role must be distinct.
+	trainFeeds, inferFeeds, grads := map[string]string{}, map[string]string{}, map[string]string{}
+	claim := func(set map[string]string, tensor, who string) error {
+		if tensor == "" {
+			return nil
+		}
+		if prev, dup := set[tensor]; dup {
+			return fmt.Errorf("loader: manifest: tensor %q is used by both %s and %s", tensor, prev, who)
+		}
+		set[tensor] = who
+		return nil
+	}
+	for _, v := range m.Variables {
+		who := fmt.Sprintf("variable %q", v.Name)
+		if err := errors.Join(claim(trainFeeds, v.TrainPlaceholder, who), claim(inferFeeds, v.InferPlaceholder, who),
+			claim(grads, v.Gradient, who+" (gradient)"), claim(grads, v.Update, who+" (update)")); err != nil {
+			return err
+		}
+	}
+	for _, t := range m.Inputs {
+		who := fmt.Sprintf("input %q", t.Name)
+		if err := errors.Join(claim(trainFeeds, t.Tensor, who), claim(inferFeeds, t.Tensor, who)); err != nil {
+			return err
+		}
+	}
+	for _, t := range m.Labels {
+		if err := claim(trainFeeds, t.Tensor, fmt.Sprintf("label %q", t.Name)); err != nil {
+			return err
 		}
 	}
 	if err := checkTensor("loss", m.Loss); err != nil {

@@ -376,8 +376,8 @@ func TestLoadBundleBadInput(t *testing.T) {
 			editManifest(t, dir, func(m map[string]any) { m["outputs"].([]any)[0].(map[string]any)["shape"] = []int{-1, 4} })
 		}, `output "output" tensor "output/output:0" has shape [-1 3], the manifest says [-1 4]`},
 		{"gradient of another shape", func(t *testing.T, dir string) {
-			editManifest(t, dir, func(m map[string]any) { variable(m, 0)["gradient"] = variable(m, 1)["gradient"] })
-		}, `variable "mlp/hidden1/kernel" gradient tensor "grad/mlp/hidden1/bias:0" has shape [10]`},
+			editManifest(t, dir, func(m map[string]any) { variable(m, 0)["gradient"] = "loss:0" })
+		}, `variable "mlp/hidden1/kernel" gradient tensor "loss:0" has shape [], the manifest says [6 10]`},
 		{"placeholder is not a placeholder", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { variable(m, 0)["train_placeholder"] = variable(m, 0)["gradient"] })
 		}, `train.pb: variable "mlp/hidden1/kernel" placeholder "grad/mlp/hidden1/kernel:0" is a Identity op, want Placeholder`},
@@ -390,6 +390,14 @@ func TestLoadBundleBadInput(t *testing.T) {
 		{"unknown field", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["optimizer"] = "sgd" })
 		}, `unknown field "optimizer"`},
+		{"shared placeholder", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) { variable(m, 1)["train_placeholder"] = variable(m, 0)["train_placeholder"] })
+		}, `tensor "var/mlp/hidden1/kernel:0" is used by both variable "mlp/hidden1/kernel" and variable "mlp/hidden1/bias"`},
+		{"input is a label", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) {
+				m["labels"].([]any)[0].(map[string]any)["tensor"] = m["inputs"].([]any)[0].(map[string]any)["tensor"]
+			})
+		}, `tensor "input/x:0" is used by both input "x" and label "y"`},
 		{"path escape", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["weights"] = "../weights.safetensors" })
 		}, `must be a file name inside the bundle directory`},
