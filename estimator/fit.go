@@ -539,9 +539,24 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	if err := savedmodel.Export(smDir, frozen, savedmodel.SignatureFromBundle(b)); err != nil {
 		return nil, err
 	}
-	m := &TFModel{Path: smDir, InputMapping: map[string]string{}, Logger: r.e.Logger}
+	m := &TFModel{Path: smDir, InputMapping: map[string]string{}, LabelMapping: map[string]string{},
+		Weights: filepath.Join(dir, "weights.safetensors"), Logger: r.e.Logger}
+	if m.Bundle, err = filepath.Abs(b.Dir); err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
+	}
+	if m.Weights, err = filepath.Abs(m.Weights); err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
+	}
 	for col, in := range r.e.InputMapping {
 		m.InputMapping[col] = in
+	}
+	for col, l := range r.e.LabelMapping {
+		m.LabelMapping[col] = l
+	}
+	// Keep the model's description next to it, for `gotflow predict` and
+	// Load.
+	if err := m.Save(dir); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

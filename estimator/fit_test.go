@@ -22,8 +22,12 @@ import (
 var mlpBundle = filepath.Join(testmodels.Root(), "loader", "testdata", "bundles", "mlp")
 
 type fitExpected struct {
-	Initial      []float64 `json:"initial"`
-	SGD1Worker   []float64 `json:"sgd_1worker"`
+	Initial        []float64 `json:"initial"`
+	SGD1Worker     []float64 `json:"sgd_1worker"`
+	SGD1WorkerEval struct {
+		Loss     float64 `json:"loss"`
+		Accuracy float64 `json:"accuracy"`
+	} `json:"sgd_1worker_eval"`
 	Sync2Workers []float64 `json:"sync_2workers"`
 	Adam1Worker  []float64 `json:"adam_1worker"`
 }
@@ -253,4 +257,32 @@ func TestFitValidationEarlyStoppingAndTensorBoard(t *testing.T) {
 		require.InDelta(t, i.ValMetrics["accuracy"], s["val_accuracy"], 1e-6)
 		require.Contains(t, s, "examples_per_sec")
 	}
+}
+
+// TestEvaluateMatchesKeras evaluates the SGD-trained model over all rows and
+// compares loss and accuracy with Keras' values for the same training.
+func TestEvaluateMatchesKeras(t *testing.T) {
+	exp := loadFitExpected(t)
+	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, BatchSize: 16, Optimizer: "sgd", LearningRate: 0.1,
+		Epochs: 2, Mode: "async-lock", ExportDir: t.TempDir()}
+	m, err := est.Fit(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	defer m.Close()
+	m.BatchSize = 40 // batches of another size than training's, and a partial last one
+	res, err := m.Evaluate(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	require.EqualValues(t, 96, res.Rows)
+	require.InDelta(t, exp.SGD1WorkerEval.Loss, res.Loss, 1e-5)
+	require.InDelta(t, exp.SGD1WorkerEval.Accuracy, res.Metrics["accuracy"], 1e-6)
+
+	loaded, err := estimator.Load(est.ExportDir)
+	require.NoError(t, err, "Fit saves the model description in the export directory")
+	defer loaded.Close()
+	res2, err := loaded.Evaluate(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	require.InDelta(t, res.Loss, res2.Loss, 1e-6)
+
+	noBundle := &estimator.TFModel{Path: m.Path, BatchSize: 40}
+	_, err = noBundle.Evaluate(testCtx(t), fitData(t))
+	require.ErrorContains(t, err, "Evaluate needs the model's Bundle and Weights")
 }

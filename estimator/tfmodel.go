@@ -1,6 +1,7 @@
 package estimator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -208,6 +209,12 @@ type TFModel struct {
 	// appends every signature output under its own name. Columns are
 	// appended in the order of the output names.
 	OutputMapping map[string]string `json:"output_mapping,omitempty"`
+	// Bundle is the model bundle a trained model came from (Fit sets it,
+	// and Weights to the trained weights). With LabelMapping (column →
+	// bundle label; empty: same names) it lets Evaluate compute the
+	// bundle's loss and metrics.
+	Bundle       string            `json:"bundle,omitempty"`
+	LabelMapping map[string]string `json:"label_mapping,omitempty"`
 	// Cast allows lossy conversions from columns to inputs (float64 →
 	// float32, int64 → int32, …), e.g. for CSV data, whose numbers are read
 	// as float64 and int64. Lossless widening is always allowed.
@@ -422,7 +429,7 @@ func (m *TFModel) params() *TFModel {
 	return &TFModel{Path: m.Path, Kind: m.Kind, Weights: m.Weights, TagSet: m.TagSet, SignatureDefKey: m.SignatureDefKey,
 		RawTensorNames: m.RawTensorNames, BinaryStrings: m.BinaryStrings, Cast: m.Cast, InputMapping: m.InputMapping, OutputMapping: m.OutputMapping,
 		BatchSize: m.BatchSize, IntraOpThreads: m.IntraOpThreads, InterOpThreads: m.InterOpThreads,
-		InFlight: m.InFlight}
+		InFlight: m.InFlight, Bundle: m.Bundle, LabelMapping: m.LabelMapping}
 }
 
 // Load reads dir/tfmodel.json written by Save. The model itself is loaded
@@ -445,16 +452,10 @@ func parseSaved(data []byte, path, dir string) (*TFModel, error) {
 	if err := json.Unmarshal(raw["format"], &format); err != nil || format != savedFormat {
 		return nil, fmt.Errorf("estimator: %s has format %s; want %q", path, raw["format"], savedFormat)
 	}
-	known := map[string]bool{"format": true, "model": true, "kind": true, "tags": true, "signature": true,
-		"raw_tensor_names": true, "binary_strings": true, "weights": true, "cast": true, "input_mapping": true, "output_mapping": true, "batch_size": true,
-		"intra_op_threads": true, "inter_op_threads": true, "in_flight": true}
-	for k := range raw {
-		if !known[k] {
-			return nil, fmt.Errorf("estimator: %s has unknown field %q", path, k)
-		}
-	}
 	m := &TFModel{}
-	if err := json.Unmarshal(data, &savedModelFile{TFModel: m}); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&savedModelFile{TFModel: m}); err != nil {
 		return nil, fmt.Errorf("estimator: %s: %w", path, err)
 	}
 	if m.Path != "" && !filepath.IsAbs(m.Path) {

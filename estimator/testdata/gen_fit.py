@@ -2,7 +2,8 @@
 
 Trains the Keras MLP of loader/testdata/bundles/mlp (same model, same initial
 weights) with exactly the batches gotflow's Fit uses when shuffling is off,
-and records the predictions model(x, training=False) after training:
+and records the predictions model(x, training=False) after training
+(and, for sgd_1worker, the loss and accuracy over all rows):
 
 - sgd_1worker: one worker, SGD(0.1), batches of 16 in order, 2 epochs;
 - sync_2workers: two workers in Sync mode: worker 0 trains on rows 0-47,
@@ -60,8 +61,8 @@ def grads_of(model, x, y):
     return tape.gradient(loss, model.trainable_variables)
 
 
-def train(x, y, optimizer, epochs, workers):
-    model = fresh_model()
+def train(x, y, optimizer, epochs, workers, model=None):
+    model = model or fresh_model()
     per = ROWS // workers
     for _ in range(epochs):
         for lo in range(0, per, BATCH):
@@ -84,11 +85,17 @@ def main():
     with pa.OSFile(os.path.join(OUT, "data.arrow"), "wb") as f:
         with pa.ipc.new_file(f, table.schema) as w:
             w.write_table(table, max_chunksize=40)  # several record batches
+    sgd_model = fresh_model()
+    sgd_pred = train(x, y, keras.optimizers.SGD(0.1), 2, 1, sgd_model)
+    lf = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    eval_loss = float(lf(y, sgd_model(x, training=False)) + tf.add_n(sgd_model.losses))
+    eval_acc = float(np.mean(np.argmax(sgd_pred, -1) == y))
     exp = {
         "format": "gotflow.fit-expected/v1",
         "rows": ROWS, "batch_size": BATCH,
         "initial": fresh_model()(x, training=False).numpy().reshape(-1).tolist(),
-        "sgd_1worker": train(x, y, keras.optimizers.SGD(0.1), 2, 1).reshape(-1).tolist(),
+        "sgd_1worker": sgd_pred.reshape(-1).tolist(),
+        "sgd_1worker_eval": {"loss": eval_loss, "accuracy": eval_acc},
         "sync_2workers": train(x, y, keras.optimizers.SGD(0.1), 2, 2).reshape(-1).tolist(),
         "adam_1worker": train(x, y, keras.optimizers.Adam(0.01), 3, 1).reshape(-1).tolist(),
     }
