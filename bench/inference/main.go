@@ -1,0 +1,442 @@
+// Command inference measures batch inference side by side: gotflow's
+// TFModel.Transform against Python TensorFlow (the project's .venv) on the
+// same SavedModels, the same Parquet files, the same batch sizes and thread
+// settings, plus the raw C API floor (a loop of TF_SessionRun on pre-made
+// tensors), and writes bench/results/inference.json.
+//
+//	go run ./bench/inference -out bench/results/inference.json
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/benchfmt"
+	"github.com/gotflow/gotflow/internal/testmodels"
+	"github.com/gotflow/gotflow/savedmodel"
+	"github.com/gotflow/gotflow/tf"
+)
+
+type model struct {
+	name   string // "mlp", "cnn"
+	dir    string
+	input  string // signature input alias = column name
+	width  int    // float32 values per row
+	output string
+	rows   map[int]int // batch size → rows per pass
+}
+
+type run struct {
+	Name      string `json:"name"`
+	Model     string `json:"model"`
+	Signature string `json:"signature"`
+	Input     string `json:"input"`
+	Column    string `json:"column"`
+	Data      string `json:"data"`
+	Batch     int    `json:"batch"`
+	Repeats   int    `json:"repeats"`
+
+	m *model
+}
+
+type pyResult struct {
+	Name     string  `json:"name"`
+	Rows     int     `json:"rows"`
+	Seconds  float64 `json:"seconds"`
+	RowsPerS float64 `json:"rows_per_s"`
+}
+
+func main() {
+	out := flag.String("out", "bench/results/inference.json", "where to write the results")
+	threads := flag.Int("threads", 2, "TensorFlow intra-op and inter-op threads, on both sides")
+	repeats := flag.Int("repeats", 4, "passes per measurement; the best is kept")
+	scale := flag.Float64("scale", 1, "multiply every row count (e.g. 0.1 for a smoke run)")
+	only := flag.String("only", "", "run only the runs whose name contains this")
+	flag.Parse()
+	log.SetFlags(0)
+	onlyRuns = *only
+
+	if err := bench(*out, *threads, *repeats, *scale); err != nil {
+		log.Fatalf("bench/inference: %v", err)
+	}
+}
+
+var onlyRuns string
+
+func bench(out string, threads, repeats int, scale float64) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	models := []*model{
+		{name: "mlp", dir: testmodels.Dir("mlp_savedmodel"), input: "features", width: 32, output: "output_0",
+			rows: map[int]int{1: 4096, 64: 131072, 1024: 524288}},
+		{name: "cnn", dir: testmodels.Dir("cnn_savedmodel"), input: "pixels", width: 784, output: "output_0",
+			rows: map[int]int{1: 1024, 64: 8192, 1024: 16384}},
+	}
+	tmp, err := os.MkdirTemp("", "gotflow-bench-inference-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	var runs []run
+	for _, m := range models {
+		for _, b := range []int{1, 64, 1024} {
+			if !strings.Contains(fmt.Sprintf("inference/%s/batch%d", m.name, b), onlyRuns) {
+				continue
+			}
+			n := max(b, int(float64(m.rows[b])*scale))
+			path := filepath.Join(tmp, fmt.Sprintf("%s_%d.parquet", m.name, n))
+			if _, err := os.Stat(path); err != nil {
+				if err := writeData(path, m.input, m.width, n); err != nil {
+					return err
+				}
+			}
+			runs = append(runs, run{Name: fmt.Sprintf("inference/%s/batch%d", m.name, b), Model: m.dir, Signature: "serving_default",
+				Input: m.input, Column: m.input, Data: path, Batch: b, Repeats: repeats, m: m})
+		}
+	}
+
+	py, err := startPython(ctx, threads)
+	if err != nil {
+		return err
+	}
+	defer py.close()
+	var results []benchfmt.Result
+	for _, r := range runs {
+		res, err := measure(ctx, py, r, threads)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+		results = append(results, res...)
+	}
+	if err := benchfmt.Write(out, results); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s in %s\n", out, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// measure alternates passes of the four contenders for one run, so that all
+// see the same machine load, and keeps each one's best pass.
+func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Result, error) {
+	gf, err := newGotflowPass(ctx, r, threads)
+	if err != nil {
+		return nil, err
+	}
+	defer gf.close()
+	floor, err := newFloorPass(ctx, r, threads, gf.rows)
+	if err != nil {
+		return nil, err
+	}
+	defer floor.close()
+	best := map[string]float64{}
+	keep := func(k string, rows int, d time.Duration) {
+		if v := float64(rows) / d.Seconds(); v > best[k] {
+			best[k] = v
+		}
+	}
+	for range r.Repeats {
+		rows, sec, err := py.pass(r)
+		if err != nil {
+			return nil, err
+		}
+		keep("python", rows, time.Duration(sec*float64(time.Second)))
+		n, d, err := gf.parquet(ctx)
+		if err != nil {
+			return nil, err
+		}
+		keep("parquet", n, d)
+		n, d, err = gf.inMemory(ctx)
+		if err != nil {
+			return nil, err
+		}
+		keep("memory", n, d)
+		n, d, err = floor.pass(ctx)
+		if err != nil {
+			return nil, err
+		}
+		keep("floor", n, d)
+	}
+	common := fmt.Sprintf("%d rows per pass, best of %d alternating passes; intra=inter=%d TensorFlow threads on both sides; gotflow %d batches in flight",
+		gf.rows, r.Repeats, threads, 2)
+	vsPy := benchfmt.New(r.Name, "throughput", "rows/s", round(best["parquet"]), "python_tf", round(best["python"]))
+	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from feeder.OpenParquet; Python: pyarrow read_table + signature calls on numpy slices; " + common
+	mem := benchfmt.New(r.Name+"/in_memory_vs_c_api_floor", "throughput", "rows/s", round(best["memory"]), "c_api_floor", round(best["floor"]))
+	mem.Note = "gotflow: TFModel.Transform over Arrow records already in memory (conversion, runs, appended outputs); floor: one goroutine looping TF_SessionRun on a pre-made input tensor; " + common
+	pq := benchfmt.New(r.Name+"/parquet_vs_c_api_floor", "throughput", "rows/s", round(best["parquet"]), "c_api_floor", round(best["floor"]))
+	pq.Note = "as in_memory_vs_c_api_floor, but gotflow also reads and decodes the Parquet file; " + common
+	fmt.Printf("%-26s gotflow parquet %9.0f  python %9.0f (x%.2f) | gotflow in-memory %9.0f  C API floor %9.0f (x%.3f) rows/s\n",
+		r.Name, best["parquet"], best["python"], vsPy.Ratio, best["memory"], best["floor"], mem.Ratio)
+	return []benchfmt.Result{vsPy, mem, pq}, nil
+}
+
+func round(v float64) float64 { return float64(int64(v + 0.5)) }
+
+// writeData writes n rows of width float32 values (seeded) as a fixed-size
+// list column to a Parquet file.
+func writeData(path, column string, width, n int) error {
+	typ := arrow.FixedSizeListOf(int32(width), arrow.PrimitiveTypes.Float32)
+	schema := arrow.NewSchema([]arrow.Field{{Name: column, Type: typ}}, nil)
+	sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(65536))
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(uint64(width), uint64(n)))
+	mem := memory.DefaultAllocator
+	const chunk = 8192
+	for off := 0; off < n; off += chunk {
+		rows := min(chunk, n-off)
+		b := array.NewFixedSizeListBuilder(mem, int32(width), arrow.PrimitiveTypes.Float32)
+		vb := b.ValueBuilder().(*array.Float32Builder)
+		vals := make([]float32, rows*width)
+		for i := range vals {
+			vals[i] = float32(rng.NormFloat64())
+		}
+		for range rows {
+			b.Append(true)
+		}
+		vb.AppendValues(vals, nil)
+		col := b.NewArray()
+		b.Release()
+		rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(rows))
+		col.Release()
+		err := sink.Write(rec)
+		rec.Release()
+		if err != nil {
+			sink.Abort()
+			return err
+		}
+	}
+	return sink.Close()
+}
+
+// pySide is the Python benchmark process, driven one pass at a time.
+type pySide struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startPython(ctx context.Context, threads int) (*pySide, error) {
+	python := os.Getenv("GOTFLOW_PYTHON")
+	if python == "" {
+		python = filepath.Join(testmodels.Root(), ".venv", "bin", "python")
+	}
+	script := filepath.Join(testmodels.Root(), "scripts", "bench", "inference.py")
+	cmd := exec.CommandContext(ctx, python, script, "--intra", fmt.Sprint(threads), "--inter", fmt.Sprint(threads))
+	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(), "TF_CPP_MIN_LOG_LEVEL=2")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("python side (%s %s): %w", python, script, err)
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	return &pySide{cmd: cmd, in: in, out: sc}, nil
+}
+
+func (p *pySide) pass(r run) (int, float64, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := p.in.Write(append(b, '\n')); err != nil {
+		return 0, 0, fmt.Errorf("python side: %w", err)
+	}
+	if !p.out.Scan() {
+		return 0, 0, fmt.Errorf("python side exited: %v", p.out.Err())
+	}
+	var res pyResult
+	if err := json.Unmarshal(p.out.Bytes(), &res); err != nil {
+		return 0, 0, fmt.Errorf("python side printed %q: %w", p.out.Text(), err)
+	}
+	return res.Rows, res.Seconds, nil
+}
+
+func (p *pySide) close() {
+	p.in.Close()
+	p.cmd.Wait()
+}
+
+// gotflowPass measures TFModel.Transform, from the Parquet file and from the
+// same rows already in memory.
+type gotflowPass struct {
+	m        *estimator.TFModel
+	r        run
+	readRows int
+	recs     []arrow.RecordBatch
+	schema   *arrow.Schema
+	rows     int
+}
+
+func newGotflowPass(ctx context.Context, r run, threads int) (*gotflowPass, error) {
+	g := &gotflowPass{r: r, m: &estimator.TFModel{Path: r.Model, SignatureDefKey: r.Signature, BatchSize: r.Batch,
+		IntraOpThreads: threads, InterOpThreads: threads,
+		OutputMapping: map[string]string{r.m.output: "prediction"}}}
+	typ := arrow.FixedSizeListOf(int32(r.m.width), arrow.PrimitiveTypes.Float32)
+	g.readRows = estimator.ReadRows(arrow.NewSchema([]arrow.Field{{Name: r.Column, Type: typ}}, nil), r.Batch)
+	src, err := feeder.OpenParquet(r.Data, feeder.ReadRows(g.readRows))
+	if err != nil {
+		return nil, err
+	}
+	g.schema = src.Schema()
+	for {
+		rec, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			src.Close()
+			g.close()
+			return nil, err
+		}
+		g.recs = append(g.recs, rec)
+		g.rows += int(rec.NumRows())
+	}
+	src.Close()
+	// warm-up: loads the model and makes the first runs
+	if _, _, err := g.inMemory(ctx); err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *gotflowPass) drain(ctx context.Context, src feeder.Source, t0 time.Time) (int, time.Duration, error) {
+	s, err := g.m.Transform(ctx, src)
+	if err != nil {
+		return 0, 0, err
+	}
+	rows := 0
+	for s.Next() {
+		rows += int(s.RecordBatch().NumRows())
+	}
+	err = s.Close()
+	return rows, time.Since(t0), err
+}
+
+func (g *gotflowPass) parquet(ctx context.Context) (int, time.Duration, error) {
+	t0 := time.Now()
+	src, err := feeder.OpenParquet(g.r.Data, feeder.ReadRows(g.readRows))
+	if err != nil {
+		return 0, 0, err
+	}
+	return g.drain(ctx, src, t0)
+}
+
+func (g *gotflowPass) inMemory(ctx context.Context) (int, time.Duration, error) {
+	src, err := feeder.FromRecords(g.schema, g.recs...)
+	if err != nil {
+		return 0, 0, err
+	}
+	return g.drain(ctx, src, time.Now())
+}
+
+func (g *gotflowPass) close() {
+	for _, r := range g.recs {
+		r.Release()
+	}
+	g.recs = nil
+	g.m.Close()
+}
+
+// floorPass loops Session.Run (TF_SessionRun) on one pre-made input tensor
+// for as many rows as a pass, fetching the same output.
+type floorPass struct {
+	m       *savedmodel.Model
+	x       *tf.Tensor
+	feeds   []tf.Feed
+	fetches []tf.Output
+	iters   int
+	batch   int
+}
+
+func newFloorPass(ctx context.Context, r run, threads, rows int) (*floorPass, error) {
+	m, err := savedmodel.Load(ctx, r.Model, savedmodel.WithSignature(r.Signature),
+		savedmodel.WithSessionOptions(tf.WithIntraOpThreads(threads), tf.WithInterOpThreads(threads)))
+	if err != nil {
+		return nil, err
+	}
+	f := &floorPass{m: m, iters: max(1, rows/r.Batch), batch: r.Batch}
+	in, err := m.Input(r.Input)
+	if err != nil {
+		f.close()
+		return nil, err
+	}
+	outEp, err := m.Output(r.m.output)
+	if err != nil {
+		f.close()
+		return nil, err
+	}
+	vals := make([]float32, r.Batch*r.m.width)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range vals {
+		vals[i] = float32(rng.NormFloat64())
+	}
+	if f.x, err = tf.NewTensor([]int64{int64(r.Batch), int64(r.m.width)}, vals); err != nil {
+		f.close()
+		return nil, err
+	}
+	f.feeds = []tf.Feed{{Output: in.Output, Tensor: f.x}}
+	f.fetches = []tf.Output{outEp.Output}
+	for range min(f.iters, 10) { // warm-up
+		if err := f.run(ctx); err != nil {
+			f.close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+func (f *floorPass) run(ctx context.Context) error {
+	res, err := f.m.Session().Run(ctx, f.feeds, f.fetches, nil)
+	if err != nil {
+		return err
+	}
+	for _, t := range res {
+		t.Close()
+	}
+	return nil
+}
+
+func (f *floorPass) pass(ctx context.Context) (int, time.Duration, error) {
+	t0 := time.Now()
+	for range f.iters {
+		if err := f.run(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
+	return f.iters * f.batch, time.Since(t0), nil
+}
+
+func (f *floorPass) close() {
+	if f.x != nil {
+		f.x.Close()
+	}
+	f.m.Close()
+}
