@@ -561,3 +561,32 @@ func fieldNames(s *arrow.Schema) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// ReadRows suggests how many rows a source should read per record for
+// Transform with batchSize: records of about 8 MiB, at least one batch and at
+// most 65536 rows. Wide rows (images) read in huge records make Parquet
+// readers grow and copy their buffers repeatedly; narrow rows gain nothing
+// from records smaller than that. Pass it as feeder.ReadRows.
+func ReadRows(schema *arrow.Schema, batchSize int) int {
+	rowBytes := 0
+	for _, f := range schema.Fields() {
+		rowBytes += fieldBytes(f.Type)
+	}
+	n := 65536
+	if rowBytes > 0 {
+		n = min(n, max(1024, (8<<20)/rowBytes))
+	}
+	return max(n, batchSize)
+}
+
+// fieldBytes estimates the bytes one row of t takes (16 for variable-width
+// values).
+func fieldBytes(t arrow.DataType) int {
+	switch t := t.(type) {
+	case *arrow.FixedSizeListType:
+		return int(t.Len()) * fieldBytes(t.Elem())
+	case arrow.FixedWidthDataType:
+		return max(1, t.BitWidth()/8)
+	}
+	return 16
+}

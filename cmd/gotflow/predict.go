@@ -164,6 +164,13 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
+	// Reopen with records sized for the data's row width.
+	if n := estimator.ReadRows(ds.Schema(), f.batch); n != 65536 {
+		ds.Close()
+		if ds, err = feeder.OpenDataset(f.input, feeder.ReadRows(n)); err != nil {
+			return err
+		}
+	}
 	total := parquetRows(ds.Files())
 	m := &estimator.TFModel{
 		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
