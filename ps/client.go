@@ -700,62 +700,19 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 	}
 	results := make([]*pspb.PushResponse, len(c.addrs))
 	err = forShards(pushShards, func(shard int) error {
-		hdr := c.header(shard, kind, seq, len(chunks[shard]))
-		if dst == nil {
-			return c.call(ctx, shard, "push", func(ctx context.Context) error {
-				stream, err := c.stubs[shard].Push(ctx)
-				if err != nil {
-					return err
-				}
-				if err := c.sendPush(stream.Send, hdr, chunks[shard]); err != nil && !errors.Is(err, io.EOF) {
-					return err
-				}
-				resp, err := stream.CloseAndRecv()
-				if err != nil {
-					return err
-				}
-				results[shard] = resp
-				return nil
-			})
+		var err error
+		results[shard], err = c.pushShard(ctx, shard, kind, seq, chunks[shard], out)
+		if status.Code(err) != codes.NotFound {
+			return err
 		}
-		hdr.Pull = c.pullRequest(shard)
-		return c.call(ctx, shard, "push-pull", func(ctx context.Context) error {
-			stream, err := c.stubs[shard].PushPull(ctx)
-			if err != nil {
-				return err
-			}
-			if err := c.sendPush(stream.Send, hdr, chunks[shard]); err != nil && !errors.Is(err, io.EOF) {
-				return err
-			}
-			if err := stream.CloseSend(); err != nil {
-				return err
-			}
-			var info *pspb.ServerInfo
-			for {
-				m, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				if m.GetPush() != nil {
-					results[shard] = m.GetPush()
-				}
-				if m.GetPull().GetInfo() != nil {
-					info = m.GetPull().GetInfo()
-				}
-				if err := c.receiveChunks(shard, m.GetPull().GetChunks(), out); err != nil {
-					return err
-				}
-			}
-			if results[shard] == nil || info == nil {
-				return status.Error(codes.Internal, "ps: push-pull response without result")
-			}
-			c.see(shard, info)
-			c.views[shard].cursor = info.GetCursor()
-			return nil
-		})
+		// The shard does not know a variable this client registered: it
+		// restarted without a snapshot. Offer it the values this client
+		// last pulled and push once more.
+		if rerr := c.reregister(ctx, shard); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		results[shard], err = c.pushShard(ctx, shard, kind, seq, chunks[shard], out)
+		return err
 	})
 	if err == nil && len(pullOnly) > 0 {
 		err = c.pullShards(ctx, pullOnly, out)
@@ -765,7 +722,7 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 		if r == nil {
 			continue
 		}
-		if dst == nil {
+		if out == nil {
 			c.see(s, r.GetInfo())
 		}
 		res.Staleness = max(res.Staleness, r.GetStaleness())
@@ -795,6 +752,105 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 		return res, c.finishDst(out)
 	}
 	return res, nil
+}
+
+// pushShard sends one shard its chunks of a push (with retries) and, if
+// out is not nil, pulls its changes in the same round trip.
+func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, seq uint64, chunks []*pspb.Chunk, out *dstSet) (*pspb.PushResponse, error) {
+	hdr := c.header(shard, kind, seq, len(chunks))
+	var result *pspb.PushResponse
+	if out == nil {
+		err := c.call(ctx, shard, "push", func(ctx context.Context) error {
+			stream, err := c.stubs[shard].Push(ctx)
+			if err != nil {
+				return err
+			}
+			if err := c.sendPush(stream.Send, hdr, chunks); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			result, err = stream.CloseAndRecv()
+			return err
+		})
+		return result, err
+	}
+	hdr.Pull = c.pullRequest(shard)
+	err := c.call(ctx, shard, "push-pull", func(ctx context.Context) error {
+		result = nil
+		stream, err := c.stubs[shard].PushPull(ctx)
+		if err != nil {
+			return err
+		}
+		if err := c.sendPush(stream.Send, hdr, chunks); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if err := stream.CloseSend(); err != nil {
+			return err
+		}
+		var info *pspb.ServerInfo
+		for {
+			m, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if m.GetPush() != nil {
+				result = m.GetPush()
+			}
+			if m.GetPull().GetInfo() != nil {
+				info = m.GetPull().GetInfo()
+			}
+			if err := c.receiveChunks(shard, m.GetPull().GetChunks(), out); err != nil {
+				return err
+			}
+		}
+		if result == nil || info == nil {
+			return status.Error(codes.Internal, "ps: push-pull response without result")
+		}
+		c.see(shard, info)
+		c.views[shard].cursor = info.GetCursor()
+		return nil
+	})
+	return result, err
+}
+
+// reregister declares shard's parts again, offering the values this client
+// last pulled (the first offer wins), after the shard lost them.
+func (c *Client) reregister(ctx context.Context, shard int) error {
+	parts := c.lay.byShard[shard]
+	budget := min(targetMessageBytes, c.o.maxMessageBytes/2)
+	var info *pspb.ServerInfo
+	for start := 0; start < len(parts); {
+		req := &pspb.RegisterRequest{Shard: uint32(shard), NumShards: uint32(len(c.addrs))}
+		size := 0
+		for start < len(parts) && (size == 0 || size+4*parts[start].length <= budget) {
+			p := parts[start]
+			vals := make([]float32, p.length)
+			if ch := c.cache[p.v][p.index]; ch != nil {
+				if err := decodeInto(vals, ch); err != nil {
+					return err
+				}
+			}
+			req.Parts = append(req.Parts, c.lay.spec(p))
+			req.Values = append(req.Values, &pspb.Chunk{Name: c.lay.vars[p.v].Name, Index: p.index, Dtype: pspb.DType_DTYPE_FLOAT32, Data: float32Bytes(vals)})
+			size += 4 * p.length
+			start++
+		}
+		err := c.call(ctx, shard, "re-register", func(ctx context.Context) error {
+			resp, err := c.stubs[shard].Register(ctx, req)
+			if err == nil {
+				info = resp.GetInfo()
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	c.see(shard, info)
+	c.views[shard].cursor = 0 // the next pull fetches everything
+	return nil
 }
 
 // Barrier blocks until count workers (counted by worker id) have entered

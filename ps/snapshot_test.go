@@ -272,7 +272,7 @@ func TestFaultKillAndRestart(t *testing.T) {
 	for {
 		st, err := probe.Stats(ctx)
 		require.NoError(t, err)
-		if st[0].Version >= 200 {
+		if st[0].Version >= 200 && st[0].Snapshots > 0 {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -383,4 +383,43 @@ func TestGracefulStopDrains(t *testing.T) {
 	}
 	require.NoError(t, lc2.Close())
 	require.Equal(t, codes.Unavailable, status.Code(<-pushed))
+}
+
+// TestRestartWithoutSnapshot: a shard that comes back empty (no snapshot
+// directory) is re-registered by the next push from the values the client
+// last pulled, and training continues from there.
+func TestRestartWithoutSnapshot(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	start := func(addr string) (*Server, string) {
+		s, err := NewServer(sgd1())
+		require.NoError(t, err)
+		var lis net.Listener
+		for i := 0; ; i++ { // the old socket may linger briefly
+			if lis, err = net.Listen("tcp", addr); err == nil || i == 50 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		require.NoError(t, err)
+		go s.Serve(lis)
+		return s, lis.Addr().String()
+	}
+	s1, addr := start("127.0.0.1:0")
+	c, err := Dial(ctx, []string{addr}, WithRetry(50, 10*time.Millisecond, 100*time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{3}, Trainable: true, Init: []float32{10, 20, 30}}}))
+	got := []Tensor{{Name: "w", Values: make([]float32, 3)}}
+	_, err = c.PushPull(ctx, []Tensor{{Name: "w", Values: []float32{1, 2, 3}}}, got)
+	require.NoError(t, err)
+	require.Equal(t, []float32{9, 18, 27}, got[0].Values)
+	require.NoError(t, s1.Stop())
+
+	s2, _ := start(addr)
+	defer s2.Stop()
+	_, err = c.PushPull(ctx, []Tensor{{Name: "w", Values: []float32{1, 1, 1}}}, got)
+	require.NoError(t, err)
+	require.Equal(t, []float32{8, 17, 26}, got[0].Values)
+	require.Equal(t, 1, s2.Stats().Parts)
+	require.Equal(t, uint64(1), s2.Stats().Updates)
 }
