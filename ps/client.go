@@ -529,7 +529,8 @@ func (c *Client) finishDst(out *dstSet) error {
 // Pull fetches what changed on the shards since this client's last pull
 // and copies the current values of the variables named in dst into
 // dst[i].Values (which must have the variable's length). dst may be empty
-// to refresh the client's copy only.
+// to refresh the client's copy only. If Pull fails, dst may hold a mix of
+// old and new values.
 func (c *Client) Pull(ctx context.Context, dst []Tensor) error {
 	if err := c.lockRegistered(); err != nil {
 		return err

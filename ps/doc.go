@@ -51,7 +51,9 @@
 // again right after a failed Push reuses the keys too, which resolves a push
 // that some shards applied and others rejected. Updates acknowledged after
 // a shard's last snapshot are lost if its process dies; the snapshot
-// interval bounds that window.
+// interval bounds that window. A shard that comes back with no snapshot at
+// all answers pushes with NotFound; the client then registers its last
+// pulled values there (optimizer state starts afresh) and pushes again.
 //
 // # Ownership
 //
