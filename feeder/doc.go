@@ -2,9 +2,11 @@
 // batches in, tensors through a session, Arrow columns out.
 //
 // A Mapping says which column feeds which tensor (with dtype, row shape,
-// null fill, cast and padding options). NewPlan checks it against a schema
-// and, optionally, against the graph's inputs (Target, TargetOf) before
-// anything runs. A Plan converts records directly (Plan.Convert), or a
+// null fill, cast and padding options; ParseMapping reads a text form).
+// NewPlan checks it against a schema and, optionally, against the graph's
+// inputs (Targets, TargetOf) before anything runs. A Plan converts records
+// directly (Plan.Convert; Plan.ConvertInto refills existing tensors without
+// allocating, for training loops that reuse them), or a
 // Feeder runs the whole pipeline over a Source: parallel readers, exact
 // re-chunking to BatchSize, a seeded shuffle buffer and conversion, all
 // overlapping with the caller's Session.Run. AppendOutputs turns fetched
@@ -56,6 +58,10 @@
 // record given to Convert), wrapping one of ErrMissingColumn, ErrType,
 // ErrShape, ErrNull, ErrRagged, ErrNotZeroCopy or ErrSchemaChanged. Reading
 // a truncated or malformed file returns an error naming the file; records
-// read from IPC are validated before use. Nothing in this package panics on
-// bad input.
+// read from IPC are validated (array.ValidateRecordFull) before use, panics
+// inside arrow-go's readers are turned into errors, and IPC schemas are
+// checked before arrow-go sizes slices from their vector lengths. Nothing in
+// this package panics on bad input; arrow-go itself may still allocate a
+// record body of the size a corrupt IPC message claims, so cap untrusted
+// input with an allocator that refuses huge allocations.
 package feeder

@@ -21,6 +21,12 @@ var (
 	ErrNotZeroCopy = errors.New("not zero-copy")
 	// ErrSchemaChanged: a record's schema differs from the one the plan was made for.
 	ErrSchemaChanged = errors.New("schema changed mid-stream")
+	// ErrMalformed: a reader (arrow-go's IPC, Parquet or CSV reader) failed
+	// on corrupt input by panicking; the panic was turned into this error.
+	// arrow-go v18.8.0 can leak the message body it was decoding when that
+	// happens, so a process reading untrusted files should not rely on its
+	// Arrow allocator returning to zero after ErrMalformed.
+	ErrMalformed = errors.New("malformed input")
 	// ErrClosed: use of a closed Feeder, source or sink.
 	ErrClosed = errors.New("feeder: closed")
 )

@@ -39,9 +39,14 @@ func (b fb) field(t, slot int) (int, error) {
 		return 0, errFlatbuf
 	}
 	vtLen := int(binary.LittleEndian.Uint16(b[vt:]))
-	at := vt + 4 + 2*slot
-	if at+2 > vt+vtLen || at+2 > len(b) {
+	// the same test as flatbuffers' Table.Offset: a slot is present when
+	// its offset in the vtable is below the vtable's size
+	if 4+2*slot >= vtLen {
 		return 0, nil
+	}
+	at := vt + 4 + 2*slot
+	if at+2 > len(b) {
+		return 0, errFlatbuf
 	}
 	fo := int(binary.LittleEndian.Uint16(b[at:]))
 	if fo == 0 {

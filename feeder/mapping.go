@@ -277,3 +277,33 @@ func parseShape(orig string) ([]int64, error) {
 	}
 	return sh, nil
 }
+
+// Targets looks up the graph input of every mapping entry and describes it
+// as a Target, ready for NewPlan.
+func Targets(g *tf.Graph, m Mapping) ([]Target, error) {
+	outs, err := Inputs(g, m)
+	if err != nil {
+		return nil, err
+	}
+	ts := make([]Target, len(outs))
+	for i, o := range outs {
+		if ts[i], err = TargetOf(o); err != nil {
+			return nil, err
+		}
+	}
+	return ts, nil
+}
+
+// Inputs returns the graph outputs (placeholders) the mapping feeds, in
+// mapping order, for Batch.Feeds.
+func Inputs(g *tf.Graph, m Mapping) ([]tf.Output, error) {
+	outs := make([]tf.Output, len(m))
+	for i, in := range m {
+		o, err := g.Output(in.Tensor)
+		if err != nil {
+			return nil, fmt.Errorf("feeder: column %q maps to tensor %q: %w", in.Column, in.Tensor, err)
+		}
+		outs[i] = o
+	}
+	return outs, nil
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -21,8 +22,17 @@ var ipcMagic = []byte("ARROW1")
 // an error.
 func recovered(what string, err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("feeder: %s: malformed input: %v", what, r)
+		*err = fmt.Errorf("feeder: %s: %w: %v", what, ErrMalformed, r)
 	}
+}
+
+// ipcError wraps an arrow-go IPC error; the reader's own recovered panics
+// become ErrMalformed.
+func ipcError(name string, err error) error {
+	if strings.Contains(err.Error(), "unknown error while reading") || strings.Contains(err.Error(), "error reading record batch") {
+		return fmt.Errorf("feeder: %s: %w: %w", name, ErrMalformed, err)
+	}
+	return fmt.Errorf("feeder: %s: %w", name, err)
 }
 
 // OpenIPC opens an Arrow IPC file (random access, splittable by record
@@ -169,7 +179,7 @@ func (s *ipcStreamSource) Next(ctx context.Context) (rec arrow.RecordBatch, err 
 	defer recovered(s.name, &err)
 	if !s.r.Next() {
 		if err := s.r.Err(); err != nil {
-			return nil, fmt.Errorf("feeder: %s: %w", s.name, err)
+			return nil, ipcError(s.name, err)
 		}
 		return nil, io.EOF
 	}
@@ -241,7 +251,7 @@ func (s *ipcFileSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 	defer recovered(name, &err)
 	rec, err = s.sh.r.RecordBatchAt(i)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: %s: %w", name, err)
+		return nil, ipcError(name, err)
 	}
 	if rec, err = validated(rec, name); err != nil {
 		return nil, err
