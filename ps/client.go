@@ -319,7 +319,7 @@ func (c *Client) Register(ctx context.Context, vars []Variable) error {
 		return err
 	}
 	infos := make([]*pspb.ServerInfo, len(c.addrs))
-	budget := c.o.maxMessageBytes / 2
+	budget := min(targetMessageBytes, c.o.maxMessageBytes/2)
 	err = forShards(c.allShards(), func(shard int) error {
 		parts := lay.byShard[shard]
 		for start := 0; start < len(parts) || (start == 0 && len(parts) == 0); {
