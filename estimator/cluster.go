@@ -21,6 +21,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/ps"
 )
@@ -142,49 +143,23 @@ func (r *run) fitProcesses(ctx context.Context, files []string) ([]loader.Weight
 		},
 	}
 	epochs := orDefault(e.Epochs, DefaultEpochs)
-	var (
-		final    []loader.Weight
-		hookErr  error
-		epochT0  = time.Now()
-		examples = int64(0)
-	)
-	r.started, r.best = time.Now(), math.Inf(1)
+	var final []loader.Weight
+	onEpochEnd, hookErr := r.epochEndHook(ctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return psAddrs
+	}, func(w []loader.Weight) error { final = w; return nil })
 	cfg := distributed.JobConfig{
 		Workers: e.Workers, NumPS: numPS, Rows: int64(len(r.p.trainRows)), Epochs: epochs,
 		MaxPSRestarts: 5, Logger: r.log,
 		// Local processes: beat often, so that an epoch's end is seen within
 		// ~100ms and a killed worker within a few seconds.
 		Heartbeat: distributed.HeartbeatConfig{Interval: 100 * time.Millisecond, Timeout: 3 * time.Second},
-		MonitorHooks: distributed.MonitorHooks{
-			OnDead: func(t distributed.Task, reason string, receivers []distributed.Task) {
-				r.log.Warn("worker lost; its rows go to the others", "task", t.String(), "reason", reason, "receivers", len(receivers))
-				if e.Hooks.OnWorkerLost != nil {
-					e.Hooks.OnWorkerLost(t.String(), reason)
-				}
-			},
-			OnEpochEnd: func(epoch int) bool {
-				mu.Lock()
-				addrs := psAddrs
-				mu.Unlock()
-				examples += int64(len(r.p.trainRows))
-				info := EpochInfo{Epoch: epoch, Epochs: epochs, Elapsed: time.Since(epochT0)}
-				info.ExamplesSec = float64(len(r.p.trainRows)) / info.Elapsed.Seconds()
-				stop, w, err := r.processEpochEnd(ctx, info, addrs)
-				if err != nil {
-					hookErr = err
-					return true
-				}
-				if stop || epoch+1 >= epochs {
-					final = w
-				}
-				epochT0 = time.Now()
-				return stop
-			},
-		},
+		MonitorHooks: distributed.MonitorHooks{OnDead: r.onDead, OnEpochEnd: onEpochEnd},
 	}
 	res, err := launcher.Launch(ctx, cfg)
-	if hookErr != nil {
-		return nil, hookErr
+	if err := hookErr(); err != nil {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("estimator: training job (task logs in %s): %w", logDir, err)
@@ -193,6 +168,49 @@ func (r *run) fitProcesses(ctx context.Context, files []string) ([]loader.Weight
 		return nil, fmt.Errorf("estimator: the training job ended before its last epoch (%s); task logs in %s", res.Reason, logDir)
 	}
 	return final, nil
+}
+
+// onDead reports a worker the coordinator declared dead.
+func (r *run) onDead(t distributed.Task, reason string, receivers []distributed.Task) {
+	r.log.Warn("worker lost; its rows go to the others", "task", t.String(), "reason", reason, "receivers", len(receivers))
+	if r.e.Hooks.OnWorkerLost != nil {
+		r.e.Hooks.OnWorkerLost(t.String(), reason)
+	}
+}
+
+// epochEndHook returns the coordinator's OnEpochEnd: it evaluates the
+// weights the shards at addrs() hold, reports the epoch, and hands the
+// weights to final after the last epoch (or an early stop). The second
+// result reports the first error a hook call met (which stops the job).
+func (r *run) epochEndHook(ctx context.Context, addrs func() []string, final func([]loader.Weight) error) (func(int) bool, func() error) {
+	epochs := orDefault(r.e.Epochs, DefaultEpochs)
+	var (
+		mu  sync.Mutex
+		err error
+		t0  = time.Now()
+	)
+	r.started, r.best = time.Now(), math.Inf(1)
+	hook := func(epoch int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		info := EpochInfo{Epoch: epoch, Epochs: epochs, Elapsed: time.Since(t0)}
+		info.ExamplesSec = float64(len(r.p.trainRows)) / info.Elapsed.Seconds()
+		stop, w, herr := r.processEpochEnd(ctx, info, addrs())
+		if herr == nil && (stop || epoch+1 >= epochs) {
+			herr = final(w)
+		}
+		if herr != nil {
+			err = herr
+			return true
+		}
+		t0 = time.Now()
+		return stop
+	}
+	return hook, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return err
+	}
 }
 
 // psArgs are the flags of one `gotflow ps` shard of this run.
@@ -296,8 +314,36 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		pullEvery = 1
 	}
 	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs)}
+	chiefErr := func() error { return nil }
+	if env.HostsCoordinator() {
+		// This task coordinates the job (the chief under TF_CONFIG): it
+		// evaluates every epoch and exports the model at the end.
+		r := &run{e: &e, p: p, log: log, modelDir: e.ModelDir}
+		defer r.close()
+		if r.modelDir == "" {
+			if r.modelDir, err = os.MkdirTemp("", "gotflow-chief-"); err != nil {
+				return fmt.Errorf("estimator: %w", err)
+			}
+			defer os.RemoveAll(r.modelDir)
+		}
+		if e.TensorBoardDir != "" {
+			if r.tb, err = tensorboard.NewWriter(e.TensorBoardDir); err != nil {
+				return fmt.Errorf("estimator: tensorboard: %w", err)
+			}
+			defer r.tb.Close()
+		}
+		var hook func(int) bool
+		hook, chiefErr = r.epochEndHook(ctx, func() []string { return env.PSAddrs }, func(w []loader.Weight) error {
+			m, err := r.export(w)
+			if err == nil {
+				log.Info("model exported", "path", m.Path)
+			}
+			return err
+		})
+		tjob.Hooks = distributed.MonitorHooks{OnDead: r.onDead, OnEpochEnd: hook}
+	}
 	log.Info("worker ready", "task", env.Task.String(), "rows", len(p.trainRows))
-	return distributed.RunTrainer(ctx, env, tjob, func(ctx context.Context, a *distributed.Agent) error {
+	err = distributed.RunTrainer(ctx, env, tjob, func(ctx context.Context, a *distributed.Agent) error {
 		var examples atomic.Int64
 		for {
 			work, err := a.Next(ctx)
@@ -307,16 +353,17 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			if err != nil {
 				return err
 			}
+			// Every worker orders the epoch's rows by the same permutation, so
+			// the rows a worker consumed are a prefix of its ranges and a dead
+			// worker's unconsumed rows are exactly what is reassigned.
+			perm := epochOrder(p.trainRows, e.ShufflePerIter, seed+uint64(work.Epoch)*104729)
 			rows := make([]int, 0, work.Rows())
 			for _, rg := range work.Ranges {
-				for i := rg.Start; i < rg.End; i++ {
-					rows = append(rows, p.trainRows[i])
-				}
+				rows = append(rows, perm[rg.Start:rg.End]...)
 			}
 			consumed := 0
 			res, err := w.runEpoch(ctx, p.td, epochPlan{
-				epoch: work.Epoch, rows: rows, batchSize: bs, shuffle: e.ShufflePerIter,
-				seed: seed + uint64(work.Epoch)*104729 + uint64(env.Rank), iters: orDefault(e.MiniStochasticIters, 1),
+				epoch: work.Epoch, rows: rows, batchSize: bs, iters: orDefault(e.MiniStochasticIters, 1),
 				pullEvery: pullEvery, maxSteps: e.Steps,
 				onBatch: func(n int, loss float64) {
 					consumed += n
@@ -331,6 +378,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			}
 		}
 	})
+	return errors.Join(err, chiefErr())
 }
 
 // openFiles opens data files as one source.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/internal/testmodels"
@@ -174,4 +175,62 @@ func TestFitProcessesRestartsKilledPS(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, strings.Count(string(log), "listening on"), "the shard was started twice:\n%s", log)
 	requireNoProcesses(t, e.ModelDir)
+}
+
+// TestTFConfigJob runs a job the way Kubeflow's TFJob does: one `gotflow
+// ps`, a chief and a worker (`gotflow worker` with train's flags), each
+// told its place by TF_CONFIG. The chief coordinates and exports the model.
+func TestTFConfigJob(t *testing.T) {
+	bin := gotflowBinary(t)
+	addrs, err := distributed.FreeLoopbackAddrs(3)
+	require.NoError(t, err)
+	spec := distributed.ClusterSpec{Chief: []string{addrs[0]}, Worker: []string{addrs[1]}, PS: []string{addrs[2]}}
+	dir := t.TempDir()
+	export := filepath.Join(dir, "export")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := func(task distributed.Task, args ...string) *exec.Cmd {
+		cfg, err := distributed.TFConfig{Cluster: spec, Task: task}.Marshal()
+		require.NoError(t, err)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "TF_CONFIG="+string(cfg))
+		log, err := os.Create(filepath.Join(dir, task.String()+".log"))
+		require.NoError(t, err)
+		t.Cleanup(func() { log.Close() })
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+		return cmd
+	}
+	ps := start(distributed.Task{Role: distributed.RolePS}, "ps", "--mode", "async-lock", "--optimizer", `{"optimizer":"sgd","learning_rate":0.05}`,
+		"--snapshot-dir", filepath.Join(dir, "snap"))
+	data, err := filepath.Abs("testdata/fit/data.arrow")
+	require.NoError(t, err)
+	trainArgs := []string{"worker", "--bundle", mlpBundle, "--data", data, "--workers", "2", "--epochs", "3", "--batch-size", "4",
+		"--validation-split", "0.2", "--mode", "async-lock", "--optimizer", "sgd", "--lr", "0.05", "--export", export}
+	chief := start(distributed.Task{Role: distributed.RoleChief}, trainArgs...)
+	worker := start(distributed.Task{Role: distributed.RoleWorker}, trainArgs...)
+	logs := func() string {
+		var b strings.Builder
+		for _, n := range []string{"chief:0", "worker:0", "ps:0"} {
+			l, _ := os.ReadFile(filepath.Join(dir, n+".log"))
+			b.WriteString("== " + n + "\n" + string(l))
+		}
+		return b.String()
+	}
+	require.NoError(t, chief.Wait(), logs())
+	require.NoError(t, worker.Wait(), logs())
+	require.NoError(t, ps.Process.Signal(syscall.SIGTERM))
+	ps.Wait()
+
+	m, err := estimator.Load(export)
+	require.NoError(t, err, logs())
+	defer m.Close()
+	require.Len(t, predict(t, m), 96*3)
+	res, err := m.Evaluate(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	require.Greater(t, res.Metrics["accuracy"], 0.0)
+	chiefLog, _ := os.ReadFile(filepath.Join(dir, "chief:0.log"))
+	require.Contains(t, string(chiefLog), "model exported")
 }

@@ -159,3 +159,15 @@ func partition(rows []int, n int, shuffle bool, seed uint64) [][]int {
 	}
 	return parts
 }
+
+// epochOrder returns rows in the order of one epoch: shuffled by seed when
+// shuffle is set, else as they are.
+func epochOrder(rows []int, shuffle bool, seed uint64) []int {
+	if !shuffle {
+		return rows
+	}
+	order := append([]int(nil), rows...)
+	r := rand.New(rand.NewPCG(seed, 0x2545f4914f6cdd1d))
+	r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	return order
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -46,14 +47,25 @@ func (m mapFlag) Set(s string) error {
 	return nil
 }
 
-func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("train", stderr)
-	var e estimator.TFEstimator
-	inputs, labels := mapFlag{}, mapFlag{}
-	data := fs.String("data", "", "training data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
+// trainFlags are the flags shared by train and worker.
+type trainFlags struct {
+	e                estimator.TFEstimator
+	inputs, labels   mapFlag
+	data, optJSON    *string
+	patience         *int
+	seed             *int64
+	verbose          *bool
+	fs               *flag.FlagSet
+	requireExportDir bool
+}
+
+func addTrainFlags(fs *flag.FlagSet) *trainFlags {
+	t := &trainFlags{inputs: mapFlag{}, labels: mapFlag{}, fs: fs}
+	e := &t.e
+	t.data = fs.String("data", "", "training data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
 	fs.StringVar(&e.Bundle, "bundle", "", "model bundle directory (from gotflow convert)")
-	fs.Var(inputs, "map", "column=input: feed a column to a bundle input (repeatable; default: same names)")
-	fs.Var(labels, "label", "column=label: feed a column to a bundle label (repeatable; default: same names)")
+	fs.Var(t.inputs, "map", "column=input: feed a column to a bundle input (repeatable; default: same names)")
+	fs.Var(t.labels, "label", "column=label: feed a column to a bundle label (repeatable; default: same names)")
 	fs.BoolVar(&e.Cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32)")
 	fs.IntVar(&e.Workers, "workers", 1, "data-parallel workers")
 	fs.IntVar(&e.NumPS, "ps", 1, "parameter-server shards")
@@ -62,60 +74,81 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&e.MaxStaleness, "max-staleness", 0, "versions a gradient may lag in bounded-staleness mode (default 4)")
 	fs.StringVar(&e.Optimizer, "optimizer", "adam", "sgd, momentum, adam, adamw, adagrad or rmsprop")
 	fs.Float64Var(&e.LearningRate, "lr", 0, "learning rate (default: the optimizer's Keras default)")
-	optJSON := fs.String("optimizer-options", "", `more optimizer settings as JSON, e.g. '{"beta_1":0.8,"clipnorm":1}'`)
+	t.optJSON = fs.String("optimizer-options", "", `more optimizer settings as JSON, e.g. '{"beta_1":0.8,"clipnorm":1}'`)
 	fs.IntVar(&e.Epochs, "epochs", 1, "passes over the training data")
 	fs.IntVar(&e.Steps, "steps", 0, "stop each worker after this many steps (0: no limit)")
 	fs.IntVar(&e.BatchSize, "batch-size", estimator.DefaultTrainBatchSize, "rows per step and worker")
 	fs.IntVar(&e.MiniStochasticIters, "mini-stochastic-iters", 1, "steps per mini-batch")
 	fs.IntVar(&e.PullEvery, "pull-every", 1, "steps between weight pulls (-1: once per epoch)")
-	fs.BoolVar(&e.ShufflePerIter, "shuffle", true, "reshuffle each worker's rows every epoch")
+	fs.BoolVar(&e.ShufflePerIter, "shuffle", true, "reshuffle the rows every epoch")
 	fs.IntVar(&e.PartitionShuffles, "partition-shuffles", 0, "times the rows are re-dealt among workers")
 	fs.Float64Var(&e.ValidationSplit, "validation-split", 0, "fraction of rows (the last ones) held out for validation")
-	patience := fs.Int("early-stopping", -1, "stop after this many epochs without validation-loss improvement (-1: off)")
-	seed := fs.Int64("seed", 1, "seed for shuffling and partitioning")
+	t.patience = fs.Int("early-stopping", -1, "stop after this many epochs without validation-loss improvement (-1: off)")
+	t.seed = fs.Int64("seed", 1, "seed for shuffling and partitioning")
 	fs.StringVar(&e.ModelDir, "model-dir", "", "directory for snapshots and progress; a rerun resumes")
-	fs.StringVar(&e.ExportDir, "export", "", "directory for the trained model (frozen.pb and saved_model/)")
+	fs.StringVar(&e.ExportDir, "export", "", "directory for the trained model (frozen.pb, saved_model/, weights)")
 	fs.StringVar(&e.TensorBoardDir, "tensorboard", "", "directory for TensorBoard event files")
 	fs.IntVar(&e.IntraOpThreads, "threads", 0, "TensorFlow intra-op threads per worker (0: one per core)")
-	verbose := fs.Bool("v", false, "log debug details")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	t.verbose = fs.Bool("v", false, "log debug details")
+	return t
+}
+
+// estimator checks the parsed flags and returns the estimator they describe.
+func (t *trainFlags) estimator(stderr io.Writer) (*estimator.TFEstimator, error) {
+	e := &t.e
+	if t.fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected arguments %q", errUsage, t.fs.Args())
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if *t.data == "" || e.Bundle == "" {
+		return nil, fmt.Errorf("%w: --bundle and --data are required", errUsage)
 	}
-	if *data == "" || e.Bundle == "" {
-		return fmt.Errorf("%w: --bundle and --data are required", errUsage)
+	if t.requireExportDir && e.ExportDir == "" && e.ModelDir == "" {
+		return nil, fmt.Errorf("%w: --export (or --model-dir) is required to keep the trained model", errUsage)
 	}
-	if e.ExportDir == "" && e.ModelDir == "" {
-		return fmt.Errorf("%w: --export (or --model-dir) is required to keep the trained model", errUsage)
-	}
-	flagSet := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { flagSet[f.Name] = true })
-	if e.Mode == "sync" && !flagSet["pull-every"] {
+	set := map[string]bool{}
+	t.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if e.Mode == "sync" && !set["pull-every"] {
 		e.PullEvery = 1
 	}
-	e.Seed = *seed
-	e.InputMapping, e.LabelMapping = inputs, labels
-	if *optJSON != "" {
-		if !json.Valid([]byte(*optJSON)) {
-			return fmt.Errorf("%w: --optimizer-options is not valid JSON", errUsage)
+	e.Seed = *t.seed
+	e.InputMapping, e.LabelMapping = t.inputs, t.labels
+	if *t.optJSON != "" {
+		if !json.Valid([]byte(*t.optJSON)) {
+			return nil, fmt.Errorf("%w: --optimizer-options is not valid JSON", errUsage)
 		}
-		e.OptimizerOptions = json.RawMessage(*optJSON)
+		e.OptimizerOptions = json.RawMessage(*t.optJSON)
 	}
-	if *patience >= 0 {
-		e.EarlyStopping = &estimator.EarlyStopping{Patience: *patience}
+	if *t.patience >= 0 {
+		e.EarlyStopping = &estimator.EarlyStopping{Patience: *t.patience}
 	}
 	level := slog.LevelWarn
-	if *verbose {
+	if *t.verbose {
 		level = slog.LevelDebug
 	}
 	e.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("train", stderr)
+	t := addTrainFlags(fs)
+	t.requireExportDir = true
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-
-	src, err := feeder.OpenDataset(*data)
+	e, err := t.estimator(stderr)
+	if err != nil {
+		return err
+	}
+	if e.Cluster == estimator.Processes && e.Binary == "" {
+		if self, err := os.Executable(); err == nil {
+			e.Binary = self
+		}
+	}
+	src, err := feeder.OpenDataset(*t.data)
 	if err != nil {
 		return err
 	}

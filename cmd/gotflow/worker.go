@@ -9,34 +9,47 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
 )
 
 func init() {
-	register(command{name: "worker", summary: "run one training worker of a job (started by train --cluster processes, or a TFJob replica)", run: runWorker})
+	register(command{name: "worker", summary: "run one training worker of a job (train --cluster processes, or a TFJob replica)", run: runWorker})
 }
 
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("worker", stderr)
-	jobPath := fs.String("job", "", "job file (ModelDir/job.json written by train, or your own)")
-	verbose := fs.Bool("v", false, "log debug details")
+	jobPath := fs.String("job", "", "job file (ModelDir/job.json written by train --cluster processes); without it, the job is described by train's flags")
+	t := addTrainFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *jobPath == "" {
-		return fmt.Errorf("%w: --job is required", errUsage)
-	}
 	env, err := distributed.TaskEnvFromEnviron(os.LookupEnv)
 	if err != nil {
-		return fmt.Errorf("%w (run workers through `gotflow train --cluster processes`, or set TF_CONFIG)", err)
-	}
-	job, err := estimator.ReadWorkerJob(*jobPath)
-	if err != nil {
-		return err
+		return fmt.Errorf("%w (workers are started by `gotflow train --cluster processes`, or get TF_CONFIG from Kubeflow's TFJob)", err)
 	}
 	level := slog.LevelInfo
-	if *verbose {
+	if *t.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var job *estimator.WorkerJob
+	if *jobPath != "" {
+		if job, err = estimator.ReadWorkerJob(*jobPath); err != nil {
+			return err
+		}
+	} else {
+		e, err := t.estimator(stderr)
+		if err != nil {
+			return err
+		}
+		ds, err := feeder.OpenDataset(*t.data)
+		if err != nil {
+			return err
+		}
+		files := ds.Files()
+		ds.Close()
+		e.Logger = log
+		job = &estimator.WorkerJob{Format: estimator.JobFormat, Estimator: *e, Data: files}
+	}
 	return estimator.RunWorker(ctx, job, env, log)
 }
