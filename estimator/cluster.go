@@ -154,7 +154,7 @@ func (r *run) fitProcesses(ctx context.Context, files []string) ([]loader.Weight
 		MaxPSRestarts: 5, Logger: r.log,
 		// Local processes: beat often, so that an epoch's end is seen within
 		// ~100ms and a killed worker within a few seconds.
-		Heartbeat: distributed.HeartbeatConfig{Interval: 100 * time.Millisecond, Timeout: 3 * time.Second},
+		Heartbeat:    distributed.HeartbeatConfig{Interval: 100 * time.Millisecond, Timeout: 3 * time.Second},
 		MonitorHooks: distributed.MonitorHooks{OnDead: r.onDead, OnEpochEnd: onEpochEnd},
 	}
 	res, err := launcher.Launch(ctx, cfg)
