@@ -237,7 +237,7 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
     # Infer graph: (weights, inputs) -> outputs, training=False.
     def infer_fn(*args):
         tv, nv, xs = list(args[:nt]), list(args[nt:nt + nn]), list(args[nt + nn:])
-        y, _ = model.stateless_call(tv, nv, _structure(xs), training=False)
+        y, _ = model.stateless_call(tv, nv, _structure(xs), **_training_kw(model, False))
         keys, ys = _flat_outputs(y)
         infer_fn.keys = keys
         return ys
@@ -271,7 +271,7 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
         with tf.GradientTape() as tape:
             tape.watch(tv)
             y_pred, new_nv, losses = model.stateless_call(
-                tv, nv, _structure(xs), training=True, return_losses=True)
+                tv, nv, _structure(xs), return_losses=True, **_training_kw(model, True))
             loss_v = loss_fn(_structure(ys), y_pred)
             loss_v = tf.convert_to_tensor(loss_v)
             if loss_v.shape.rank != 0:
@@ -342,6 +342,15 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
     return bundle.Parts(train_graph=train_gd, infer_graph=infer_gd, variables=variables,
                         inputs=inputs, labels=labels, outputs=outputs, loss=loss_t,
                         metrics=mts, source=source, notes=notes)
+
+
+def _training_kw(model, training):
+    """{"training": training} if the model's call takes that argument."""
+    import inspect
+    has = getattr(model, "_call_has_training_arg", None)
+    if has is None:
+        has = "training" in inspect.signature(model.call).parameters
+    return {"training": training} if has else {}
 
 
 def _metric_value(m, init, y_true, y_pred):

@@ -102,3 +102,18 @@ def tf1_dropout_at_inference():
     w = v1.get_variable("w", [2, 1])
     out = tf.nn.dropout(tf.matmul(x, w), rate=0.5)
     return {"loss": tf.reduce_mean(tf.square(out - y)), "outputs": {"out": out}}
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.hidden = keras.layers.Dense(5, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(2, name="out")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def subclassed():
+    keras.utils.set_random_seed(4)
+    return Subclassed()

@@ -277,3 +277,23 @@ def test_tf1_random_at_inference_rejected():
     import models
     with pytest.raises(ConversionError, match=r"(?s)infer.pb.*RandomUniform.*random numbers at inference.*`training` argument"):
         tf1_source.convert(models.tf1_dropout_at_inference, inputs=["x:0"], labels=["y:0"])
+
+
+def test_subclassed_model_needs_input_spec(tmp_path):
+    import models
+    with pytest.raises(ConversionError, match="does not declare its inputs: pass --input"):
+        keras_source.convert(models.subclassed(), loss="mse")
+    model = models.subclassed()
+    parts = keras_source.convert(model, loss="mse", input_specs=[specs.parse_spec("features:float32:-1,3")])
+    bundle.write(parts, str(tmp_path / "b"))
+    b = runbundle.LoadedBundle(str(tmp_path / "b"))
+    x = np.random.RandomState(2).randn(4, 3).astype(np.float32)
+    y = np.random.RandomState(3).randn(4, 2).astype(np.float32)
+    got = b.train_step({"features": x}, {"y": y})
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    close(got["loss"], loss.numpy(), "loss")
+    assert len(grads) == 4
+    for v, g in zip(parts.variables, grads):
+        close(got["grad/" + v.name], g.numpy(), v.name)
