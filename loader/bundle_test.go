@@ -152,7 +152,7 @@ func weightTensors(t *testing.T, b *loader.Bundle) []*tf.Tensor {
 }
 
 func TestTrainStepMatchesPython(t *testing.T) {
-	for _, name := range []string{"mlp", "cnn", "tf1"} {
+	for _, name := range []string{"mlp", "cnn", "tf1", "finetune"} {
 		t.Run(name, func(t *testing.T) {
 			b, err := loader.LoadBundle(bundleDir(name))
 			require.NoError(t, err)
@@ -191,7 +191,7 @@ func TestTrainStepMatchesPython(t *testing.T) {
 }
 
 func TestPredictorMatchesPython(t *testing.T) {
-	for _, name := range []string{"mlp", "cnn", "tf1"} {
+	for _, name := range []string{"mlp", "cnn", "tf1", "finetune"} {
 		t.Run(name, func(t *testing.T) {
 			b, err := loader.LoadBundle(bundleDir(name))
 			require.NoError(t, err)
@@ -212,7 +212,7 @@ func TestPredictorMatchesPython(t *testing.T) {
 }
 
 func TestFreezeMatchesPython(t *testing.T) {
-	for _, name := range []string{"mlp", "cnn", "tf1"} {
+	for _, name := range []string{"mlp", "cnn", "tf1", "finetune"} {
 		t.Run(name, func(t *testing.T) {
 			b, err := loader.LoadBundle(bundleDir(name))
 			require.NoError(t, err)

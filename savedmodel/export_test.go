@@ -104,7 +104,7 @@ print(json.dumps(results))
 }
 
 func TestExportLoadsInPythonAndGo(t *testing.T) {
-	names := []string{"mlp", "cnn", "tf1"}
+	names := []string{"mlp", "cnn", "tf1", "finetune"}
 	var jobs []pyJob
 	exps := map[string]map[string]any{}
 	for _, name := range names {

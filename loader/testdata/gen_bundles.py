@@ -26,7 +26,9 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import models  # noqa: E402
-from converter import bundle, keras_source, tf1_source  # noqa: E402
+import tempfile  # noqa: E402
+
+from converter import bundle, keras_source, savedmodel_source, tf1_source  # noqa: E402
 
 SCE = '{"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": true}}'
 OUT = os.path.join(HERE, "bundles")
@@ -95,6 +97,31 @@ def tf1_fixture(name, x, y):
     })
 
 
+def finetune_fixture(name, model, x, y):
+    """A SavedModel converted for fine-tuning: the serving graph, so the
+    reference runs the model with training=False (batch-norm frozen)."""
+    with tempfile.TemporaryDirectory() as d:
+        model.export(os.path.join(d, "sm"), verbose=False)
+        parts = savedmodel_source.convert(os.path.join(d, "sm"), loss=SCE, metrics=["accuracy"])
+    bundle.write(parts, os.path.join(OUT, name), overwrite=True)
+    lf = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        pred = model(x, training=False)
+        loss = lf(y, pred)
+    grads = tape.gradient(loss, model.trainable_variables)
+    acc = np.mean(np.argmax(pred.numpy(), -1) == y).astype(np.float32)
+    out_name = parts.outputs[0].name
+    write_expected(name, {
+        "inputs": {"features": arr(x)},
+        "labels": {"y": arr(y)},
+        "loss": float(loss.numpy()),
+        "gradients": {bundle.op_name(v.path): arr(g.numpy()) for v, g in zip(model.trainable_variables, grads)},
+        "metrics": {"accuracy": float(acc)},
+        "updates": {},
+        "outputs": {out_name: arr(pred.numpy())},
+    })
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.RandomState(5)
@@ -105,6 +132,9 @@ def main():
     yc = rng.randint(0, 3, 5).astype(np.int32)
     keras_fixture("cnn", models.cnn(), xc, yc)
     tf1_fixture("tf1", x, y)
+    base = models.finetune_base()
+    base(x, training=True)  # move the batch-norm statistics off their initial values
+    finetune_fixture("finetune", base, x, y)
     print("wrote", OUT)
 
 

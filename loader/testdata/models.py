@@ -14,6 +14,18 @@ def mlp():
     ], name="mlp")
 
 
+def finetune_base():
+    """A small trained-elsewhere model, exported as a SavedModel and then
+    converted for fine-tuning."""
+    keras.utils.set_random_seed(24)
+    return keras.Sequential([
+        keras.Input((6,), name="features"),
+        keras.layers.Dense(7, activation="relu", name="hidden"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.Dense(3, name="logits"),
+    ], name="base")
+
+
 def cnn():
     keras.utils.set_random_seed(22)
     return keras.Sequential([
