@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -134,5 +135,52 @@ func BenchmarkFP16Encode(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		encodeChunk("w", 0, v, 2)
+	}
+}
+
+// BenchmarkUpdates measures PushPull calls per second of a 10k-parameter
+// model on two loopback shards with 1, 4 and 16 concurrent clients.
+func BenchmarkUpdates(b *testing.B) {
+	for _, mode := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
+		for _, clients := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("%s/clients=%d", mode, clients), func(b *testing.B) {
+				ctx := context.Background()
+				opts := []ServerOption{WithMode(mode), WithOptimizer(OptimizerConfig{Optimizer: "adam"}), WithWorkers(clients), WithMaxStaleness(1 << 30)}
+				addrs := []string{loopbackShard(b, append(opts, WithShard(0, 2))...), loopbackShard(b, append(opts, WithShard(1, 2))...)}
+				vars := []Variable{{Name: "kernel", Shape: []int64{100, 96}, Trainable: true}, {Name: "bias", Shape: []int64{400}, Trainable: true}}
+				cls := make([]*Client, clients)
+				for i := range cls {
+					c, err := Dial(ctx, addrs, WithWorkerID(fmt.Sprint(i)))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer c.Close()
+					if err := c.Register(ctx, vars); err != nil {
+						b.Fatal(err)
+					}
+					cls[i] = c
+				}
+				per := max(1, b.N/clients)
+				b.ReportAllocs()
+				b.ResetTimer()
+				var wg sync.WaitGroup
+				for _, c := range cls {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						g := []Tensor{{Name: "kernel", Values: make([]float32, 9600)}, {Name: "bias", Values: make([]float32, 400)}}
+						d := []Tensor{{Name: "kernel", Values: make([]float32, 9600)}, {Name: "bias", Values: make([]float32, 400)}}
+						for range per {
+							if _, err := c.PushPull(ctx, g, d); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(per*clients)/b.Elapsed().Seconds(), "pushes/s")
+			})
+		}
 	}
 }
