@@ -342,3 +342,25 @@ func requireSameFields(t *testing.T, want, got *arrow.Schema) {
 		require.True(t, arrow.TypeEqual(f.Type, got.Field(i).Type), "field %s: %s, want %s", f.Name, got.Field(i).Type, f.Type)
 	}
 }
+
+func TestFromTable(t *testing.T) {
+	mem, _ := cMem(t)
+	recs := idRecords(mem, 3, 5)
+	tbl := array.NewTableFromRecords(idSchema, recs)
+	for _, r := range recs {
+		r.Release()
+	}
+	defer tbl.Release()
+	src, err := feeder.FromTable(tbl, 4)
+	require.NoError(t, err)
+	parts, err := src.Split(2)
+	require.NoError(t, err)
+	a, b := readIDs(t, parts[0]), readIDs(t, parts[1])
+	// chunks of at most 4 rows within each 5-row record: [0-3] [4] [5-8] [9]
+	// [10-13] [14], dealt round-robin to the parts
+	require.Equal(t, []int64{0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13}, a)
+	all := append(a, b...)
+	slices.Sort(all)
+	require.Equal(t, seq(15), all)
+	require.NoError(t, src.Close())
+}
