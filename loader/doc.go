@@ -6,7 +6,9 @@
 // # Ownership
 //
 // A GraphDef or Bundle is plain Go memory; the tf.Graph that Import returns
-// owns C memory and must be closed by the caller.
+// owns C memory and must be closed by the caller, and so do the TrainStep
+// and Predictor a Bundle opens (a graph and a session each) and the tensors
+// their Run returns (StepResult.Close).
 //
 // # Concurrency
 //
