@@ -563,8 +563,8 @@ func fieldNames(s *arrow.Schema) string {
 }
 
 // ReadRows suggests how many rows a source should read per record for
-// Transform with batchSize: records of about 8 MiB, at least one batch and at
-// most 65536 rows. Wide rows (images) read in huge records make Parquet
+// Transform with batchSize: records of about 8 MiB (at most 65536 rows),
+// rounded up to a whole number of batches. Wide rows (images) read in huge records make Parquet
 // readers grow and copy their buffers repeatedly; narrow rows gain nothing
 // from records smaller than that. Pass it as feeder.ReadRows.
 func ReadRows(schema *arrow.Schema, batchSize int) int {
@@ -576,7 +576,12 @@ func ReadRows(schema *arrow.Schema, batchSize int) int {
 	if rowBytes > 0 {
 		n = min(n, max(1024, (8<<20)/rowBytes))
 	}
-	return max(n, batchSize)
+	if batchSize <= 0 {
+		return n
+	}
+	// A whole number of batches per record: no batch straddles two records,
+	// so each is a slice of one record that TensorFlow can use in place.
+	return max(1, (n+batchSize-1)/batchSize) * batchSize
 }
 
 // fieldBytes estimates the bytes one row of t takes (16 for variable-width

@@ -68,6 +68,7 @@ func main() {
 	threads := flag.Int("threads", 2, "TensorFlow intra-op and inter-op threads, on both sides")
 	repeats := flag.Int("repeats", 4, "passes per measurement; the best is kept")
 	scale := flag.Float64("scale", 1, "multiply every row count (e.g. 0.1 for a smoke run)")
+	flag.IntVar(&inFlight, "in-flight", 0, "TFModel.InFlight (0: its default)")
 	only := flag.String("only", "", "run only the runs whose name contains this")
 	flag.Parse()
 	log.SetFlags(0)
@@ -78,7 +79,10 @@ func main() {
 	}
 }
 
-var onlyRuns string
+var (
+	onlyRuns string
+	inFlight int
+)
 
 func bench(out string, threads, repeats int, scale float64) error {
 	start := time.Now()
@@ -296,7 +300,7 @@ type gotflowPass struct {
 
 func newGotflowPass(ctx context.Context, r run, threads int) (*gotflowPass, error) {
 	g := &gotflowPass{r: r, m: &estimator.TFModel{Path: r.Model, SignatureDefKey: r.Signature, BatchSize: r.Batch,
-		IntraOpThreads: threads, InterOpThreads: threads,
+		IntraOpThreads: threads, InterOpThreads: threads, InFlight: inFlight,
 		OutputMapping: map[string]string{r.m.output: "prediction"}}}
 	typ := arrow.FixedSizeListOf(int32(r.m.width), arrow.PrimitiveTypes.Float32)
 	g.readRows = estimator.ReadRows(arrow.NewSchema([]arrow.Field{{Name: r.Column, Type: typ}}, nil), r.Batch)
