@@ -19,6 +19,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,33 @@ import (
 func main() {
 	out := flag.String("out", "bench/results/ps.json", "where to write the results")
 	quick := flag.Bool("quick", false, "shorter runs (for a smoke test)")
+	only := flag.String("only", "", "run only the updates/s part for this mode (for investigating); writes nothing")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *only != "" {
+		m, err := ps.ParseMode(*only)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, clients := range []int{1, 4, 16} {
+			ups, pushes, err := updatesPerSecond(context.Background(), m, clients, 1500*time.Millisecond)
+			if err != nil {
+				log.Fatal(err)
+			}
+			log.Printf("%v %d clients: %.0f updates/s, %.0f pushes/s", m, clients, ups, pushes)
+		}
+		return
+	}
 	if err := run(*out, *quick); err != nil {
 		log.Fatal(err)
 	}
