@@ -36,6 +36,30 @@ type WorkerJob struct {
 	Format    string      `json:"format"`
 	Estimator TFEstimator `json:"estimator"`
 	Data      []string    `json:"data"`
+	// Where, if set, keeps only the rows whose column equals a value
+	// (feeder.Where).
+	Where *RowFilter `json:"where,omitempty"`
+}
+
+// RowFilter selects the rows whose Column equals Value.
+type RowFilter struct {
+	Column string `json:"column"`
+	Value  string `json:"value"`
+}
+
+// jobData finds the files (and row filter) behind a source opened with
+// feeder.OpenDataset, optionally wrapped by feeder.Where.
+func jobData(data feeder.Source) ([]string, *RowFilter, error) {
+	var where *RowFilter
+	if f, ok := data.(*feeder.Filtered); ok {
+		where = &RowFilter{Column: f.Column, Value: f.Value}
+		data = f.Unfiltered()
+	}
+	ds, ok := data.(*feeder.Dataset)
+	if !ok {
+		return nil, nil, errors.New("estimator: Cluster \"processes\" needs data opened with feeder.OpenDataset (optionally filtered by feeder.Where): every worker process reads the files itself")
+	}
+	return ds.Files(), where, nil
 }
 
 // ReadWorkerJob reads and checks a job file.
@@ -78,13 +102,13 @@ func (e *TFEstimator) binary() (string, error) {
 // under distributed.ProcessLauncher. The parent hosts the coordinator: at
 // the end of every epoch, while the workers wait, it evaluates the current
 // weights and, after the last epoch, keeps them for the export.
-func (r *run) fitProcesses(ctx context.Context, files []string) ([]loader.Weight, error) {
+func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter) ([]loader.Weight, error) {
 	e := r.e
 	bin, err := e.binary()
 	if err != nil {
 		return nil, err
 	}
-	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files))}
+	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where}
 	job.Estimator.Hooks, job.Estimator.Logger = TrainHooks{}, nil
 	if job.Estimator.Bundle, err = filepath.Abs(e.Bundle); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
@@ -289,6 +313,11 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	src, err := openFiles(job.Data)
 	if err != nil {
 		return err
+	}
+	if job.Where != nil {
+		if src, err = feeder.Where(src, job.Where.Column, job.Where.Value); err != nil {
+			return err
+		}
 	}
 	p, err := e.prepare(ctx, src)
 	src.Close()

@@ -45,13 +45,15 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	var files []string
+	var (
+		files []string
+		where *RowFilter
+		err   error
+	)
 	if e.Cluster == Processes {
-		ds, ok := data.(*feeder.Dataset)
-		if !ok {
-			return nil, errors.New("estimator: Cluster \"processes\" needs data opened with feeder.OpenDataset: every worker process reads the files itself")
+		if files, where, err = jobData(data); err != nil {
+			return nil, err
 		}
-		files = ds.Files()
 	}
 	p, err := e.prepare(ctx, data)
 	if err != nil {
@@ -76,7 +78,7 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 	defer r.close()
 	var final []loader.Weight
 	if e.Cluster == Processes {
-		final, err = r.fitProcesses(ctx, files)
+		final, err = r.fitProcesses(ctx, files, where)
 	} else {
 		final, err = r.fitInProcess(ctx)
 	}
@@ -525,11 +527,7 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	if err := writeFileAtomic(filepath.Join(dir, "frozen.pb"), frozen.Bytes()); err != nil {
 		return nil, err
 	}
-	enc, err := loader.EncodeWeights(weights, map[string]string{"bundle": b.Dir})
-	if err != nil {
-		return nil, err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, "weights.safetensors"), enc); err != nil {
+	if err := loader.WriteWeights(filepath.Join(dir, "weights.safetensors"), weights, map[string]string{"bundle": b.Dir}); err != nil {
 		return nil, err
 	}
 	smDir := filepath.Join(dir, "saved_model")

@@ -1,9 +1,35 @@
 #!/usr/bin/env bash
-# make demo: the main job on committed data, no network needed.
+# make demo: the whole story on the committed digits data, no network:
+# convert a Keras model into a bundle, train it with 2 worker processes and
+# 1 parameter server, export it, batch-predict the held-out rows, and check
+# the exported SavedModel against Python TensorFlow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gotflow=${1:-bin/gotflow}
-"$gotflow" version
-echo
-echo "== batch inference on a frozen MLP (scripts/fixtures/mlp_frozen)"
-go run ./examples/quickstart
+py=${GOTFLOW_PYTHON:-.venv/bin/python}
+out=build/demo
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+rm -rf "$out"
+step() { printf '\n== %s\n' "$*"; }
+quiet() { grep -v -e '^WARNING: All log messages' -e '^I0000' -e 'rebuild TensorFlow' -e 'To enable the following' || true; }
+
+"$gotflow" version | head -2
+
+step "1. convert the Keras MLP of examples/digits/model.py into a bundle"
+"$gotflow" convert keras examples/digits/model.py:mlp \
+  --loss '{"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": true}}' \
+  --metric accuracy -o "$out/bundle" 2>&1 | quiet | tail -n 1
+
+step "2. train: 2 worker processes, 1 parameter server (hogwild, adam)"
+"$gotflow" train --cluster processes --workers 2 --ps 1 --mode hogwild \
+  --bundle "$out/bundle" --data examples/digits/digits.parquet --where split=train --label label=y \
+  --optimizer adam --lr 3e-3 --epochs 30 --batch-size 32 --validation-split 0.1 --seed 7 \
+  --model-dir "$out/run" --export "$out/model" 2>&1 | quiet | awk 'NR % 5 == 0 || /trained in/'
+
+step "3. batch-predict the held-out rows with the exported SavedModel"
+"$gotflow" predict --model "$out/model/saved_model" --input examples/digits/digits.parquet \
+  --output "$out/heldout.parquet" --where split=heldout --out-map output=logits --quiet 2>&1 | quiet
+"$gotflow" evaluate --model "$out/model" --data examples/digits/digits.parquet --where split=heldout 2>&1 | quiet
+
+step "4. accuracy, and the exported SavedModel in Python TensorFlow"
+"$py" scripts/demo_check.py "$out/model/saved_model" "$out/heldout.parquet" logits label 2>&1 | quiet

@@ -310,4 +310,3 @@ func (o Output) NumConsumers() int {
 	runtime.KeepAlive(o.Op.g)
 	return n
 }
-

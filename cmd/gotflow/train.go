@@ -52,6 +52,7 @@ type trainFlags struct {
 	e                estimator.TFEstimator
 	inputs, labels   mapFlag
 	data, optJSON    *string
+	where            *string
 	patience         *int
 	seed             *int64
 	verbose          *bool
@@ -63,6 +64,7 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	t := &trainFlags{inputs: mapFlag{}, labels: mapFlag{}, fs: fs}
 	e := &t.e
 	t.data = fs.String("data", "", "training data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
+	t.where = fs.String("where", "", "column=value: train on the rows whose column equals value (e.g. split=train)")
 	fs.StringVar(&e.Bundle, "bundle", "", "model bundle directory (from gotflow convert)")
 	fs.Var(t.inputs, "map", "column=input: feed a column to a bundle input (repeatable; default: same names)")
 	fs.Var(t.labels, "label", "column=label: feed a column to a bundle label (repeatable; default: same names)")
@@ -148,7 +150,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			e.Binary = self
 		}
 	}
-	src, err := feeder.OpenDataset(*t.data)
+	src, err := openData(*t.data, *t.where)
 	if err != nil {
 		return err
 	}
@@ -166,6 +168,28 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer m.Close()
 	fmt.Fprintf(stdout, "trained in %s; model exported to %s\n", time.Since(start).Round(time.Millisecond), m.Path)
 	return nil
+}
+
+// openData opens a data file, directory or glob, keeping only the rows
+// where (column=value, or empty) selects.
+func openData(path, where string) (feeder.Source, error) {
+	var col, val string
+	if where != "" {
+		var ok bool
+		if col, val, ok = strings.Cut(where, "="); !ok || col == "" {
+			return nil, fmt.Errorf("%w: --where wants column=value, got %q", errUsage, where)
+		}
+	}
+	src, err := feeder.OpenDataset(path)
+	if err != nil || where == "" {
+		return src, err
+	}
+	f, err := feeder.Where(src, col, val)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // trainProgress turns training hooks into a progress line on a terminal

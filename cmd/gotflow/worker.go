@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
@@ -50,6 +51,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		ds.Close()
 		e.Logger = log
 		job = &estimator.WorkerJob{Format: estimator.JobFormat, Estimator: *e, Data: files}
+		if *t.where != "" {
+			col, val, ok := strings.Cut(*t.where, "=")
+			if !ok || col == "" {
+				return fmt.Errorf("%w: --where wants column=value, got %q", errUsage, *t.where)
+			}
+			job.Where = &estimator.RowFilter{Column: col, Value: val}
+		}
 	}
 	return estimator.RunWorker(ctx, job, env, log)
 }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/gotflow/gotflow/estimator"
+)
+
+func init() {
+	register(command{name: "evaluate", summary: "compute a trained model's loss and metrics over labelled data", run: runEvaluate})
+}
+
+func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("evaluate", stderr)
+	model := fs.String("model", "", "trained model: the export directory of gotflow train (holds tfmodel.json)")
+	data := fs.String("data", "", "labelled data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
+	where := fs.String("where", "", "column=value: evaluate on the rows whose column equals value (e.g. split=heldout)")
+	inputs, labels := mapFlag{}, mapFlag{}
+	fs.Var(inputs, "map", "column=input: feed a column to a bundle input (default: as trained)")
+	fs.Var(labels, "label", "column=label: feed a column to a bundle label (default: as trained)")
+	batch := fs.Int("batch-size", estimator.DefaultBatchSize, "rows per run")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *model == "" || *data == "" {
+		return fmt.Errorf("%w: --model and --data are required", errUsage)
+	}
+	m, err := estimator.Load(*model)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if len(inputs) > 0 {
+		m.InputMapping = inputs
+	}
+	if len(labels) > 0 {
+		m.LabelMapping = labels
+	}
+	m.BatchSize = *batch
+	src, err := openData(*data, *where)
+	if err != nil {
+		return err
+	}
+	res, err := m.Evaluate(ctx, src)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rows %d  loss %.4f", res.Rows, res.Loss)
+	for _, k := range sortedKeys(res.Metrics) {
+		fmt.Fprintf(stdout, "  %s %.4f", k, res.Metrics[k])
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}

@@ -1,0 +1,60 @@
+package feeder_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/feeder"
+)
+
+func TestWhere(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "split", Type: arrow.BinaryTypes.String, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(mem, schema)
+	defer b.Release()
+	splits := []string{"train", "train", "test", "train", "", "test", "train"}
+	for i, s := range splits {
+		b.Field(0).(*array.Int64Builder).Append(int64(i))
+		if s == "" {
+			b.Field(1).AppendNull()
+		} else {
+			b.Field(1).(*array.StringBuilder).Append(s)
+		}
+	}
+	rec := b.NewRecordBatch()
+	src, err := feeder.FromRecords(schema, rec, rec)
+	require.NoError(t, err)
+	rec.Release()
+
+	w, err := feeder.Where(src, "split", "train")
+	require.NoError(t, err)
+	defer w.Close()
+	var ids []int64
+	ctx := context.Background()
+	for {
+		r, err := w.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		ids = append(ids, r.Column(0).(*array.Int64).Int64Values()...)
+		r.Release()
+	}
+	require.Equal(t, []int64{0, 1, 3, 6, 0, 1, 3, 6}, ids)
+
+	_, err = feeder.Where(src, "nope", "x")
+	require.ErrorIs(t, err, feeder.ErrMissingColumn)
+	_, err = feeder.Where(src, "id", "3")
+	require.NoError(t, err, "integers compare as text")
+}
