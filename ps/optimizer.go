@@ -140,10 +140,12 @@ func ParseOptimizerConfig(data []byte) (OptimizerConfig, error) {
 }
 
 // JSON returns the configuration as JSON that ParseOptimizerConfig reads.
+// A configuration that JSON cannot express (a NaN or Inf field, which
+// Validate rejects) is returned in Go syntax instead.
 func (c OptimizerConfig) JSON() string {
 	b, err := json.Marshal(c)
 	if err != nil {
-		panic("ps: marshal OptimizerConfig: " + err.Error()) // plain struct, cannot fail
+		return fmt.Sprintf("%+v", c)
 	}
 	return string(b)
 }

@@ -2,9 +2,11 @@ package ps
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -127,6 +129,50 @@ func TestParseOptimizerConfig(t *testing.T) {
 			back, err := ParseOptimizerConfig([]byte(got.JSON()))
 			require.NoError(t, err)
 			require.Equal(t, got, back)
+		})
+	}
+}
+
+func TestOptimizerConfigInvalidValues(t *testing.T) {
+	c := OptimizerConfig{Optimizer: "adam", LearningRate: math.NaN()}
+	require.ErrorContains(t, c.Validate(), "learning_rate = NaN")
+	require.Contains(t, c.JSON(), "LearningRate:NaN")
+	_, err := NewServer(WithOptimizer(c))
+	require.ErrorContains(t, err, "learning_rate = NaN")
+	_, err = NewServer(WithOptimizer(OptimizerConfig{Optimizer: "sgd", Schedule: &ScheduleConfig{Type: "cosine_decay", DecaySteps: 10, WarmupSteps: 5}}))
+	require.ErrorContains(t, err, "warmup_steps = 5 and warmup_target = 0")
+}
+
+// TestOptimizerParityThroughServer replays the fixtures through two shards
+// with chunks of 5 elements, so that the 12-element kernel is split over
+// both shards and clipping happens in the client: every step must still
+// match Keras.
+func TestOptimizerParityThroughServer(t *testing.T) {
+	f := loadParity(t)
+	for _, tc := range f.Cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			cfg, err := ParseOptimizerConfig([]byte(tc.Config))
+			require.NoError(t, err)
+			lc := newCluster(t, 2, WithOptimizer(cfg), WithMode(AsyncLock))
+			c := dialCluster(t, ctx, lc, WithChunkElements(5))
+			var vars []Variable
+			for _, v := range tc.Variables {
+				vars = append(vars, Variable{Name: v.Name, Shape: v.Shape, Trainable: true, Init: v.Init})
+			}
+			require.NoError(t, c.Register(ctx, vars))
+			got := tensorsLike(vars, true)
+			for step, grads := range tc.Gradients {
+				var g []Tensor
+				for _, v := range tc.Variables {
+					g = append(g, Tensor{Name: v.Name, Values: grads[v.Name]})
+				}
+				_, err := c.PushPull(ctx, g, got)
+				require.NoError(t, err)
+				for i, v := range tc.Variables {
+					requireClose(t, tc.After[step][v.Name], got[i].Values, fmt.Sprintf("%s after step %d", v.Name, step+1))
+				}
+			}
 		})
 	}
 }

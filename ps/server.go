@@ -179,6 +179,11 @@ func (s *Server) stop(graceful bool) error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.syncMu.Lock()
+		if s.pending != nil {
+			s.pending.timer.Stop() // its pushes return Unavailable via closed
+		}
+		s.syncMu.Unlock()
 		if graceful {
 			s.gs.GracefulStop()
 		} else {

@@ -42,6 +42,10 @@ CASES = [
     ("momentum_cosine_decay", {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9,
                                "schedule": {"type": "cosine_decay", "decay_steps": 4, "alpha": 0.1}}),
     ("sgd_weight_decay", {"optimizer": "sgd", "learning_rate": 0.1, "weight_decay": 0.05}),
+    ("adam_cosine_warmup", {"optimizer": "adam", "learning_rate": 0.001,
+                            "schedule": {"type": "cosine_decay", "decay_steps": 3, "alpha": 0.2,
+                                         "warmup_target": 0.01, "warmup_steps": 2}}),
+    ("rmsprop_momentum_clipnorm", {"optimizer": "rmsprop", "learning_rate": 0.01, "momentum": 0.3, "clipnorm": 1.0}),
 ]
 
 
@@ -54,7 +58,9 @@ def schedule(cfg):
         return keras.optimizers.schedules.ExponentialDecay(
             lr, s["decay_steps"], s["decay_rate"], staircase=s.get("staircase", False))
     if s["type"] == "cosine_decay":
-        return keras.optimizers.schedules.CosineDecay(lr, s["decay_steps"], alpha=s.get("alpha", 0.0))
+        return keras.optimizers.schedules.CosineDecay(
+            lr, s["decay_steps"], alpha=s.get("alpha", 0.0),
+            warmup_target=s.get("warmup_target"), warmup_steps=s.get("warmup_steps", 0))
     raise ValueError(s["type"])
 
 
