@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -545,4 +546,74 @@ func TestBundleStyleMatchesPython(t *testing.T) {
 	for k, want := range exp.Outputs {
 		requireMatches(t, want, nums[k], strs[k], k)
 	}
+}
+
+func TestOpenOrderedKeepsRowOrder(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	next := int64(0)
+	// two Parquet files of several row groups, and an IPC file
+	for i, n := range []int{1000, 2500} {
+		path := filepath.Join(dir, fmt.Sprintf("part%d.parquet", i))
+		writeSeq(t, path, &next, n, 300)
+		files = append(files, path)
+	}
+	ipcPath := filepath.Join(dir, "part2.arrow")
+	writeSeq(t, ipcPath, &next, 700, 0)
+	files = append(files, ipcPath)
+
+	for _, readers := range []int{1, 2, 3} {
+		src, err := estimator.OpenOrdered(files, readers, feeder.ReadRows(128))
+		require.NoError(t, err)
+		var want int64
+		for {
+			rec, err := src.Next(testCtx(t))
+			if err != nil {
+				require.ErrorIs(t, err, io.EOF)
+				break
+			}
+			for _, v := range rec.Column(0).(*array.Int64).Int64Values() {
+				require.Equal(t, want, v, "readers=%d", readers)
+				want++
+			}
+			rec.Release()
+		}
+		require.Equal(t, next, want)
+		require.NoError(t, src.Close())
+	}
+	// closing early leaks nothing and does not block
+	src, err := estimator.OpenOrdered(files, 2, feeder.ReadRows(64))
+	require.NoError(t, err)
+	rec, err := src.Next(testCtx(t))
+	require.NoError(t, err)
+	rec.Release()
+	require.NoError(t, src.Close())
+	require.NoError(t, src.Close())
+}
+
+// writeSeq writes n rows of consecutive int64 ids starting at *next, in row
+// groups of rowGroup rows (Parquet) or as an IPC file when rowGroup is 0.
+func writeSeq(t *testing.T, path string, next *int64, n, rowGroup int) {
+	t.Helper()
+	b := array.NewInt64Builder(memory.DefaultAllocator)
+	for range n {
+		b.Append(*next)
+		*next++
+	}
+	col := b.NewArray()
+	b.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(n))
+	col.Release()
+	defer rec.Release()
+	var sink feeder.Sink
+	var err error
+	if rowGroup > 0 {
+		sink, err = feeder.CreateParquet(path, schema, feeder.RowGroupRows(int64(rowGroup)))
+	} else {
+		sink, err = feeder.CreateIPC(path, schema)
+	}
+	require.NoError(t, err)
+	require.NoError(t, sink.Write(rec))
+	require.NoError(t, sink.Close())
 }

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -182,7 +183,7 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 	common := fmt.Sprintf("%d rows per pass, best of %d alternating passes; intra=inter=%d TensorFlow threads on both sides; gotflow %d batches in flight",
 		gf.rows, r.Repeats, threads, 2)
 	vsPy := benchfmt.New(r.Name, "throughput", "rows/s", round(best["parquet"]), "python_tf", round(best["python"]))
-	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from feeder.OpenParquet; Python: pyarrow read_table + signature calls on numpy slices; " + common
+	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from estimator.OpenOrdered (row groups decoded in parallel, in order); Python: pyarrow read_table + signature calls on numpy slices; " + common
 	mem := benchfmt.New(r.Name+"/in_memory_vs_c_api_floor", "throughput", "rows/s", round(best["memory"]), "c_api_floor", round(best["floor"]))
 	mem.Note = "gotflow: TFModel.Transform over Arrow records already in memory (conversion, runs, appended outputs); floor: one goroutine looping TF_SessionRun on a pre-made input tensor; " + common
 	pq := benchfmt.New(r.Name+"/parquet_vs_c_api_floor", "throughput", "rows/s", round(best["parquet"]), "c_api_floor", round(best["floor"]))
@@ -199,7 +200,8 @@ func round(v float64) float64 { return float64(int64(v + 0.5)) }
 func writeData(path, column string, width, n int) error {
 	typ := arrow.FixedSizeListOf(int32(width), arrow.PrimitiveTypes.Float32)
 	schema := arrow.NewSchema([]arrow.Field{{Name: column, Type: typ}}, nil)
-	sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(65536))
+	// Several row groups, so that readers on both sides can decode in parallel.
+	sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(int64(max(1024, n/8))))
 	if err != nil {
 		return err
 	}
@@ -346,7 +348,7 @@ func (g *gotflowPass) drain(ctx context.Context, src feeder.Source, t0 time.Time
 
 func (g *gotflowPass) parquet(ctx context.Context) (int, time.Duration, error) {
 	t0 := time.Now()
-	src, err := feeder.OpenParquet(g.r.Data, feeder.ReadRows(g.readRows))
+	src, err := estimator.OpenOrdered([]string{g.r.Data}, runtime.GOMAXPROCS(0), feeder.ReadRows(g.readRows))
 	if err != nil {
 		return 0, 0, err
 	}

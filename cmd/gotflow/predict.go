@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -47,7 +48,7 @@ func (p *pairs) Set(v string) error {
 
 type predictFlags struct {
 	model, kind, signature, tags, weights string
-	input, output                         string
+	input, output, where                  string
 	raw, binary, quiet, cast              bool
 	batch, threads, interOp, inFlight     int
 	show                                  int
@@ -77,6 +78,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&f.raw, "raw", false, "name inputs and outputs by graph tensor (op:idx) instead of signature alias")
 	fs.StringVar(&f.weights, "weights", "", "for bundles: weights file to freeze instead of the bundle's initial weights")
 	fs.StringVar(&f.input, "input", "", "input data file, directory or glob (required)")
+	fs.StringVar(&f.where, "where", "", "column=value: predict only the rows whose column equals value (e.g. split=heldout)")
 	fs.StringVar(&f.output, "output", "", "output file (required)")
 	fs.Var(&f.inMap, "map", "COLUMN=INPUT: feed INPUT from COLUMN (repeatable)")
 	fs.Var(&f.outMap, "out-map", "OUTPUT=COLUMN: append OUTPUT as COLUMN (repeatable)")
@@ -164,14 +166,15 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
-	// Reopen with records sized for the data's row width.
-	if n := estimator.ReadRows(ds.Schema(), f.batch); n != 65536 {
-		ds.Close()
-		if ds, err = feeder.OpenDataset(f.input, feeder.ReadRows(n)); err != nil {
-			return err
-		}
+	files, schema := ds.Files(), ds.Schema()
+	ds.Close()
+	total := parquetRows(files)
+	// Records sized for the data's row width, row groups decoded in
+	// parallel and delivered in order.
+	src, err := estimator.OpenOrdered(files, runtime.GOMAXPROCS(0), feeder.ReadRows(estimator.ReadRows(schema, f.batch)))
+	if err != nil {
+		return err
 	}
-	total := parquetRows(ds.Files())
 	m := &estimator.TFModel{
 		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
 		InputMapping: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch,
@@ -187,12 +190,12 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	defer m.Close()
 	prog := newPredictProgress(stderr, total, f.quiet)
 	m.Hooks.OnBatch = func(b estimator.BatchInfo) { prog.update(b.TotalRows) }
-	s, err := m.Transform(ctx, ds)
+	s, err := m.Transform(ctx, src)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	schema := s.Schema()
+	schema = s.Schema()
 	if err := s.Err(); err != nil {
 		return err
 	}

@@ -1,0 +1,222 @@
+package estimator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/gotflow/gotflow/feeder"
+)
+
+// unit is one independently readable piece of input: a Parquet row group or
+// a whole file of another format.
+type unit struct {
+	path     string
+	rowGroup int // -1: the whole file
+}
+
+type item struct {
+	rec arrow.RecordBatch
+	err error
+}
+
+// orderedSource decodes units with several goroutines and hands their
+// records out in file and row-group order, so Transform keeps row order
+// while Parquet decoding runs in parallel.
+type orderedSource struct {
+	schema *arrow.Schema
+	units  []unit
+	outs   []chan item
+	cur    int
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+}
+
+// OpenOrdered reads files (Parquet, Arrow IPC, CSV — see feeder.OpenDataset
+// for the extensions) as one stream in order, decoding up to readers Parquet
+// row groups (or files) at a time. Unlike feeder.Readers, which interleaves
+// parts in arrival order, records come out in the order of the files and
+// their row groups, as Transform needs. Each goroutine holds at most two
+// decoded records ahead of the consumer. opts apply to every file.
+func OpenOrdered(files []string, readers int, opts ...feeder.SourceOption) (feeder.Source, error) {
+	if len(files) == 0 {
+		return nil, errors.New("estimator: OpenOrdered: no files")
+	}
+	readers = max(1, readers)
+	var units []unit
+	for _, p := range files {
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".parquet", ".pq":
+			r, err := file.OpenParquetFile(p, false)
+			if err != nil {
+				return nil, fmt.Errorf("estimator: parquet %s: %w", p, err)
+			}
+			n := r.NumRowGroups()
+			r.Close()
+			for g := range n {
+				units = append(units, unit{path: p, rowGroup: g})
+			}
+		default:
+			units = append(units, unit{path: p, rowGroup: -1})
+		}
+	}
+	first, err := feeder.OpenDataset(files[0], opts...)
+	if err != nil {
+		return nil, err
+	}
+	schema := first.Schema()
+	first.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &orderedSource{schema: schema, units: units, cancel: cancel, outs: make([]chan item, len(units))}
+	for i := range s.outs {
+		s.outs[i] = make(chan item, 2)
+	}
+	for w := range min(readers, len(units)) {
+		s.wg.Add(1)
+		go s.read(ctx, w, readers, opts)
+	}
+	return s, nil
+}
+
+func (s *orderedSource) open(u unit, opts []feeder.SourceOption) (feeder.Source, error) {
+	if u.rowGroup < 0 {
+		return feeder.OpenDataset(u.path, opts...)
+	}
+	return feeder.OpenParquet(u.path, append(append([]feeder.SourceOption(nil), opts...), feeder.RowGroups(u.rowGroup))...)
+}
+
+func (s *orderedSource) read(ctx context.Context, w, step int, opts []feeder.SourceOption) {
+	defer s.wg.Done()
+	for u := w; u < len(s.units); u += step {
+		if !s.readUnit(ctx, u, opts) {
+			return
+		}
+	}
+}
+
+// readUnit sends unit u's records to its channel; false stops the reader.
+func (s *orderedSource) readUnit(ctx context.Context, u int, opts []feeder.SourceOption) bool {
+	out := s.outs[u]
+	defer close(out)
+	send := func(it item) bool {
+		select {
+		case out <- it:
+			return true
+		case <-ctx.Done():
+			if it.rec != nil {
+				it.rec.Release()
+			}
+			return false
+		}
+	}
+	src, err := s.open(s.units[u], opts)
+	if err != nil {
+		send(item{err: err})
+		return false
+	}
+	defer src.Close()
+	same := src.Schema().Equal(s.schema)
+	if !same && !sameFields(src.Schema(), s.schema) {
+		send(item{err: fmt.Errorf("estimator: %s has schema %s, the first file %s: %w", s.units[u].path, src.Schema(), s.schema, feeder.ErrSchemaChanged)})
+		return false
+	}
+	for {
+		rec, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			send(item{err: err})
+			return false
+		}
+		if !same { // e.g. Parquet field metadata: present the first file's schema
+			r := array.NewRecordBatch(s.schema, rec.Columns(), rec.NumRows())
+			rec.Release()
+			rec = r
+		}
+		if !send(item{rec: rec}) {
+			return false
+		}
+	}
+}
+
+// sameFields reports whether a and b have the same field names and types
+// (metadata aside).
+func sameFields(a, b *arrow.Schema) bool {
+	if a.NumFields() != b.NumFields() {
+		return false
+	}
+	for i := range a.NumFields() {
+		fa, fb := a.Field(i), b.Field(i)
+		if fa.Name != fb.Name || !arrow.TypeEqual(fa.Type, fb.Type) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *orderedSource) Schema() *arrow.Schema { return s.schema }
+
+func (s *orderedSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, feeder.ErrClosed
+	}
+	for s.cur < len(s.outs) {
+		select {
+		case it, ok := <-s.outs[s.cur]:
+			if !ok {
+				s.cur++
+				continue
+			}
+			if it.err != nil {
+				s.cur = len(s.outs)
+				return nil, it.err
+			}
+			return it.rec, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, io.EOF
+}
+
+// Close stops the readers, frees what they decoded and waits for them. It is
+// idempotent.
+func (s *orderedSource) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.cancel()
+	s.wg.Wait() // readers stop: every send also waits on the canceled context
+	for _, ch := range s.outs {
+	drain:
+		for {
+			select {
+			case it, ok := <-ch:
+				if !ok {
+					break drain
+				}
+				if it.rec != nil {
+					it.rec.Release()
+				}
+			default:
+				break drain
+			}
+		}
+	}
+	return nil
+}
