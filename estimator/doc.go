@@ -1,9 +1,35 @@
-// Package estimator holds the Spark-ML shaped entry points of gotflow. This
-// file's TFModel runs a trained model over Arrow records the way
-// TensorFlowOnSpark's TFModel does: InputMapping names which column feeds
-// which model input, OutputMapping which output becomes which appended
-// column, and Transform streams the input records back with those columns
-// added.
+// Package estimator holds the Spark-ML shaped entry points of gotflow:
+// TFEstimator, which trains a model bundle data-parallel against a
+// parameter server and returns a TFModel, and TFModel, which runs a trained
+// model over Arrow records the way TensorFlowOnSpark's TFModel does:
+// InputMapping names which column feeds which model input, OutputMapping
+// which output becomes which appended column, and Transform streams the
+// input records back with those columns added.
+//
+// # Training
+//
+// TFEstimator.Fit reads its data once through a feeder.Plan (the input and
+// label mappings checked against the schema and the bundle before anything
+// starts), holds out the last ValidationSplit of the rows, and trains for
+// Epochs: each worker runs the bundle's training graph on its rows (feeding
+// the weights it last pulled), pushes the gradients to the parameter
+// server (package ps), and pulls new weights every PullEvery steps. Float32
+// variables live on the parameter server, whose optimizer applies the
+// gradients (Hogwild, AsyncLock, Sync or BoundedStaleness); other state,
+// such as a dropout layer's RNG seed, stays with each worker. After every
+// epoch the chief evaluates the validation rows, reports through Hooks and
+// TensorBoardDir, snapshots the shards and records its progress in
+// ModelDir, so a later Fit resumes. At the end the inference graph is
+// frozen with the trained weights and exported (frozen.pb, saved_model/,
+// weights.safetensors and tfmodel.json in ExportDir).
+//
+// Cluster selects where it runs: InProcess (goroutine workers and
+// in-memory shards) or Processes (`gotflow worker` and `gotflow ps`
+// processes on loopback under a distributed.ProcessLauncher: a killed
+// worker's rows go to the others, a killed shard restarts from its
+// snapshot). RunWorker is the worker process's entry point, also used by
+// Kubeflow TFJob replicas (TF_CONFIG), where the chief coordinates and
+// exports.
 //
 // A TFModel refers to a model by Path and Kind: a SavedModel (by signature,
 // or with RawTensorNames), a frozen GraphDef, a TF1 checkpoint (MetaGraph
@@ -22,7 +48,9 @@
 //
 // # Ownership
 //
-// A TFModel owns the model it loads; Close frees it. Transform borrows its
+// Fit owns everything it starts (sessions, shards, processes) and stops it
+// before returning, also on error; it closes its data source. The TFModel
+// it returns is the caller's. A TFModel owns the model it loads; Close frees it. Transform borrows its
 // source until the returned Stream is released. Records returned by
 // Stream.RecordBatch are valid until the next call to Next; Retain them to
 // keep them. Transform takes ownership of its feeder.Source and closes it
@@ -30,12 +58,22 @@
 //
 // # Concurrency
 //
-// Exported fields must not change once the model is used. Open, Transform
+// A TFEstimator is configuration: Fit may be called again, but not
+// concurrently with itself on the same ModelDir. Its hooks run on Fit's
+// goroutines (OnStep on each worker's) and must return quickly.
+// Exported fields of a TFModel must not change once the model is used. Open, Transform
 // and Close are safe for concurrent use; several Transforms may share one
 // TFModel and its session. A Stream is read from one goroutine. Hooks run on
 // the goroutine calling Stream.Next.
 //
 // # Errors
+//
+// TFEstimator.Validate explains every bad parameter or combination before
+// Fit reads anything; Fit then rejects a bundle that does not load, a
+// mapping to a missing column or input, a column that cannot feed its
+// input or label without loss, empty data, and more workers than rows,
+// before any worker or process starts. A worker's error stops the run and
+// is returned; in Processes mode, task logs are kept in ModelDir/logs.
 //
 // Mapping problems — an unmapped signature input, a missing column, a
 // column whose type cannot feed the input without loss, a width that does
