@@ -1,9 +1,10 @@
 package ps
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
+	"unsafe"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -55,14 +56,20 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return protoCodec.Unmarshal(data, v)
 }
 
-// makeNoZero returns a byte slice of length 0 and capacity n whose memory
-// is not cleared first (bytes.Buffer.Grow allocates that way): every byte
-// is about to be overwritten, and clearing megabytes costs as much as
-// copying them.
+// makeNoZero returns a byte slice of length 0 and capacity at least n whose
+// memory is not cleared first: every byte is about to be overwritten, and
+// clearing megabytes costs as much as copying them. strings.Builder.Grow is
+// the standard library's way to get such memory; the slice takes over the
+// builder's buffer, which nothing else references.
 func makeNoZero(n int) []byte {
-	var b bytes.Buffer
-	b.Grow(n)
-	return b.Bytes()[:0:n]
+	if n <= 0 {
+		return nil
+	}
+	var sb strings.Builder
+	sb.Grow(n)
+	sb.WriteByte(0)
+	s := sb.String()
+	return unsafe.Slice(unsafe.StringData(s), sb.Cap())[:0]
 }
 
 // materialize copies a received message into one slice that the decoded
