@@ -3,7 +3,7 @@
 // TFEstimator / TFModel round trip in a few lines.
 //
 //	gotflow convert keras examples/digits/model.py:mlp --metric accuracy -o build/digits \
-//	    --loss '{"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": true}}' 
+//	    --loss '{"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": true}}'
 //	go run ./examples/train build/digits
 package main
 
