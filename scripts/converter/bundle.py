@@ -1,5 +1,5 @@
 """The bundle: what the converter writes (manifest.json, train.pb, infer.pb,
-weights.safetensors), written atomically to a directory.
+eval.pb, weights.safetensors), written atomically to a directory.
 
 The manifest schema lives in loader/schema/bundle-v1.schema.json.
 """
@@ -19,6 +19,7 @@ from .errors import ConversionError
 FORMAT = "gotflow.bundle/v1"
 TRAIN_GRAPH = "train.pb"
 INFER_GRAPH = "infer.pb"
+EVAL_GRAPH = "eval.pb"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST = "manifest.json"
 
@@ -92,11 +93,14 @@ class Parts:
     metrics: list
     source: str
     notes: list = dataclasses.field(default_factory=list)
+    # (weights, inputs, labels) -> (loss, metrics) with training behaviour
+    # off, under train_graph's names; None writes no eval.pb.
+    eval_graph: object = None  # GraphDef
 
     def manifest(self):
         import tensorflow as tf
         import keras
-        return {
+        m = {
             "format": FORMAT,
             "producer": {
                 "name": "gotflow convert",
@@ -114,6 +118,9 @@ class Parts:
             "loss": self.loss.to_json(),
             "metrics": [t.to_json() for t in self.metrics],
         }
+        if self.eval_graph is not None:
+            m["eval_graph"] = EVAL_GRAPH
+        return m
 
 
 def write(parts, out_dir, overwrite=False):
@@ -136,6 +143,8 @@ def write(parts, out_dir, overwrite=False):
     try:
         _write_file(os.path.join(tmp, TRAIN_GRAPH), _stable_bytes(parts.train_graph))
         _write_file(os.path.join(tmp, INFER_GRAPH), _stable_bytes(parts.infer_graph))
+        if parts.eval_graph is not None:
+            _write_file(os.path.join(tmp, EVAL_GRAPH), _stable_bytes(parts.eval_graph))
         weights = {v.name: v.value for v in parts.variables}
         _write_file(os.path.join(tmp, WEIGHTS_FILE),
                     safetensors.dumps(weights, metadata={"format": FORMAT}))
@@ -176,7 +185,12 @@ def _write_file(path, data):
 
 def validate(parts):
     """Check that every tensor the manifest names exists in its graph with the
-    declared dtype and shape, by importing both graphs into TF."""
+    declared dtype and shape, by importing the graphs into TF.
+
+    eval.pb is addressed by train.pb's names: it must hold the inputs,
+    labels, loss and metrics, the placeholders it has for variables must be
+    their train placeholders, and every placeholder it has must be one of
+    those feeds."""
     import tensorflow as tf
 
     def check(graph, which, ref, dtype, shape):
@@ -203,29 +217,43 @@ def validate(parts):
             raise ConversionError(f"variable {v.name!r}: trainable={v.trainable} but gradient={v.gradient!r}")
     if parts.loss.shape != []:
         raise ConversionError(f"loss {parts.loss.tensor!r} must be a scalar, got shape {parts.loss.shape}")
-    for which, gd in (("train.pb", parts.train_graph), ("infer.pb", parts.infer_graph)):
+    graphs = [(TRAIN_GRAPH, parts.train_graph), (INFER_GRAPH, parts.infer_graph)]
+    if parts.eval_graph is not None:
+        graphs.append((EVAL_GRAPH, parts.eval_graph))
+    for which, gd in graphs:
         g = tf.Graph()
         with g.as_default():
             tf.graph_util.import_graph_def(gd, name="")
+        feeds = set()
         for v in parts.variables:
-            ph = v.train_placeholder if which == "train.pb" else v.infer_placeholder
+            ph = v.infer_placeholder if which == INFER_GRAPH else v.train_placeholder
+            if which == EVAL_GRAPH and ph and node_of(ph) not in {n.name for n in gd.node}:
+                ph = ""  # eval.pb does not read this variable
             if ph:
+                feeds.add(ph)
                 check(g, which, ph, v.dtype, v.shape)
                 if g.get_tensor_by_name(ph).op.type != "Placeholder":
                     raise ConversionError(f"{which}: {ph!r} for variable {v.name!r} is not a Placeholder")
-            if which == "train.pb":
+            if which == TRAIN_GRAPH:
                 if v.gradient:
                     check(g, which, v.gradient, v.dtype, v.shape)
                 if v.update:
                     check(g, which, v.update, v.dtype, v.shape)
         for t in parts.inputs:
+            feeds.add(t.tensor)
             check(g, which, t.tensor, t.dtype, t.shape)
-        if which == "train.pb":
-            for t in parts.labels + parts.metrics + [parts.loss]:
-                check(g, which, t.tensor, t.dtype, t.shape)
-        else:
+        if which == INFER_GRAPH:
             for t in parts.outputs:
                 check(g, which, t.tensor, t.dtype, t.shape)
+            continue
+        for t in parts.labels + parts.metrics + [parts.loss]:
+            check(g, which, t.tensor, t.dtype, t.shape)
+        feeds.update(t.tensor for t in parts.labels)
+        if which == EVAL_GRAPH:
+            for n in gd.node:
+                if n.op == "Placeholder" and n.name + ":0" not in feeds:
+                    raise ConversionError(f"{which}: placeholder {n.name!r} is neither a variable's train "
+                                          "placeholder nor an input or label, so nothing would feed it")
 
 
 def shape_list(shape):
@@ -270,6 +298,23 @@ def add_identity(gd, name, ref, dtype_enum):
     node.input.append(ref if ":" in ref else ref + ":0")
     node.attr["T"].type = dtype_enum
     return name + ":0"
+
+
+def extract_subgraph(gd, fetch_nodes):
+    """The part of gd that fetch_nodes depend on (TF's deprecation warning
+    silenced)."""
+    import logging
+    import warnings
+    import tensorflow as tf
+    log = tf.get_logger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tf.compat.v1.graph_util.extract_sub_graph(gd, fetch_nodes)
+    finally:
+        log.setLevel(level)
 
 
 def tensor_ref(ref):

@@ -3,7 +3,8 @@
 The training step is traced as a pure function of (trainable weights,
 non-trainable state, inputs, labels) with ``model.stateless_call`` and
 ``tf.GradientTape`` inside a ``tf.function``; variables never enter the
-graph, so freezing leaves one Placeholder per weight.
+graph, so freezing leaves one Placeholder per weight. The evaluation
+graph is traced the same way with training=False and no gradients.
 """
 
 import json
@@ -296,6 +297,23 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
         return [loss_v] + grads + mvals + [tf.convert_to_tensor(v) for v in new_nv]
 
     train_cf = _trace(train_fn, tspecs + nspecs + [s for _, s in in_specs] + [s for _, s in lab_specs], model)
+
+    # Eval graph: (weights, state, inputs, labels) -> loss, metrics, with
+    # training=False, as model.evaluate computes them.
+    def eval_fn(*args):
+        tv = list(args[:nt])
+        nv = list(args[nt:nt + nn])
+        xs = list(args[nt + nn:nt + nn + ni])
+        ys = list(args[nt + nn + ni:])
+        y_pred, _, losses = model.stateless_call(
+            tv, nv, _structure(xs), return_losses=True, **_training_kw(model, False))
+        loss_v = tf.convert_to_tensor(loss_fn(_structure(ys), y_pred))
+        if losses:
+            loss_v = loss_v + tf.add_n([tf.cast(l, loss_v.dtype) for l in losses])
+        mvals = [_metric_value(m, init, _structure(ys), y_pred) for (m, _), init in zip(metric_objs, metric_init)]
+        return [loss_v] + mvals
+
+    eval_cf = _trace(eval_fn, tspecs + nspecs + [s for _, s in in_specs] + [s for _, s in lab_specs], model)
     notes = []
     if train_fn.unconnected:
         notes.append("no gradient path from the loss to " + ", ".join(train_fn.unconnected) + "; their gradients are zeros")
@@ -308,8 +326,15 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
     train_out = (["loss"] + ["grad/" + n for n in tnames] + ["metric/" + n for _, n in metric_objs]
                  + ["update/" + n for n in nnames])
     train_gd = _name_graph(train_cf, var_ph + in_ph + lab_ph, train_out)
+    eval_gd = _name_graph(eval_cf, var_ph + in_ph + lab_ph, ["loss"] + ["metric/" + n for _, n in metric_objs])
+    # Weights that training=False does not read (a dropout layer's seed)
+    # need no feed.
+    read = {bundle.node_of(i) for n in eval_gd.node for i in n.input}
+    _drop_nodes(eval_gd, {n.name for n in eval_gd.node
+                          if n.op == "Placeholder" and n.name.startswith("var/") and n.name not in read})
     _check_ops(train_gd, "train.pb", model, allow_random=True)
     _check_ops(infer_gd, "infer.pb", model, allow_random=False)
+    _check_ops(eval_gd, "eval.pb", model, allow_random=False)
 
     variables = []
     for i, v in enumerate(tvars + nvars):
@@ -341,7 +366,7 @@ def convert(model, loss=None, metrics=(), input_specs=None, label_specs=None,
         mts.append(Tensor(mname, "metric/" + mname + ":0", t.dtype.name, shape_list(t.shape)))
     return bundle.Parts(train_graph=train_gd, infer_graph=infer_gd, variables=variables,
                         inputs=inputs, labels=labels, outputs=outputs, loss=loss_t,
-                        metrics=mts, source=source, notes=notes)
+                        metrics=mts, source=source, notes=notes, eval_graph=eval_gd)
 
 
 def _training_kw(model, training):

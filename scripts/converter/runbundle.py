@@ -17,7 +17,9 @@ class LoadedBundle:
         with open(os.path.join(path, self.manifest["weights"]), "rb") as f:
             self.weights = safetensors.loads(f.read())
         self.graphs = {}
-        for key in ("train_graph", "infer_graph"):
+        for key in ("train_graph", "infer_graph", "eval_graph"):
+            if key not in self.manifest:
+                continue
             gd = tf.compat.v1.GraphDef()
             with open(os.path.join(path, self.manifest[key]), "rb") as f:
                 gd.ParseFromString(f.read())
@@ -46,6 +48,29 @@ class LoadedBundle:
                 fetch["grad/" + v["name"]] = v["gradient"]
             if v.get("update"):
                 fetch["update/" + v["name"]] = v["update"]
+        for t in m["metrics"]:
+            fetch["metric/" + t["name"]] = t["tensor"]
+        with tf.compat.v1.Session(graph=g) as s:
+            return s.run(fetch, feed_dict=feed)
+
+    def eval_step(self, inputs, labels, weights=None):
+        """Run eval.pb: return dict with loss and metric/<name>. Variables
+        are fed at their train placeholders where eval.pb has them."""
+        import tensorflow as tf
+        w = weights or self.weights
+        m = self.manifest
+        g = self.graphs["eval_graph"]
+        have = {op.name for op in g.get_operations()}
+        feed = {}
+        for v in m["variables"]:
+            ph = v.get("train_placeholder")
+            if ph and ph.split(":")[0] in have:
+                feed[ph] = w[v["name"]]
+        for t in m["inputs"]:
+            feed[t["tensor"]] = inputs[t["name"]]
+        for t in m["labels"]:
+            feed[t["tensor"]] = labels[t["name"]]
+        fetch = {"loss": m["loss"]["tensor"]}
         for t in m["metrics"]:
             fetch["metric/" + t["name"]] = t["tensor"]
         with tf.compat.v1.Session(graph=g) as s:

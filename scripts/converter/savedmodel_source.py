@@ -7,6 +7,7 @@ metrics are added on top in tf.compat.v1 graph mode. The signature is the
 serving graph, so training-only behaviour stays off while fine-tuning
 (batch-norm statistics are frozen, dropout is off): the usual setting for
 transfer learning. Non-trainable variables are fed but never updated.
+eval.pb is the same graph without the gradients.
 """
 
 import numpy as np
@@ -140,8 +141,12 @@ def convert(path, signature="serving_default", loss=None, metrics=(), label_spec
             t = tf.identity(_metric_value(m, init, y, y_pred), name="metric/" + op_name(mname))
             mts.append(Tensor(mname, t.name, t.dtype.name, shape_list(t.shape)))
         train_gd = g.as_graph_def()
+    # The serving graph already runs with training behaviour off: eval.pb is
+    # train.pb without the gradients.
+    eval_gd = bundle.extract_subgraph(train_gd, [loss_id.op.name] + [bundle.node_of(t.tensor) for t in mts])
     _check_ops_generic(train_gd, "train.pb")
     _check_ops_generic(infer_gd, "infer.pb")
+    _check_ops_generic(eval_gd, "eval.pb")
 
     vars_out = []
     for vname, (v, val) in values.items():
@@ -155,5 +160,5 @@ def convert(path, signature="serving_default", loss=None, metrics=(), label_spec
     return bundle.Parts(train_graph=train_gd, infer_graph=infer_gd, variables=vars_out, inputs=inputs,
                         labels=labels, outputs=outputs,
                         loss=Tensor(str(loss_name), loss_id.name, loss_id.dtype.name, []),
-                        metrics=mts, source=source,
+                        metrics=mts, source=source, eval_graph=eval_gd,
                         notes=["fine-tuning runs the serving graph: batch-norm statistics stay frozen and dropout is off"])

@@ -5,7 +5,9 @@ variables, and returns the loss tensor, or a dict with keys "loss" and
 optionally "outputs" ({name: tensor}), "metrics" ({name: tensor}),
 "inputs" and "labels" ({name: placeholder}). If it takes a ``training``
 argument it is called twice: training=True for train.pb and training=False
-for infer.pb; variables are matched by name.
+for infer.pb and eval.pb (loss and metrics, under the same tensor names as
+train.pb); variables are matched by name. Without it, eval.pb is train.pb
+without gradients and state updates.
 
 Variables become Placeholders by GraphDef surgery: each ReadVariableOp of a
 resource variable (or each reference variable node) is rewired to read the
@@ -15,7 +17,6 @@ AssignSubVariableOp, e.g. batch-norm moving statistics).
 """
 
 import inspect
-import warnings
 
 import numpy as np
 
@@ -121,22 +122,42 @@ def convert(fn_ref, inputs=(), labels=(), outputs=(), metrics=(), source="tf1"):
              + [t.op.name for t in updates.values()])
     train_gd, train_used = _variables_to_placeholders(train_gd, gvars, fetch, "train.pb")
 
-    # The inference graph.
+    eval_fetch = [loss_id.op.name] + [t.op.name for t in metric_ids.values()]
+    # The inference and evaluation graphs.
     if "training" in inspect.signature(fn).parameters:
         gi = tf.Graph()
         with gi.as_default():
             result_i = _call(fn, False)
-            _, ins_i, _, outs_i, _ = _normalize(result_i, gi, inputs, labels, outputs, metrics)
+            loss_i, ins_i, labs_i, outs_i, mets_i = _normalize(result_i, gi, inputs, labels, outputs, metrics)
             ivars = tf.compat.v1.global_variables()
             infer_gd = gi.as_graph_def()
+            loss_e = tf.identity(loss_i, name="loss")
+            metric_e = {k: tf.identity(t, name="metric/" + k) for k, t in mets_i.items()}
+            eval_full = gi.as_graph_def()
         missing = {_vname(v) for v in ivars} - {_vname(v) for v in gvars}
         if missing:
             raise ConversionError(f"training=False creates variables the training graph lacks: {sorted(missing)}")
         if set(ins_i) != set(ins):
             raise ConversionError("training=True and training=False graphs declare different inputs")
+        # eval.pb is addressed by train.pb's tensor names.
+        pairs = ([("loss", loss_id, loss_e)] + [(f"input {k!r}", ins[k], ins_i[k]) for k in ins]
+                 + [(f"label {k!r}", labs[k], labs_i.get(k)) for k in labs]
+                 + [(f"metric {k!r}", metric_ids[k], metric_e.get(k)) for k in metric_ids])
+        for what, t, t_i in pairs:
+            if t_i is None or t_i.name != t.name:
+                got = "missing" if t_i is None else repr(t_i.name)
+                raise ConversionError(f"training=False graph: {what} is {got}, the training=True graph has "
+                                      f"{t.name!r}; both calls must create the same placeholders and results")
+        eval_gd, eval_used = _variables_to_placeholders(eval_full, ivars, eval_fetch, "eval.pb")
     else:
         ivars, ins_i, outs_i = gvars, ins, outs_train
         infer_gd = g.as_graph_def()
+        # The same graph without gradients and state updates.
+        eval_gd = bundle.extract_subgraph(train_gd, eval_fetch)
+        eval_used = {n.name[len("var/"):] for n in eval_gd.node if n.op == "Placeholder" and n.name.startswith("var/")}
+    if eval_used - train_used:
+        raise ConversionError("the training=False graph reads variables the training step does not: "
+                              f"{sorted(eval_used - train_used)}; eval.pb feeds them through train.pb's placeholders")
     if not outs_i:
         raise ConversionError("no outputs for infer.pb: pass --output name=tensor (or return 'outputs')")
     out_ids = {}
@@ -152,6 +173,7 @@ def convert(fn_ref, inputs=(), labels=(), outputs=(), metrics=(), source="tf1"):
 
     from .keras_source import _check_ops_generic
     _check_ops_generic(train_gd, "train.pb")
+    _check_ops_generic(eval_gd, "eval.pb")
     try:
         _check_ops_generic(infer_gd, "infer.pb")
     except ConversionError as e:
@@ -177,7 +199,8 @@ def convert(fn_ref, inputs=(), labels=(), outputs=(), metrics=(), source="tf1"):
     loss_t = Tensor("loss", loss_id.name, loss_id.dtype.name, [])
     metrics_t = [Tensor(k, t.name, t.dtype.name, shape_list(t.shape)) for k, t in metric_ids.items()]
     return bundle.Parts(train_graph=train_gd, infer_graph=infer_gd, variables=variables, inputs=inputs_t,
-                        labels=labels_t, outputs=outputs_t, loss=loss_t, metrics=metrics_t, source=source)
+                        labels=labels_t, outputs=outputs_t, loss=loss_t, metrics=metrics_t, source=source,
+                        eval_graph=eval_gd)
 
 
 def _vname(v):
@@ -247,9 +270,7 @@ def _variables_to_placeholders(gd, gvars, fetch_nodes, which):
         known.setdefault(name, op_name(name))
     dtypes = {_vname(v): (v.dtype.base_dtype.as_datatype_enum, v.shape) for v in gvars}
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pruned = _extract(gd, fetch_nodes)
+    pruned = bundle.extract_subgraph(gd, fetch_nodes)
     used = set()
     bad = []
     new_nodes = []
@@ -296,15 +317,3 @@ def _variables_to_placeholders(gd, gvars, fetch_nodes, which):
         ph.attr["shape"].shape.CopyFrom(shape.as_proto())
     out.node.extend(new_nodes)
     return out, used
-
-
-def _extract(gd, fetch_nodes):
-    import logging
-    import tensorflow as tf
-    log = tf.get_logger()
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        return tf.compat.v1.graph_util.extract_sub_graph(gd, fetch_nodes)
-    finally:
-        log.setLevel(level)

@@ -117,3 +117,24 @@ class Subclassed(keras.Model):
 def subclassed():
     keras.utils.set_random_seed(4)
     return Subclassed()
+
+
+def tf1_dropout_training(training=True):
+    """A graph function whose training argument switches dropout on."""
+    x = v1.placeholder(tf.float32, [None, 5], name="x")
+    y = v1.placeholder(tf.int32, [None], name="y")
+    init = v1.glorot_uniform_initializer(seed=5)
+    w1 = v1.get_variable("hidden/kernel", [5, 16], initializer=init)
+    b1 = v1.get_variable("hidden/bias", [16], initializer=v1.constant_initializer(0.1))
+    h = tf.nn.relu(tf.matmul(x, w1) + b1)
+    if training:
+        h = tf.nn.dropout(h, rate=0.5, seed=9)
+    w2 = v1.get_variable("out/kernel", [16, 3], initializer=init)
+    logits = tf.matmul(h, w2, name="logits")
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32))
+    return {"loss": loss, "outputs": {"logits": logits}, "metrics": {"accuracy": acc}}
+
+
+def tf1_no_training_arg():
+    return tf1_graph(training=True)

@@ -216,7 +216,7 @@ def test_cli_writes_bundle_atomically(tmp_path, capsys):
     out = str(tmp_path / "b")
     rc = cli.main(["keras", MODELS + ":mlp", "--loss", SCE, "--metric", "accuracy", "-o", out])
     assert rc == 0
-    assert sorted(os.listdir(out)) == ["infer.pb", "manifest.json", "train.pb", "weights.safetensors"]
+    assert sorted(os.listdir(out)) == ["eval.pb", "infer.pb", "manifest.json", "train.pb", "weights.safetensors"]
     # Existing output without --force: refused, bundle untouched.
     rc = cli.main(["keras", MODELS + ":mlp", "--loss", SCE, "-o", out])
     assert rc == 1
@@ -246,7 +246,16 @@ def test_manifests_match_schema(tmp_path):
         ("tf1", tf1_source.convert(models.tf1_graph, inputs=["x:0"], labels=["y:0"])),
     ]:
         m = parts.manifest()
+        assert m["eval_graph"] == "eval.pb"
         jsonschema.validate(m, schema)
+        old = json.loads(json.dumps(m))
+        del old["eval_graph"]  # bundles written before eval.pb stay valid
+        jsonschema.validate(old, schema)
+        for bad_file in ("", "sub/eval.pb"):
+            bad = json.loads(json.dumps(m))
+            bad["eval_graph"] = bad_file
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate(bad, schema)
         bad = json.loads(json.dumps(m))
         bad["variables"][0].pop("gradient")
         with pytest.raises(jsonschema.ValidationError):
@@ -297,3 +306,111 @@ def test_subclassed_model_needs_input_spec(tmp_path):
     assert len(grads) == 4
     for v, g in zip(parts.variables, grads):
         close(got["grad/" + v.name], g.numpy(), v.name)
+
+
+def _keras_evaluate(model, x, y, loss=SCE, metrics=("accuracy",)):
+    """Keras' own model.evaluate on one batch: [loss, *metrics]."""
+    model.compile(loss=keras.losses.get(json.loads(loss)) if loss.startswith("{") else loss, metrics=list(metrics))
+    out = model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+    return out
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_keras_eval_graph_matches_evaluate(tmp_path, name):
+    import models
+    model = getattr(models, name)()
+    parts = keras_source.convert(model, loss=SCE, metrics=["accuracy"])
+    bundle.write(parts, str(tmp_path / "b"))
+    b = runbundle.LoadedBundle(str(tmp_path / "b"))
+    assert b.manifest["eval_graph"] == "eval.pb"
+    x, y = _batch((6,) if name == "mlp" else (6, 6, 1), n=6, seed=4)
+    got = b.eval_step({"x": x}, {"y": y})
+    assert sorted(got) == ["loss", "metric/accuracy"]
+    # The definition: loss on model(x, training=False) plus the
+    # regularization losses, accuracy on the same outputs.
+    lf = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pred = model(x, training=False)
+    want = lf(y, pred)
+    if model.losses:
+        want = want + tf.add_n(model.losses)
+    close(got["loss"], want.numpy(), "eval loss")
+    close(got["metric/accuracy"], np.mean(np.argmax(pred.numpy(), 1) == y), "eval accuracy")
+    # And what Keras' model.evaluate reports for the batch.
+    ev = _keras_evaluate(model, x, y)
+    close(got["loss"], ev["loss"], "eval loss vs model.evaluate")
+    close(got["metric/accuracy"], ev["accuracy"], "eval accuracy vs model.evaluate")
+    ops = {n.op for n in parts.eval_graph.node}
+    assert not ops & {"StatelessRandomUniformV2", "RandomUniform"}, "dropout must be off in eval.pb"
+    names = {n.name for n in parts.eval_graph.node}
+    assert not any(n.startswith(("grad/", "update/")) for n in names), "eval.pb computes no gradients or updates"
+    if name == "cnn":
+        # Dropout and batch-norm make the training step's loss differ.
+        train_loss = b.train_step({"x": x}, {"y": y})["loss"]
+        assert abs(train_loss - got["loss"]) > 1e-3, (train_loss, got["loss"])
+        assert "var/cnn/dropout/seed_generator_state" not in names
+
+
+def test_tf1_eval_graph_uses_training_false(tmp_path):
+    import models
+    parts = tf1_source.convert(models.tf1_dropout_training, inputs=["x:0"], labels=["y:0"])
+    bundle.write(parts, str(tmp_path / "b"))
+    b = runbundle.LoadedBundle(str(tmp_path / "b"))
+    x, y = _batch((5,), n=8, seed=6)
+    got = b.eval_step({"x": x}, {"y": y})
+    g = tf.Graph()
+    with g.as_default():
+        d = models.tf1_dropout_training(training=False)
+        with tf.compat.v1.Session() as s:
+            s.run(tf.compat.v1.global_variables_initializer())
+            want = s.run({"loss": d["loss"], "acc": d["metrics"]["accuracy"]}, {"x:0": x, "y:0": y})
+    close(got["loss"], want["loss"], "eval loss")
+    close(got["metric/accuracy"], want["acc"], "eval accuracy")
+    train_loss = b.train_step({"x": x}, {"y": y})["loss"]
+    assert abs(train_loss - got["loss"]) > 1e-3, "train.pb runs dropout, eval.pb does not"
+    assert not {n.op for n in parts.eval_graph.node} & {"RandomUniform"}
+
+
+def test_tf1_eval_graph_without_training_argument(tmp_path):
+    import models
+    parts = tf1_source.convert(models.tf1_no_training_arg, inputs=["x:0"], labels=["y:0"])
+    bundle.write(parts, str(tmp_path / "b"))
+    b = runbundle.LoadedBundle(str(tmp_path / "b"))
+    x, y = _batch((5,), n=6, seed=7)
+    got = b.eval_step({"x": x}, {"y": y})
+    r = b.train_step({"x": x}, {"y": y})
+    close(got["loss"], r["loss"], "eval loss equals the training graph's loss")
+    close(got["metric/accuracy"], r["metric/accuracy"], "eval accuracy")
+    assert not any(n.name.startswith("grad/") for n in parts.eval_graph.node)
+
+
+def test_savedmodel_eval_graph(tmp_path):
+    import models
+    model = models.mlp()
+    sm = str(tmp_path / "sm")
+    model.export(sm, verbose=False)
+    parts = savedmodel_source.convert(sm, loss=SCE, metrics=["accuracy"])
+    bundle.write(parts, str(tmp_path / "b"))
+    b = runbundle.LoadedBundle(str(tmp_path / "b"))
+    x, y = _batch((6,), seed=8)
+    inp = b.manifest["inputs"][0]["name"]
+    got = b.eval_step({inp: x}, {"y": y})
+    pred = model(x, training=False)
+    lf = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    close(got["loss"], lf(y, pred).numpy(), "eval loss")
+    close(got["metric/accuracy"], np.mean(np.argmax(pred.numpy(), 1) == y), "eval accuracy")
+
+
+def test_eval_graph_with_unfed_placeholder_rejected():
+    import models
+    parts = keras_source.convert(models.mlp(), loss=SCE)
+    node = parts.eval_graph.node.add()
+    node.name = "stray"
+    node.op = "Placeholder"
+    node.attr["dtype"].type = tf.float32.as_datatype_enum
+    with pytest.raises(ConversionError, match=r"eval.pb: placeholder 'stray' is neither"):
+        bundle.validate(parts)
+    parts = keras_source.convert(models.mlp(), loss=SCE)
+    loss = [n for n in parts.eval_graph.node if n.name == "loss"][0]
+    loss.name = "not_loss"
+    with pytest.raises(ConversionError, match=r"eval.pb: tensor 'loss:0' not found"):
+        bundle.validate(parts)
