@@ -56,7 +56,7 @@ type Client struct {
 	mu     sync.Mutex // serialises operations; guards everything below
 	closed bool
 	lay    *layout
-	cache  [][]*pspb.Chunk // latest pulled value of each part, [variable][chunk]
+	cache  [][]*segChunk // latest pulled value of each part, [variable][chunk]
 	views  []shardView
 	cfg    OptimizerConfig
 	seq    uint64
@@ -203,6 +203,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.releaseCache()
 	return c.closeConns()
 }
 
@@ -371,9 +372,10 @@ func (c *Client) Register(ctx context.Context, vars []Variable) error {
 	}
 	c.cfg = cfg
 	c.lay = lay
-	c.cache = make([][]*pspb.Chunk, len(lay.vars))
+	c.releaseCache()
+	c.cache = make([][]*segChunk, len(lay.vars))
 	for i := range lay.vars {
-		c.cache[i] = make([]*pspb.Chunk, len(lay.parts[i]))
+		c.cache[i] = make([]*segChunk, len(lay.parts[i]))
 	}
 	c.views = make([]shardView, len(c.addrs))
 	for i, in := range infos {
@@ -415,33 +417,61 @@ func (c *Client) pullRequest(shard int) *pspb.PullRequest {
 // receiveChunks checks pulled chunks of shard and keeps them in the cache;
 // chunks of variables the caller asked for (out[v] != nil) are decoded
 // into out right away, overlapping with the transfer of the next message.
-func (c *Client) receiveChunks(shard int, chunks []*pspb.Chunk, out *dstSet) error {
-	for _, ch := range chunks {
-		p, err := c.lay.lookup(ch)
-		if err != nil {
-			return err
-		}
-		if p.shard != shard {
-			return fmt.Errorf("ps: shard %d sent %s, which is routed to shard %d", shard, chunkName(ch), p.shard)
-		}
-		size := 4
-		if ch.GetDtype() == pspb.DType_DTYPE_FLOAT16 {
-			size = 2
-		} else if ch.GetDtype() != pspb.DType_DTYPE_FLOAT32 {
-			return fmt.Errorf("ps: shard %d sent %s with dtype %v", shard, chunkName(ch), ch.GetDtype())
-		}
-		if len(ch.GetData()) != size*p.length {
-			return fmt.Errorf("ps: shard %d sent %s with %d bytes, want %d", shard, chunkName(ch), len(ch.GetData()), size*p.length)
-		}
-		c.cache[p.v][p.index] = ch
-		if out != nil && out.vals[p.v] != nil {
-			if err := decodeInto(out.vals[p.v][p.offset:p.offset+p.length], ch); err != nil {
-				return err
+// It takes over the chunks: those it does not keep are released.
+func (c *Client) receiveChunks(shard int, chunks []*segChunk, out *dstSet) error {
+	for i, ch := range chunks {
+		if err := c.receiveChunk(shard, ch, out); err != nil {
+			for _, rest := range chunks[i:] {
+				rest.release()
 			}
-			out.done[p.v][p.index] = true
+			return err
 		}
 	}
 	return nil
+}
+
+func (c *Client) receiveChunk(shard int, ch *segChunk, out *dstSet) error {
+	name := fmt.Sprintf("variable %q chunk %d", ch.name, ch.index)
+	vi, ok := c.lay.byName[ch.name]
+	if !ok || int(ch.index) >= len(c.lay.parts[vi]) {
+		return fmt.Errorf("ps: server sent %s, which this client did not register", name)
+	}
+	p := c.lay.parts[vi][ch.index]
+	if p.shard != shard {
+		return fmt.Errorf("ps: shard %d sent %s, which is routed to shard %d", shard, name, p.shard)
+	}
+	size := 4
+	if ch.dtype == pspb.DType_DTYPE_FLOAT16 {
+		size = 2
+	} else if ch.dtype != pspb.DType_DTYPE_FLOAT32 {
+		return fmt.Errorf("ps: shard %d sent %s with dtype %v", shard, name, ch.dtype)
+	}
+	if ch.n != size*p.length {
+		return fmt.Errorf("ps: shard %d sent %s with %d bytes, want %d", shard, name, ch.n, size*p.length)
+	}
+	if old := c.cache[p.v][p.index]; old != nil {
+		old.release()
+	}
+	c.cache[p.v][p.index] = ch
+	if out != nil && out.vals[p.v] != nil {
+		if err := ch.decode(out.vals[p.v][p.offset : p.offset+p.length]); err != nil {
+			return err
+		}
+		out.done[p.v][p.index] = true
+	}
+	return nil
+}
+
+// releaseCache drops the cached chunks.
+func (c *Client) releaseCache() {
+	for _, parts := range c.cache {
+		for i, ch := range parts {
+			if ch != nil {
+				ch.release()
+				parts[i] = nil
+			}
+		}
+	}
 }
 
 func (c *Client) pullShards(ctx context.Context, shards []int, out *dstSet) error {
@@ -453,17 +483,18 @@ func (c *Client) pullShards(ctx context.Context, shards []int, out *dstSet) erro
 			}
 			var info *pspb.ServerInfo
 			for {
-				m, err := stream.Recv()
+				m := &pullMsg{}
+				err := stream.RecvMsg(m)
 				if errors.Is(err, io.EOF) {
 					break
 				}
 				if err != nil {
 					return err
 				}
-				if m.GetInfo() != nil {
-					info = m.GetInfo()
+				if m.info != nil {
+					info = m.info
 				}
-				if err := c.receiveChunks(shard, m.GetChunks(), out); err != nil {
+				if err := c.receiveChunks(shard, m.chunks, out); err != nil {
 					return err
 				}
 			}
@@ -518,7 +549,7 @@ func (c *Client) finishDst(out *dstSet) error {
 			if ch == nil {
 				return fmt.Errorf("ps: variable %q chunk %d was never pulled", c.lay.vars[i].Name, p.index)
 			}
-			if err := decodeInto(vals[p.offset:p.offset+p.length], ch); err != nil {
+			if err := ch.decode(vals[p.offset : p.offset+p.length]); err != nil {
 				return err
 			}
 		}
@@ -745,7 +776,10 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 		for _, t := range ts {
 			i := c.lay.byName[t.Name]
 			for _, p := range c.lay.parts[i] {
-				c.cache[i][p.index] = encodeChunk(t.Name, p.index, t.Values[p.offset:p.offset+p.length], pspb.DType_DTYPE_FLOAT32)
+				if old := c.cache[i][p.index]; old != nil {
+					old.release()
+				}
+				c.cache[i][p.index] = chunkFromBytes(encodeChunk(t.Name, p.index, t.Values[p.offset:p.offset+p.length], pspb.DType_DTYPE_FLOAT32))
 			}
 		}
 	}
@@ -789,20 +823,21 @@ func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, s
 		}
 		var info *pspb.ServerInfo
 		for {
-			m, err := stream.Recv()
+			m := &pullMsg{pushPull: true}
+			err := stream.RecvMsg(m)
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
 				return err
 			}
-			if m.GetPush() != nil {
-				result = m.GetPush()
+			if m.push != nil {
+				result = m.push
 			}
-			if m.GetPull().GetInfo() != nil {
-				info = m.GetPull().GetInfo()
+			if m.info != nil {
+				info = m.info
 			}
-			if err := c.receiveChunks(shard, m.GetPull().GetChunks(), out); err != nil {
+			if err := c.receiveChunks(shard, m.chunks, out); err != nil {
 				return err
 			}
 		}
@@ -829,7 +864,7 @@ func (c *Client) reregister(ctx context.Context, shard int) error {
 			p := parts[start]
 			vals := make([]float32, p.length)
 			if ch := c.cache[p.v][p.index]; ch != nil {
-				if err := decodeInto(vals, ch); err != nil {
+				if err := ch.decode(vals); err != nil {
 					return err
 				}
 			}

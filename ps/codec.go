@@ -52,6 +52,8 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return unmarshalPullResponse(materialize(data), m)
 	case *pspb.PushPullResponse:
 		return unmarshalPushPullResponse(materialize(data), m)
+	case *pullMsg:
+		return unmarshalPullMsg(data, m)
 	}
 	return protoCodec.Unmarshal(data, v)
 }

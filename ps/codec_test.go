@@ -120,3 +120,87 @@ func TestCodecRejectsMalformed(t *testing.T) {
 		require.Error(t, unmarshalPushRequest(b, &m), name)
 	}
 }
+
+// splitSegments cuts b into buffers of the given sizes (cycled), as gRPC
+// hands over a received message.
+func splitSegments(b []byte, sizes ...int) mem.BufferSlice {
+	var out mem.BufferSlice
+	for i := 0; len(b) > 0; i++ {
+		n := min(len(b), max(1, sizes[i%len(sizes)]))
+		out = append(out, mem.SliceBuffer(append([]byte(nil), b[:n]...)))
+		b = b[n:]
+	}
+	return out
+}
+
+// checkPullMsg decodes wire (a PullResponse or PushPullResponse) from
+// segments and compares with the generated decoder.
+func checkPullMsg(t *testing.T, wire []byte, pushPull bool, sizes ...int) {
+	t.Helper()
+	m := &pullMsg{pushPull: pushPull}
+	err := unmarshalPullMsg(splitSegments(wire, sizes...), m)
+	want := &pspb.PullResponse{}
+	var wantPush *pspb.PushResponse
+	var stdErr error
+	if pushPull {
+		var pp pspb.PushPullResponse
+		stdErr = proto.Unmarshal(wire, &pp)
+		if pp.GetPull() != nil {
+			want = pp.GetPull()
+		}
+		wantPush = pp.GetPush()
+	} else {
+		stdErr = proto.Unmarshal(wire, want)
+	}
+	if err != nil || stdErr != nil {
+		return // the segment decoder is stricter about wire types; both must not panic
+	}
+	require.Len(t, m.chunks, len(want.GetChunks()))
+	for i, c := range want.GetChunks() {
+		got := m.chunks[i]
+		require.Equal(t, c.GetName(), got.name)
+		require.Equal(t, c.GetIndex(), got.index)
+		require.Equal(t, c.GetDtype(), got.dtype)
+		var data []byte
+		for _, p := range got.pieces {
+			data = append(data, p...)
+		}
+		require.Equal(t, len(c.GetData()), got.n)
+		require.Equal(t, string(c.GetData()), string(data))
+	}
+	require.True(t, proto.Equal(want.GetInfo(), m.info))
+	require.True(t, proto.Equal(wantPush, m.push))
+	m.releaseAll()
+}
+
+func TestSegmentedPullDecoding(t *testing.T) {
+	info := &pspb.ServerInfo{Incarnation: "abc", Version: 7, Cursor: 12}
+	parts := []pullPart{{"a", 0, []float32{1, 2, 3}}, {"bb", 300, []float32{-4, 5}}, {"c", 1, make([]float32, 700)}}
+	msgs, _, err := encodePull(parts, pspb.DType_DTYPE_FLOAT32, 1<<20, info)
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	em, err := wrapPushPull(msgs[0], &pspb.PushResponse{Staleness: 3, Duplicate: true})
+	require.NoError(t, err)
+	var pp []byte
+	for _, p := range em.parts {
+		pp = append(pp, p...)
+	}
+	for _, sizes := range [][]int{{1}, {3, 5}, {7}, {16384}, {1 << 30}} {
+		checkPullMsg(t, msgs[0], false, sizes...)
+		checkPullMsg(t, pp, true, sizes...)
+	}
+	// Decoding into float32 across piece boundaries.
+	m := &pullMsg{}
+	require.NoError(t, unmarshalPullMsg(splitSegments(msgs[0], 3, 5), m))
+	v := make([]float32, 2)
+	require.NoError(t, m.chunks[1].decode(v))
+	require.Equal(t, []float32{-4, 5}, v)
+	m.releaseAll()
+	// Truncated messages are errors.
+	for cut := 1; cut < len(msgs[0]); cut += 97 {
+		m := &pullMsg{}
+		if err := unmarshalPullMsg(splitSegments(msgs[0][:cut], 11), m); err == nil {
+			m.releaseAll()
+		}
+	}
+}

@@ -220,3 +220,17 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 	write("FuzzRegister", "valid", seedRegister())
 }
+
+// FuzzPullMsg feeds arbitrary pull responses, split into arbitrary
+// buffers, to the client's segment decoder.
+func FuzzPullMsg(f *testing.F) {
+	msgs, _, err := encodePull([]pullPart{{"w", 0, []float32{1, 2, 3}}, {"big", 1, []float32{4, 5}}}, pspb.DType_DTYPE_FLOAT32, 1<<20, &pspb.ServerInfo{Version: 3})
+	require.NoError(f, err)
+	f.Add(msgs[0], false, uint8(5))
+	em, err := wrapPushPull(msgs[0], &pspb.PushResponse{Staleness: 2})
+	require.NoError(f, err)
+	f.Add(append(append([]byte(nil), em.parts[0]...), em.parts[1]...), true, uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, pushPull bool, seg uint8) {
+		checkPullMsg(t, data, pushPull, int(seg%64)+1, int(seg/3)+1)
+	})
+}
