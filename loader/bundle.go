@@ -15,7 +15,8 @@ import (
 // Bundle is a loaded and validated model bundle (see `gotflow convert` and
 // loader/schema/bundle-v1.schema.json): a training graph that is a pure
 // function (weights, inputs, labels) -> (loss, gradients, metrics, state
-// updates), an inference graph (weights, inputs) -> outputs, and initial
+// updates), an inference graph (weights, inputs) -> outputs, optionally an
+// evaluation graph (weights, inputs, labels) -> (loss, metrics), and initial
 // weights.
 type Bundle struct {
 	// Dir is the bundle directory.
@@ -24,12 +25,19 @@ type Bundle struct {
 	Manifest *Manifest
 	// Train and Infer are train.pb and infer.pb.
 	Train, Infer *GraphDef
+	// Eval is eval.pb, or nil for a bundle without one: the loss and
+	// metrics with training behaviour off (dropout off, batch-norm moving
+	// statistics), no gradients and no state updates. It uses Train's
+	// tensor names: variables are fed at their TrainPlaceholder (where Eval
+	// has that node), and Inputs, Labels, Loss and Metrics name the same
+	// tensors in both graphs.
+	Eval *GraphDef
 	// Variables lists the weights in manifest order; Weights holds their
 	// initial values in the same order.
 	Variables []Variable
 	Weights   []Weight
-	// Inputs are fed to both graphs, Labels to Train; Outputs are fetched
-	// from Infer, Loss and Metrics from Train.
+	// Inputs are fed to every graph, Labels to Train and Eval; Outputs are
+	// fetched from Infer, Loss and Metrics from Train and Eval.
 	Inputs, Labels, Outputs, Metrics []BundleTensor
 	Loss                             BundleTensor
 }
@@ -64,11 +72,14 @@ type BundleTensor struct {
 }
 
 // LoadBundle reads the bundle in dir and checks it: the manifest parses and
-// validates (ParseManifest), both graphs parse (ParseGraphDef), every tensor
+// validates (ParseManifest), the graphs parse (ParseGraphDef), every tensor
 // the manifest names exists in its graph with the declared dtype and a
 // compatible shape, placeholders are Placeholder ops, every trainable
 // variable has a gradient of its own dtype and shape, and the weights file
-// holds exactly the variables with their dtypes and shapes.
+// holds exactly the variables with their dtypes and shapes. An eval graph,
+// when the manifest names one, must hold the inputs, labels, loss and
+// metrics, and every Placeholder in it must be a variable's train
+// placeholder, an input or a label.
 func LoadBundle(dir string) (*Bundle, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -96,6 +107,11 @@ func LoadBundle(dir string) (*Bundle, error) {
 	if b.Infer, err = LoadGraphDef(filepath.Join(dir, m.InferGraph)); err != nil {
 		return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
 	}
+	if m.EvalGraph != "" {
+		if b.Eval, err = LoadGraphDef(filepath.Join(dir, m.EvalGraph)); err != nil {
+			return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
+		}
+	}
 	b.convert()
 	ws, err := ReadWeights(filepath.Join(dir, m.Weights))
 	if err != nil {
@@ -107,7 +123,10 @@ func LoadBundle(dir string) (*Bundle, error) {
 	for _, gd := range []struct {
 		file string
 		def  *GraphDef
-	}{{m.TrainGraph, b.Train}, {m.InferGraph, b.Infer}} {
+	}{{m.TrainGraph, b.Train}, {m.InferGraph, b.Infer}, {m.EvalGraph, b.Eval}} {
+		if gd.def == nil {
+			continue
+		}
 		if err := checkStateless(gd.file, gd.def); err != nil {
 			return nil, fmt.Errorf("loader: bundle %s: %w", dir, err)
 		}
@@ -280,6 +299,60 @@ func (b *Bundle) checkGraphs() error {
 	for _, t := range b.Outputs {
 		if err := ig.tensor(fmt.Sprintf("output %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
 			return err
+		}
+	}
+	if b.Eval != nil {
+		return b.checkEval()
+	}
+	return nil
+}
+
+// checkEval verifies the eval graph against train.pb's names: the
+// variables' train placeholders it has, the inputs, labels, loss and
+// metrics, and that nothing else in it waits for a feed.
+func (b *Bundle) checkEval() error {
+	file := b.Manifest.EvalGraph
+	g, err := b.Eval.Import()
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	defer g.Close()
+	eg := checker{file: file, def: b.Eval, g: g}
+	fed := map[string]bool{}
+	for _, v := range b.Variables {
+		op, _, err := tf.ParseOutputName(v.TrainPlaceholder)
+		if v.TrainPlaceholder == "" || err != nil {
+			continue
+		}
+		if _, ok := b.Eval.Node(op); !ok {
+			continue // the eval graph does not read this variable
+		}
+		if err := eg.placeholder(fmt.Sprintf("variable %q", v.Name), v.TrainPlaceholder, v.DType, v.Shape); err != nil {
+			return err
+		}
+		fed[op] = true
+	}
+	for _, set := range []struct {
+		kind string
+		ts   []BundleTensor
+		feed bool
+	}{{"input", b.Inputs, true}, {"label", b.Labels, true}, {"metric", b.Metrics, false}} {
+		for _, t := range set.ts {
+			if err := eg.tensor(fmt.Sprintf("%s %q", set.kind, t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+				return err
+			}
+			if set.feed {
+				op, _, _ := tf.ParseOutputName(t.Tensor)
+				fed[op] = true
+			}
+		}
+	}
+	if err := eg.tensor("loss", b.Loss.Tensor, b.Loss.DType, b.Loss.Shape); err != nil {
+		return err
+	}
+	for _, n := range b.Eval.Def.GetNode() {
+		if n.GetOp() == "Placeholder" && !fed[n.GetName()] {
+			return fmt.Errorf("%s: placeholder %q is not a variable's train_placeholder, an input or a label, so nothing feeds it", file, n.GetName())
 		}
 	}
 	return nil

@@ -25,13 +25,16 @@ type Manifest struct {
 	Producer   map[string]string `json:"producer,omitempty"`
 	TrainGraph string            `json:"train_graph"`
 	InferGraph string            `json:"infer_graph"`
-	Weights    string            `json:"weights"`
-	Variables  []ManifestVar     `json:"variables"`
-	Inputs     []ManifestTensor  `json:"inputs"`
-	Labels     []ManifestTensor  `json:"labels"`
-	Outputs    []ManifestTensor  `json:"outputs"`
-	Loss       ManifestTensor    `json:"loss"`
-	Metrics    []ManifestTensor  `json:"metrics"`
+	// EvalGraph is optional: (weights, inputs, labels) -> (loss, metrics)
+	// with training behaviour off, under TrainGraph's tensor names.
+	EvalGraph string           `json:"eval_graph,omitempty"`
+	Weights   string           `json:"weights"`
+	Variables []ManifestVar    `json:"variables"`
+	Inputs    []ManifestTensor `json:"inputs"`
+	Labels    []ManifestTensor `json:"labels"`
+	Outputs   []ManifestTensor `json:"outputs"`
+	Loss      ManifestTensor   `json:"loss"`
+	Metrics   []ManifestTensor `json:"metrics"`
 }
 
 // ManifestTensor is a named tensor of the manifest.
@@ -88,6 +91,11 @@ func (m *Manifest) Validate() error {
 		{"train_graph", m.TrainGraph}, {"infer_graph", m.InferGraph}, {"weights", m.Weights},
 	} {
 		if err := checkFileName(f.key, f.val); err != nil {
+			return err
+		}
+	}
+	if m.EvalGraph != "" {
+		if err := checkFileName("eval_graph", m.EvalGraph); err != nil {
 			return err
 		}
 	}

@@ -60,14 +60,8 @@ func (b *Bundle) NewTrainStep(opts ...tf.SessionOption) (*TrainStep, error) {
 		g.Close()
 		return nil, fmt.Errorf("loader: train step: %w", err)
 	}
-	st.weights = make([]tf.Output, len(b.Variables))
-	for i, v := range b.Variables {
-		if v.TrainPlaceholder == "" {
-			continue
-		}
-		if st.weights[i], err = g.Output(v.TrainPlaceholder); err != nil {
-			return fail(err)
-		}
+	if st.weights, err = weightOutputs(g, b.Train, b.Variables, trainPlaceholder); err != nil {
+		return fail(err)
 	}
 	if st.inputs, err = outputs(g, b.Inputs); err != nil {
 		return fail(err)
@@ -135,6 +129,117 @@ func (st *TrainStep) Close() error {
 	return errors.Join(err, st.g.Close())
 }
 
+// EvalStep runs a bundle's evaluation graph: feed weights, inputs and
+// labels; fetch the loss and the metrics. With Bundle.Eval it computes what
+// Keras' model.evaluate reports, with training behaviour off (dropout off,
+// batch-norm moving statistics). A bundle without an eval graph is
+// evaluated with its training graph, fetching only the loss and metrics:
+// that runs in training mode (dropout on, batch-norm batch statistics), so
+// the values are those of a training step (TrainingMode reports which).
+// It owns a tf.Graph and a tf.Session; Close frees them (and waits for
+// in-flight runs). Run may be called from several goroutines at once.
+type EvalStep struct {
+	b        *Bundle
+	g        *tf.Graph
+	s        *tf.Session
+	training bool
+	weights  []tf.Output // per variable; Op nil if the graph does not read it
+	inputs   []tf.Output
+	labels   []tf.Output
+	fetches  []tf.Output // loss, metrics
+}
+
+// EvalResult is what one evaluation step computed. The caller owns the
+// tensors; Close frees them all.
+type EvalResult struct {
+	Loss *tf.Tensor
+	// Metrics are in the order of Bundle.Metrics.
+	Metrics []*tf.Tensor
+}
+
+// Close frees the result's tensors.
+func (r *EvalResult) Close() error {
+	if r == nil {
+		return nil
+	}
+	r.Loss.Close()
+	for _, t := range r.Metrics {
+		t.Close()
+	}
+	return nil
+}
+
+// NewEvalStep imports the evaluation graph (the training graph when the
+// bundle has none) and opens a session on it.
+func (b *Bundle) NewEvalStep(opts ...tf.SessionOption) (*EvalStep, error) {
+	def, file := b.Eval, b.Manifest.EvalGraph
+	if def == nil {
+		def, file = b.Train, b.Manifest.TrainGraph
+	}
+	g, err := def.Import()
+	if err != nil {
+		return nil, fmt.Errorf("loader: %s: %w", file, err)
+	}
+	st := &EvalStep{b: b, g: g, training: b.Eval == nil}
+	fail := func(err error) (*EvalStep, error) {
+		g.Close()
+		return nil, fmt.Errorf("loader: eval step: %s: %w", file, err)
+	}
+	if st.weights, err = weightOutputs(g, def, b.Variables, trainPlaceholder); err != nil {
+		return fail(err)
+	}
+	if st.inputs, err = outputs(g, b.Inputs); err != nil {
+		return fail(err)
+	}
+	if st.labels, err = outputs(g, b.Labels); err != nil {
+		return fail(err)
+	}
+	if st.fetches, err = outputs(g, append([]BundleTensor{b.Loss}, b.Metrics...)); err != nil {
+		return fail(err)
+	}
+	if st.s, err = tf.NewSession(g, opts...); err != nil {
+		return fail(err)
+	}
+	return st, nil
+}
+
+// TrainingMode reports whether the step runs the training graph (the
+// bundle has no eval graph), so dropout and batch-norm behave as in
+// training.
+func (st *EvalStep) TrainingMode() bool { return st.training }
+
+// Run computes the loss and metrics for one batch. weights holds one tensor
+// per Bundle.Variables entry (nil for variables the graph does not read),
+// inputs one per Bundle.Inputs, labels one per Bundle.Labels. The tensors
+// are borrowed.
+func (st *EvalStep) Run(ctx context.Context, weights, inputs, labels []*tf.Tensor) (*EvalResult, error) {
+	b := st.b
+	feeds, err := weightFeeds(b, st.weights, weights, "eval")
+	if err != nil {
+		return nil, err
+	}
+	if feeds, err = appendFeeds(feeds, "input", b.Inputs, st.inputs, inputs); err != nil {
+		return nil, err
+	}
+	if feeds, err = appendFeeds(feeds, "label", b.Labels, st.labels, labels); err != nil {
+		return nil, err
+	}
+	out, err := st.s.Run(ctx, feeds, st.fetches, nil)
+	if err != nil {
+		return nil, fmt.Errorf("loader: eval step: %w", err)
+	}
+	return &EvalResult{Loss: out[0], Metrics: out[1:]}, nil
+}
+
+// Close closes the session and the graph; it is idempotent.
+func (st *EvalStep) Close() error {
+	var err error
+	if st.s != nil {
+		err = st.s.Close()
+	}
+	return errors.Join(err, st.g.Close())
+}
+
 // Predictor runs a bundle's inference graph with weights fed per call (for
 // evaluation during training; a trained model is frozen with Freeze). Run
 // may be called from several goroutines at once; Close frees the session and
@@ -159,14 +264,8 @@ func (b *Bundle) NewPredictor(opts ...tf.SessionOption) (*Predictor, error) {
 		g.Close()
 		return nil, fmt.Errorf("loader: predictor: %w", err)
 	}
-	p.weights = make([]tf.Output, len(b.Variables))
-	for i, v := range b.Variables {
-		if v.InferPlaceholder == "" {
-			continue
-		}
-		if p.weights[i], err = g.Output(v.InferPlaceholder); err != nil {
-			return fail(err)
-		}
+	if p.weights, err = weightOutputs(g, b.Infer, b.Variables, inferPlaceholder); err != nil {
+		return fail(err)
 	}
 	if p.inputs, err = outputs(g, b.Inputs); err != nil {
 		return fail(err)
@@ -218,6 +317,33 @@ func (b *Bundle) WeightTensors() ([]*tf.Tensor, error) {
 			return nil, err
 		}
 		out[i] = t
+	}
+	return out, nil
+}
+
+func trainPlaceholder(v Variable) string { return v.TrainPlaceholder }
+func inferPlaceholder(v Variable) string { return v.InferPlaceholder }
+
+// weightOutputs looks up each variable's placeholder (named by ph) in g,
+// imported from def; the Output's Op is nil for a variable without one or
+// whose placeholder def does not have (the graph does not read it).
+func weightOutputs(g *tf.Graph, def *GraphDef, vars []Variable, ph func(Variable) string) ([]tf.Output, error) {
+	out := make([]tf.Output, len(vars))
+	for i, v := range vars {
+		name := ph(v)
+		if name == "" {
+			continue
+		}
+		if op, _, err := tf.ParseOutputName(name); err == nil {
+			if _, ok := def.Node(op); !ok {
+				continue
+			}
+		}
+		o, err := g.Output(name)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = o
 	}
 	return out, nil
 }

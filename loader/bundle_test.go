@@ -38,6 +38,12 @@ type expected struct {
 	Metrics   map[string]float64 `json:"metrics"`
 	Updates   map[string]array   `json:"updates"`
 	Outputs   map[string]array   `json:"outputs"`
+	// Eval is what Keras' model.evaluate reports for the batch: the loss
+	// and metrics with training=False.
+	Eval struct {
+		Loss    float64            `json:"loss"`
+		Metrics map[string]float64 `json:"metrics"`
+	} `json:"eval"`
 }
 
 func bundleDir(name string) string { return filepath.Join("testdata", "bundles", name) }
@@ -188,6 +194,87 @@ func TestTrainStepMatchesPython(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestEvalStepMatchesPython(t *testing.T) {
+	for _, name := range []string{"mlp", "cnn", "tf1", "finetune"} {
+		t.Run(name, func(t *testing.T) {
+			b, err := loader.LoadBundle(bundleDir(name))
+			require.NoError(t, err)
+			require.NotNil(t, b.Eval, "the converter writes eval.pb")
+			exp := loadExpected(t, name)
+			require.NotEmpty(t, exp.Eval.Metrics, "the fixture records the eval values")
+			st, err := b.NewEvalStep()
+			require.NoError(t, err)
+			t.Cleanup(func() { st.Close() })
+			require.False(t, st.TrainingMode())
+			inputs, labels := batch(t, b, exp)
+			r, err := st.Run(ctxT(t), weightTensors(t, b), inputs, labels)
+			require.NoError(t, err)
+			defer r.Close()
+			loss := values(t, r.Loss)[0]
+			require.InDelta(t, exp.Eval.Loss, loss, relTol*math.Abs(exp.Eval.Loss), "eval loss")
+			require.Len(t, r.Metrics, len(b.Metrics))
+			for i, m := range b.Metrics {
+				got := values(t, r.Metrics[i])[0]
+				require.InDelta(t, exp.Eval.Metrics[m.Name], got, 1e-6, "metric %s", m.Name)
+			}
+			if name == "cnn" {
+				// Dropout and batch-norm batch statistics make the
+				// training step's loss another number.
+				require.Greater(t, math.Abs(exp.Loss-loss), 1e-3, "eval loss %v, train loss %v", loss, exp.Loss)
+			}
+		})
+	}
+}
+
+// A bundle written before eval.pb existed is evaluated with its training
+// graph, in training mode.
+func TestEvalStepWithoutEvalGraph(t *testing.T) {
+	dir := copyBundle(t, "cnn")
+	editManifest(t, dir, func(m map[string]any) { delete(m, "eval_graph") })
+	require.NoError(t, os.Remove(filepath.Join(dir, "eval.pb")))
+	b, err := loader.LoadBundle(dir)
+	require.NoError(t, err)
+	require.Nil(t, b.Eval)
+	exp := loadExpected(t, "cnn")
+	st, err := b.NewEvalStep()
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	require.True(t, st.TrainingMode())
+	inputs, labels := batch(t, b, exp)
+	r, err := st.Run(ctxT(t), weightTensors(t, b), inputs, labels)
+	require.NoError(t, err)
+	defer r.Close()
+	require.InDelta(t, exp.Loss, values(t, r.Loss)[0], relTol*math.Abs(exp.Loss), "training-mode loss")
+	require.Len(t, r.Metrics, 1)
+	require.InDelta(t, exp.Metrics["accuracy"], values(t, r.Metrics[0])[0], 1e-6)
+}
+
+func TestEvalStepBadInput(t *testing.T) {
+	b, err := loader.LoadBundle(bundleDir("cnn"))
+	require.NoError(t, err)
+	exp := loadExpected(t, "cnn")
+	st, err := b.NewEvalStep()
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	inputs, labels := batch(t, b, exp)
+	ws := weightTensors(t, b)
+	_, err = st.Run(ctxT(t), ws[:2], inputs, labels)
+	require.ErrorContains(t, err, "loader: eval: got 2 weight tensors, want 8 (one per variable)")
+	_, err = st.Run(ctxT(t), ws, inputs, nil)
+	require.ErrorContains(t, err, "got 0 label tensors, want 1")
+	// eval.pb does not read the dropout layer's seed: it needs no tensor.
+	seed := slices.IndexFunc(b.Variables, func(v loader.Variable) bool { return strings.HasSuffix(v.Name, "seed_generator_state") })
+	require.GreaterOrEqual(t, seed, 0)
+	partial := slices.Clone(ws)
+	partial[seed] = nil
+	r, err := st.Run(ctxT(t), partial, inputs, labels)
+	require.NoError(t, err)
+	r.Close()
+	partial[0] = nil
+	_, err = st.Run(ctxT(t), partial, inputs, labels)
+	require.ErrorContains(t, err, `loader: eval: no tensor for variable "cnn/conv/kernel"`)
 }
 
 func TestPredictorMatchesPython(t *testing.T) {
@@ -438,6 +525,46 @@ func TestLoadBundleBadInput(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "infer.pb"), d2.Bytes(), 0o644))
 		}, `infer.pb: node "x" is a VarHandleOp op; bundle graphs must be pure functions`},
+		{"eval graph missing", func(t *testing.T, dir string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, "eval.pb")))
+		}, `eval.pb does not exist`},
+		{"eval graph path escape", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) { m["eval_graph"] = "../eval.pb" })
+		}, `eval_graph "../eval.pb" must be a file name inside the bundle directory`},
+		{"eval graph without labels", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) { m["eval_graph"] = "infer.pb" })
+		}, `infer.pb: label "y" tensor "label/y:0"`},
+		{"eval graph with an unfed placeholder", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, "eval.pb")
+			def, err := loader.LoadGraphDef(p)
+			require.NoError(t, err)
+			// Rename a weight placeholder (and its readers): the manifest no
+			// longer names it.
+			for _, n := range def.Def.Node {
+				if n.GetName() == "var/mlp/hidden1/bias" {
+					n.Name = "var/stray"
+				}
+				for i, in := range n.Input {
+					if in == "var/mlp/hidden1/bias" {
+						n.Input[i] = "var/stray"
+					}
+				}
+			}
+			d2, err := loader.NewGraphDef(def.Def)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(p, d2.Bytes(), 0o644))
+		}, `eval.pb: placeholder "var/stray" is not a variable's train_placeholder, an input or a label`},
+		{"eval graph without the loss", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, "eval.pb")
+			def, err := loader.LoadGraphDef(p)
+			require.NoError(t, err)
+			i, ok := def.Node("loss")
+			require.True(t, ok)
+			def.Def.Node[i].Name = "eval_loss"
+			d2, err := loader.NewGraphDef(def.Def)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(p, d2.Bytes(), 0o644))
+		}, `eval.pb: loss tensor "loss:0"`},
 		{"not json", func(t *testing.T, dir string) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{\"format\": "), 0o644))
 		}, `manifest.json: loader: manifest: unexpected EOF`},

@@ -1,14 +1,14 @@
 // Package loader reads models from disk: frozen GraphDefs (LoadGraphDef,
 // ParseGraphDef) with tensor-name resolution, and gotflow model bundles
-// (LoadBundle): a manifest, a training graph, an inference graph and
-// weights, as written by `gotflow convert`.
+// (LoadBundle): a manifest, a training graph, an inference graph, an
+// optional evaluation graph and weights, as written by `gotflow convert`.
 //
 // # Ownership
 //
 // A GraphDef or Bundle is plain Go memory; the tf.Graph that Import returns
-// owns C memory and must be closed by the caller, and so do the TrainStep
-// and Predictor a Bundle opens (a graph and a session each) and the tensors
-// their Run returns (StepResult.Close).
+// owns C memory and must be closed by the caller, and so do the TrainStep,
+// EvalStep and Predictor a Bundle opens (a graph and a session each) and
+// the tensors their Run returns (StepResult.Close, EvalResult.Close).
 //
 // # Concurrency
 //

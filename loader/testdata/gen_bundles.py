@@ -4,8 +4,12 @@ For each model: bundles/<name>/ (written by the converter) and
 bundles/<name>.expected.json holding one batch, the loss, every gradient,
 the metrics and the state updates that Python computed with
 tf.GradientTape (tf.gradients in a session for the TF1 graph function) on
-the bundle's initial weights, and the model's inference outputs
-(model(x, training=False)).
+the bundle's initial weights, the model's inference outputs
+(model(x, training=False)), and under "eval" the loss and metrics that
+Keras' model.evaluate reports for the batch: the loss on
+model(x, training=False) plus the regularization losses, and the metrics
+on the same outputs (for the TF1 graph function, which has no training
+argument, its one graph's loss and metrics).
 
 Run from the repository root:
     .venv/bin/python loader/testdata/gen_bundles.py
@@ -55,6 +59,10 @@ def keras_fixture(name, model, x, y):
                                                 parts.variables)}
     infer = model(x, training=False).numpy()
     lf = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    eval_loss = lf(y, infer)
+    if model.losses:
+        eval_loss = eval_loss + tf.add_n(model.losses)
+    eval_acc = np.mean(np.argmax(infer, -1) == y).astype(np.float32)
     with tf.GradientTape() as tape:
         pred = model(x, training=True)  # updates batch-norm statistics and the seed
         loss = lf(y, pred)
@@ -70,6 +78,7 @@ def keras_fixture(name, model, x, y):
         "metrics": {"accuracy": float(acc)},
         "updates": {names[id(v)]: arr(v.numpy()) for v in model.non_trainable_variables},
         "outputs": {"output": arr(infer)},
+        "eval": {"loss": float(eval_loss.numpy()), "metrics": {"accuracy": float(eval_acc)}},
     })
 
 
@@ -94,6 +103,7 @@ def tf1_fixture(name, x, y):
         "metrics": {"accuracy": float(r["acc"])},
         "updates": {},
         "outputs": {"logits": arr(r["logits"]), "probs": arr(r["probs"])},
+        "eval": {"loss": float(r["loss"]), "metrics": {"accuracy": float(r["acc"])}},
     })
 
 
@@ -119,6 +129,7 @@ def finetune_fixture(name, model, x, y):
         "metrics": {"accuracy": float(acc)},
         "updates": {},
         "outputs": {out_name: arr(pred.numpy())},
+        "eval": {"loss": float(loss.numpy()), "metrics": {"accuracy": float(acc)}},
     })
 
 

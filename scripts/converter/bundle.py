@@ -100,7 +100,7 @@ class Parts:
     def manifest(self):
         import tensorflow as tf
         import keras
-        m = {
+        return {
             "format": FORMAT,
             "producer": {
                 "name": "gotflow convert",
@@ -110,6 +110,7 @@ class Parts:
             },
             "train_graph": TRAIN_GRAPH,
             "infer_graph": INFER_GRAPH,
+            **({"eval_graph": EVAL_GRAPH} if self.eval_graph is not None else {}),
             "weights": WEIGHTS_FILE,
             "variables": [v.to_json() for v in self.variables],
             "inputs": [t.to_json() for t in self.inputs],
@@ -118,9 +119,6 @@ class Parts:
             "loss": self.loss.to_json(),
             "metrics": [t.to_json() for t in self.metrics],
         }
-        if self.eval_graph is not None:
-            m["eval_graph"] = EVAL_GRAPH
-        return m
 
 
 def write(parts, out_dir, overwrite=False):
