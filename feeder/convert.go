@@ -267,7 +267,7 @@ func (c *colPlan) fillList(col arrow.Array, off, n, width int, dst []byte, rowBa
 		}
 		l := e - b
 		if l != width && c.in.Length == 0 {
-			return colErr(c.in.Column, rowBase+int64(r), ErrRagged, "%d elements, earlier rows of the batch have %d (set Length to pad/truncate)", l, width)
+			return colErr(c.in.Column, rowBase+int64(r), ErrRagged, "%d elements, want %d like the batch's first row or the target shape (set Length to pad/truncate)", l, width)
 		}
 		k := min(l, width)
 		start := child.Offset() + b

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -122,7 +123,7 @@ func TestConvertErrors(t *testing.T) {
 		plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "l", Tensor: "x"}}, nil)
 		require.NoError(t, err)
 		_, err = plan.Convert(rec)
-		requireColumnError(t, err, feeder.ErrRagged, "l", 2, "1 elements, earlier rows of the batch have 2")
+		requireColumnError(t, err, feeder.ErrRagged, "l", 2, "1 elements, want 2")
 	})
 	t.Run("fixed_batch_dimension", func(t *testing.T) {
 		mem, _ := cMem(t)
@@ -182,6 +183,8 @@ func (s *schemaSwitch) Close() error {
 
 func TestSchemaChangeMidStream(t *testing.T) {
 	mem, _ := cMem(t)
+	base := runtime.NumGoroutine()
+	defer waitGoroutines(t, base)
 	a := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1, 2}, nil))
 	b := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Int64, []int64{3, 4}, nil))
 	src := &schemaSwitch{recs: []arrow.RecordBatch{a, b}}
@@ -204,6 +207,8 @@ func TestSchemaChangeMidStream(t *testing.T) {
 func TestTruncatedFiles(t *testing.T) {
 	dir := t.TempDir()
 	mem, _ := cMem(t)
+	base := runtime.NumGoroutine()
+	defer waitGoroutines(t, base)
 	rec := imageRecord(mem, 64)
 	defer rec.Release()
 	write := func(name string, create func(string, *arrow.Schema, ...feeder.SinkOption) (feeder.Sink, error), opts ...feeder.SinkOption) string {
