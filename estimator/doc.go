@@ -17,7 +17,9 @@
 // variables live on the parameter server, whose optimizer applies the
 // gradients (Hogwild, AsyncLock, Sync or BoundedStaleness); other state,
 // such as a dropout layer's RNG seed, stays with each worker. After every
-// epoch the chief evaluates the validation rows, reports through Hooks and
+// epoch the chief evaluates the validation rows with the bundle's eval
+// graph (training behaviour off, as Keras' model.evaluate; a bundle without
+// one is evaluated with its training graph), reports through Hooks and
 // TensorBoardDir, snapshots the shards and records its progress in
 // ModelDir, so a later Fit resumes. At the end the inference graph is
 // frozen with the trained weights and exported (frozen.pb, saved_model/,

@@ -21,8 +21,11 @@ type EvalResult struct {
 // Evaluate computes the bundle's loss and metrics for the trained weights
 // over data, weighting each batch by its rows, and closes data. It needs
 // Bundle and Weights (set by Fit) and the label columns (LabelMapping).
-// The bundle's training graph computes the loss, so layers that behave
-// differently in training (dropout) do so here too.
+// The bundle's eval graph computes them with training behaviour off
+// (dropout off, batch-norm moving statistics), so the values are those of
+// Keras' model.evaluate. A bundle converted without an eval graph is
+// evaluated with its training graph instead, where layers that behave
+// differently in training (dropout, batch-norm) do so.
 func (m *TFModel) Evaluate(ctx context.Context, data feeder.Source) (*EvalResult, error) {
 	defer data.Close()
 	bundle := m.Bundle
@@ -60,7 +63,7 @@ func (m *TFModel) Evaluate(ctx context.Context, data feeder.Source) (*EvalResult
 	if err != nil {
 		return nil, err
 	}
-	step, err := b.NewTrainStep(tf.WithIntraOpThreads(m.IntraOpThreads), tf.WithInterOpThreads(m.InterOpThreads))
+	step, err := b.NewEvalStep(tf.WithIntraOpThreads(m.IntraOpThreads), tf.WithInterOpThreads(m.InterOpThreads))
 	if err != nil {
 		return nil, err
 	}

@@ -446,9 +446,15 @@ func (r *run) checkpoint(ctx context.Context, epochs int) error {
 }
 
 // evaluate computes the mean loss and metrics over rows with the current
-// weights, weighting each batch by its rows.
+// weights, weighting each batch by its rows. It runs the bundle's eval
+// graph (training behaviour off, as Keras' model.evaluate), or its
+// training graph for a bundle without one.
 func (r *run) evaluate(ctx context.Context, rows []int, bs int) (float64, map[string]float64, error) {
 	w := r.eval
+	st, err := w.evalStep()
+	if err != nil {
+		return 0, nil, err
+	}
 	if err := w.pull(ctx); err != nil {
 		return 0, nil, err
 	}
@@ -460,7 +466,7 @@ func (r *run) evaluate(ctx context.Context, rows []int, bs int) (float64, map[st
 		if err != nil {
 			return 0, nil, err
 		}
-		out, err := w.step.Run(ctx, w.weights, inputs, labels)
+		out, err := st.Run(ctx, w.weights, inputs, labels)
 		closeAll(inputs)
 		closeAll(labels)
 		if err != nil {

@@ -2,6 +2,7 @@ package estimator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
@@ -19,6 +20,11 @@ type trainWorker struct {
 	b      *loader.Bundle
 	step   *loader.TrainStep
 	client *ps.Client
+	opts   []tf.SessionOption
+	// eval computes validation loss and metrics with training behaviour
+	// off; only the chief's worker evaluates, so it is opened on first use
+	// (evalStep).
+	eval *loader.EvalStep
 
 	// Variables live on the parameter server (float32) or, for
 	// non-trainable state of other types such as a dropout layer's RNG
@@ -41,7 +47,7 @@ func newTrainWorker(ctx context.Context, id int, b *loader.Bundle, client *ps.Cl
 	if err != nil {
 		return nil, err
 	}
-	w := &trainWorker{id: id, b: b, step: step, client: client, weights: make([]*tf.Tensor, len(b.Variables))}
+	w := &trainWorker{id: id, b: b, step: step, client: client, opts: opts, weights: make([]*tf.Tensor, len(b.Variables))}
 	for i, v := range b.Variables {
 		if onParameterServer(v) {
 			w.onPS = append(w.onPS, i)
@@ -271,9 +277,27 @@ func scalar(t *tf.Tensor) (float64, error) {
 	return 0, fmt.Errorf("want float32 or float64, got %s", t.DataType())
 }
 
-// Close frees the worker's session and tensors; the client is the caller's.
+// evalStep returns the worker's evaluation step, opening it on first use.
+// It runs the bundle's eval graph, or its training graph (in training
+// mode) for a bundle without one.
+func (w *trainWorker) evalStep() (*loader.EvalStep, error) {
+	if w.eval == nil {
+		st, err := w.b.NewEvalStep(w.opts...)
+		if err != nil {
+			return nil, fmt.Errorf("estimator: evaluate: %w", err)
+		}
+		w.eval = st
+	}
+	return w.eval, nil
+}
+
+// Close frees the worker's sessions and tensors; the client is the caller's.
 func (w *trainWorker) Close() error {
 	closeAll(w.weights)
 	w.weights = nil
-	return w.step.Close()
+	var err error
+	if w.eval != nil {
+		err = w.eval.Close()
+	}
+	return errors.Join(w.step.Close(), err)
 }

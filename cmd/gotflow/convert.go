@@ -25,7 +25,7 @@ const convertUsage = `usage: gotflow convert keras MODEL --loss LOSS [--metric M
        gotflow convert savedmodel DIR --loss LOSS [--signature KEY] [--label name:dtype:shape] -o BUNDLE
 
 MODEL is a .keras file or path/to/module.py:function returning a keras.Model.
-The bundle directory gets manifest.json, train.pb, infer.pb and
+The bundle directory gets manifest.json, train.pb, infer.pb, eval.pb and
 weights.safetensors (see loader/schema/bundle-v1.schema.json).
 
 The conversion runs in the project's Python: $GOTFLOW_PYTHON, or
