@@ -31,23 +31,31 @@ type item struct {
 // records out in file and row-group order, so Transform keeps row order
 // while Parquet decoding runs in parallel.
 type orderedSource struct {
-	schema *arrow.Schema
-	units  []unit
-	outs   []chan item
-	cur    int
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	closed bool
+	schema   *arrow.Schema
+	units    []unit
+	readRows int64
+	outs     []chan item
+	cur      int
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool
 }
 
 // OpenOrdered reads files (Parquet, Arrow IPC, CSV — see feeder.OpenDataset
-// for the extensions) as one stream in order, decoding up to readers Parquet
-// row groups (or files) at a time. Unlike feeder.Readers, which interleaves
-// parts in arrival order, records come out in the order of the files and
-// their row groups, as Transform needs. Each goroutine holds at most two
-// decoded records ahead of the consumer. opts apply to every file.
-func OpenOrdered(files []string, readers int, opts ...feeder.SourceOption) (feeder.Source, error) {
+// for the extensions) as one stream of records of at most readRows rows, in
+// order, decoding up to readers Parquet row groups (or files) at a time.
+// Unlike feeder.Readers, which interleaves parts in arrival order, records
+// come out in the order of the files and their row groups, as Transform
+// needs. Each goroutine holds at most two decoded records ahead of the
+// consumer. opts apply to every file.
+//
+// Parquet row groups whose columns are float32, float64, int32 or int64
+// values, or fixed-size lists of them, and whose statistics promise no
+// nulls, are decoded straight into C-allocated Arrow buffers (which
+// Transform feeds to TensorFlow without a copy); other files go through
+// feeder's readers.
+func OpenOrdered(files []string, readers, readRows int, opts ...feeder.SourceOption) (feeder.Source, error) {
 	if len(files) == 0 {
 		return nil, errors.New("estimator: OpenOrdered: no files")
 	}
@@ -69,6 +77,10 @@ func OpenOrdered(files []string, readers int, opts ...feeder.SourceOption) (feed
 			units = append(units, unit{path: p, rowGroup: -1})
 		}
 	}
+	if readRows <= 0 {
+		readRows = 65536
+	}
+	opts = append(append([]feeder.SourceOption(nil), opts...), feeder.ReadRows(readRows))
 	first, err := feeder.OpenDataset(files[0], opts...)
 	if err != nil {
 		return nil, err
@@ -76,7 +88,7 @@ func OpenOrdered(files []string, readers int, opts ...feeder.SourceOption) (feed
 	schema := first.Schema()
 	first.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &orderedSource{schema: schema, units: units, cancel: cancel, outs: make([]chan item, len(units))}
+	s := &orderedSource{schema: schema, units: units, cancel: cancel, outs: make([]chan item, len(units)), readRows: int64(readRows)}
 	for i := range s.outs {
 		s.outs[i] = make(chan item, 2)
 	}
@@ -90,6 +102,9 @@ func OpenOrdered(files []string, readers int, opts ...feeder.SourceOption) (feed
 func (s *orderedSource) open(u unit, opts []feeder.SourceOption) (feeder.Source, error) {
 	if u.rowGroup < 0 {
 		return feeder.OpenDataset(u.path, opts...)
+	}
+	if fast, err := openFastRowGroup(u.path, u.rowGroup, s.schema, s.readRows); err != nil || fast != nil {
+		return fast, err
 	}
 	return feeder.OpenParquet(u.path, append(append([]feeder.SourceOption(nil), opts...), feeder.RowGroups(u.rowGroup))...)
 }

@@ -563,7 +563,7 @@ func TestOpenOrderedKeepsRowOrder(t *testing.T) {
 	files = append(files, ipcPath)
 
 	for _, readers := range []int{1, 2, 3} {
-		src, err := estimator.OpenOrdered(files, readers, feeder.ReadRows(128))
+		src, err := estimator.OpenOrdered(files, readers, 128)
 		require.NoError(t, err)
 		var want int64
 		for {
@@ -582,7 +582,7 @@ func TestOpenOrderedKeepsRowOrder(t *testing.T) {
 		require.NoError(t, src.Close())
 	}
 	// closing early leaks nothing and does not block
-	src, err := estimator.OpenOrdered(files, 2, feeder.ReadRows(64))
+	src, err := estimator.OpenOrdered(files, 2, 64)
 	require.NoError(t, err)
 	rec, err := src.Next(testCtx(t))
 	require.NoError(t, err)
@@ -616,4 +616,94 @@ func writeSeq(t *testing.T, path string, next *int64, n, rowGroup int) {
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(rec))
 	require.NoError(t, sink.Close())
+}
+
+// TestOpenOrderedFastPathValues reads fixed-size-list and flat columns
+// through the direct Parquet decoder and, with a null present, through the
+// general reader, and checks every value.
+func TestOpenOrderedFastPathValues(t *testing.T) {
+	for _, withNull := range []bool{false, true} {
+		t.Run(fmt.Sprint("null=", withNull), func(t *testing.T) {
+			const rows, width = 3000, 5
+			mem := memory.DefaultAllocator
+			var schema *arrow.Schema
+			// makeRec builds rows [start, start+n) from scratch: arrow-go
+			// v18.8.0's Parquet writer ignores the offset of a sliced
+			// fixed-size list and writes the values from the start.
+			makeRec := func(start, n int) arrow.RecordBatch {
+				lb := array.NewFixedSizeListBuilder(mem, width, arrow.PrimitiveTypes.Float32)
+				vb := lb.ValueBuilder().(*array.Float32Builder)
+				db := array.NewFloat64Builder(mem)
+				ib := array.NewInt32Builder(mem)
+				for r := start; r < start+n; r++ {
+					lb.Append(true)
+					for k := range width {
+						vb.Append(float32(r*width + k))
+					}
+					if withNull && r == 1234 {
+						db.AppendNull()
+					} else {
+						db.Append(float64(r) / 4)
+					}
+					ib.Append(int32(-r))
+				}
+				cols := []arrow.Array{lb.NewArray(), db.NewArray(), ib.NewArray()}
+				lb.Release()
+				db.Release()
+				ib.Release()
+				schema = arrow.NewSchema([]arrow.Field{
+					{Name: "v", Type: cols[0].DataType(), Nullable: true},
+					{Name: "d", Type: cols[1].DataType(), Nullable: true},
+					{Name: "i", Type: cols[2].DataType(), Nullable: true}}, nil)
+				rec := array.NewRecordBatch(schema, cols, int64(n))
+				for _, c := range cols {
+					c.Release()
+				}
+				return rec
+			}
+			first := makeRec(0, 700)
+			path := filepath.Join(t.TempDir(), "data.parquet")
+			sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(700))
+			require.NoError(t, err)
+			require.NoError(t, sink.Write(first))
+			first.Release()
+			for off := 700; off < rows; off += 700 {
+				part := makeRec(off, min(700, rows-off))
+				require.NoError(t, sink.Write(part))
+				part.Release()
+			}
+			require.NoError(t, sink.Close())
+
+			src, err := estimator.OpenOrdered([]string{path}, 2, 256)
+			require.NoError(t, err)
+			defer src.Close()
+			r := 0
+			for {
+				rec, err := src.Next(testCtx(t))
+				if err != nil {
+					require.ErrorIs(t, err, io.EOF)
+					break
+				}
+				require.LessOrEqual(t, rec.NumRows(), int64(256))
+				l := rec.Column(0).(*array.FixedSizeList)
+				vals := l.ListValues().(*array.Float32)
+				d := rec.Column(1).(*array.Float64)
+				in := rec.Column(2).(*array.Int32)
+				for j := 0; j < int(rec.NumRows()); j++ {
+					for k := range width {
+						require.Equal(t, float32(r*width+k), vals.Value((l.Offset()+j)*width+k))
+					}
+					if withNull && r == 1234 {
+						require.True(t, d.IsNull(j))
+					} else {
+						require.Equal(t, float64(r)/4, d.Value(j))
+					}
+					require.Equal(t, int32(-r), in.Value(j))
+					r++
+				}
+				rec.Release()
+			}
+			require.Equal(t, rows, r)
+		})
+	}
 }

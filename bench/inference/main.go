@@ -200,14 +200,17 @@ func round(v float64) float64 { return float64(int64(v + 0.5)) }
 func writeData(path, column string, width, n int) error {
 	typ := arrow.FixedSizeListOf(int32(width), arrow.PrimitiveTypes.Float32)
 	schema := arrow.NewSchema([]arrow.Field{{Name: column, Type: typ}}, nil)
-	// Several row groups, so that readers on both sides can decode in parallel.
-	sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(int64(max(1024, n/8))))
+	// Several row groups, so that readers on both sides can decode in
+	// parallel. Each Write holds exactly one row group: arrow-go v18.8.0's
+	// writer repeats the first group's list values when it splits a record.
+	rowGroup := max(1024, n/8)
+	sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(int64(rowGroup)))
 	if err != nil {
 		return err
 	}
 	rng := rand.New(rand.NewPCG(uint64(width), uint64(n)))
 	mem := memory.DefaultAllocator
-	const chunk = 8192
+	chunk := rowGroup
 	for off := 0; off < n; off += chunk {
 		rows := min(chunk, n-off)
 		b := array.NewFixedSizeListBuilder(mem, int32(width), arrow.PrimitiveTypes.Float32)
@@ -348,7 +351,7 @@ func (g *gotflowPass) drain(ctx context.Context, src feeder.Source, t0 time.Time
 
 func (g *gotflowPass) parquet(ctx context.Context) (int, time.Duration, error) {
 	t0 := time.Now()
-	src, err := estimator.OpenOrdered([]string{g.r.Data}, runtime.GOMAXPROCS(0), feeder.ReadRows(g.readRows))
+	src, err := estimator.OpenOrdered([]string{g.r.Data}, runtime.GOMAXPROCS(0), g.readRows)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
@@ -171,7 +172,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	total := parquetRows(files)
 	// Records sized for the data's row width, row groups decoded in
 	// parallel and delivered in order.
-	src, err := estimator.OpenOrdered(files, runtime.GOMAXPROCS(0), feeder.ReadRows(estimator.ReadRows(schema, f.batch)))
+	src, err := estimator.OpenOrdered(files, runtime.GOMAXPROCS(0), estimator.ReadRows(schema, f.batch))
 	if err != nil {
 		return err
 	}
@@ -209,10 +210,21 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 		}
 	}()
 	nIn := schema.NumFields() - len(s.OutputColumns())
+	parquetOut, _ := sinkFormat(f.output)
 	shown := 0
 	for s.Next() {
 		rec := s.RecordBatch()
-		if err := sink.Write(rec); err != nil {
+		if parquetOut == "parquet" {
+			c, err := compactLists(rec)
+			if err != nil {
+				return err
+			}
+			err = sink.Write(c)
+			c.Release()
+			if err != nil {
+				return fmt.Errorf("write %s: %w", f.output, err)
+			}
+		} else if err := sink.Write(rec); err != nil {
 			return fmt.Errorf("write %s: %w", f.output, err)
 		}
 		if shown < f.show {
@@ -236,6 +248,40 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	}
 	prog.done(s.Rows(), f.output, time.Since(start))
 	return nil
+}
+
+// compactLists returns rec with every fixed-size-list column that starts at
+// a non-zero offset (a batch sliced out of a larger record) copied to offset
+// zero: arrow-go v18.8.0's Parquet writer ignores that offset and would write
+// the list values from the start of the buffer. Other columns are shared.
+func compactLists(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	cols := make([]arrow.Array, rec.NumCols())
+	changed := false
+	for i, c := range rec.Columns() {
+		if c.DataType().ID() == arrow.FIXED_SIZE_LIST && c.Data().Offset() != 0 {
+			cp, err := array.Concatenate([]arrow.Array{c}, memory.DefaultAllocator)
+			if err != nil {
+				for _, x := range cols[:i] {
+					x.Release()
+				}
+				return nil, fmt.Errorf("copy column %q: %w", rec.Schema().Field(i).Name, err)
+			}
+			cols[i], changed = cp, true
+			continue
+		}
+		c.Retain()
+		cols[i] = c
+	}
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	if !changed {
+		rec.Retain()
+		return rec, nil
+	}
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows()), nil
 }
 
 func printHeader(w io.Writer, schema *arrow.Schema, from int) {

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/csv"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/internal/tftest"
 	"github.com/stretchr/testify/require"
@@ -180,4 +181,43 @@ func TestPredictErrorsLeaveNoOutput(t *testing.T) {
 	}
 }
 
-var _ arrow.Array
+// TestPredictKeepsListColumns checks that a fixed-size-list input column is
+// written back unchanged, batch after batch, in both output formats.
+func TestPredictKeepsListColumns(t *testing.T) {
+	const rows, width = 100, 32
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.parquet")
+	b := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	vb := b.ValueBuilder().(*array.Float32Builder)
+	for r := range rows {
+		b.Append(true)
+		for k := range width {
+			vb.Append(float32(r*width+k) / 1000)
+		}
+	}
+	col := b.NewArray()
+	b.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "features", Type: col.DataType()}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, rows)
+	col.Release()
+	sink, err := feeder.CreateParquet(in, schema)
+	require.NoError(t, err)
+	require.NoError(t, sink.Write(rec))
+	require.NoError(t, sink.Close())
+	rec.Release()
+
+	for _, name := range []string{"out.parquet", "out.arrow"} {
+		out := filepath.Join(dir, name)
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"predict", "--model", "../../scripts/fixtures/mlp_savedmodel", "--input", in, "--output", out,
+			"--batch-size", "16", "--quiet"}, &stdout, &stderr)
+		require.Equal(t, 0, code, stderr.String())
+		got, n := readColumn(t, out, "features")
+		require.Equal(t, int64(rows), n)
+		for i, v := range got {
+			require.Equal(t, float64(float32(i)/1000), v, "%s value %d", name, i)
+		}
+		probs, _ := readColumn(t, out, "output_0")
+		require.Len(t, probs, rows*10)
+	}
+}
