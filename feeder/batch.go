@@ -22,6 +22,10 @@ type Batch struct {
 	mem    memory.Allocator
 	rec    arrow.RecordBatch // cached Record(), owned
 	closed bool
+
+	// inline storage for the common case: one segment, a few tensors
+	segBuf    [1]segment
+	tensorBuf [4]*tf.Tensor
 }
 
 // NumRows returns the number of rows in the batch.
@@ -132,8 +136,7 @@ func (b *Batch) Close() error {
 // Convert turns all rows of rec into one batch of tensors. The batch holds a
 // reference on rec; the caller keeps its own.
 func (p *Plan) Convert(rec arrow.RecordBatch) (*Batch, error) {
-	rec.Retain()
-	return p.convertOwned([]segment{{rec: rec, off: 0, n: int(rec.NumRows())}}, nil)
+	return p.convertOne(rec, 0, int(rec.NumRows()))
 }
 
 // ConvertRows turns rows [off, off+n) of rec into one batch of tensors.
@@ -141,25 +144,38 @@ func (p *Plan) ConvertRows(rec arrow.RecordBatch, off, n int) (*Batch, error) {
 	if off < 0 || n < 0 || int64(off+n) > rec.NumRows() {
 		return nil, fmt.Errorf("feeder: rows [%d, %d) outside a record of %d rows", off, off+n, rec.NumRows())
 	}
+	return p.convertOne(rec, off, n)
+}
+
+func (p *Plan) convertOne(rec arrow.RecordBatch, off, n int) (*Batch, error) {
+	b := &Batch{mem: defaultAllocator()}
+	b.segBuf[0] = segment{rec: rec, off: off, n: n}
+	segs := b.segBuf[:1]
+	ts, err := p.tensors(segs, b.tensorBuf[:0])
+	if err != nil {
+		return nil, err
+	}
 	rec.Retain()
-	return p.convertOwned([]segment{{rec: rec, off: off, n: n}}, nil)
+	b.Tensors, b.segs, b.rows = ts, segs, n
+	return b, nil
 }
 
 // convertOwned makes a batch from segments that each hold one reference on
 // their record; the batch takes those references over, or releases them on
 // error.
 func (p *Plan) convertOwned(segs []segment, mem memory.Allocator) (*Batch, error) {
-	ts, err := p.tensors(segs)
+	b := &Batch{segs: segs, mem: mem}
+	ts, err := p.tensors(segs, b.tensorBuf[:0])
 	if err != nil {
 		releaseSegs(segs)
 		return nil, err
 	}
-	b := &Batch{Tensors: ts, segs: segs, mem: mem}
+	b.Tensors = ts
 	for _, s := range segs {
 		b.rows += s.n
 	}
 	if b.mem == nil {
-		b.mem = memory.DefaultAllocator
+		b.mem = defaultAllocator()
 	}
 	return b, nil
 }

@@ -381,7 +381,8 @@ func (p *Plan) checkSchema(rec arrow.RecordBatch) error {
 }
 
 // tensors converts the rows of segs into one tensor per mapped column.
-func (p *Plan) tensors(segs []segment) ([]*tf.Tensor, error) {
+// The tensors are appended to out[:0].
+func (p *Plan) tensors(segs []segment, out []*tf.Tensor) ([]*tf.Tensor, error) {
 	rows := 0
 	for _, s := range segs {
 		if err := p.checkSchema(s.rec); err != nil {
@@ -389,7 +390,7 @@ func (p *Plan) tensors(segs []segment) ([]*tf.Tensor, error) {
 		}
 		rows += s.n
 	}
-	out := make([]*tf.Tensor, 0, len(p.cols))
+	out = out[:0]
 	fail := func(err error) ([]*tf.Tensor, error) {
 		for _, t := range out {
 			t.Close()
