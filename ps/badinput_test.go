@@ -73,7 +73,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"unknown variable", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("v", 0, 1)}}}, codes.NotFound, `variable "v" chunk 0 is not registered`},
 		{"unknown chunk", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 7, 1)}}}, codes.NotFound, `variable "w" chunk 7 is not registered`},
-		{"wrong shape", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3)}}}, codes.InvalidArgument, "12 bytes of float32, want 16 (4 elements)"},
+		{"wrong shape", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3)}}}, codes.InvalidArgument, "12 bytes of float32, want 16 (4 elements; variable shape [4]"},
 		{"wrong dtype", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{{Name: "w", Dtype: pspb.DType(9), Data: make([]byte, 32)}}}}, codes.InvalidArgument, "dtype 9 not supported"},
 		{"missing dtype", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{{Name: "w", Data: make([]byte, 16)}}}}, codes.InvalidArgument, "DTYPE_UNSPECIFIED not supported"},
 		{"nan", []*pspb.PushRequest{{Header: hdr, Chunks: []*pspb.Chunk{f32chunk("w", 0, 1, float32(math.NaN()), 3, 4)}}}, codes.InvalidArgument, "element 1 is NaN"},

@@ -54,6 +54,8 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return unmarshalPushPullResponse(materialize(data), m)
 	case *pullMsg:
 		return unmarshalPullMsg(data, m)
+	case *pushMsg:
+		return unmarshalPushMsg(data, m)
 	}
 	return protoCodec.Unmarshal(data, v)
 }

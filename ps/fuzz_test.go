@@ -106,33 +106,36 @@ func FuzzDecodePush(f *testing.F) {
 	addSeeds(f, seeds)
 	f.Add([]byte{0x0a, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		// The server decodes with the wire codec; where the generated
-		// decoder also accepts the bytes, both must read the same chunks.
-		var req pspb.PushRequest
-		if err := unmarshalPushRequest(data, &req); err != nil {
-			return
-		}
+		// The server decodes from the received buffers (here cut into
+		// uneven pieces); where the generated decoder also accepts the
+		// bytes, both must read the same header and chunks.
 		var std pspb.PushRequest
-		if proto.Unmarshal(data, &std) == nil {
-			require.Len(t, req.GetChunks(), len(std.GetChunks()))
-			for i, c := range std.GetChunks() {
-				o := req.GetChunks()[i]
-				require.Equal(t, c.GetName(), o.GetName())
-				require.Equal(t, c.GetIndex(), o.GetIndex())
-				require.Equal(t, c.GetDtype(), o.GetDtype())
-				require.Equal(t, len(c.GetData()), len(o.GetData()))
-			}
-			require.True(t, proto.Equal(std.GetHeader(), req.GetHeader()))
-		}
+		stdErr := proto.Unmarshal(data, &std)
 		for _, mode := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
+			var msg pushMsg
+			if err := unmarshalPushMsg(splitSegments(data, 7, 5, 16384), &msg); err != nil {
+				return
+			}
+			if stdErr == nil && mode == Hogwild {
+				require.Len(t, msg.chunks, len(std.GetChunks()))
+				for i, c := range std.GetChunks() {
+					o := msg.chunks[i]
+					require.Equal(t, c.GetName(), o.name)
+					require.Equal(t, c.GetIndex(), o.index)
+					require.Equal(t, c.GetDtype(), o.dtype)
+					require.Equal(t, len(c.GetData()), o.n)
+				}
+				require.True(t, proto.Equal(std.GetHeader(), msg.header))
+			}
 			s := fuzzServer(t, mode)
 			sent := false
-			hdr, ups, err := s.receivePush(func() (*pspb.PushRequest, error) {
+			hdr, ups, err := s.receivePush(func(m *pushMsg) error {
 				if sent {
-					return nil, io.EOF
+					return io.EOF
 				}
 				sent = true
-				return &req, nil
+				*m = msg
+				return nil
 			})
 			if err != nil {
 				requireStatus(t, err)
@@ -141,6 +144,7 @@ func FuzzDecodePush(f *testing.F) {
 			ctx, cancel := context.WithTimeout(context.Background(), 0) // a Sync push must not wait
 			_, err = s.push(ctx, hdr, ups)
 			cancel()
+			releaseUpdates(ups)
 			if err != nil {
 				requireStatus(t, err)
 			}

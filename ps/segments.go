@@ -1,8 +1,10 @@
 package ps
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"unsafe"
 
 	"google.golang.org/grpc/mem"
@@ -338,6 +340,93 @@ func unmarshalPullMsg(data mem.BufferSlice, m *pullMsg) error {
 	}
 	if err != nil {
 		m.releaseAll()
+		m.chunks = nil
+	}
+	return err
+}
+
+// runs calls f with the chunk's float32 elements in order, as slices
+// starting at element off: aligned stretches of a piece are viewed in
+// place, unaligned ones copied to a scratch slice, and an element split
+// between two pieces assembled. Only for little-endian float32 chunks.
+func (c *segChunk) runs(f func(off int, g []float32)) {
+	var carry [4]byte
+	nc := 0
+	elem := 0
+	var tmp []float32
+	for _, p := range c.pieces {
+		if nc > 0 {
+			k := copy(carry[nc:], p)
+			nc += k
+			p = p[k:]
+			if nc < 4 {
+				continue
+			}
+			one := [1]float32{math.Float32frombits(binary.LittleEndian.Uint32(carry[:]))}
+			f(elem, one[:])
+			elem++
+			nc = 0
+		}
+		n := len(p) / 4
+		if n > 0 {
+			if uintptr(unsafe.Pointer(&p[0]))%4 == 0 {
+				f(elem, unsafe.Slice((*float32)(unsafe.Pointer(&p[0])), n))
+			} else {
+				if cap(tmp) < n {
+					tmp = make([]float32, n)
+				}
+				tmp = tmp[:n]
+				copy(unsafe.Slice((*byte)(unsafe.Pointer(&tmp[0])), 4*n), p[:4*n])
+				f(elem, tmp)
+			}
+			elem += n
+		}
+		nc = copy(carry[:], p[4*n:])
+	}
+}
+
+// pushMsg receives a PushRequest on the server, chunk payloads left in
+// the received buffers.
+type pushMsg struct {
+	header *pspb.PushHeader
+	chunks []*segChunk
+}
+
+func unmarshalPushMsg(data mem.BufferSlice, m *pushMsg) error {
+	r := &segReader{segs: data}
+	total := data.Len()
+	err := r.fields(total, func(num protowire.Number, typ protowire.Type) error {
+		if typ != protowire.BytesType {
+			if num == fPushHeader || num == fPushChunks {
+				return wrongType(num, typ)
+			}
+			return r.skip(typ)
+		}
+		e, err := r.length(total)
+		if err != nil {
+			return err
+		}
+		switch num {
+		case fPushHeader:
+			if m.header == nil {
+				m.header = &pspb.PushHeader{}
+			}
+			return r.message(e, m.header)
+		case fPushChunks:
+			c, err := r.chunk(e)
+			if err != nil {
+				return err
+			}
+			m.chunks = append(m.chunks, c)
+			return nil
+		}
+		_, err = r.copyN(e - r.pos)
+		return err
+	})
+	if err != nil {
+		for _, c := range m.chunks {
+			c.release()
+		}
 		m.chunks = nil
 	}
 	return err

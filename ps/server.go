@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -352,90 +353,144 @@ func sameSpec(a, b *pspb.PartSpec) error {
 
 // ---- push ----
 
+// update is one decoded chunk of a push: its values either as one
+// float32 slice or still in the received buffers (seg).
 type update struct {
 	p    *part
 	vals []float32
+	seg  *segChunk
+}
+
+// runs calls f with the update's values as float32 runs starting at
+// element off.
+func (u update) runs(f func(off int, g []float32)) {
+	if u.vals == nil && u.seg != nil {
+		u.seg.runs(f)
+		return
+	}
+	f(0, u.vals)
+}
+
+func (u update) release() {
+	if u.seg != nil {
+		u.seg.release()
+	}
+}
+
+func releaseUpdates(ups []update) {
+	for _, u := range ups {
+		u.release()
+	}
 }
 
 // receivePush reads a push stream to its end and validates and decodes
-// every chunk. Nothing is applied.
-func (s *Server) receivePush(recv func() (*pspb.PushRequest, error)) (*pspb.PushHeader, []update, error) {
+// every chunk. Nothing is applied. The caller releases the updates.
+func (s *Server) receivePush(recv func(*pushMsg) error) (*pspb.PushHeader, []update, error) {
 	var hdr *pspb.PushHeader
 	var ups []update
+	fail := func(err error, rest []*segChunk) (*pspb.PushHeader, []update, error) {
+		releaseUpdates(ups)
+		for _, c := range rest {
+			c.release()
+		}
+		return nil, nil, err
+	}
 	seen := map[*part]bool{}
 	for {
-		req, err := recv()
+		req := &pushMsg{}
+		err := recv(req)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, nil, err
+			return fail(err, nil)
 		}
 		if hdr == nil {
-			if req.GetHeader() == nil {
-				return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: the first message has no header"))
+			if req.header == nil {
+				return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: the first message has no header")), req.chunks)
 			}
-			hdr = req.GetHeader()
-		} else if req.GetHeader() != nil {
-			return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header repeated in a later message"))
+			hdr = req.header
+		} else if req.header != nil {
+			return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header repeated in a later message")), req.chunks)
 		}
-		for _, c := range req.GetChunks() {
-			s.stats.bytesIn.Add(uint64(len(c.GetData())))
+		for i, c := range req.chunks {
+			s.stats.bytesIn.Add(uint64(c.n))
 			u, err := s.decodeChunk(c, hdr.GetKind())
 			if err != nil {
-				return nil, nil, err
+				return fail(err, req.chunks[i:])
 			}
 			if seen[u.p] {
-				return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: %s sent twice", chunkName(c)))
+				return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: variable %q chunk %d sent twice", c.name, c.index)), req.chunks[i:])
 			}
 			seen[u.p] = true
 			ups = append(ups, u)
 		}
 	}
 	if hdr == nil {
-		return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: empty stream, want a header"))
+		return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: empty stream, want a header")), nil)
 	}
 	if hdr.GetChunks() != 0 && int(hdr.GetChunks()) != len(ups) {
-		return nil, nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header announces %d chunks, stream carried %d", hdr.GetChunks(), len(ups)))
+		return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header announces %d chunks, stream carried %d", hdr.GetChunks(), len(ups))), nil)
 	}
 	return hdr, ups, nil
 }
 
-// decodeChunk validates one pushed chunk against the registered part.
-func (s *Server) decodeChunk(c *pspb.Chunk, kind pspb.PushKind) (update, error) {
+// decodeChunk validates one pushed chunk against the registered part. On
+// success the update owns c; on error c is left to the caller.
+func (s *Server) decodeChunk(c *segChunk, kind pspb.PushKind) (update, error) {
+	name := fmt.Sprintf("variable %q chunk %d", c.name, c.index)
 	s.mu.RLock()
-	p, ok := s.parts[partKey{c.GetName(), c.GetIndex()}]
+	p, ok := s.parts[partKey{c.name, c.index}]
 	s.mu.RUnlock()
 	if !ok {
-		return update{}, s.reject("unknown_variable", s.errorf(codes.NotFound, "%s is not registered on this shard", chunkName(c)))
+		return update{}, s.reject("unknown_variable", s.errorf(codes.NotFound, "%s is not registered on this shard", name))
 	}
 	if kind == pspb.PushKind_PUSH_KIND_GRADIENT && !p.trainable {
-		return update{}, s.reject("not_trainable", s.errorf(codes.InvalidArgument, "%s is not trainable; set it by assignment", chunkName(c)))
+		return update{}, s.reject("not_trainable", s.errorf(codes.InvalidArgument, "%s is not trainable; set it by assignment", name))
 	}
 	if kind != pspb.PushKind_PUSH_KIND_GRADIENT && kind != pspb.PushKind_PUSH_KIND_ASSIGN {
 		return update{}, s.reject("malformed", s.errorf(codes.InvalidArgument, "push kind %v unknown", kind))
 	}
 	n := len(p.values)
-	var vals []float32
-	if v, ok := viewFloat32(c, n); ok {
-		vals = v
-	} else {
-		vals = make([]float32, n)
-		if err := decodeInto(vals, c); err != nil {
-			reason := "wrong_shape"
-			if c.GetDtype() != pspb.DType_DTYPE_FLOAT32 && c.GetDtype() != pspb.DType_DTYPE_FLOAT16 {
-				reason = "wrong_dtype"
-			}
-			return update{}, s.reject(reason, s.errorf(codes.InvalidArgument, "%v (variable shape %v, chunk elements [%d, %d))",
-				err, p.spec.GetShape(), p.spec.GetOffset(), p.spec.GetOffset()+p.spec.GetLength()))
+	size := 4
+	switch c.dtype {
+	case pspb.DType_DTYPE_FLOAT32:
+	case pspb.DType_DTYPE_FLOAT16:
+		size = 2
+	default:
+		return update{}, s.reject("wrong_dtype", s.errorf(codes.InvalidArgument, "%s: dtype %v not supported (want DTYPE_FLOAT32, or DTYPE_FLOAT16 as transport)", name, c.dtype))
+	}
+	if c.n != size*n {
+		return update{}, s.reject("wrong_shape", s.errorf(codes.InvalidArgument, "%s: %d bytes of %s, want %d (%d elements; variable shape %v, chunk elements [%d, %d))",
+			name, c.n, strings.ToLower(strings.TrimPrefix(c.dtype.String(), "DTYPE_")), size*n, n, p.spec.GetShape(), p.spec.GetOffset(), p.spec.GetOffset()+p.spec.GetLength()))
+	}
+	u := update{p: p, seg: c} // seg keeps the received buffers referenced
+	switch {
+	case n == 0:
+	case size == 4 && littleEndian && len(c.pieces) == 1 && uintptr(unsafe.Pointer(&c.pieces[0][0]))%4 == 0:
+		u.vals = unsafe.Slice((*float32)(unsafe.Pointer(&c.pieces[0][0])), n)
+	case size != 4 || !littleEndian:
+		u.vals = make([]float32, n)
+		if err := c.decode(u.vals); err != nil {
+			return update{}, s.reject("wrong_shape", s.errorf(codes.InvalidArgument, "%s: %v", name, err))
 		}
+		c.release()
+		u.seg = nil
 	}
 	if !s.o.allowNonFinite {
-		if j, ok := allFinite(vals); !ok {
-			return update{}, s.reject("non_finite", s.errorf(codes.InvalidArgument, "%s element %d is %v; non-finite values are rejected", chunkName(c), j, vals[j]))
+		bad, badAt := float32(0), -1
+		u.runs(func(off int, g []float32) {
+			if badAt < 0 {
+				if j, ok := allFinite(g); !ok {
+					bad, badAt = g[j], off+j
+				}
+			}
+		})
+		if badAt >= 0 {
+			return update{}, s.reject("non_finite", s.errorf(codes.InvalidArgument, "%s element %d is %v; non-finite values are rejected", name, badAt, bad))
 		}
 	}
-	return update{p: p, vals: vals}, nil
+	return u, nil
 }
 
 // push validates, deduplicates and applies one push.
@@ -494,7 +549,7 @@ func (s *Server) staleness(base uint64) uint64 {
 func (s *Server) assign(ups []update) *pspb.PushResponse {
 	s.mu.Lock()
 	for _, u := range ups {
-		copy(u.p.values, u.vals)
+		u.runs(func(off int, g []float32) { copy(u.p.values[off:], g) })
 		u.p.cursor = s.clock.Add(1)
 	}
 	s.mu.Unlock()
@@ -507,7 +562,7 @@ func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update) *pspb.PushRespo
 	st := s.staleness(hdr.GetBaseVersion())
 	for _, u := range ups {
 		u.p.mu.Lock()
-		s.opt.apply(u.p.iterations, 1, u.p.values, u.vals, u.p.slots)
+		s.applyUpdate(u, 1)
 		u.p.iterations++
 		u.p.cursor = s.clock.Add(1)
 		u.p.mu.Unlock()
@@ -534,7 +589,7 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushRespo
 	}
 	eachPart(len(ups), updateElements(ups), func(i int) {
 		u := ups[i]
-		s.opt.apply(u.p.iterations, scale, u.p.values, u.vals, u.p.slots)
+		s.applyUpdate(u, scale)
 		u.p.iterations++
 	})
 	for _, u := range ups {
@@ -553,9 +608,27 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushRespo
 func updateElements(ups []update) int {
 	n := 0
 	for _, u := range ups {
-		n += len(u.vals)
+		n += len(u.p.values)
 	}
 	return n
+}
+
+// applyUpdate runs the optimizer on u's part with u's gradient, run by
+// run (the formulas are elementwise), as one update: the caller counts
+// the iteration.
+func (s *Server) applyUpdate(u update, lrScale float32) {
+	p := u.p
+	if u.vals != nil || u.seg == nil {
+		s.opt.apply(p.iterations, lrScale, p.values, u.vals, p.slots)
+		return
+	}
+	sub := make([][]float32, len(p.slots))
+	u.seg.runs(func(off int, g []float32) {
+		for k, sl := range p.slots {
+			sub[k] = sl[off : off+len(g)]
+		}
+		s.opt.apply(p.iterations, lrScale, p.values[off:off+len(g)], g, sub)
+	})
 }
 
 func eachPart(n, elements int, f func(i int)) {
@@ -645,14 +718,17 @@ func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []updat
 	for _, u := range ups {
 		sum, ok := st.sums[u.p]
 		if !ok {
-			sum = make([]float32, len(u.vals))
+			sum = make([]float32, len(u.p.values))
 			st.sums[u.p] = sum
 			st.order = append(st.order, u.p)
-			st.elements += len(u.vals)
+			st.elements += len(u.p.values)
 		}
-		for i, g := range u.vals {
-			sum[i] += g
-		}
+		u.runs(func(off int, g []float32) {
+			s := sum[off : off+len(g)]
+			for i, x := range g {
+				s[i] += x
+			}
+		})
 	}
 	st.n++
 	if st.n == s.o.workers {
@@ -852,11 +928,12 @@ func (v *service) Pull(req *pspb.PullRequest, stream pspb.ParameterServer_PullSe
 }
 
 func (v *service) Push(stream pspb.ParameterServer_PushServer) error {
-	hdr, ups, err := v.s.receivePush(stream.Recv)
+	hdr, ups, err := v.s.receivePush(func(m *pushMsg) error { return stream.RecvMsg(m) })
 	if err != nil {
 		return err
 	}
 	resp, err := v.s.push(stream.Context(), hdr, ups)
+	releaseUpdates(ups)
 	if err != nil {
 		return err
 	}
@@ -869,11 +946,12 @@ func (v *service) Push(stream pspb.ParameterServer_PushServer) error {
 }
 
 func (v *service) PushPull(stream pspb.ParameterServer_PushPullServer) error {
-	hdr, ups, err := v.s.receivePush(stream.Recv)
+	hdr, ups, err := v.s.receivePush(func(m *pushMsg) error { return stream.RecvMsg(m) })
 	if err != nil {
 		return err
 	}
 	resp, err := v.s.push(stream.Context(), hdr, ups)
+	releaseUpdates(ups)
 	if err != nil {
 		return err
 	}
