@@ -113,6 +113,10 @@ func chunkFields(b []byte, c *pspb.Chunk) []byte {
 
 const fChunkPad = 15
 
+// grpcMessagePrefix is the length of gRPC's message header (compression
+// flag and length) that precedes every message on the wire.
+const grpcMessagePrefix = 5
+
 // chunkHead returns the bytes of a chunk field (field num of the enclosing
 // message) up to and including the data field's tag and length. With
 // offset >= 0 (where the head starts in the message), the n data bytes that
@@ -153,7 +157,12 @@ func marshalPushRequest(m *pspb.PushRequest) (mem.BufferSlice, error) {
 		head = protowire.AppendBytes(head, hb)
 	}
 	out := mem.BufferSlice{}
-	offset := 0 // bytes already in out
+	// Bytes before the current position in the receiver's buffers: gRPC's
+	// 5-byte message prefix shares the first HTTP/2 frame with the message,
+	// and later frames carry 16 KiB each, so a payload that starts at
+	// message offset m lies at buffer offset (m+5) mod 16384; aligning m+5
+	// to 4 lets the receiving shard use the bytes as float32 in place.
+	offset := grpcMessagePrefix
 	for _, c := range m.GetChunks() {
 		n := len(c.GetData())
 		head = append(head, chunkHead(fPushChunks, c, n, offset+len(head))...)
