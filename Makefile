@@ -67,7 +67,7 @@ demo: build ## The main job on committed data.
 
 fixtures: install ## Regenerate the Python-made test models and fixtures.
 	$(PYTHON) scripts/fixtures/generate.py
-	@for g in ps/testdata/gen_*.py loader/testdata/gen_*.py examples/*/make_*.py; do \
+	@for g in ps/testdata/gen_*.py loader/testdata/gen_*.py estimator/testdata/gen_*.py examples/*/make_*.py; do \
 	  if [ -f "$$g" ]; then echo "== $$g"; $(PYTHON) $$g; fi; \
 	done
 
