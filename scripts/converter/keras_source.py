@@ -465,7 +465,8 @@ def _check_ops(gd, which, model, allow_random):
     for n in gd.node:
         reason = _FORBIDDEN.get(n.op)
         if reason is None and not allow_random and n.op in _STATEFUL_RANDOM:
-            reason = "draws random numbers at inference time"
+            reason = ("draws random numbers with training=False" if which == "eval.pb"
+                      else "draws random numbers at inference time")
         if reason:
             layer = _layer_of(n.name, model)
             where = f"layer {layer!r}" if layer else f"node {n.name!r}"
