@@ -48,6 +48,12 @@
 // most 2*InFlight batches are held at once, so memory stays flat however
 // many rows flow through.
 //
+// OpenOrdered is the source to give Transform for files: it decodes Parquet
+// row groups on several goroutines but delivers records in order, and reads
+// columns of fixed-width numbers (or fixed-size lists of them) without
+// nulls straight into C-allocated Arrow buffers that reach TensorFlow
+// without a copy. ReadRows sizes its records to whole batches of about 8 MiB.
+//
 // # Ownership
 //
 // Fit owns everything it starts (sessions, shards, processes) and stops it
