@@ -15,10 +15,12 @@ import (
 func Where(src Source, column, value string) (Source, error) {
 	idx := src.Schema().FieldIndices(column)
 	if len(idx) == 0 {
+		src.Close()
 		return nil, &ColumnError{Column: column, Row: -1, Err: ErrMissingColumn, Detail: "not in the schema; Where cannot filter on it"}
 	}
 	f := src.Schema().Field(idx[0])
 	if _, err := textOf(f.Type); err != nil {
+		src.Close()
 		return nil, &ColumnError{Column: column, Row: -1, Err: ErrType, Detail: err.Error()}
 	}
 	return &Filtered{Column: column, Value: value, src: src, col: idx[0]}, nil

@@ -33,9 +33,9 @@ func TestWhere(t *testing.T) {
 		}
 	}
 	rec := b.NewRecordBatch()
+	defer rec.Release()
 	src, err := feeder.FromRecords(schema, rec, rec)
 	require.NoError(t, err)
-	rec.Release()
 
 	w, err := feeder.Where(src, "split", "train")
 	require.NoError(t, err)
@@ -53,8 +53,18 @@ func TestWhere(t *testing.T) {
 	}
 	require.Equal(t, []int64{0, 1, 3, 6, 0, 1, 3, 6}, ids)
 
-	_, err = feeder.Where(src, "nope", "x")
-	require.ErrorIs(t, err, feeder.ErrMissingColumn)
-	_, err = feeder.Where(src, "id", "3")
+	src3, err := feeder.FromRecords(schema, rec)
+	require.NoError(t, err)
+	byID, err := feeder.Where(src3, "id", "3")
 	require.NoError(t, err, "integers compare as text")
+	r, err := byID.Next(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, r.NumRows())
+	r.Release()
+	require.NoError(t, byID.Close())
+
+	src2, err := feeder.FromRecords(schema)
+	require.NoError(t, err)
+	_, err = feeder.Where(src2, "nope", "x")
+	require.ErrorIs(t, err, feeder.ErrMissingColumn)
 }

@@ -176,6 +176,17 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
+	if f.where != "" {
+		col, val, ok := strings.Cut(f.where, "=")
+		if !ok || col == "" {
+			src.Close()
+			return fmt.Errorf("%w: --where wants column=value, got %q", errUsage, f.where)
+		}
+		if src, err = feeder.Where(src, col, val); err != nil {
+			return err
+		}
+		total = 0 // unknown until read
+	}
 	m := &estimator.TFModel{
 		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
 		InputMapping: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch,
