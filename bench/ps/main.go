@@ -76,9 +76,9 @@ func run(out string, quick bool) error {
 
 	// Round-trip throughput.
 	for _, n := range []int{1 << 20, 10 << 20} {
-		iters := 40
+		iters := 60
 		if n > 1<<20 {
-			iters = 10
+			iters = 24
 		}
 		if quick {
 			iters = 3
@@ -92,7 +92,8 @@ func run(out string, quick bool) error {
 		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(d).Seconds(), "tcp_loopback_echo", bytes/median(peer).Seconds())
 		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
 		results = append(results, r)
-		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio)
+		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f; gotflow p10-p90 %v-%v, TCP %v-%v)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio,
+			quantile(d, 0.1).Round(time.Millisecond/10), quantile(d, 0.9).Round(time.Millisecond/10), quantile(peer, 0.1).Round(time.Millisecond/10), quantile(peer, 0.9).Round(time.Millisecond/10))
 	}
 
 	// Small-model latency.
