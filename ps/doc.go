@@ -42,6 +42,16 @@
 // (float32, or float16 with WithFP16), in messages of about 4 MiB so that a
 // 100M-parameter model streams through without large messages.
 //
+// # Wire format
+//
+// The service and messages are defined in pspb/ps.proto (regenerate with
+// scripts/generate-proto.sh). Server and client install a gRPC codec that
+// writes and reads that same protobuf but keeps tensor bytes where they
+// are: pushed gradients are sent from the caller's slices and applied by
+// the shard from the received buffers, pulled values are encoded once from
+// the shard's memory and decoded by the client straight into the caller's
+// slices. Any other protobuf gRPC client can still talk to a shard.
+//
 // # Exactly once
 //
 // Every push carries an idempotency key. A shard remembers the keys it
