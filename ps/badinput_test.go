@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/gotflow/gotflow/ps/pspb"
@@ -183,4 +184,36 @@ func TestTLSWithClientCertsOverLoopback(t *testing.T) {
 		err = c2.Register(ctx, []Variable{{Name: "w", Shape: []int64{2}, Trainable: true}})
 	}
 	require.Error(t, err)
+}
+
+// TestPlainProtobufClient talks to a shard through the generated stubs and
+// gRPC's standard protobuf codec, as a client in another language would.
+func TestPlainProtobufClient(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	srv, err := NewServer(sgd1())
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	stub := pspb.NewParameterServerClient(conn)
+	_, err = stub.Register(ctx, &pspb.RegisterRequest{NumShards: 1,
+		Parts:  []*pspb.PartSpec{{Name: "w", Shape: []int64{3}, Length: 3, Trainable: true}},
+		Values: []*pspb.Chunk{f32chunk("w", 0, 1, 2, 3)}})
+	require.NoError(t, err)
+	r, err := rawPush(ctx, stub, &pspb.PushRequest{Header: &pspb.PushHeader{IdempotencyKey: "k"}, Chunks: []*pspb.Chunk{f32chunk("w", 0, 0.5, 0.5, 0.5)}})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), r.GetInfo().GetVersion())
+	stream, err := stub.Pull(ctx, &pspb.PullRequest{})
+	require.NoError(t, err)
+	m, err := stream.Recv()
+	require.NoError(t, err)
+	require.Len(t, m.GetChunks(), 1)
+	got := make([]float32, 3)
+	require.NoError(t, decodeInto(got, m.GetChunks()[0]))
+	require.Equal(t, []float32{0.5, 1.5, 2.5}, got)
+	require.Equal(t, uint64(1), m.GetInfo().GetVersion())
 }
