@@ -73,11 +73,9 @@ fixtures: install ## Regenerate the Python-made test models and fixtures.
 
 generate: ## Regenerate protobuf code.
 	scripts/generate-proto.sh
-	scripts/generate-distpb.sh
 
 check-generate: ## Fail if the committed protobuf code is stale.
 	scripts/generate-proto.sh --check
-	scripts/generate-distpb.sh --check
 
 clean: ## Remove build outputs (not the venv or libtensorflow).
 	rm -rf bin

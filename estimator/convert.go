@@ -2,6 +2,8 @@ package estimator
 
 import (
 	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -9,38 +11,7 @@ import (
 // arrowOf maps a TensorFlow dtype to the Arrow type of one element, as
 // feeder.AppendOutputs does.
 func arrowOf(dt tf.DataType, binary bool) (arrow.DataType, bool) {
-	switch dt {
-	case tf.Float:
-		return arrow.PrimitiveTypes.Float32, true
-	case tf.Double:
-		return arrow.PrimitiveTypes.Float64, true
-	case tf.Half:
-		return arrow.FixedWidthTypes.Float16, true
-	case tf.Int8:
-		return arrow.PrimitiveTypes.Int8, true
-	case tf.Int16:
-		return arrow.PrimitiveTypes.Int16, true
-	case tf.Int32:
-		return arrow.PrimitiveTypes.Int32, true
-	case tf.Int64:
-		return arrow.PrimitiveTypes.Int64, true
-	case tf.Uint8:
-		return arrow.PrimitiveTypes.Uint8, true
-	case tf.Uint16:
-		return arrow.PrimitiveTypes.Uint16, true
-	case tf.Uint32:
-		return arrow.PrimitiveTypes.Uint32, true
-	case tf.Uint64:
-		return arrow.PrimitiveTypes.Uint64, true
-	case tf.Bool:
-		return arrow.FixedWidthTypes.Boolean, true
-	case tf.String:
-		if binary {
-			return arrow.BinaryTypes.Binary, true
-		}
-		return arrow.BinaryTypes.String, true
-	}
-	return nil, false
+	return feeder.ElementType(dt, binary)
 }
 
 // staticField predicts the column feeder.AppendOutputs makes for an output

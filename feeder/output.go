@@ -12,8 +12,10 @@ import (
 	"github.com/gotflow/gotflow/tf"
 )
 
-// arrowType is the Arrow element type of a TensorFlow dtype.
-func arrowType(dt tf.DataType) (arrow.DataType, bool) {
+// ElementType is the Arrow type of one element of a TensorFlow dtype, as
+// AppendOutputs writes it: string tensors become utf8, or binary when
+// binaryStrings is set. ok is false for types without an Arrow column.
+func ElementType(dt tf.DataType, binaryStrings bool) (t arrow.DataType, ok bool) {
 	switch dt {
 	case tf.Float:
 		return arrow.PrimitiveTypes.Float32, true
@@ -39,8 +41,21 @@ func arrowType(dt tf.DataType) (arrow.DataType, bool) {
 		return arrow.PrimitiveTypes.Uint64, true
 	case tf.Bool:
 		return arrow.FixedWidthTypes.Boolean, true
+	case tf.String:
+		if binaryStrings {
+			return arrow.BinaryTypes.Binary, true
+		}
+		return arrow.BinaryTypes.String, true
 	}
 	return nil, false
+}
+
+// arrowType is the Arrow element type of a fixed-width TensorFlow dtype.
+func arrowType(dt tf.DataType) (arrow.DataType, bool) {
+	if dt == tf.String {
+		return nil, false
+	}
+	return ElementType(dt, false)
 }
 
 // AppendOutputs returns a new record holding rec's columns followed by one

@@ -1,6 +1,6 @@
 // Package distpb holds the generated protobuf messages and gRPC stubs of the
 // coordinator protocol (coordinator.proto). Regenerate with
-// scripts/generate-distpb.sh; do not edit the .pb.go files.
+// scripts/generate-proto.sh; do not edit the .pb.go files.
 //
 // # Ownership
 //
