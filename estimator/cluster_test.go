@@ -116,29 +116,37 @@ func TestFitProcesses(t *testing.T) {
 	}
 }
 
+// killInSecondEpoch makes e's OnEpoch hook SIGKILL the process of task
+// shortly after the first epoch ends, in the middle of the second. The
+// returned wait blocks until the kill happened.
+func killInSecondEpoch(e *estimator.TFEstimator, task string) (wait func()) {
+	var killed sync.WaitGroup
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
+		if i.Epoch != 0 {
+			return
+		}
+		killed.Add(1)
+		go func() {
+			defer killed.Done()
+			time.Sleep(10 * time.Millisecond) // the second epoch is handed out when the hook returns
+			if pid := taskPID(e.ModelDir, task); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}()
+	}
+	return killed.Wait
+}
+
 // TestFitProcessesSurvivesKilledWorker kills a worker with SIGKILL in the
 // middle of an epoch: its rows go to the chief and training completes.
 func TestFitProcessesSurvivesKilledWorker(t *testing.T) {
 	e := processEstimator(t)
 	e.Epochs, e.BatchSize = 3, 1
 	var lost []string
-	var killed sync.WaitGroup
 	e.Hooks.OnWorkerLost = func(task, reason string) { lost = append(lost, task) }
-	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
-		if i.Epoch != 0 {
-			return
-		}
-		killed.Add(1)
-		go func() { // shortly into epoch 2
-			defer killed.Done()
-			time.Sleep(10 * time.Millisecond)
-			if pid := taskPID(e.ModelDir, "worker:0"); pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}()
-	}
+	wait := killInSecondEpoch(&e, "worker:0")
 	m, err := fitProcesses(t, &e)
-	killed.Wait()
+	wait()
 	require.NoError(t, err)
 	defer m.Close()
 	require.Equal(t, []string{"worker:0"}, lost)
@@ -152,22 +160,9 @@ func TestFitProcessesSurvivesKilledWorker(t *testing.T) {
 func TestFitProcessesRestartsKilledPS(t *testing.T) {
 	e := processEstimator(t)
 	e.Epochs, e.BatchSize = 3, 1
-	var killed sync.WaitGroup
-	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
-		if i.Epoch != 0 {
-			return
-		}
-		killed.Add(1)
-		go func() {
-			defer killed.Done()
-			time.Sleep(10 * time.Millisecond)
-			if pid := taskPID(e.ModelDir, "ps:0"); pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}()
-	}
+	wait := killInSecondEpoch(&e, "ps:0")
 	m, err := fitProcesses(t, &e)
-	killed.Wait()
+	wait()
 	require.NoError(t, err)
 	defer m.Close()
 	require.Len(t, predict(t, m), 96*3)
