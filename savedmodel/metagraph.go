@@ -313,14 +313,13 @@ func validateMetaGraph(mg *pb.MetaGraphDef) error {
 				if name == "" {
 					continue // sparse and composite tensors are reported when used
 				}
-				op, idx, err := tf.ParseOutputName(name)
+				op, _, err := tf.ParseOutputName(name)
 				if err != nil {
 					return fmt.Errorf("signature %q %s %q: %w", k, dir, alias, err)
 				}
 				if _, ok := nodes[op]; !ok {
 					return fmt.Errorf("signature %q %s %q names tensor %q, but the graph has no node %q", k, dir, alias, name, op)
 				}
-				_ = idx
 			}
 		}
 	}
