@@ -393,7 +393,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			consumed := 0
 			res, err := w.runEpoch(ctx, p.td, epochPlan{
 				epoch: work.Epoch, rows: rows, batchSize: bs, iters: orDefault(e.MiniStochasticIters, 1),
-				pullEvery: pullEvery, maxSteps: e.Steps,
+				pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush,
 				onBatch: func(n int, loss float64) {
 					consumed += n
 					a.Advance(int64(n), int64(w.steps), loss)

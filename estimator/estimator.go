@@ -97,6 +97,10 @@ type TFEstimator struct {
 	// 1 (default) pulls after every step, as synchronous SGD needs; larger
 	// values are Elephas' "frequency". A negative value pulls once per epoch.
 	PullEvery int `json:"pull_every,omitempty"`
+	// OverlapPush sends step t's gradients while step t+1 computes, on the
+	// weights from before step t: the round trip to the parameter server is
+	// hidden at the price of one more step of staleness. Not with "sync".
+	OverlapPush bool `json:"overlap_push,omitempty"`
 
 	// Optimizer is "sgd", "momentum", "adam" (default), "adamw",
 	// "adagrad" or "rmsprop"; LearningRate its learning rate (default the
@@ -285,6 +289,9 @@ func (e *TFEstimator) Validate() error {
 	}
 	if err == nil && mode == ps.Sync && e.PullEvery != 0 && e.PullEvery != 1 {
 		bad("Mode \"sync\" pulls after every step; PullEvery must be 0 or 1, got %d", e.PullEvery)
+	}
+	if err == nil && mode == ps.Sync && e.OverlapPush {
+		bad("Mode \"sync\" applies every step before the next; OverlapPush needs an asynchronous mode")
 	}
 	if e.LearningRate < 0 || math.IsNaN(e.LearningRate) || math.IsInf(e.LearningRate, 0) {
 		bad("LearningRate is %g; it must be a finite number >= 0 (0 takes the optimizer's default)", e.LearningRate)

@@ -305,7 +305,7 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 				results[i], errs[i] = w.runEpoch(ctx, r.p.td, epochPlan{
 					epoch: epoch, rows: parts[i], batchSize: bs, steps: steps, shuffle: e.ShufflePerIter,
 					seed: seed + uint64(epoch)*104729, iters: orDefault(e.MiniStochasticIters, 1),
-					pullEvery: pullEvery, maxSteps: e.Steps,
+					pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush,
 				}, &r.examples, e.Hooks.OnStep)
 			}()
 		}

@@ -2,6 +2,7 @@ package estimator_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ type fitExpected struct {
 	} `json:"sgd_1worker_eval"`
 	Sync2Workers []float64 `json:"sync_2workers"`
 	Adam1Worker  []float64 `json:"adam_1worker"`
+	SGDOverlap   []float64 `json:"sgd_1worker_overlap"`
 }
 
 func loadFitExpected(t *testing.T) fitExpected {
@@ -85,6 +87,7 @@ func TestFitMatchesKerasTraining(t *testing.T) {
 		{"sgd 1 worker hogwild", estimator.TFEstimator{Optimizer: "sgd", LearningRate: 0.1, Epochs: 2}, exp.SGD1Worker},
 		{"sgd 2 workers sync", estimator.TFEstimator{Optimizer: "sgd", LearningRate: 0.1, Epochs: 2, Workers: 2, Mode: "sync", NumPS: 2}, exp.Sync2Workers},
 		{"adam 1 worker", estimator.TFEstimator{Optimizer: "adam", LearningRate: 0.01, Epochs: 3, Mode: "async-lock"}, exp.Adam1Worker},
+		{"sgd 1 worker overlapping pushes", estimator.TFEstimator{Optimizer: "sgd", LearningRate: 0.1, Epochs: 2, Mode: "async-lock", OverlapPush: true}, exp.SGDOverlap},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -285,4 +288,27 @@ func TestEvaluateMatchesKeras(t *testing.T) {
 	noBundle := &estimator.TFModel{Path: m.Path, BatchSize: 40}
 	_, err = noBundle.Evaluate(testCtx(t), fitData(t))
 	require.ErrorContains(t, err, "Evaluate needs the model's Bundle and Weights")
+}
+
+// TestFitOverlapPush trains with pushes overlapping the next step: the
+// loss still falls, every step reaches the parameter server, and nothing
+// leaks.
+func TestFitOverlapPush(t *testing.T) {
+	for _, pullEvery := range []int{1, 3} {
+		t.Run(fmt.Sprintf("pull every %d", pullEvery), func(t *testing.T) {
+			live := tf.LiveTensors()
+			var infos []estimator.EpochInfo
+			est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 2, BatchSize: 8, Epochs: 6, Optimizer: "sgd",
+				LearningRate: 0.1, OverlapPush: true, PullEvery: pullEvery, ValidationSplit: 0.25, ExportDir: t.TempDir(),
+				Hooks: estimator.TrainHooks{OnEpoch: func(i estimator.EpochInfo) { infos = append(infos, i) }}}
+			m, err := est.Fit(testCtx(t), fitData(t))
+			require.NoError(t, err)
+			require.Less(t, infos[5].ValLoss, infos[0].ValLoss)
+			require.Equal(t, 10, infos[0].Steps)
+			require.NoError(t, m.Close())
+			require.Equal(t, live, tf.LiveTensors())
+		})
+	}
+	bad := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, Mode: "sync", OverlapPush: true}
+	require.ErrorContains(t, bad.Validate(), "OverlapPush needs an asynchronous mode")
 }

@@ -36,6 +36,52 @@ type trainWorker struct {
 	updates []ps.Tensor  // one per stateful variable on the parameter server
 	stateAt []int        // per Stateful() entry: index into updates, or -1 if local
 	steps   int          // steps run so far
+	pending *inflight    // the push still running while the next step computes
+}
+
+// inflight is a push (with its state assignments) that runs while the next
+// step computes (OverlapPush).
+type inflight struct {
+	out  *loader.StepResult // kept open: the pushed values alias its tensors
+	pull bool
+	step int
+	done chan error
+}
+
+// settle waits for the in-flight push, if any, and applies the weights it
+// pulled.
+func (w *trainWorker) settle() error {
+	p := w.pending
+	if p == nil {
+		return nil
+	}
+	w.pending = nil
+	err := <-p.done
+	p.out.Close()
+	if err != nil {
+		return fmt.Errorf("estimator: worker %d step %d: push gradients: %w", w.id, p.step, err)
+	}
+	if p.pull {
+		return w.refresh()
+	}
+	return nil
+}
+
+// push sends a step's state assignments and gradients, pulling the new
+// weights into w.vars when pull is set.
+func (w *trainWorker) push(ctx context.Context, grads, updates []ps.Tensor, pull bool) error {
+	if len(updates) > 0 {
+		if err := w.client.Assign(ctx, updates); err != nil {
+			return fmt.Errorf("assign state: %w", err)
+		}
+	}
+	var err error
+	if pull {
+		_, err = w.client.PushPull(ctx, grads, w.vars)
+	} else {
+		_, err = w.client.Push(ctx, grads)
+	}
+	return err
 }
 
 // onParameterServer reports whether a variable is kept by the parameter
@@ -119,6 +165,7 @@ type epochPlan struct {
 	iters     int // steps per mini-batch (MiniStochasticIters)
 	pullEvery int // <0: once per epoch
 	maxSteps  int // stop after this many steps in total (0: no limit)
+	overlap   bool // push while the next step computes (OverlapPush)
 	// onBatch, if set, is called after each batch's steps with its rows and
 	// last loss.
 	onBatch func(rows int, loss float64)
@@ -159,7 +206,7 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 			}
 			sincePull++
 			pull := p.pullEvery > 0 && sincePull >= p.pullEvery
-			loss, err = w.trainStep(ctx, inputs, labels, pull, &res)
+			loss, err = w.trainStep(ctx, inputs, labels, pull, p.overlap, &res)
 			if err != nil {
 				closeAll(inputs)
 				closeAll(labels)
@@ -183,6 +230,9 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 			p.onBatch(hi-lo, loss)
 		}
 	}
+	if err := w.settle(); err != nil {
+		return res, err
+	}
 	if p.pullEvery < 0 || sincePull > 0 {
 		if err := w.pull(ctx); err != nil {
 			return res, err
@@ -192,13 +242,20 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 }
 
 // trainStep runs one step and pushes its gradients (pulling the new
-// weights in the same round trip when pull is set).
-func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor, pull bool, res *epochResult) (float64, error) {
+// weights in the same round trip when pull is set). With overlap, the push
+// runs while the next step computes on the weights from before this one:
+// one more step of staleness, in exchange for hiding the round trip.
+func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor, pull, overlap bool, res *epochResult) (float64, error) {
 	out, err := w.step.Run(ctx, w.weights, inputs, labels)
 	if err != nil {
 		return 0, fmt.Errorf("estimator: worker %d step %d: %w", w.id, w.steps, err)
 	}
-	defer out.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			out.Close()
+		}
+	}()
 	loss, err := scalar(out.Loss)
 	if err != nil {
 		return 0, fmt.Errorf("estimator: loss: %w", err)
@@ -210,15 +267,19 @@ func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor
 		}
 		res.metrics[i] += m
 	}
+	grads, updates := w.grads, w.updates
+	if overlap { // the previous step's push may still read w.grads and w.updates
+		grads, updates = append([]ps.Tensor(nil), w.grads...), append([]ps.Tensor(nil), w.updates...)
+	}
 	for i, g := range out.Gradients {
-		if w.grads[i].Values, err = tf.Data[float32](g); err != nil {
-			return 0, fmt.Errorf("estimator: gradient of %s: %w", w.grads[i].Name, err)
+		if grads[i].Values, err = tf.Data[float32](g); err != nil {
+			return 0, fmt.Errorf("estimator: gradient of %s: %w", grads[i].Name, err)
 		}
 	}
 	for k, u := range out.Updates {
 		if at := w.stateAt[k]; at >= 0 {
-			if w.updates[at].Values, err = tf.Data[float32](u); err != nil {
-				return 0, fmt.Errorf("estimator: state update of %s: %w", w.updates[at].Name, err)
+			if updates[at].Values, err = tf.Data[float32](u); err != nil {
+				return 0, fmt.Errorf("estimator: state update of %s: %w", updates[at].Name, err)
 			}
 			continue
 		}
@@ -231,22 +292,22 @@ func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor
 		w.weights[i].Close()
 		w.weights[i] = t
 	}
-	if len(w.updates) > 0 {
-		if err := w.client.Assign(ctx, w.updates); err != nil {
-			return 0, fmt.Errorf("estimator: worker %d: assign state: %w", w.id, err)
-		}
+	if err := w.settle(); err != nil {
+		return 0, err
 	}
-	if pull {
-		_, err = w.client.PushPull(ctx, w.grads, w.vars)
+	if overlap {
+		p := &inflight{out: out, pull: pull, step: w.steps, done: make(chan error, 1)}
+		keep = true
+		w.pending = p
+		go func() { p.done <- w.push(ctx, grads, updates, pull) }()
 	} else {
-		_, err = w.client.Push(ctx, w.grads)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("estimator: worker %d step %d: push gradients: %w", w.id, w.steps, err)
-	}
-	if pull {
-		if err := w.refresh(); err != nil {
-			return 0, err
+		if err := w.push(ctx, grads, updates, pull); err != nil {
+			return 0, fmt.Errorf("estimator: worker %d step %d: push gradients: %w", w.id, w.steps, err)
+		}
+		if pull {
+			if err := w.refresh(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	w.steps++

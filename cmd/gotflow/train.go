@@ -82,6 +82,7 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	fs.IntVar(&e.BatchSize, "batch-size", estimator.DefaultTrainBatchSize, "rows per step and worker")
 	fs.IntVar(&e.MiniStochasticIters, "mini-stochastic-iters", 1, "steps per mini-batch")
 	fs.IntVar(&e.PullEvery, "pull-every", 1, "steps between weight pulls (-1: once per epoch)")
+	fs.BoolVar(&e.OverlapPush, "overlap-push", false, "push a step's gradients while the next step computes (async modes; one more step of staleness)")
 	fs.BoolVar(&e.ShufflePerIter, "shuffle", true, "reshuffle the rows every epoch")
 	fs.IntVar(&e.PartitionShuffles, "partition-shuffles", 0, "times the rows are re-dealt among workers")
 	fs.Float64Var(&e.ValidationSplit, "validation-split", 0, "fraction of rows (the last ones) held out for validation")

@@ -9,7 +9,8 @@ and records the predictions model(x, training=False) after training
 - sync_2workers: two workers in Sync mode: worker 0 trains on rows 0-47,
   worker 1 on rows 48-95, and each step applies the mean of their two
   gradients with SGD(0.1), 2 epochs;
-- adam_1worker: one worker, Adam(0.01), batches of 16, 3 epochs.
+- adam_1worker: one worker, Adam(0.01), batches of 16, 3 epochs;
+- sgd_1worker_overlap: as sgd_1worker with OverlapPush (train_delayed).
 
 Writes fit/data.arrow (x: fixed_size_list<float32>[6], y: int32) and
 fit/expected.json. Run from the repository root:
@@ -73,6 +74,24 @@ def train(x, y, optimizer, epochs, workers, model=None):
     return model(x, training=False).numpy()
 
 
+def train_delayed(x, y, lr, epochs):
+    """One worker with OverlapPush and a pull every step: step k of an epoch
+    computes on the weights after k-1 updates (the push of step k-1 is still
+    in flight); the pipeline drains at the end of each epoch."""
+    model = fresh_model()
+    opt = keras.optimizers.SGD(lr)
+    for _ in range(epochs):
+        history = [model.get_weights()]
+        for k, lo in enumerate(range(0, ROWS, BATCH)):
+            current = model.get_weights()
+            model.set_weights(history[max(k - 1, 0)])
+            g = grads_of(model, x[lo:lo + BATCH], y[lo:lo + BATCH])
+            model.set_weights(current)
+            opt.apply_gradients(zip(g, model.trainable_variables))
+            history.append(model.get_weights())
+    return model(x, training=False).numpy()
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.RandomState(11)
@@ -98,6 +117,7 @@ def main():
         "sgd_1worker_eval": {"loss": eval_loss, "accuracy": eval_acc},
         "sync_2workers": train(x, y, keras.optimizers.SGD(0.1), 2, 2).reshape(-1).tolist(),
         "adam_1worker": train(x, y, keras.optimizers.Adam(0.01), 3, 1).reshape(-1).tolist(),
+        "sgd_1worker_overlap": train_delayed(x, y, 0.1, 2).reshape(-1).tolist(),
     }
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(exp, f)
