@@ -162,9 +162,9 @@ type epochPlan struct {
 	steps     int // batches to run; 0 runs every batch of rows
 	shuffle   bool
 	seed      uint64
-	iters     int // steps per mini-batch (MiniStochasticIters)
-	pullEvery int // <0: once per epoch
-	maxSteps  int // stop after this many steps in total (0: no limit)
+	iters     int  // steps per mini-batch (MiniStochasticIters)
+	pullEvery int  // <0: once per epoch
+	maxSteps  int  // stop after this many steps in total (0: no limit)
 	overlap   bool // push while the next step computes (OverlapPush)
 	// onBatch, if set, is called after each batch's steps with its rows and
 	// last loss.
