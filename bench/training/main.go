@@ -75,7 +75,7 @@ func run(out string, epochs, batch int) error {
 		mode    string
 	}
 	var one float64
-	for _, c := range []config{{"1worker", 1, "hogwild"}, {"2workers_hogwild", 2, "hogwild"},
+	for _, c := range []config{{"1worker", 1, "hogwild"}, {"1worker_overlap_push", 1, "hogwild-overlap"}, {"2workers_hogwild", 2, "hogwild"},
 		{"2workers_async-lock", 2, "async-lock"}, {"2workers_sync", 2, "sync"}} {
 		rate, acc, err := fit(ctx, dir, c.workers, c.mode, epochs, batch)
 		if err != nil {
@@ -102,10 +102,14 @@ func run(out string, epochs, batch int) error {
 func fit(ctx context.Context, dir string, workers int, mode string, epochs, batch int) (float64, float64, error) {
 	var times []time.Duration
 	rows := 0
+	overlap := mode == "hogwild-overlap"
+	if overlap {
+		mode = "hogwild"
+	}
 	e := estimator.TFEstimator{
-		Bundle: filepath.Join(dir, "bundle"), Workers: workers, Mode: mode, Epochs: epochs, BatchSize: batch,
+		Bundle: filepath.Join(dir, "bundle"), Workers: workers, Mode: mode, Epochs: epochs, BatchSize: batch, OverlapPush: overlap,
 		Optimizer: "adam", LearningRate: 1e-3, ShufflePerIter: true, Seed: 1, IntraOpThreads: 1, InterOpThreads: 1,
-		LabelMapping: map[string]string{"label": "y"}, ExportDir: filepath.Join(dir, "export-"+mode),
+		LabelMapping: map[string]string{"label": "y"}, ExportDir: filepath.Join(dir, fmt.Sprintf("export-%s-%d-%v", mode, workers, overlap)),
 		Hooks: estimator.TrainHooks{OnEpoch: func(i estimator.EpochInfo) {
 			times = append(times, i.Elapsed)
 			rows = int(i.ExamplesSec * i.Elapsed.Seconds())
