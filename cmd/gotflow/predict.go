@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -256,6 +257,11 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if err := sink.Close(); err != nil {
 		prog.abort()
 		return fmt.Errorf("finish %s: %w", f.output, err)
+	}
+	// The sink's temporary file is private (0600); the result is a normal
+	// data file.
+	if err := os.Chmod(f.output, 0o644); err != nil {
+		return err
 	}
 	prog.done(s.Rows(), f.output, time.Since(start))
 	return nil
