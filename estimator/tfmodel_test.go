@@ -740,3 +740,32 @@ func BenchmarkTransform(b *testing.B) {
 		})
 	}
 }
+
+func TestTransformCancelStopsAndFreesEverything(t *testing.T) {
+	const rows, width = 4096, 32
+	vals := make([]float32, rows*width)
+	in := &testmodels.Array{DType: "float32", Shape: []int64{rows, width}, Float32: vals}
+	m := &estimator.TFModel{Path: testmodels.Dir("mlp_savedmodel"), BatchSize: 16, InFlight: 3}
+	defer m.Close()
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	before := runtime.NumGoroutine()
+	for _, early := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(testCtx(t))
+		s, err := m.Transform(ctx, reader(t, mem, map[string]*testmodels.Array{"features": in}, 1000))
+		require.NoError(t, err)
+		require.True(t, s.Next())
+		if early { // close without draining or canceling
+			require.NoError(t, s.Close())
+			cancel()
+			continue
+		}
+		cancel()
+		for s.Next() {
+		}
+		require.ErrorIs(t, s.Err(), context.Canceled)
+		require.NoError(t, s.Close(), "a canceled stream closes cleanly")
+		require.Less(t, s.Rows(), int64(rows))
+	}
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+1 }, 5*time.Second, 10*time.Millisecond)
+	mem.AssertSize(t, 0)
+}
