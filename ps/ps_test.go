@@ -195,9 +195,12 @@ func lcDialer(lc *LocalCluster) func(context.Context, string) (net.Conn, error) 
 // one update per step.
 func TestExactUnderLoad(t *testing.T) {
 	const clients = 16
-	pushes := 1000
-	if raceEnabled || testing.Short() {
-		pushes = 150
+	pushes := 1000 // 16,000 pushes per mode
+	switch {
+	case testing.Short():
+		pushes = 100
+	case raceEnabled: // the race detector makes each push ~10x slower
+		pushes = 300
 	}
 	modes := []struct {
 		name string
