@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
@@ -70,6 +71,13 @@ type fileSink struct {
 func newFileSink(path string) (*fileSink, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
+		return nil, fmt.Errorf("feeder: create %s: %w", path, err)
+	}
+	// CreateTemp makes the file private (0600); the result is an ordinary
+	// data file.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
 		return nil, fmt.Errorf("feeder: create %s: %w", path, err)
 	}
 	return &fileSink{path: path, tmp: tmp}, nil
@@ -154,9 +162,48 @@ func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink,
 		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
 	}
 	s.schema = schema
-	s.write = w.Write
+	s.write = func(rec arrow.RecordBatch) error {
+		c, err := compactLists(rec, o.mem)
+		if err != nil {
+			return err
+		}
+		defer c.Release()
+		return w.Write(c)
+	}
 	s.finish = w.Close
 	return s, nil
+}
+
+// compactLists returns rec with every fixed-size-list column that starts at
+// a non-zero offset (a batch sliced out of a larger record) copied to offset
+// zero: arrow-go v18.8.0's Parquet writer ignores that offset and would
+// write the list values from the start of the buffer. Other columns are
+// shared.
+func compactLists(rec arrow.RecordBatch, mem memory.Allocator) (arrow.RecordBatch, error) {
+	cols := make([]arrow.Array, 0, rec.NumCols())
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	changed := false
+	for i, c := range rec.Columns() {
+		if c.DataType().ID() == arrow.FIXED_SIZE_LIST && c.Data().Offset() != 0 {
+			cp, err := array.Concatenate([]arrow.Array{c}, mem)
+			if err != nil {
+				return nil, fmt.Errorf("copy column %q: %w", rec.Schema().Field(i).Name, err)
+			}
+			cols, changed = append(cols, cp), true
+			continue
+		}
+		c.Retain()
+		cols = append(cols, c)
+	}
+	if !changed {
+		rec.Retain()
+		return rec, nil
+	}
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows()), nil
 }
 
 // CreateIPC writes records of schema to an Arrow IPC file (or stream, with

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
@@ -222,21 +220,10 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 		}
 	}()
 	nIn := schema.NumFields() - len(s.OutputColumns())
-	parquetOut, _ := sinkFormat(f.output)
 	shown := 0
 	for s.Next() {
 		rec := s.RecordBatch()
-		if parquetOut == "parquet" {
-			c, err := compactLists(rec)
-			if err != nil {
-				return err
-			}
-			err = sink.Write(c)
-			c.Release()
-			if err != nil {
-				return fmt.Errorf("write %s: %w", f.output, err)
-			}
-		} else if err := sink.Write(rec); err != nil {
+		if err := sink.Write(rec); err != nil {
 			return fmt.Errorf("write %s: %w", f.output, err)
 		}
 		if shown < f.show {
@@ -258,47 +245,8 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 		prog.abort()
 		return fmt.Errorf("finish %s: %w", f.output, err)
 	}
-	// The sink's temporary file is private (0600); the result is a normal
-	// data file.
-	if err := os.Chmod(f.output, 0o644); err != nil {
-		return err
-	}
 	prog.done(s.Rows(), f.output, time.Since(start))
 	return nil
-}
-
-// compactLists returns rec with every fixed-size-list column that starts at
-// a non-zero offset (a batch sliced out of a larger record) copied to offset
-// zero: arrow-go v18.8.0's Parquet writer ignores that offset and would write
-// the list values from the start of the buffer. Other columns are shared.
-func compactLists(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
-	cols := make([]arrow.Array, rec.NumCols())
-	changed := false
-	for i, c := range rec.Columns() {
-		if c.DataType().ID() == arrow.FIXED_SIZE_LIST && c.Data().Offset() != 0 {
-			cp, err := array.Concatenate([]arrow.Array{c}, memory.DefaultAllocator)
-			if err != nil {
-				for _, x := range cols[:i] {
-					x.Release()
-				}
-				return nil, fmt.Errorf("copy column %q: %w", rec.Schema().Field(i).Name, err)
-			}
-			cols[i], changed = cp, true
-			continue
-		}
-		c.Retain()
-		cols[i] = c
-	}
-	defer func() {
-		for _, c := range cols {
-			c.Release()
-		}
-	}()
-	if !changed {
-		rec.Retain()
-		return rec, nil
-	}
-	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows()), nil
 }
 
 func printHeader(w io.Writer, schema *arrow.Schema, from int) {
