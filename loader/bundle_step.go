@@ -14,9 +14,8 @@ import (
 // It owns a tf.Graph and a tf.Session; Close frees them (and waits for
 // in-flight runs). Run may be called from several goroutines at once.
 type TrainStep struct {
-	b       *Bundle
-	g       *tf.Graph
-	s       *tf.Session
+	b *Bundle
+	graphSession
 	weights []tf.Output // per variable; Op nil if the graph does not read it
 	inputs  []tf.Output
 	labels  []tf.Output
@@ -55,7 +54,7 @@ func (b *Bundle) NewTrainStep(opts ...tf.SessionOption) (*TrainStep, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loader: %s: %w", b.Manifest.TrainGraph, err)
 	}
-	st := &TrainStep{b: b, g: g}
+	st := &TrainStep{b: b, graphSession: graphSession{g: g}}
 	fail := func(err error) (*TrainStep, error) {
 		g.Close()
 		return nil, fmt.Errorf("loader: train step: %w", err)
@@ -120,15 +119,6 @@ func (st *TrainStep) Run(ctx context.Context, weights, inputs, labels []*tf.Tens
 	}, nil
 }
 
-// Close closes the session and the graph; it is idempotent.
-func (st *TrainStep) Close() error {
-	var err error
-	if st.s != nil {
-		err = st.s.Close()
-	}
-	return errors.Join(err, st.g.Close())
-}
-
 // EvalStep runs a bundle's evaluation graph: feed weights, inputs and
 // labels; fetch the loss and the metrics. With Bundle.Eval it computes what
 // Keras' model.evaluate reports, with training behaviour off (dropout off,
@@ -139,9 +129,8 @@ func (st *TrainStep) Close() error {
 // It owns a tf.Graph and a tf.Session; Close frees them (and waits for
 // in-flight runs). Run may be called from several goroutines at once.
 type EvalStep struct {
-	b        *Bundle
-	g        *tf.Graph
-	s        *tf.Session
+	b *Bundle
+	graphSession
 	training bool
 	weights  []tf.Output // per variable; Op nil if the graph does not read it
 	inputs   []tf.Output
@@ -180,7 +169,7 @@ func (b *Bundle) NewEvalStep(opts ...tf.SessionOption) (*EvalStep, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loader: %s: %w", file, err)
 	}
-	st := &EvalStep{b: b, g: g, training: b.Eval == nil}
+	st := &EvalStep{b: b, graphSession: graphSession{g: g}, training: b.Eval == nil}
 	fail := func(err error) (*EvalStep, error) {
 		g.Close()
 		return nil, fmt.Errorf("loader: eval step: %s: %w", file, err)
@@ -231,23 +220,13 @@ func (st *EvalStep) Run(ctx context.Context, weights, inputs, labels []*tf.Tenso
 	return &EvalResult{Loss: out[0], Metrics: out[1:]}, nil
 }
 
-// Close closes the session and the graph; it is idempotent.
-func (st *EvalStep) Close() error {
-	var err error
-	if st.s != nil {
-		err = st.s.Close()
-	}
-	return errors.Join(err, st.g.Close())
-}
-
 // Predictor runs a bundle's inference graph with weights fed per call (for
 // evaluation during training; a trained model is frozen with Freeze). Run
 // may be called from several goroutines at once; Close frees the session and
 // graph.
 type Predictor struct {
-	b       *Bundle
-	g       *tf.Graph
-	s       *tf.Session
+	b *Bundle
+	graphSession
 	weights []tf.Output
 	inputs  []tf.Output
 	fetches []tf.Output
@@ -259,7 +238,7 @@ func (b *Bundle) NewPredictor(opts ...tf.SessionOption) (*Predictor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loader: %s: %w", b.Manifest.InferGraph, err)
 	}
-	p := &Predictor{b: b, g: g}
+	p := &Predictor{b: b, graphSession: graphSession{g: g}}
 	fail := func(err error) (*Predictor, error) {
 		g.Close()
 		return nil, fmt.Errorf("loader: predictor: %w", err)
@@ -295,15 +274,6 @@ func (p *Predictor) Run(ctx context.Context, weights, inputs []*tf.Tensor) ([]*t
 	return out, nil
 }
 
-// Close closes the session and the graph; it is idempotent.
-func (p *Predictor) Close() error {
-	var err error
-	if p.s != nil {
-		err = p.s.Close()
-	}
-	return errors.Join(err, p.g.Close())
-}
-
 // WeightTensors copies the bundle's initial weights into tensors, one per
 // variable; the caller owns them.
 func (b *Bundle) WeightTensors() ([]*tf.Tensor, error) {
@@ -327,6 +297,22 @@ func inferPlaceholder(v Variable) string { return v.InferPlaceholder }
 // weightOutputs looks up each variable's placeholder (named by ph) in g,
 // imported from def; the Output's Op is nil for a variable without one or
 // whose placeholder def does not have (the graph does not read it).
+// graphSession is a graph imported from a bundle and a session on it.
+type graphSession struct {
+	g *tf.Graph
+	s *tf.Session
+}
+
+// Close closes the session (waiting for in-flight runs) and the graph; it
+// is idempotent.
+func (gs *graphSession) Close() error {
+	var err error
+	if gs.s != nil {
+		err = gs.s.Close()
+	}
+	return errors.Join(err, gs.g.Close())
+}
+
 func weightOutputs(g *tf.Graph, def *GraphDef, vars []Variable, ph func(Variable) string) ([]tf.Output, error) {
 	out := make([]tf.Output, len(vars))
 	for i, v := range vars {
