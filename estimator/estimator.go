@@ -82,8 +82,10 @@ type TFEstimator struct {
 	Seed int64 `json:"seed,omitempty"`
 
 	// Workers is the number of data-parallel workers (ClusterSize; at
-	// least 1, required); NumPS the number of parameter-server shards (default 1); Readers
-	// the goroutines that read and convert the input (default 1).
+	// least 1, required); NumPS the number of parameter-server shards
+	// (default 1). Readers is how many goroutines decode the training data
+	// when it was opened with feeder.OpenDataset (files and Parquet row
+	// groups in parallel, row order kept; default 1).
 	Workers int `json:"workers,omitempty"`
 	NumPS   int `json:"num_ps,omitempty"`
 	Readers int `json:"readers,omitempty"`

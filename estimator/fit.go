@@ -132,6 +132,12 @@ func (e *TFEstimator) prepare(ctx context.Context, data feeder.Source) (*prepare
 	if err != nil {
 		return nil, err
 	}
+	if e.Readers > 1 {
+		if data, err = e.parallelSource(data); err != nil {
+			return nil, err
+		}
+		defer data.Close()
+	}
 	if p.td, err = loadTrainData(ctx, data, plan, names, len(b.Inputs)); err != nil {
 		return nil, err
 	}
@@ -190,6 +196,25 @@ func (e *TFEstimator) plan(b *loader.Bundle, data feeder.Source) (*feeder.Plan, 
 		return nil, nil, fmt.Errorf("estimator: %w", err)
 	}
 	return plan, names, nil
+}
+
+// parallelSource reopens data opened with feeder.OpenDataset (optionally
+// filtered by feeder.Where) so that Readers goroutines decode its files and
+// row groups at once, keeping the row order. Other sources are read as
+// they are.
+func (e *TFEstimator) parallelSource(data feeder.Source) (feeder.Source, error) {
+	files, where, err := jobData(data)
+	if err != nil {
+		return data, nil
+	}
+	src, err := OpenOrdered(files, e.Readers, ReadRows(data.Schema(), e.batchSize()))
+	if err != nil {
+		return nil, err
+	}
+	if where != nil {
+		return feeder.Where(src, where.Column, where.Value)
+	}
+	return src, nil
 }
 
 // run is the state of one Fit.

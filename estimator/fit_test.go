@@ -312,3 +312,37 @@ func TestFitOverlapPush(t *testing.T) {
 	bad := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, Mode: "sync", OverlapPush: true}
 	require.ErrorContains(t, bad.Validate(), "OverlapPush needs an asynchronous mode")
 }
+
+// TestFitReadersKeepOrder: decoding the data with several readers gives
+// the same rows in the same order, so training matches Keras as with one.
+func TestFitReadersKeepOrder(t *testing.T) {
+	exp := loadFitExpected(t)
+	dir := t.TempDir()
+	// The fit data as Parquet in three files, several row groups each.
+	src := fitData(t)
+	var recs []arrow.RecordBatch
+	for {
+		r, err := src.Next(testCtx(t))
+		if err != nil {
+			break
+		}
+		recs = append(recs, r)
+	}
+	src.Close()
+	for i, r := range recs {
+		sink, err := feeder.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%d.parquet", i)), r.Schema(), feeder.RowGroupRows(16))
+		require.NoError(t, err)
+		require.NoError(t, sink.Write(r))
+		require.NoError(t, sink.Close())
+		r.Release()
+	}
+	ds, err := feeder.OpenDataset(dir)
+	require.NoError(t, err)
+	require.Len(t, ds.Files(), len(recs))
+	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, Readers: 3, BatchSize: 16, Optimizer: "sgd", LearningRate: 0.1,
+		Epochs: 2, Mode: "async-lock", ExportDir: t.TempDir()}
+	m, err := est.Fit(testCtx(t), ds)
+	require.NoError(t, err)
+	defer m.Close()
+	requireClose(t, exp.SGD1Worker, predict(t, m), 2e-5, "3 readers")
+}

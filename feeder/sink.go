@@ -162,13 +162,29 @@ func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink,
 		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
 	}
 	s.schema = schema
+	// pqarrow slices a record longer than a row group itself, and its
+	// writer ignores the offset of sliced fixed-size-list columns: cut
+	// records into row groups here and compact each piece.
 	s.write = func(rec arrow.RecordBatch) error {
-		c, err := compactLists(rec, o.mem)
-		if err != nil {
-			return err
+		n := rec.NumRows()
+		for off := int64(0); off == 0 || off < n; off += o.rowGroup {
+			end := min(off+o.rowGroup, n)
+			piece := rec
+			if off != 0 || end != n {
+				piece = rec.NewSlice(off, end)
+				defer piece.Release()
+			}
+			c, err := compactLists(piece, o.mem)
+			if err != nil {
+				return err
+			}
+			err = w.Write(c)
+			c.Release()
+			if err != nil {
+				return err
+			}
 		}
-		defer c.Release()
-		return w.Write(c)
+		return nil
 	}
 	s.finish = w.Close
 	return s, nil

@@ -115,3 +115,44 @@ func TestParquetSinkWritesSlicedLists(t *testing.T) {
 	}
 	require.Equal(t, []float32{10, 11, 20, 21, 40, 41, 50, 51}, got)
 }
+
+// TestParquetSinkSplitsRowGroups writes one record longer than a row group:
+// every row group must hold its own rows (pqarrow's own split would write
+// the list values of every row group from the start of the buffer).
+func TestParquetSinkSplitsRowGroups(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(2, arrow.PrimitiveTypes.Float32)}}, nil)
+	b := array.NewRecordBuilder(mem, schema)
+	defer b.Release()
+	lb := b.Field(0).(*array.FixedSizeListBuilder)
+	vb := lb.ValueBuilder().(*array.Float32Builder)
+	var want []float32
+	for i := range 7 {
+		lb.Append(true)
+		v := []float32{float32(10 * i), float32(10*i + 1)}
+		vb.AppendValues(v, nil)
+		want = append(want, v...)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	path := filepath.Join(t.TempDir(), "out.parquet")
+	sink, err := feeder.CreateParquet(path, schema, feeder.WithAllocator(mem), feeder.RowGroupRows(3))
+	require.NoError(t, err)
+	require.NoError(t, sink.Write(rec))
+	require.NoError(t, sink.Close())
+
+	src, err := feeder.OpenParquet(path)
+	require.NoError(t, err)
+	defer src.Close()
+	var got []float32
+	for {
+		r, err := src.Next(context.Background())
+		if err != nil {
+			break
+		}
+		got = append(got, r.Column(0).(*array.FixedSizeList).ListValues().(*array.Float32).Float32Values()...)
+		r.Release()
+	}
+	require.Equal(t, want, got)
+}
