@@ -49,9 +49,10 @@ type TFEstimator struct {
 	// progress; a Fit with the same ModelDir resumes where the last one
 	// stopped. Empty uses a temporary directory removed after Fit.
 	ModelDir string `json:"model_dir,omitempty"`
-	// ExportDir receives the trained model: frozen.pb (a frozen GraphDef)
-	// and saved_model/ (a SavedModel with a serving_default signature).
-	// Empty means ModelDir/export, or no export without a ModelDir.
+	// ExportDir receives the trained model: frozen.pb (a frozen GraphDef),
+	// saved_model/ (a SavedModel with a serving_default signature),
+	// weights.safetensors and tfmodel.json. Empty means ModelDir/export;
+	// one of the two is required.
 	ExportDir string `json:"export_dir,omitempty"`
 
 	// BatchSize is the rows per training step and worker (default 32).
@@ -149,7 +150,9 @@ type EarlyStopping struct {
 // TrainHooks are callbacks that follow a Fit. They are called from Fit's
 // goroutine (OnStep from the worker's), must return quickly, and may be nil.
 type TrainHooks struct {
-	// OnStep is called after every training step of every worker.
+	// OnStep is called after every training step of every worker, from
+	// that worker's goroutine: calls from different workers run
+	// concurrently.
 	OnStep func(StepInfo)
 	// OnEpoch is called after every epoch, with validation results.
 	OnEpoch func(EpochInfo)
@@ -261,6 +264,9 @@ func (e *TFEstimator) Validate() error {
 	}
 	if e.BatchSize > 0 && e.MiniBatchSize > 0 && e.BatchSize != e.MiniBatchSize {
 		bad("BatchSize (%d) and MiniBatchSize (%d) are two names for the rows per step; set one", e.BatchSize, e.MiniBatchSize)
+	}
+	if e.ExportDir == "" && e.ModelDir == "" {
+		bad("set ExportDir (or ModelDir) to keep the trained model")
 	}
 	if e.Workers == 0 {
 		bad("Workers is 0; set the number of data-parallel workers (1 or more)")

@@ -145,6 +145,9 @@ func (e *TFEstimator) prepare(ctx context.Context, data feeder.Source) (*prepare
 		return nil, errors.New("estimator: the training data is empty")
 	}
 	p.trainRows, p.valRows = splitRows(p.td.rows, e.ValidationSplit)
+	if e.ValidationSplit > 0 && len(p.valRows) == 0 {
+		return nil, fmt.Errorf("estimator: ValidationSplit %g of %d rows holds out no row; raise it or drop it", e.ValidationSplit, p.td.rows)
+	}
 	if len(p.trainRows) < e.Workers {
 		return nil, fmt.Errorf("estimator: %d training rows for %d workers; every worker needs at least one row", len(p.trainRows), e.Workers)
 	}

@@ -1,11 +1,13 @@
 package estimator_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -149,6 +151,8 @@ func TestFitBadInput(t *testing.T) {
 		{"label dtype the loss cannot take", nil, floatLabels, "y"},
 		{"empty dataset", nil, emptyData, "training data is empty"},
 		{"more workers than rows", func(e *estimator.TFEstimator) { e.Workers = 200 }, fitData, "96 training rows for 200 workers"},
+		{"nowhere to export", func(e *estimator.TFEstimator) { e.ExportDir = "" }, fitData, "set ExportDir (or ModelDir)"},
+		{"validation split of no row", func(e *estimator.TFEstimator) { e.ValidationSplit = 0.001 }, fitData, "holds out no row"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -215,13 +219,13 @@ func emptyData(t *testing.T) feeder.Source {
 func TestFitValidationEarlyStoppingAndTensorBoard(t *testing.T) {
 	tbDir := t.TempDir()
 	var infos []estimator.EpochInfo
-	steps := 0
+	var steps atomic.Int64
 	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 2, BatchSize: 8, Epochs: 10, ValidationSplit: 0.25,
 		ShufflePerIter: true, PartitionShuffles: 3, Seed: 7, ExportDir: t.TempDir(), TensorBoardDir: tbDir,
 		EarlyStopping: &estimator.EarlyStopping{Patience: 0, MinDelta: 100},
 		Hooks: estimator.TrainHooks{
 			OnEpoch: func(i estimator.EpochInfo) { infos = append(infos, i) },
-			OnStep:  func(estimator.StepInfo) { steps++ },
+			OnStep:  func(estimator.StepInfo) { steps.Add(1) },
 		}}
 	m, err := est.Fit(testCtx(t), fitData(t))
 	require.NoError(t, err)
@@ -234,7 +238,7 @@ func TestFitValidationEarlyStoppingAndTensorBoard(t *testing.T) {
 		require.Equal(t, 2*5, i.Steps, "two workers with 36 rows each, in batches of 8")
 		require.Greater(t, i.ExamplesSec, 0.0)
 	}
-	require.Equal(t, 2*10, steps)
+	require.EqualValues(t, 2*10, steps.Load())
 
 	files, err := filepath.Glob(filepath.Join(tbDir, "events.out.tfevents.*"))
 	require.NoError(t, err)
@@ -345,4 +349,24 @@ func TestFitReadersKeepOrder(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Close()
 	requireClose(t, exp.SGD1Worker, predict(t, m), 2e-5, "3 readers")
+}
+
+// TestFitOverlapPushCanceled cancels a Fit while pushes overlap the next
+// step: Fit returns the cancellation, and no tensor is left behind.
+func TestFitOverlapPushCanceled(t *testing.T) {
+	live := tf.LiveTensors()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 2, BatchSize: 4, Epochs: 50, Optimizer: "sgd",
+		LearningRate: 0.1, OverlapPush: true, ExportDir: t.TempDir(),
+		Hooks: estimator.TrainHooks{OnStep: func(s estimator.StepInfo) {
+			if s.Examples > 100 {
+				cancel()
+			}
+		}}}
+	m, err := est.Fit(ctx, fitData(t))
+	require.Error(t, err)
+	require.Nil(t, m)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, live, tf.LiveTensors(), "every tensor, also those of in-flight pushes, is freed")
 }

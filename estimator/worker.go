@@ -180,8 +180,13 @@ type epochResult struct {
 	done    bool // the worker reached maxSteps
 }
 
-func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, examples *atomic.Int64, onStep func(StepInfo)) (epochResult, error) {
-	res := epochResult{metrics: make([]float64, len(w.b.Metrics))}
+func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, examples *atomic.Int64, onStep func(StepInfo)) (res epochResult, err error) {
+	defer func() {
+		if err != nil {
+			w.settle() // do not leave a push running past a failed epoch
+		}
+	}()
+	res = epochResult{metrics: make([]float64, len(w.b.Metrics))}
 	order := append([]int(nil), p.rows...)
 	if p.shuffle {
 		r := rand.New(rand.NewPCG(p.seed, uint64(w.id)+1))
@@ -354,6 +359,7 @@ func (w *trainWorker) evalStep() (*loader.EvalStep, error) {
 
 // Close frees the worker's sessions and tensors; the client is the caller's.
 func (w *trainWorker) Close() error {
+	w.settle() // an in-flight push (OverlapPush) must end before its tensors and client go
 	closeAll(w.weights)
 	w.weights = nil
 	var err error

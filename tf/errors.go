@@ -4,6 +4,7 @@ package tf
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -60,13 +61,16 @@ func (e *Error) Error() string {
 }
 
 // Is makes errors.Is(err, ErrNotFound) hold for every *Error with code
-// NotFound, and likewise for the other sentinels.
+// NotFound, and likewise for the other sentinels; codes DeadlineExceeded
+// and Canceled also match context.DeadlineExceeded and context.Canceled.
 func (e *Error) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
 		return e.Code == NotFound
-	case ErrDeadlineExceeded:
+	case ErrDeadlineExceeded, context.DeadlineExceeded:
 		return e.Code == DeadlineExceeded
+	case context.Canceled:
+		return e.Code == Canceled
 	case ErrInvalidArgument:
 		return e.Code == InvalidArgument
 	}

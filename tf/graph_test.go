@@ -227,6 +227,11 @@ func TestRunBadFeeds(t *testing.T) {
 	defer cancel()
 	_, err = s.Run(expired, nil, []tf.Output{logits}, nil)
 	require.ErrorIs(t, err, tf.ErrDeadlineExceeded)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	canceled, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	_, err = s.Run(canceled, nil, []tf.Output{logits}, nil)
+	require.ErrorIs(t, err, context.Canceled)
 
 	require.NoError(t, s.Close())
 	require.NoError(t, s.Close())
