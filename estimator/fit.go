@@ -541,7 +541,10 @@ func (r *run) weights(ctx context.Context) ([]loader.Weight, error) {
 }
 
 // export freezes the inference graph with the trained weights and writes
-// frozen.pb, saved_model/ and weights.safetensors in the export directory.
+// frozen.pb, saved_model/, weights.safetensors and tfmodel.json to the
+// export directory. Everything is written to a staging directory inside it
+// first and moved into place only when complete, so a failed export leaves
+// the previous model as it was.
 func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	b := r.p.b
 	frozen, err := b.Freeze(weights)
@@ -550,33 +553,32 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	}
 	dir := r.e.ExportDir
 	if dir == "" {
-		if r.e.ModelDir == "" {
-			return nil, errors.New("estimator: set ExportDir (or ModelDir) to keep the trained model")
-		}
 		dir = filepath.Join(r.e.ModelDir, "export")
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "frozen.pb"), frozen.Bytes()); err != nil {
-		return nil, err
-	}
-	if err := loader.WriteWeights(filepath.Join(dir, "weights.safetensors"), weights, map[string]string{"bundle": b.Dir}); err != nil {
-		return nil, err
-	}
-	smDir := filepath.Join(dir, "saved_model")
-	if err := os.RemoveAll(smDir); err != nil {
+	stage, err := os.MkdirTemp(dir, ".export-")
+	if err != nil {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
-	if err := savedmodel.Export(smDir, frozen, savedmodel.SignatureFromBundle(b)); err != nil {
+	defer os.RemoveAll(stage)
+	const frozenFile, weightsFile, smDir = "frozen.pb", "weights.safetensors", "saved_model"
+	if err := os.WriteFile(filepath.Join(stage, frozenFile), frozen.Bytes(), 0o644); err != nil {
+		return nil, fmt.Errorf("estimator: export: %w", err)
+	}
+	if err := loader.WriteWeights(filepath.Join(stage, weightsFile), weights, map[string]string{"bundle": b.Dir}); err != nil {
 		return nil, err
 	}
-	m := &TFModel{Path: smDir, InputMapping: map[string]string{}, LabelMapping: map[string]string{},
-		Weights: filepath.Join(dir, "weights.safetensors"), Logger: r.e.Logger}
-	if m.Bundle, err = filepath.Abs(b.Dir); err != nil {
-		return nil, fmt.Errorf("estimator: %w", err)
+	if err := savedmodel.Export(filepath.Join(stage, smDir), frozen, savedmodel.SignatureFromBundle(b)); err != nil {
+		return nil, err
 	}
-	if m.Weights, err = filepath.Abs(m.Weights); err != nil {
+	m := &TFModel{Path: filepath.Join(stage, smDir), InputMapping: map[string]string{}, LabelMapping: map[string]string{},
+		Weights: filepath.Join(dir, weightsFile), Logger: r.e.Logger}
+	if m.Bundle, err = filepath.Abs(b.Dir); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
 	}
 	for col, in := range r.e.InputMapping {
@@ -585,10 +587,23 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	for col, l := range r.e.LabelMapping {
 		m.LabelMapping[col] = l
 	}
-	// Keep the model's description next to it, for `gotflow predict` and
-	// Load.
-	if err := m.Save(dir); err != nil {
+	// The model's description sits next to it, for `gotflow predict`,
+	// `gotflow evaluate` and Load; Path is stored relative to it.
+	if err := m.Save(stage); err != nil {
 		return nil, err
 	}
+	// Everything is written: move it into place. The previous SavedModel
+	// is moved aside into the staging directory, which is removed last.
+	if _, err := os.Stat(filepath.Join(dir, smDir)); err == nil {
+		if err := os.Rename(filepath.Join(dir, smDir), filepath.Join(stage, "previous")); err != nil {
+			return nil, fmt.Errorf("estimator: export: %w", err)
+		}
+	}
+	for _, name := range []string{smDir, frozenFile, weightsFile, ModelFile} {
+		if err := os.Rename(filepath.Join(stage, name), filepath.Join(dir, name)); err != nil {
+			return nil, fmt.Errorf("estimator: export: %w", err)
+		}
+	}
+	m.Path = filepath.Join(dir, smDir)
 	return m, nil
 }

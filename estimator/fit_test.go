@@ -370,3 +370,33 @@ func TestFitOverlapPushCanceled(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, live, tf.LiveTensors(), "every tensor, also those of in-flight pushes, is freed")
 }
+
+// TestExportReplacesAtomically exports twice into one directory: the second
+// model replaces the first entirely, and no staging directory is left.
+func TestExportReplacesAtomically(t *testing.T) {
+	dir := t.TempDir()
+	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, BatchSize: 16, Optimizer: "sgd", LearningRate: 0.1,
+		Epochs: 1, Mode: "async-lock", ExportDir: dir}
+	m, err := est.Fit(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	first := predict(t, m)
+	require.NoError(t, m.Close())
+
+	est.Epochs = 2
+	m, err = est.Fit(testCtx(t), fitData(t))
+	require.NoError(t, err)
+	defer m.Close()
+	requireClose(t, loadFitExpected(t).SGD1Worker, predict(t, m), 2e-5, "second export")
+	require.NotEqual(t, first, predict(t, m))
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	require.ElementsMatch(t, []string{"frozen.pb", "saved_model", "weights.safetensors", estimator.ModelFile}, names)
+	loaded, err := estimator.Load(dir)
+	require.NoError(t, err)
+	defer loaded.Close()
+	requireClose(t, loadFitExpected(t).SGD1Worker, predict(t, loaded), 2e-5, "loaded from tfmodel.json")
+}
