@@ -146,6 +146,9 @@ func sinkOpts(opts []SinkOption) sinkOptions {
 // CreateParquet writes records of schema to a Parquet file at path.
 func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, error) {
 	o := sinkOpts(opts)
+	if o.rowGroup <= 0 {
+		return nil, fmt.Errorf("feeder: parquet %s: RowGroupRows is %d, want at least 1", path, o.rowGroup)
+	}
 	s, err := newFileSink(path)
 	if err != nil {
 		return nil, err

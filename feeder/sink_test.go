@@ -99,3 +99,11 @@ func TestParquetSinkSplitsRowGroups(t *testing.T) {
 	}
 	require.Equal(t, want, got)
 }
+
+func TestParquetSinkRejectsBadRowGroups(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Float32}}, nil)
+	for _, n := range []int64{0, -1} {
+		_, err := feeder.CreateParquet(filepath.Join(t.TempDir(), "x.parquet"), schema, feeder.RowGroupRows(n))
+		require.ErrorContains(t, err, "want at least 1")
+	}
+}
