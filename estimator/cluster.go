@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,9 @@ type WorkerJob struct {
 	// Where, if set, keeps only the rows whose column equals a value
 	// (feeder.Where).
 	Where *RowFilter `json:"where,omitempty"`
+	// Rows, if set, is how many rows the data holds; a worker that reads
+	// another number stops with an error.
+	Rows int `json:"rows,omitempty"`
 }
 
 // RowFilter selects the rows whose Column equals Value.
@@ -57,7 +61,14 @@ func jobData(data feeder.Source) ([]string, *RowFilter, error) {
 	}
 	ds, ok := data.(*feeder.Dataset)
 	if !ok {
-		return nil, nil, errors.New("estimator: Cluster \"processes\" needs data opened with feeder.OpenDataset (optionally filtered by feeder.Where): every worker process reads the files itself")
+		return nil, nil, errors.New("data must be opened with feeder.OpenDataset (optionally filtered by feeder.Where): the files are read again")
+	}
+	for _, f := range ds.Files() {
+		switch strings.ToLower(filepath.Ext(f)) {
+		case ".parquet", ".pq", ".arrow", ".arrows", ".ipc", ".feather":
+		default:
+			return nil, nil, fmt.Errorf("%s: the files are read again, without the dataset's options, so they must be Parquet or Arrow IPC", f)
+		}
 	}
 	return ds.Files(), where, nil
 }
@@ -108,7 +119,7 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 	if err != nil {
 		return nil, err
 	}
-	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where}
+	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where, Rows: r.p.td.rows}
 	job.Estimator.Hooks, job.Estimator.Logger = TrainHooks{}, nil
 	if job.Estimator.Bundle, err = filepath.Abs(e.Bundle); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
@@ -323,6 +334,9 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	src.Close()
 	if err != nil {
 		return err
+	}
+	if job.Rows > 0 && p.td.rows != job.Rows {
+		return fmt.Errorf("estimator: worker read %d rows from %v, the job has %d", p.td.rows, job.Data, job.Rows)
 	}
 	client, err := ps.Dial(ctx, env.PSAddrs, ps.WithWorkerID(env.Task.String()))
 	if err != nil {

@@ -52,7 +52,7 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 	)
 	if e.Cluster == Processes {
 		if files, where, err = jobData(data); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("estimator: Cluster \"processes\": every worker process reads the data itself: %w", err)
 		}
 	}
 	p, err := e.prepare(ctx, data)
@@ -203,16 +203,23 @@ func (e *TFEstimator) plan(b *loader.Bundle, data feeder.Source) (*feeder.Plan, 
 
 // parallelSource reopens data opened with feeder.OpenDataset (optionally
 // filtered by feeder.Where) so that Readers goroutines decode its files and
-// row groups at once, keeping the row order. Other sources are read as
-// they are.
+// row groups at once, keeping the row order.
 func (e *TFEstimator) parallelSource(data feeder.Source) (feeder.Source, error) {
 	files, where, err := jobData(data)
 	if err != nil {
-		return data, nil
+		return nil, fmt.Errorf("estimator: Readers %d: %w", e.Readers, err)
 	}
-	src, err := OpenOrdered(files, e.Readers, ReadRows(data.Schema(), e.batchSize()))
+	schema := data.Schema()
+	if f, ok := data.(*feeder.Filtered); ok {
+		schema = f.Unfiltered().Schema()
+	}
+	src, err := OpenOrdered(files, e.Readers, ReadRows(schema, e.batchSize()))
 	if err != nil {
 		return nil, err
+	}
+	if !src.Schema().Equal(schema) {
+		src.Close()
+		return nil, fmt.Errorf("estimator: Readers %d reads the files again without the dataset's options, which changes the schema to %s; use Readers 1", e.Readers, src.Schema())
 	}
 	if where != nil {
 		return feeder.Where(src, where.Column, where.Value)
