@@ -43,6 +43,9 @@ type WorkerJob struct {
 	// Rows, if set, is how many rows the data holds; a worker that reads
 	// another number stops with an error.
 	Rows int `json:"rows,omitempty"`
+	// FirstEpoch is the epoch a resumed job starts at (the job runs
+	// Estimator.Epochs - FirstEpoch epochs).
+	FirstEpoch int `json:"first_epoch,omitempty"`
 }
 
 // RowFilter selects the rows whose Column equals Value.
@@ -119,7 +122,14 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 	if err != nil {
 		return nil, err
 	}
-	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where, Rows: r.p.td.rows}
+	if err := r.resume(); err != nil {
+		return nil, err
+	}
+	if r.done.Epochs >= orDefault(e.Epochs, DefaultEpochs) { // nothing left to train
+		return r.snapshotWeights(ctx)
+	}
+	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where, Rows: r.p.td.rows,
+		FirstEpoch: r.done.Epochs}
 	job.Estimator.Hooks, job.Estimator.Logger = TrainHooks{}, nil
 	if job.Estimator.Bundle, err = filepath.Abs(e.Bundle); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
@@ -185,7 +195,7 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 		return psAddrs
 	}, func(w []loader.Weight) error { final = w; return nil })
 	cfg := distributed.JobConfig{
-		Workers: e.Workers, NumPS: numPS, Rows: int64(len(r.p.trainRows)), Epochs: epochs,
+		Workers: e.Workers, NumPS: numPS, Rows: int64(len(r.p.trainRows)), Epochs: epochs - r.done.Epochs,
 		MaxPSRestarts: 5, Logger: r.log,
 		// Local processes: beat often, so that an epoch's end is seen within
 		// ~100ms and a killed worker within a few seconds.
@@ -205,6 +215,29 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 	return final, nil
 }
 
+// snapshotWeights reads the weights the shards of an earlier run saved in
+// ModelDir, through shards restored in this process.
+func (r *run) snapshotWeights(ctx context.Context) ([]loader.Weight, error) {
+	lc, err := ps.NewLocalCluster(orDefault(r.e.NumPS, 1), r.serverOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	defer lc.Close()
+	c, err := lc.Dial(ctx, ps.WithWorkerID("coordinator"))
+	if err != nil {
+		return nil, err
+	}
+	if r.eval, err = r.connect(ctx, -1, c); err != nil {
+		return nil, err
+	}
+	defer func() { // close before the shards stop
+		r.eval.Close()
+		r.eval = nil
+		c.Close()
+	}()
+	return r.weights(ctx)
+}
+
 // onDead reports a worker the coordinator declared dead.
 func (r *run) onDead(t distributed.Task, reason string, receivers []distributed.Task) {
 	r.log.Warn("worker lost; its rows go to the others", "task", t.String(), "reason", reason, "receivers", len(receivers))
@@ -218,7 +251,7 @@ func (r *run) onDead(t distributed.Task, reason string, receivers []distributed.
 // weights to final after the last epoch (or an early stop). The second
 // result reports the first error a hook call met (which stops the job).
 func (r *run) epochEndHook(ctx context.Context, addrs func() []string, final func([]loader.Weight) error) (func(int) bool, func() error) {
-	epochs := orDefault(r.e.Epochs, DefaultEpochs)
+	epochs, first := orDefault(r.e.Epochs, DefaultEpochs), r.done.Epochs
 	var (
 		mu  sync.Mutex
 		err error
@@ -228,9 +261,14 @@ func (r *run) epochEndHook(ctx context.Context, addrs func() []string, final fun
 	hook := func(epoch int) bool {
 		mu.Lock()
 		defer mu.Unlock()
+		epoch += first // the job counts the epochs of this run only
 		info := EpochInfo{Epoch: epoch, Epochs: epochs, Elapsed: time.Since(t0)}
 		info.ExamplesSec = float64(len(r.p.trainRows)) / info.Elapsed.Seconds()
 		stop, w, herr := r.processEpochEnd(ctx, info, addrs())
+		if herr == nil && r.modelDir != "" {
+			r.done.Epochs = epoch + 1
+			herr = r.saveProgress()
+		}
 		if herr == nil && (stop || epoch+1 >= epochs) {
 			herr = final(w)
 		}
@@ -356,12 +394,15 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	if pullEvery == 0 {
 		pullEvery = 1
 	}
-	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs)}
+	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs) - job.FirstEpoch}
+	if tjob.Epochs < 1 {
+		return fmt.Errorf("estimator: job starts at epoch %d of %d: nothing to train", job.FirstEpoch, orDefault(e.Epochs, DefaultEpochs))
+	}
 	chiefErr := func() error { return nil }
 	if env.HostsCoordinator() {
 		// This task coordinates the job (the chief under TF_CONFIG): it
 		// evaluates every epoch and exports the model at the end.
-		r := &run{e: &e, p: p, log: log, modelDir: e.ModelDir}
+		r := &run{e: &e, p: p, log: log, modelDir: e.ModelDir, done: progress{Epochs: job.FirstEpoch}}
 		defer r.close()
 		if r.modelDir == "" {
 			if r.modelDir, err = os.MkdirTemp("", "gotflow-chief-"); err != nil {
@@ -399,14 +440,15 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			// Every worker orders the epoch's rows by the same permutation, so
 			// the rows a worker consumed are a prefix of its ranges and a dead
 			// worker's unconsumed rows are exactly what is reassigned.
-			perm := epochOrder(p.trainRows, e.ShufflePerIter, seed+uint64(work.Epoch)*104729)
+			epoch := job.FirstEpoch + work.Epoch
+			perm := epochOrder(p.trainRows, e.ShufflePerIter, seed+uint64(epoch)*104729)
 			rows := make([]int, 0, work.Rows())
 			for _, rg := range work.Ranges {
 				rows = append(rows, perm[rg.Start:rg.End]...)
 			}
 			consumed := 0
 			res, err := w.runEpoch(ctx, p.td, epochPlan{
-				epoch: work.Epoch, rows: rows, batchSize: bs, iters: orDefault(e.MiniStochasticIters, 1),
+				epoch: epoch, rows: rows, batchSize: bs, iters: orDefault(e.MiniStochasticIters, 1),
 				pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush,
 				onBatch: func(n int, loss float64) {
 					consumed += n

@@ -229,3 +229,33 @@ func TestTFConfigJob(t *testing.T) {
 	chiefLog, _ := os.ReadFile(filepath.Join(dir, "chief:0.log"))
 	require.Contains(t, string(chiefLog), "model exported")
 }
+
+// TestFitProcessesResumes runs 2 epochs, then asks for 3 with the same
+// ModelDir (only the third runs, on the shards' restored weights), then
+// for 3 again (nothing left: the saved weights are exported as they are).
+func TestFitProcessesResumes(t *testing.T) {
+	e := processEstimator(t)
+	e.Epochs = 2
+	var epochs []int
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) { epochs = append(epochs, i.Epoch) }
+	m, err := fitProcesses(t, &e)
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	require.Equal(t, []int{0, 1}, epochs)
+
+	epochs = nil
+	e.Epochs = 3
+	m, err = fitProcesses(t, &e)
+	require.NoError(t, err)
+	after3 := predict(t, m)
+	require.NoError(t, m.Close())
+	require.Equal(t, []int{2}, epochs, "only the missing epoch runs")
+
+	epochs = nil
+	m, err = fitProcesses(t, &e)
+	require.NoError(t, err)
+	defer m.Close()
+	require.Empty(t, epochs)
+	require.Equal(t, after3, predict(t, m), "the restored weights are the ones the last run exported")
+	requireNoProcesses(t, e.ModelDir)
+}

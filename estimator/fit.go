@@ -382,6 +382,8 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 }
 
 // resume reads the progress of an earlier Fit with the same ModelDir.
+// Step counts are kept per in-process worker; a progress file written by a
+// run in Processes mode has none.
 func (r *run) resume() error {
 	n := len(r.workers)
 	r.done = progress{Steps: make([]int, n)}
@@ -393,8 +395,11 @@ func (r *run) resume() error {
 		return fmt.Errorf("estimator: %w", err)
 	}
 	var p progress
-	if err := json.Unmarshal(data, &p); err != nil || len(p.Steps) != n {
+	if err := json.Unmarshal(data, &p); err != nil || (len(p.Steps) != 0 && n != 0 && len(p.Steps) != n) {
 		return fmt.Errorf("estimator: %s in %s does not match this run (%d workers); use another ModelDir", progressFile, r.modelDir, n)
+	}
+	if len(p.Steps) != n {
+		p.Steps = make([]int, n)
 	}
 	r.done = p
 	for i, w := range r.workers {
@@ -476,6 +481,11 @@ func (r *run) checkpoint(ctx context.Context, epochs int) error {
 	for i, w := range r.workers {
 		r.done.Steps[i] = w.steps
 	}
+	return r.saveProgress()
+}
+
+// saveProgress records r.done in ModelDir.
+func (r *run) saveProgress() error {
 	data, _ := json.Marshal(r.done)
 	return writeFileAtomic(filepath.Join(r.modelDir, progressFile), data)
 }
