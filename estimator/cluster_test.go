@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/distributed"
@@ -222,10 +223,26 @@ func TestTFConfigJob(t *testing.T) {
 	m, err := estimator.Load(export)
 	require.NoError(t, err, logs())
 	defer m.Close()
-	require.Len(t, predict(t, m), 96*3)
+	out := predict(t, m)
+	require.Len(t, out, 96*3)
 	res, err := m.Evaluate(testCtx(t), fitData(t))
 	require.NoError(t, err)
-	require.Greater(t, res.Metrics["accuracy"], 0.0)
+	// Evaluate (eval.pb) and the exported SavedModel agree on accuracy.
+	right := 0
+	labels := fitLabels(t)
+	for i, y := range labels {
+		row := out[3*i : 3*i+3]
+		best := 0
+		for j := range row {
+			if row[j] > row[best] {
+				best = j
+			}
+		}
+		if int32(best) == y {
+			right++
+		}
+	}
+	require.InDelta(t, float64(right)/float64(len(labels)), res.Metrics["accuracy"], 1e-6)
 	chiefLog, _ := os.ReadFile(filepath.Join(dir, "chief:0.log"))
 	require.Contains(t, string(chiefLog), "model exported")
 }
@@ -258,4 +275,21 @@ func TestFitProcessesResumes(t *testing.T) {
 	require.Empty(t, epochs)
 	require.Equal(t, after3, predict(t, m), "the restored weights are the ones the last run exported")
 	requireNoProcesses(t, e.ModelDir)
+}
+
+// fitLabels returns the y column of the fit data.
+func fitLabels(t *testing.T) []int32 {
+	t.Helper()
+	src := fitData(t)
+	defer src.Close()
+	var ys []int32
+	for {
+		rec, err := src.Next(testCtx(t))
+		if err != nil {
+			break
+		}
+		ys = append(ys, rec.Column(1).(*array.Int32).Int32Values()...)
+		rec.Release()
+	}
+	return ys
 }

@@ -58,11 +58,11 @@
 //
 // Fit owns everything it starts (sessions, shards, processes) and stops it
 // before returning, also on error; it closes its data source. The TFModel
-// it returns is the caller's. A TFModel owns the model it loads; Close frees it. Transform borrows its
-// source until the returned Stream is released. Records returned by
+// it returns is the caller's. A TFModel owns the model it loads; Close
+// frees it. Transform takes ownership of its feeder.Source and closes it
+// when the stream is closed or released. Records returned by
 // Stream.RecordBatch are valid until the next call to Next; Retain them to
-// keep them. Transform takes ownership of its feeder.Source and closes it
-// when the stream is closed.
+// keep them.
 //
 // # Concurrency
 //

@@ -294,9 +294,6 @@ func (b *Bundle) WeightTensors() ([]*tf.Tensor, error) {
 func trainPlaceholder(v Variable) string { return v.TrainPlaceholder }
 func inferPlaceholder(v Variable) string { return v.InferPlaceholder }
 
-// weightOutputs looks up each variable's placeholder (named by ph) in g,
-// imported from def; the Output's Op is nil for a variable without one or
-// whose placeholder def does not have (the graph does not read it).
 // graphSession is a graph imported from a bundle and a session on it.
 type graphSession struct {
 	g *tf.Graph
@@ -313,6 +310,9 @@ func (gs *graphSession) Close() error {
 	return errors.Join(err, gs.g.Close())
 }
 
+// weightOutputs looks up each variable's placeholder (named by ph) in g,
+// imported from def; the Output's Op is nil for a variable without one or
+// whose placeholder def does not have (the graph does not read it).
 func weightOutputs(g *tf.Graph, def *GraphDef, vars []Variable, ph func(Variable) string) ([]tf.Output, error) {
 	out := make([]tf.Output, len(vars))
 	for i, v := range vars {

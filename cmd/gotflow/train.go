@@ -185,12 +185,7 @@ func openData(path, where string) (feeder.Source, error) {
 	if err != nil || where == "" {
 		return src, err
 	}
-	f, err := feeder.Where(src, col, val)
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	return f, nil
+	return feeder.Where(src, col, val) // closes src on error
 }
 
 // trainProgress turns training hooks into a progress line on a terminal
