@@ -84,9 +84,9 @@ func run(out string, epochs, batch int) error {
 		log.Printf("gotflow %s: %.0f examples/s, held-out accuracy %.4f", c.name, rate, acc)
 		r := benchfmt.New("training/digits_mlp/"+c.name, "throughput", "examples/s", rate, "keras_model_fit_1thread", k.ExamplesPerSec)
 		r.Note = fmt.Sprintf("1 intra-op thread per worker, batch %d, adam 1e-3, median of epochs 2-%d, %d cores", batch, epochs, runtime.NumCPU())
-		if c.workers == 1 {
+		if c.name == "1worker" {
 			one = rate
-		} else {
+		} else if c.workers > 1 {
 			r.Note += fmt.Sprintf("; scaling over gotflow 1 worker: %.2fx", rate/one)
 		}
 		results = append(results, r)
