@@ -216,6 +216,7 @@ type Monitor struct {
 	done     chan struct{} // closed when stopped
 	events   []func()      // hook calls queued for Run
 	wake     chan struct{} // nudges Run
+	changed  chan struct{} // closed (and replaced) when the epoch, plan or stop state changes
 	epochEnd bool          // OnEpochEnd is running for epoch
 }
 
@@ -227,10 +228,11 @@ func NewMonitor(cfg MonitorConfig) (*Monitor, error) {
 	}
 	cfg.setDefaults()
 	m := &Monitor{
-		cfg:    cfg,
-		byTask: make(map[Task]int, len(cfg.Trainers)),
-		done:   make(chan struct{}),
-		wake:   make(chan struct{}, 1),
+		cfg:     cfg,
+		byTask:  make(map[Task]int, len(cfg.Trainers)),
+		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
 	}
 	m.created = cfg.Now()
 	for i, t := range cfg.Trainers {
@@ -249,6 +251,13 @@ func (m *Monitor) newEpochLocked(e int) {
 		alive[i] = !s.Dead
 	}
 	m.plan = newWorkPlanAlive(m.cfg.Rows, alive)
+	m.changedLocked()
+}
+
+// changedLocked wakes the idle tasks whose heartbeats wait for news.
+func (m *Monitor) changedLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
 }
 
 // Beat records a heartbeat and returns the task's instructions.
@@ -288,14 +297,39 @@ func (m *Monitor) Beat(ctx context.Context, b Beat) (Reply, error) {
 		m.declareDeadLocked(rank, "failed: "+msg)
 		return m.stopReplyLocked("task failed"), nil
 	}
-	if m.stopped {
-		return m.stopReplyLocked(m.reason), nil
-	}
 	if m.epochCompleteLocked() {
 		m.nudge()
 	}
-	if m.epochEnd {
-		return Reply{Command: CommandWait, Epoch: m.epoch, Interval: m.cfg.Interval}, nil
+	reply := m.replyLocked(rank)
+	// An idle task has nothing to do until the next epoch or a reassignment:
+	// hold its heartbeat (long poll, at most one interval) so it hears of
+	// new work at once instead of at its next beat.
+	if b.State == StateIdle && reply.Command != CommandStop && (reply.Command == CommandWait || b.Epoch == reply.Epoch) {
+		ch := m.changed
+		m.mu.Unlock()
+		t := time.NewTimer(m.cfg.Interval)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		m.mu.Lock()
+		reply = m.replyLocked(rank)
+	}
+	return reply, nil
+}
+
+// replyLocked is what rank is told to do now.
+func (m *Monitor) replyLocked(rank int) Reply {
+	s := m.tasks[rank]
+	switch {
+	case s.Dead:
+		return m.stopReplyLocked("task " + s.Task.String() + " was declared dead: " + s.DeadReason)
+	case m.stopped:
+		return m.stopReplyLocked(m.reason)
+	case m.epochEnd:
+		return Reply{Command: CommandWait, Epoch: m.epoch, Interval: m.cfg.Interval}
 	}
 	return Reply{
 		Command:     CommandRun,
@@ -303,7 +337,7 @@ func (m *Monitor) Beat(ctx context.Context, b Beat) (Reply, error) {
 		PlanVersion: m.plan.Version(),
 		Ranges:      m.plan.Ranges(rank),
 		Interval:    m.cfg.Interval,
-	}, nil
+	}
 }
 
 func (m *Monitor) stopReplyLocked(reason string) Reply {
@@ -377,6 +411,7 @@ func (m *Monitor) declareDeadLocked(rank int, reason string) {
 			receivers = append(receivers, m.tasks[r].Task)
 		}
 	}
+	m.changedLocked()
 	m.cfg.Logger.Warn("task declared dead", "task", s.Task, "reason", reason, "rows_done", done, "receivers", receivers)
 	if h := m.cfg.Hooks.OnDead; h != nil {
 		t := s.Task
@@ -399,6 +434,7 @@ func (m *Monitor) stopLocked(reason string, failed bool) {
 	}
 	m.stopped, m.reason, m.failed = true, reason, failed
 	close(m.done)
+	m.changedLocked()
 	m.nudge()
 }
 

@@ -142,7 +142,7 @@ func killInSecondEpoch(e *estimator.TFEstimator, task string) (wait func()) {
 // middle of an epoch: its rows go to the chief and training completes.
 func TestFitProcessesSurvivesKilledWorker(t *testing.T) {
 	e := processEstimator(t)
-	e.Epochs, e.BatchSize = 3, 1
+	e.Epochs, e.BatchSize = 4, 1
 	var lost []string
 	e.Hooks.OnWorkerLost = func(task, reason string) { lost = append(lost, task) }
 	wait := killInSecondEpoch(&e, "worker:0")
@@ -160,7 +160,7 @@ func TestFitProcessesSurvivesKilledWorker(t *testing.T) {
 // workers carry on.
 func TestFitProcessesRestartsKilledPS(t *testing.T) {
 	e := processEstimator(t)
-	e.Epochs, e.BatchSize = 3, 1
+	e.Epochs, e.BatchSize = 4, 1
 	wait := killInSecondEpoch(&e, "ps:0")
 	m, err := fitProcesses(t, &e)
 	wait()
