@@ -257,7 +257,7 @@ func (r *run) epochEndHook(ctx context.Context, addrs func() []string, final fun
 		err error
 		t0  = time.Now()
 	)
-	r.started, r.best = time.Now(), math.Inf(1)
+	r.started, r.startEpoch, r.best = time.Now(), r.done.Epochs, math.Inf(1)
 	hook := func(epoch int) bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -235,14 +235,15 @@ type run struct {
 	modelDir string
 	tb       *tensorboard.Writer
 
-	clients  []*ps.Client
-	workers  []*trainWorker // in-process workers
-	eval     *trainWorker   // the chief's view, for evaluation and export
-	done     progress
-	examples atomic.Int64
-	started  time.Time
-	best     float64 // early stopping: best monitored value so far
-	bad      int     // early stopping: epochs without improvement
+	clients    []*ps.Client
+	workers    []*trainWorker // in-process workers
+	eval       *trainWorker   // the chief's view, for evaluation and export
+	done       progress
+	examples   atomic.Int64
+	started    time.Time // when this run's first epoch started
+	startEpoch int       // the epoch this run started at (resumed runs skip the others)
+	best       float64   // early stopping: best monitored value so far
+	bad        int       // early stopping: epochs without improvement
 }
 
 func (e *TFEstimator) sessionOptions() []tf.SessionOption {
@@ -315,7 +316,7 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 	if pullEvery == 0 {
 		pullEvery = 1
 	}
-	r.started, r.best = time.Now(), math.Inf(1)
+	r.started, r.startEpoch, r.best = time.Now(), r.done.Epochs, math.Inf(1)
 	for epoch := r.done.Epochs; epoch < epochs; epoch++ {
 		round := 0
 		if e.PartitionShuffles > 0 {
@@ -419,7 +420,7 @@ func (r *run) endEpoch(ctx context.Context, info EpochInfo) (stop bool, err erro
 			return false, err
 		}
 	}
-	per := time.Since(r.started) / time.Duration(info.Epoch-r.done.Epochs+1)
+	per := time.Since(r.started) / time.Duration(info.Epoch-r.startEpoch+1)
 	info.ETA = per * time.Duration(info.Epochs-info.Epoch-1)
 	r.log.Info("epoch", "epoch", info.Epoch+1, "of", info.Epochs, "loss", info.Loss, "val_loss", info.ValLoss, "examples/s", info.ExamplesSec)
 	if r.tb != nil {

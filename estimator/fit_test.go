@@ -231,6 +231,10 @@ func TestFitValidationEarlyStoppingAndTensorBoard(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Close()
 	require.Len(t, infos, 2, "the second epoch does not improve by MinDelta, so training stops")
+	// The ETA after the first epoch is about one epoch's time.
+	require.InDelta(t, float64(infos[0].Elapsed), float64(infos[0].ETA)/9, float64(infos[0].Elapsed),
+		"ETA %v after an epoch of %v with 9 to go", infos[0].ETA, infos[0].Elapsed)
+	require.Less(t, infos[1].ETA, infos[0].ETA)
 	for _, i := range infos {
 		require.False(t, math.IsNaN(i.ValLoss))
 		require.Greater(t, i.ValLoss, 0.0)
