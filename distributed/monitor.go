@@ -315,6 +315,10 @@ func (m *Monitor) Beat(ctx context.Context, b Beat) (Reply, error) {
 		}
 		t.Stop()
 		m.mu.Lock()
+		// The task was waiting on us, not silent: count the wait as heard.
+		if st := m.tasks[rank]; !st.Dead && st.Incarnation == b.Incarnation {
+			st.LastSeen = m.cfg.Now()
+		}
 		reply = m.replyLocked(rank)
 	}
 	return reply, nil

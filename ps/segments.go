@@ -147,12 +147,14 @@ func (r *segReader) take(n int) ([][]byte, []mem.Buffer, error) {
 	return pieces, bufs, nil
 }
 
-// copyN returns a copy of the next n bytes.
+// copyN returns a copy of the next n bytes. The copy grows with the bytes
+// actually present, so a length read off the wire cannot make it allocate
+// more than the message holds.
 func (r *segReader) copyN(n int) ([]byte, error) {
 	if n < 0 {
 		return nil, errSegTruncated
 	}
-	out := make([]byte, 0, n)
+	out := make([]byte, 0, min(n, 1<<16))
 	for len(out) < n {
 		if r.i >= len(r.segs) {
 			return nil, errSegTruncated
@@ -169,24 +171,40 @@ func (r *segReader) copyN(n int) ([]byte, error) {
 	return out, nil
 }
 
+// advance moves past the next n bytes without copying them.
+func (r *segReader) advance(n uint64) error {
+	for n > 0 {
+		if r.i >= len(r.segs) {
+			return errSegTruncated
+		}
+		d := r.segs[r.i].ReadOnlyData()
+		k := min(n, uint64(len(d)-r.off))
+		r.off += int(k)
+		r.pos += int(k)
+		n -= k
+		if r.off == len(d) {
+			r.i, r.off = r.i+1, 0
+		}
+	}
+	return nil
+}
+
+// skip moves past a field value of type typ (an unknown field).
 func (r *segReader) skip(typ protowire.Type) error {
 	switch typ {
 	case protowire.VarintType:
 		_, err := r.varint()
 		return err
 	case protowire.Fixed32Type:
-		_, err := r.copyN(4)
-		return err
+		return r.advance(4)
 	case protowire.Fixed64Type:
-		_, err := r.copyN(8)
-		return err
+		return r.advance(8)
 	case protowire.BytesType:
 		n, err := r.varint()
 		if err != nil {
 			return err
 		}
-		_, err = r.copyN(int(min(n, 1<<31)))
-		return err
+		return r.advance(n)
 	}
 	return fmt.Errorf("wire type %d not supported", typ)
 }
