@@ -629,6 +629,10 @@ func TestParseWeightsRejects(t *testing.T) {
 		"overlap": {header(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}`, 8),
 			"overlap"},
 		"negative": {header(`{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}`, 4), "unknown dimension"},
+		"byte count overflows": {header(`{"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}}`, 0),
+			"more bytes than a file can hold"},
+		"overlap past an empty entry": {header(`{"a":{"dtype":"U8","shape":[100],"data_offsets":[0,100]},"b":{"dtype":"U8","shape":[0],"data_offsets":[50,50]},"c":{"dtype":"U8","shape":[10],"data_offsets":[60,70]}}`, 100),
+			`entries "a" and "c" overlap`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := loader.ParseWeights(c.data)

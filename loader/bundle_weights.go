@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -112,7 +113,11 @@ func ParseWeights(b []byte) ([]Weight, error) {
 		if end > int64(len(body)) {
 			return nil, fmt.Errorf("loader: weights entry %q data [%d, %d) lies beyond the %d data bytes (truncated file?)", name, begin, end, len(body))
 		}
-		if want := count * int64(dt.Size()); end-begin != want {
+		want, err := byteCount(count, dt)
+		if err != nil {
+			return nil, fmt.Errorf("loader: weights entry %q: %v", name, err)
+		}
+		if end-begin != want {
 			return nil, fmt.Errorf("loader: weights entry %q has %d data bytes, want %d for %s%v", name, end-begin, want, dt, e.Shape)
 		}
 		spans = append(spans, span{Weight{Name: name, DType: dt, Shape: e.Shape, Data: body[begin:end:end]}, begin, end})
@@ -124,13 +129,28 @@ func ParseWeights(b []byte) ([]Weight, error) {
 		return spans[i].w.Name < spans[j].w.Name
 	})
 	out := make([]Weight, len(spans))
+	var maxEnd int64 // the furthest end of the non-empty spans so far
+	last := ""       // the span that reaches maxEnd
 	for i, s := range spans {
-		if i > 0 && s.begin < spans[i-1].end && s.end > s.begin {
-			return nil, fmt.Errorf("loader: weights entries %q and %q overlap", spans[i-1].w.Name, s.w.Name)
+		if s.end > s.begin {
+			if s.begin < maxEnd {
+				return nil, fmt.Errorf("loader: weights entries %q and %q overlap", last, s.w.Name)
+			}
+			maxEnd, last = s.end, s.w.Name
 		}
 		out[i] = s.w
 	}
 	return out, nil
+}
+
+// byteCount is count elements of dt in bytes, or an error when that does
+// not fit in an int64.
+func byteCount(count int64, dt tf.DataType) (int64, error) {
+	size := int64(dt.Size())
+	if size > 0 && count > math.MaxInt64/size {
+		return 0, fmt.Errorf("%d %s elements are more bytes than a file can hold", count, dt)
+	}
+	return count * size, nil
 }
 
 // EncodeWeights serializes weights in the safetensors layout, in the order
@@ -205,7 +225,11 @@ func (w Weight) check() error {
 	if err != nil {
 		return fmt.Errorf("loader: weight %q: %v", w.Name, err)
 	}
-	if want := n * int64(w.DType.Size()); int64(len(w.Data)) != want {
+	want, err := byteCount(n, w.DType)
+	if err != nil {
+		return fmt.Errorf("loader: weight %q: %v", w.Name, err)
+	}
+	if int64(len(w.Data)) != want {
 		return fmt.Errorf("loader: weight %q has %d bytes, want %d for %s%v", w.Name, len(w.Data), want, w.DType, w.Shape)
 	}
 	return nil

@@ -30,6 +30,7 @@ import "C"
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/cgo"
 	"sync/atomic"
@@ -100,6 +101,19 @@ func numElements(shape []int64) (int64, error) {
 	return n, nil
 }
 
+// byteSize returns the bytes a fixed-width tensor of shape needs, or an
+// error when that does not fit in an int64.
+func byteSize(dt DataType, shape []int64) (int64, error) {
+	n, err := numElements(shape)
+	if err != nil {
+		return 0, err
+	}
+	if size := int64(dt.Size()); size > 0 && n > math.MaxInt64/size {
+		return 0, errorf(InvalidArgument, "shape", "a %s tensor of shape %v would need more than %d bytes", dt, shape, int64(math.MaxInt64))
+	}
+	return n * int64(dt.Size()), nil
+}
+
 func dimsPtr(shape []int64) *C.int64_t {
 	if len(shape) == 0 {
 		return nil
@@ -130,11 +144,11 @@ func NewTensorFill(dt DataType, shape []int64, fill func(buf []byte) error) (*Te
 	if err := fixedWidth(dt, "NewTensor"); err != nil {
 		return nil, err
 	}
-	n, err := numElements(shape)
+	n, err := byteSize(dt, shape)
 	if err != nil {
 		return nil, err
 	}
-	t, err := allocate(dt, shape, uintptr(n)*uintptr(dt.Size()))
+	t, err := allocate(dt, shape, uintptr(n))
 	if err != nil {
 		return nil, err
 	}
@@ -191,11 +205,11 @@ func NewTensorFromBuffer(dt DataType, shape []int64, data unsafe.Pointer, nbytes
 	if err := fixedWidth(dt, "NewTensorFromBuffer"); err != nil {
 		return nil, err
 	}
-	n, err := numElements(shape)
+	want, err := byteSize(dt, shape)
 	if err != nil {
 		return nil, err
 	}
-	if want := n * int64(dt.Size()); int64(nbytes) != want {
+	if int64(nbytes) != want {
 		return nil, errorf(InvalidArgument, "NewTensorFromBuffer", "%s tensor of shape %v needs %d bytes, buffer has %d", dt, shape, want, nbytes)
 	}
 	if nbytes > 0 && (data == nil || uintptr(data)%Alignment != 0) {

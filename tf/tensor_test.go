@@ -50,6 +50,11 @@ func TestTensorBadInput(t *testing.T) {
 	_, err = tf.NewTensor([]int64{-1}, []float32{})
 	require.ErrorContains(t, err, "negative")
 
+	_, err = tf.AllocateTensor(tf.Double, []int64{1 << 61})
+	require.ErrorContains(t, err, "would need more than", "element count times element size must not wrap")
+	_, err = tf.NewTensorFill(tf.Double, []int64{1 << 30, 1 << 31}, nil)
+	require.ErrorContains(t, err, "would need more than")
+
 	_, err = tf.AllocateTensor(tf.String, []int64{1})
 	require.ErrorContains(t, err, "not a fixed-width type")
 
