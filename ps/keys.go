@@ -10,9 +10,10 @@ import (
 // has been applied (resp set) or has failed (err set; the key is then
 // forgotten so that a retry applies it).
 type keyEntry struct {
-	done chan struct{}
-	resp *pspb.PushResponse
-	err  error
+	done    chan struct{}
+	resp    *pspb.PushResponse
+	err     error
+	applied bool // recorded in the FIFO (by markApplied or finish)
 }
 
 // keyCache remembers the idempotency keys of the most recent applied pushes
@@ -41,18 +42,35 @@ func (k *keyCache) begin(key string) (*keyEntry, bool) {
 	return e, false
 }
 
+// markApplied records key as applied. The server calls it while it holds
+// the lock under which it applied the push, so that a snapshot (taken under
+// the same lock) holds the push's values exactly when it holds its key.
+func (k *keyCache) markApplied(key string, e *keyEntry) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.appliedLocked(key, e)
+}
+
 // finish records the outcome of the push that began key.
 func (k *keyCache) finish(key string, e *keyEntry, resp *pspb.PushResponse, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	e.resp, e.err = resp, err
 	close(e.done)
-	if err != nil {
+	if err != nil && !e.applied {
 		if k.m[key] == e {
 			delete(k.m, key)
 		}
 		return
 	}
+	k.appliedLocked(key, e)
+}
+
+func (k *keyCache) appliedLocked(key string, e *keyEntry) {
+	if e.applied {
+		return
+	}
+	e.applied = true
 	k.fifo = append(k.fifo, key)
 	for len(k.fifo) > k.cap {
 		old := k.fifo[0]

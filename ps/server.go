@@ -517,16 +517,22 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 	}
 	var resp *pspb.PushResponse
 	var err error
+	// applied runs under the lock that applies the push (see markApplied).
+	applied := func() {
+		if entry != nil {
+			s.keys.markApplied(key, entry)
+		}
+	}
 	switch {
 	case hdr.GetKind() == pspb.PushKind_PUSH_KIND_ASSIGN:
-		resp = s.assign(ups)
+		resp = s.assign(ups, applied)
 	case s.o.mode == Sync:
 		resp, err = s.pushSync(ctx, hdr, ups, key, entry)
 		entry = nil // the step finishes it: a caller that gives up must not free its key
 	case s.o.mode == Hogwild:
-		resp = s.pushHogwild(hdr, ups)
+		resp = s.pushHogwild(hdr, ups, applied)
 	default:
-		resp, err = s.pushLocked(hdr, ups)
+		resp, err = s.pushLocked(hdr, ups, applied)
 	}
 	if entry != nil {
 		s.keys.finish(key, entry, resp, err)
@@ -546,18 +552,19 @@ func (s *Server) staleness(base uint64) uint64 {
 	return v - base
 }
 
-func (s *Server) assign(ups []update) *pspb.PushResponse {
+func (s *Server) assign(ups []update, applied func()) *pspb.PushResponse {
 	s.mu.Lock()
 	for _, u := range ups {
 		u.runs(func(off int, g []float32) { copy(u.p.values[off:], g) })
 		u.p.cursor = s.clock.Add(1)
 	}
+	applied()
 	s.mu.Unlock()
 	s.stats.assigns.Add(1)
 	return &pspb.PushResponse{Info: s.info(), LrScale: 1}
 }
 
-func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update) *pspb.PushResponse {
+func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update, applied func()) *pspb.PushResponse {
 	s.mu.RLock()
 	st := s.staleness(hdr.GetBaseVersion())
 	for _, u := range ups {
@@ -568,13 +575,14 @@ func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update) *pspb.PushRespo
 		u.p.mu.Unlock()
 	}
 	s.version.Add(1)
+	applied()
 	s.mu.RUnlock()
 	s.stats.updates.Add(1)
 	s.stats.observeStaleness(st)
 	return &pspb.PushResponse{Info: s.info(), Staleness: st, LrScale: 1}
 }
 
-func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushResponse, error) {
+func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update, applied func()) (*pspb.PushResponse, error) {
 	s.mu.Lock()
 	st := s.staleness(hdr.GetBaseVersion())
 	scale := float32(1)
@@ -596,6 +604,7 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update) (*pspb.PushRespo
 		u.p.cursor = s.clock.Add(1)
 	}
 	s.version.Add(1)
+	applied()
 	s.mu.Unlock()
 	s.stats.updates.Add(1)
 	s.stats.observeStaleness(st)
@@ -767,10 +776,15 @@ func (s *Server) completeStep(st *syncStep, n int) {
 		p.cursor = s.clock.Add(1)
 	}
 	s.version.Add(1)
+	// The step counter and the step's keys change with its values, under
+	// the same lock, so that a snapshot never holds one without the others.
+	s.step.Add(1)
+	for i, e := range st.entries {
+		s.keys.markApplied(st.keys[i], e)
+	}
 	s.mu.Unlock()
 	s.stats.updates.Add(1)
 	s.stats.observeStaleness(0)
-	s.step.Add(1)
 	st.resp = &pspb.PushResponse{Info: s.info(), LrScale: 1, AppliedStep: st.step}
 	s.pending = nil
 	close(st.done)

@@ -297,6 +297,9 @@ func (s *Server) restoreLatest() (string, error) {
 		s.pending = nil
 	}
 	s.keys.reset(h.GetAppliedKeys(), s.info())
+	// Sync pushes waiting for a step see the restored step at once.
+	close(s.advanced)
+	s.advanced = make(chan struct{})
 	s.mu.Unlock()
 	s.syncMu.Unlock()
 	s.o.logger.Info("ps: restored snapshot", "path", path, "version", h.GetVersion(), "parts", len(order))
