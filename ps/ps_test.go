@@ -402,16 +402,20 @@ func TestSyncStragglers(t *testing.T) {
 			require.NoError(t, c.Register(ctx, vars))
 		}
 		var wg sync.WaitGroup
+		results := make([]PushResult, 2)
+		errs := make([]error, 2)
 		wg.Add(2)
 		for i, c := range []*Client{a, b} {
 			go func() {
 				defer wg.Done()
-				res, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{float32(2 + 2*i)}}})
-				require.NoError(t, err)
-				require.Equal(t, uint64(0), res.Step)
+				results[i], errs[i] = c.Push(ctx, []Tensor{{Name: "w", Values: []float32{float32(2 + 2*i)}}})
 			}()
 		}
 		wg.Wait()
+		for i := range results {
+			require.NoError(t, errs[i])
+			require.Equal(t, uint64(0), results[i].Step)
+		}
 		// The two that arrived were averaged: 10 - (2+4)/2.
 		got := []Tensor{{Name: "w", Values: make([]float32, 1)}}
 		require.NoError(t, a.Pull(ctx, got))
@@ -497,20 +501,27 @@ func TestBarrier(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	passed := 0
+	var errs []error
 	for i := range 3 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, err := lc.Dial(ctx, WithWorkerID(fmt.Sprintf("w%d", i)))
-			require.NoError(t, err)
-			defer c.Close()
-			require.NoError(t, c.Barrier(ctx, "start", 3))
+			if err == nil {
+				defer c.Close()
+				err = c.Barrier(ctx, "start", 3)
+			}
 			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
 			passed++
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	require.Empty(t, errs)
 	require.Equal(t, 3, passed)
 	c := dialCluster(t, ctx, lc)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
