@@ -609,7 +609,7 @@ func encodeScalar(dt tf.DataType, v any) ([]byte, error) {
 		}
 		*asPtr[int32](b) = int32(i)
 	case tf.Int64:
-		if !integral || (isUint && u > math.MaxInt64) {
+		if !integral || (isUint && u > math.MaxInt64) || (!isInt && !isUint && (f < -(1<<63) || f >= 1<<63)) {
 			return nil, fmt.Errorf("%v does not fit %s", v, dt)
 		}
 		*asPtr[int64](b) = i
@@ -629,7 +629,7 @@ func encodeScalar(dt tf.DataType, v any) ([]byte, error) {
 		}
 		*asPtr[uint32](b) = uint32(i)
 	case tf.Uint64:
-		if !integral || (isInt && i < 0) || (!isInt && !isUint && f < 0) {
+		if !integral || (isInt && i < 0) || (!isInt && !isUint && (f < 0 || f >= 1<<64)) {
 			return nil, fmt.Errorf("%v does not fit %s", v, dt)
 		}
 		if isInt {

@@ -83,7 +83,9 @@ func NewCSV(r io.Reader, opts ...SourceOption) (src Source, err error) {
 			s.Close()
 			return nil, err
 		}
-		s.first = project(s.first, s.schema, o.columns)
+		if s.first != nil { // an empty file has no first record
+			s.first = project(s.first, s.schema, o.columns)
+		}
 	}
 	return s, nil
 }

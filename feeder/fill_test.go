@@ -1,0 +1,55 @@
+package feeder_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/tf"
+)
+
+// TestFillOutOfRange: a float fill value outside an int64/uint64 column's
+// range is an error, not an implementation-defined conversion.
+func TestFillOutOfRange(t *testing.T) {
+	for _, c := range []struct {
+		typ  arrow.DataType
+		dt   tf.DataType
+		fill any
+		ok   bool
+	}{
+		{arrow.PrimitiveTypes.Int64, tf.Int64, 1e19, false},
+		{arrow.PrimitiveTypes.Int64, tf.Int64, -1e19, false},
+		{arrow.PrimitiveTypes.Int64, tf.Int64, 1e18, true},
+		{arrow.PrimitiveTypes.Uint64, tf.Uint64, 2e19, false},
+		{arrow.PrimitiveTypes.Uint64, tf.Uint64, 1e19, true},
+	} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "c", Type: c.typ, Nullable: true}}, nil)
+		_, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "c", Tensor: "c", Fill: c.fill}}, nil)
+		if c.ok {
+			require.NoError(t, err, "%v into %s", c.fill, c.dt)
+		} else {
+			require.ErrorContains(t, err, "does not fit", "%v into %s", c.fill, c.dt)
+		}
+	}
+}
+
+// TestEmptyCSVWithSchemaAndColumns: a CSV file holding only its header,
+// read with an explicit schema and a projection, is an empty source.
+func TestEmptyCSVWithSchemaAndColumns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.csv")
+	require.NoError(t, os.WriteFile(path, []byte("a,b\n"), 0o644))
+	schema := arrow.NewSchema([]arrow.Field{{Name: "a", Type: arrow.PrimitiveTypes.Int64}, {Name: "b", Type: arrow.PrimitiveTypes.Float64}}, nil)
+	src, err := feeder.OpenCSV(path, feeder.CSVSchema(schema), feeder.Columns("b"))
+	require.NoError(t, err)
+	defer src.Close()
+	require.Equal(t, []string{"b"}, []string{src.Schema().Field(0).Name})
+	_, err = src.Next(context.Background())
+	require.True(t, errors.Is(err, io.EOF), "got %v", err)
+}
