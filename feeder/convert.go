@@ -19,6 +19,9 @@ type segment struct {
 	base int64 // stream index of rec's row 0 (for messages)
 }
 
+// covers reports whether bitmap bm has at least bits bits.
+func covers(bm []byte, bits int) bool { return len(bm) >= (bits+7)/8 }
+
 func errMalformed(col string, format string, args ...any) error {
 	return fmt.Errorf("feeder: column %q: malformed array: %s", col, fmt.Sprintf(format, args...))
 }
@@ -216,9 +219,15 @@ func (c *colPlan) listWidth(segs []segment) (int, error) {
 		if err := c.checkList(d, s.off, s.n); err != nil {
 			return 0, err
 		}
+		var valid []byte
+		if nullsIn(d) {
+			if valid = d.Buffers()[0].Bytes(); !covers(valid, d.Offset()+s.off+s.n) {
+				return 0, errMalformed(c.in.Column, "validity bitmap too short")
+			}
+		}
 		for r := 0; r < s.n; r++ {
 			j := d.Offset() + s.off + r
-			if d.NullN() > 0 && d.Buffers()[0] != nil && !bitutil.BitIsSet(d.Buffers()[0].Bytes(), j) {
+			if valid != nil && !bitutil.BitIsSet(valid, j) {
 				continue
 			}
 			b, e := listBounds(d, j)
@@ -245,11 +254,15 @@ func (c *colPlan) fillList(col arrow.Array, off, n, width int, dst []byte, rowBa
 	w := c.dtype.Size()
 	var valid []byte
 	if nullsIn(d) {
-		valid = d.Buffers()[0].Bytes()
+		if valid = d.Buffers()[0].Bytes(); !covers(valid, d.Offset()+off+n) {
+			return errMalformed(c.in.Column, "validity bitmap too short")
+		}
 	}
 	var childValid []byte
 	if nullsIn(child) {
-		childValid = child.Buffers()[0].Bytes()
+		if childValid = child.Buffers()[0].Bytes(); !covers(childValid, child.Offset()+child.Len()) {
+			return errMalformed(c.in.Column, "list values' validity bitmap too short")
+		}
 	}
 	for r := 0; r < n; r++ {
 		j := d.Offset() + off + r

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
@@ -52,4 +54,34 @@ func TestEmptyCSVWithSchemaAndColumns(t *testing.T) {
 	require.Equal(t, []string{"b"}, []string{src.Schema().Field(0).Name})
 	_, err = src.Next(context.Background())
 	require.True(t, errors.Is(err, io.EOF), "got %v", err)
+}
+
+// TestMalformedListBitmap: a list column whose validity bitmap is shorter
+// than its rows is an error naming the column, not a panic.
+func TestMalformedListBitmap(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	vb := array.NewFloat32Builder(mem)
+	vb.AppendValues(make([]float32, 40), nil)
+	values := vb.NewArray()
+	defer values.Release()
+	offsets := make([]int32, 21)
+	for i := range offsets {
+		offsets[i] = int32(2 * i)
+	}
+	offBuf := memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(offsets))
+	short := memory.NewBufferBytes([]byte{0xfe}) // 8 bits for 20 rows, one null
+	data := array.NewData(arrow.ListOf(arrow.PrimitiveTypes.Float32), 20, []*memory.Buffer{short, offBuf}, []arrow.ArrayData{values.Data()}, 1, 0)
+	defer data.Release()
+	col := array.NewListData(data)
+	defer col.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: col.DataType(), Nullable: true}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, 20)
+	defer rec.Release()
+	plan, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "v", Tensor: "v", Fill: 0}}, nil)
+	require.NoError(t, err)
+	b, err := plan.Convert(rec)
+	if b != nil {
+		b.Close()
+	}
+	require.ErrorContains(t, err, "validity bitmap too short")
 }
