@@ -1,8 +1,10 @@
 package feeder_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
@@ -84,4 +87,34 @@ func TestMalformedListBitmap(t *testing.T) {
 		b.Close()
 	}
 	require.ErrorContains(t, err, "validity bitmap too short")
+}
+
+// TestIPCStreamLargeSchema reads a stream whose schema message is larger
+// than the reader's buffer, which is verified in full, not skipped.
+func TestIPCStreamLargeSchema(t *testing.T) {
+	mem := memory.NewGoAllocator()
+	var fields []arrow.Field
+	for i := range 2000 {
+		fields = append(fields, arrow.Field{Name: fmt.Sprintf("a_rather_long_column_name_to_grow_the_schema_%05d", i), Type: arrow.PrimitiveTypes.Int32})
+	}
+	schema := arrow.NewSchema(fields, nil)
+	b := array.NewRecordBuilder(mem, schema)
+	defer b.Release()
+	for i := range fields {
+		b.Field(i).(*array.Int32Builder).Append(int32(i))
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithAllocator(mem))
+	require.NoError(t, w.Write(rec))
+	require.NoError(t, w.Close())
+
+	src, err := feeder.NewIPCStream(bytes.NewReader(buf.Bytes()))
+	require.NoError(t, err)
+	defer src.Close()
+	got, err := src.Next(context.Background())
+	require.NoError(t, err)
+	defer got.Release()
+	require.EqualValues(t, 1999, got.Column(1999).(*array.Int32).Value(0))
 }

@@ -2,6 +2,7 @@ package feeder
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -172,24 +173,40 @@ func checkMessage(meta []byte) error {
 	return b.checkSchema(st)
 }
 
-// checkStreamSchema peeks at the first message of an IPC stream.
-func checkStreamSchema(r *bufio.Reader) error {
+// checkStreamSchema verifies the first message of an IPC stream and
+// returns the reader arrow-go must read the stream from: r itself when the
+// message fits r's buffer (it was only peeked at), else the message read
+// out of r followed by the rest of r.
+func checkStreamSchema(r *bufio.Reader) (io.Reader, error) {
 	head, err := r.Peek(8)
 	if err != nil {
-		return nil // too short: arrow-go reports it
+		return r, nil // too short: arrow-go reports it
 	}
 	start, n := 4, binary.LittleEndian.Uint32(head)
 	if n == 0xFFFFFFFF {
 		start, n = 8, binary.LittleEndian.Uint32(head[4:])
 	}
 	if n > maxIPCMetadata {
-		return fmt.Errorf("%w: schema message of %d bytes", errFlatbuf, n)
+		return nil, fmt.Errorf("%w: schema message of %d bytes", errFlatbuf, n)
 	}
-	buf, err := r.Peek(start + int(n))
-	if err != nil {
-		return nil
+	size := start + int(n)
+	if size <= r.Size() {
+		buf, err := r.Peek(size)
+		if err != nil {
+			return r, nil // truncated: arrow-go reports it
+		}
+		return r, checkMessage(buf[start:])
 	}
-	return checkMessage(buf[start:])
+	// Larger than the buffer: read it (growing with the bytes actually
+	// there), check it, and hand it back in front of the rest.
+	var msg bytes.Buffer
+	if _, err := io.CopyN(&msg, r, int64(size)); err != nil {
+		return io.MultiReader(bytes.NewReader(msg.Bytes()), r), nil // truncated: arrow-go reports it
+	}
+	if err := checkMessage(msg.Bytes()[start:]); err != nil {
+		return nil, err
+	}
+	return io.MultiReader(bytes.NewReader(msg.Bytes()), r), nil
 }
 
 // checkFileSchema verifies the schema in an IPC file's footer.

@@ -102,10 +102,11 @@ func newIPCStream(r io.Reader, name string, closer io.Closer, o sourceOptions) (
 	if !ok {
 		br = bufio.NewReaderSize(r, 1<<16)
 	}
-	if err := checkStreamSchema(br); err != nil {
+	in, err := checkStreamSchema(br)
+	if err != nil {
 		return nil, fmt.Errorf("feeder: %s: %w", name, err)
 	}
-	rd, err := ipc.NewReader(br, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
+	rd, err := ipc.NewReader(in, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
 	if err != nil {
 		return nil, fmt.Errorf("feeder: %s: %w", name, err)
 	}
