@@ -64,6 +64,7 @@ type Feeder struct {
 	parts  []Source
 	src    Source
 	cancel context.CancelFunc // stops everything (Close, errors seen by Next)
+	done   <-chan struct{}    // closed by cancel
 	stop   context.CancelFunc // stops reading only (the batcher failed)
 	wg     sync.WaitGroup
 
@@ -132,7 +133,7 @@ func New(src Source, plan *Plan, opts ...Option) (*Feeder, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	readCtx, stop := context.WithCancel(ctx)
 	f := &Feeder{
-		plan: plan, opts: o, parts: parts, src: src, cancel: cancel, stop: stop,
+		plan: plan, opts: o, parts: parts, src: src, cancel: cancel, done: ctx.Done(), stop: stop,
 		recs:  make(chan recItem, o.prefetch*len(parts)),
 		work:  make(chan *job, o.prefetch),
 		order: make(chan *job, o.prefetch),
@@ -340,6 +341,11 @@ func (f *Feeder) Next(ctx context.Context) (*Batch, error) {
 			j = jj
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-f.done: // Close or an error canceled the pipeline
+			if f.err != nil {
+				return nil, f.err
+			}
+			return nil, ErrClosed
 		}
 	}
 	select {
@@ -347,6 +353,9 @@ func (f *Feeder) Next(ctx context.Context) (*Batch, error) {
 	case <-ctx.Done():
 		f.pending = j
 		return nil, ctx.Err()
+	case <-f.done:
+		f.pending = j
+		return nil, ErrClosed
 	}
 	f.pending = nil
 	if j.err != nil {
@@ -371,8 +380,12 @@ func (f *Feeder) Stats() Stats {
 }
 
 // Close stops the pipeline, waits for its goroutines, frees every batch not
-// handed out and closes the source. It is idempotent.
+// handed out and closes the source. It is idempotent and may be called while
+// another goroutine waits in Next, which then returns ErrClosed. A reader
+// blocked in a read that ignores cancellation (a stream over a pipe) is
+// waited for until that read returns.
 func (f *Feeder) Close() error {
+	f.cancel() // first, so that a Next waiting under the lock returns
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -117,4 +118,44 @@ func TestIPCStreamLargeSchema(t *testing.T) {
 	require.NoError(t, err)
 	defer got.Release()
 	require.EqualValues(t, 1999, got.Column(1999).(*array.Int32).Value(0))
+}
+
+// blockingSource never yields a record until its context ends.
+type blockingSource struct{ schema *arrow.Schema }
+
+func (b blockingSource) Schema() *arrow.Schema { return b.schema }
+func (b blockingSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (b blockingSource) Close() error { return nil }
+
+// TestFeederCloseWhileNextWaits: Close returns while another goroutine
+// waits in Next on a source that has nothing yet; that Next ends too.
+func TestFeederCloseWhileNextWaits(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Float32}}, nil)
+	plan, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "x", Tensor: "x"}}, nil)
+	require.NoError(t, err)
+	f, err := feeder.New(blockingSource{schema}, plan, feeder.BatchSize(4))
+	require.NoError(t, err)
+	nextDone := make(chan error, 1)
+	go func() {
+		_, err := f.Next(context.Background())
+		nextDone <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let Next block
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while Next waited")
+	}
+	select {
+	case err := <-nextDone:
+		require.ErrorIs(t, err, feeder.ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Next did not return after Close")
+	}
 }
