@@ -123,6 +123,10 @@ func newGraphDef(def *graphpb.GraphDef, raw []byte) (*GraphDef, error) {
 	return g, nil
 }
 
+// ParseInput parses a NodeDef input: "node", "node:2" or "^node" (a
+// control input, index -1).
+func ParseInput(in string) (node string, index int, err error) { return splitInput(in) }
+
 // splitInput parses a NodeDef input: "node", "node:2" or "^node" (control).
 func splitInput(in string) (node string, index int, err error) {
 	if strings.HasPrefix(in, "^") {

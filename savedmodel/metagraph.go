@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/tf"
 	graphpb "github.com/wamuir/graft/tensorflow/core/framework/graph_go_proto"
 	shapepb "github.com/wamuir/graft/tensorflow/core/framework/tensor_shape_go_proto"
@@ -346,9 +347,9 @@ func ValidateGraphDef(g *graphpb.GraphDef) (map[string]struct{}, error) {
 	}
 	for _, n := range g.GetNode() {
 		for _, in := range n.GetInput() {
-			src := strings.TrimPrefix(in, "^")
-			if i := strings.LastIndexByte(src, ':'); i >= 0 {
-				src = src[:i]
+			src, _, err := loader.ParseInput(in)
+			if err != nil {
+				return nil, fmt.Errorf("graph node %q: %v", n.GetName(), err)
 			}
 			if _, ok := nodes[src]; !ok {
 				return nil, fmt.Errorf("graph node %q reads input %q, but there is no node %q", n.GetName(), in, src)
