@@ -88,8 +88,12 @@ func Export(dir string, frozen *loader.GraphDef, sig Signature) error {
 			if placeholder {
 				op, _, _ := tf.ParseOutputName(name)
 				i, _ := frozen.Node(op)
-				if typ := frozen.Def.Node[i].GetOp(); typ != "Placeholder" {
+				node := frozen.Def.Node[i]
+				if typ := node.GetOp(); typ != "Placeholder" {
 					return fmt.Errorf("savedmodel: export: signature %q input %q: %s is a %s op, want Placeholder (is the graph frozen?)", sig.Key, t.Alias, name, typ)
+				}
+				if got := tf.DataType(node.GetAttr()["dtype"].GetType()); got != t.DType {
+					return fmt.Errorf("savedmodel: export: signature %q input %q declares %s, but placeholder %s is %s", sig.Key, t.Alias, t.DType, name, got)
 				}
 			}
 			m[t.Alias] = &pb.TensorInfo{

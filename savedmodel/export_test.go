@@ -190,6 +190,12 @@ func TestExportRejects(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "x"), nil, 0o644))
 		require.ErrorContains(t, savedmodel.Export(dir, frozen, sig), "exists and is not empty")
 	})
+	t.Run("input dtype differs from its placeholder", func(t *testing.T) {
+		bad := sig
+		bad.Inputs = append([]savedmodel.TensorSpec(nil), sig.Inputs...)
+		bad.Inputs[0].DType = tf.Int64
+		require.ErrorContains(t, savedmodel.Export(filepath.Join(t.TempDir(), "m"), frozen, bad), "declares int64, but placeholder")
+	})
 	t.Run("no outputs", func(t *testing.T) {
 		bad := sig
 		bad.Outputs = nil
