@@ -58,18 +58,33 @@ func (r ProcessRunner) Start(ctx context.Context, t Task, attempt int) (Handle, 
 }
 
 type processHandle struct {
-	cmd  *exec.Cmd
-	pid  int
-	task Task
-	done chan struct{}
-	mu   sync.Mutex
-	err  error
+	cmd    *exec.Cmd
+	pid    int
+	task   Task
+	done   chan struct{}
+	mu     sync.Mutex
+	reaped bool // the pid may belong to another process: signal nothing
+	err    error
 }
 
 func (h *processHandle) wait() {
-	err := h.cmd.Wait()
-	// The leader is gone; take down anything left in its group.
-	_ = syscall.Kill(-h.pid, syscall.SIGKILL)
+	// Until the leader is reaped its pid cannot be reused: take down
+	// anything left in its group first, then reap it under the lock that
+	// signal holds.
+	var err error
+	if waitExited(h.pid) {
+		h.mu.Lock()
+		_ = syscall.Kill(-h.pid, syscall.SIGKILL)
+		h.reaped = true
+		h.mu.Unlock()
+		err = h.cmd.Wait()
+	} else {
+		err = h.cmd.Wait()
+		h.mu.Lock()
+		_ = syscall.Kill(-h.pid, syscall.SIGKILL)
+		h.reaped = true
+		h.mu.Unlock()
+	}
 	if err != nil {
 		err = fmt.Errorf("distributed: task %s (pid %d): %w", h.task, h.pid, err)
 	}
@@ -96,10 +111,10 @@ func (h *processHandle) Err() error {
 }
 
 func (h *processHandle) signal(sig syscall.Signal) {
-	select {
-	case <-h.done:
-		return // reaped: the pid may belong to someone else now
-	default:
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reaped {
+		return // the pid may belong to someone else now
 	}
 	_ = syscall.Kill(-h.pid, sig)
 }
