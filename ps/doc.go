@@ -17,12 +17,18 @@
 //	go srv.Serve(lis)
 //	defer srv.GracefulStop()
 //
-// Modes: Hogwild (per-chunk locks, no model-wide lock), AsyncLock (each push
-// atomic per shard), Sync (exactly WithWorkers pushes averaged per step,
+// Modes: Hogwild (pushes share the shard's lock and take one lock per
+// chunk, so pushes to different chunks run in parallel; no push excludes
+// the others), AsyncLock (each push atomic per shard), Sync (exactly WithWorkers pushes averaged per step,
 // with a straggler timeout that fails or drops), BoundedStaleness (pushes
 // more than WithMaxStaleness versions old are rejected, or with
 // WithStalenessScaling applied with the learning rate divided by their
 // staleness).
+//
+// Optimizers keep their step count (Keras' iterations, used by bias
+// correction and learning-rate schedules) per variable chunk: it equals
+// Keras' count when every push carries every variable, as workers' pushes
+// of a model's gradients do.
 //
 // NewLocalCluster runs n shards inside the process on in-memory listeners
 // (no ports) for single-process training; its Dial returns an ordinary
