@@ -144,6 +144,9 @@ func sinkOpts(opts []SinkOption) sinkOptions {
 }
 
 // CreateParquet writes records of schema to a Parquet file at path.
+// Columns of the arrow.fixed_shape_tensor extension type cannot be written
+// to Parquet by arrow-go v18.8.0; write them to Arrow IPC (CreateIPC), or
+// append outputs as fixed-size lists (Output.TensorType unset).
 func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, error) {
 	o := sinkOpts(opts)
 	if o.rowGroup <= 0 {
