@@ -528,6 +528,16 @@ func TestBarrier(t *testing.T) {
 	defer cancel()
 	err := c.Barrier(short, "alone", 2)
 	require.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
+
+	// The worker that gave up is not counted: one more arrival does not
+	// release the barrier.
+	other, err := lc.Dial(ctx, WithWorkerID("other"))
+	require.NoError(t, err)
+	defer other.Close()
+	short2, cancel2 := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel2()
+	err = other.Barrier(short2, "alone", 2)
+	require.Equal(t, codes.DeadlineExceeded, status.Code(err), "released without the worker that gave up: %v", err)
 }
 
 func TestMetricsHandler(t *testing.T) {

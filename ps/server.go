@@ -906,12 +906,23 @@ func (s *Server) barrier(ctx context.Context, req *pspb.BarrierRequest) (*pspb.B
 		b.arrived = map[string]bool{}
 	}
 	s.barrierMu.Unlock()
+	// leave withdraws a caller that stops waiting before the release, so
+	// that the barrier does not later release without it.
+	leave := func() {
+		s.barrierMu.Lock()
+		if b.gen == gen {
+			delete(b.arrived, req.GetWorkerId())
+		}
+		s.barrierMu.Unlock()
+	}
 	select {
 	case <-release:
 		return &pspb.BarrierResponse{Generation: gen}, nil
 	case <-ctx.Done():
+		leave()
 		return nil, status.FromContextError(ctx.Err()).Err()
 	case <-s.closed:
+		leave()
 		return nil, s.errorf(codes.Unavailable, "shutting down")
 	}
 }
