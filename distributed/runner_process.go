@@ -68,22 +68,22 @@ type processHandle struct {
 }
 
 func (h *processHandle) wait() {
-	// Until the leader is reaped its pid cannot be reused: take down
-	// anything left in its group first, then reap it under the lock that
-	// signal holds.
-	var err error
-	if waitExited(h.pid) {
+	// When the leader has exited, take down anything left in its group and
+	// stop signalling it. Until the leader is reaped its pid cannot be
+	// reused, so where waitExited can wait without reaping, that comes first.
+	endGroup := func() {
 		h.mu.Lock()
 		_ = syscall.Kill(-h.pid, syscall.SIGKILL)
 		h.reaped = true
 		h.mu.Unlock()
+	}
+	var err error
+	if waitExited(h.pid) {
+		endGroup() // before reaping, while the pid cannot be reused
 		err = h.cmd.Wait()
 	} else {
 		err = h.cmd.Wait()
-		h.mu.Lock()
-		_ = syscall.Kill(-h.pid, syscall.SIGKILL)
-		h.reaped = true
-		h.mu.Unlock()
+		endGroup()
 	}
 	if err != nil {
 		err = fmt.Errorf("distributed: task %s (pid %d): %w", h.task, h.pid, err)

@@ -318,7 +318,7 @@ func (r *segReader) pullResponse(end int, m *pullMsg) error {
 			}
 			return r.message(e, m.info)
 		}
-		_, err = r.copyN(e - r.pos)
+		err = r.advance(uint64(e - r.pos))
 		return err
 	})
 }
@@ -352,7 +352,7 @@ func unmarshalPullMsg(data mem.BufferSlice, m *pullMsg) error {
 			case fPushPullPull:
 				return r.pullResponse(e, m)
 			}
-			_, err = r.copyN(e - r.pos)
+			err = r.advance(uint64(e - r.pos))
 			return err
 		})
 	}
@@ -438,7 +438,7 @@ func unmarshalPushMsg(data mem.BufferSlice, m *pushMsg) error {
 			m.chunks = append(m.chunks, c)
 			return nil
 		}
-		_, err = r.copyN(e - r.pos)
+		err = r.advance(uint64(e - r.pos))
 		return err
 	})
 	if err != nil {
