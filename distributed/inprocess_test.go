@@ -3,6 +3,7 @@ package distributed
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,14 +21,23 @@ func TestSupervisorInProcess(t *testing.T) {
 	m := testMonitor(t, MonitorConfig{Trainers: trainers, Rows: rows, Epochs: 2})
 	rec := &rowLog{}
 	var psStarts atomic.Int32
+	// Trainers need their ps, as real ones do: they start once the
+	// restarted ps is up, so the job cannot end before the restart.
+	psBack := make(chan struct{})
 	runner := InProcessRunner{Func: func(ctx context.Context, tk Task, attempt int) error {
 		if tk.Role == RolePS {
 			psStarts.Add(1)
 			if attempt == 0 {
 				return errors.New("ps crashed")
 			}
+			close(psBack)
 			<-ctx.Done()
 			return nil
+		}
+		select {
+		case <-psBack:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the restarted ps: %w", ctx.Err())
 		}
 		rank := 0
 		for i, tr := range trainers {

@@ -13,7 +13,7 @@ rm -rf "$out"
 step() { printf '\n== %s\n' "$*"; }
 quiet() { grep -v -e '^WARNING: All log messages' -e '^I0000' -e 'rebuild TensorFlow' -e 'To enable the following' || true; }
 
-"$gotflow" version | head -2
+"$gotflow" version | sed -n 1,2p   # sed reads all of it: no SIGPIPE under pipefail
 
 step "1. convert the Keras MLP of examples/digits/model.py into a bundle"
 "$gotflow" convert keras examples/digits/model.py:mlp \
