@@ -190,6 +190,10 @@ type TrainerJob struct {
 	// Linger is how long the coordinator keeps answering heartbeats after
 	// the job ended so every trainer hears "stop" (default 3 × interval).
 	Linger time.Duration
+	// Listener, if set, is where the coordinator serves heartbeats instead
+	// of listening on TaskEnv.ListenAddr (or on the listener this process
+	// inherited, see Listen); RunTrainer closes it.
+	Listener net.Listener
 }
 
 // RunTrainer runs one trainer of a job started by a ProcessLauncher or by
@@ -232,9 +236,11 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", env.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("distributed: coordinator %s listen on %s: %w", env.Task, env.ListenAddr, err)
+	lis := job.Listener
+	if lis == nil {
+		if lis, err = Listen(env.ListenAddr); err != nil {
+			return fmt.Errorf("distributed: coordinator %s: %w", env.Task, err)
+		}
 	}
 	var sopts []grpc.ServerOption
 	if env.Token != "" {

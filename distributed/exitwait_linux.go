@@ -19,3 +19,8 @@ func waitExited(pid int) bool {
 		}
 	}
 }
+
+// dieWithParent asks the kernel to send the child SIGTERM when this process
+// dies, however it dies (see also WithParent, which covers the case the
+// kernel does not: the thread that started the child exiting first).
+func dieWithParent(attr *syscall.SysProcAttr) { attr.Pdeathsig = syscall.SIGTERM }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"time"
 )
 
@@ -262,26 +260,4 @@ func RunAgent(ctx context.Context, coord Coordinator, cfg AgentConfig, body func
 		return rerr
 	}
 	return nil
-}
-
-// FreeLoopbackAddrs returns n distinct "127.0.0.1:port" addresses that were
-// free a moment ago. Another process may take one before it is used; the
-// task then fails to listen and, for a PS, is restarted.
-func FreeLoopbackAddrs(n int) ([]string, error) {
-	out := make([]string, 0, n)
-	var open []net.Listener
-	defer func() {
-		for _, l := range open {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("distributed: find a free loopback port: %w", err)
-		}
-		open = append(open, l)
-		out = append(out, "127.0.0.1:"+strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	return out, nil
 }

@@ -12,14 +12,18 @@ import (
 )
 
 // ProcessLauncher runs every task as a local process (normally the gotflow
-// binary as `gotflow ps` / `gotflow worker`) on loopback. It picks a port
-// per PS shard up front (a restarted PS gets the same one), serves the
-// Monitor over gRPC on 127.0.0.1 behind a fresh random token, and hands
-// all three to Command through TaskEnv (pass env.Environ() to the child).
+// binary as `gotflow ps` / `gotflow worker`) on loopback. It binds a
+// listening socket per PS shard itself, on port 0, and hands it to every
+// attempt of that shard (PassListener), so a restarted PS serves on the
+// same address and no other process can take the port meanwhile. It serves
+// the Monitor over gRPC on 127.0.0.1 behind a fresh random token, and
+// hands the addresses and the token to Command through TaskEnv (pass
+// env.Environ() to the child).
 type ProcessLauncher struct {
 	// Command returns the command for one task attempt. Trainers must run
 	// an Agent against env.CoordinatorAddr (see DialCoordinator, RunAgent);
-	// PS shards must listen on env.PSAddrs[env.Task.Index].
+	// PS shards must serve on the listener they inherit (Listen), whose
+	// address is env.PSAddrs[env.Task.Index].
 	Command func(env TaskEnv) (*exec.Cmd, error)
 	// Ready, if set, returns once PS shard env.Task serves.
 	Ready func(ctx context.Context, env TaskEnv) error
@@ -37,9 +41,20 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	if err != nil {
 		return JobResult{}, err
 	}
-	psAddrs, err := FreeLoopbackAddrs(cfg.NumPS)
-	if err != nil {
-		return JobResult{}, err
+	psLis := make([]*LoopbackListener, 0, cfg.NumPS)
+	defer func() {
+		for _, l := range psLis {
+			l.Close()
+		}
+	}()
+	psAddrs := make([]string, 0, cfg.NumPS)
+	for range cfg.NumPS {
+		l, err := ListenLoopback()
+		if err != nil {
+			return JobResult{}, err
+		}
+		psLis = append(psLis, l)
+		psAddrs = append(psAddrs, l.Addr().String())
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,7 +78,11 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 		return env
 	}
 	runner := ProcessRunner{Command: func(t Task, attempt int) (*exec.Cmd, error) {
-		return l.Command(withAddrs(t, attempt))
+		cmd, err := l.Command(withAddrs(t, attempt))
+		if err == nil && cmd != nil && t.Role == RolePS && t.Index < len(psLis) {
+			PassListener(cmd, psLis[t.Index])
+		}
+		return cmd, err
 	}}
 	scfg := cfg.supervisorConfig(runner, m)
 	if l.Ready != nil {

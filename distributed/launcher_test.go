@@ -137,8 +137,11 @@ func TestProcessLauncher(t *testing.T) {
 // its own TF_CONFIG, the chief hosts the coordinator on its cluster address
 // and the workers find it there.
 func TestTFConfigCluster(t *testing.T) {
-	addrs, err := FreeLoopbackAddrs(4)
+	// Only the chief listens (the coordinator); it serves on a socket bound
+	// here, so no other process can take its port before it does.
+	coord, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	addrs := []string{coord.Addr().String(), "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
 	cluster := fmt.Sprintf(`{"chief":[%q],"worker":[%q,%q],"ps":[%q]}`, addrs[0], addrs[1], addrs[2], addrs[3])
 	tasks := []Task{{RoleChief, 0}, {RoleWorker, 0}, {RoleWorker, 1}}
 	rec := &rowLog{}
@@ -165,7 +168,11 @@ func TestTFConfigCluster(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = RunTrainer(ctx, env, TrainerJob{Rows: 90, Epochs: 3}, func(ctx context.Context, a *Agent) error {
+			job := TrainerJob{Rows: 90, Epochs: 3}
+			if env.HostsCoordinator() {
+				job.Listener = coord
+			}
+			errs[i] = RunTrainer(ctx, env, job, func(ctx context.Context, a *Agent) error {
 				return trainLoop(ctx, a, rec, env.Rank, -1)
 			})
 		}()

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -41,7 +40,7 @@ func realPS(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	lis, err := net.Listen("tcp", env.PSAddrs[env.Task.Index])
+	lis, err := Listen(env.PSAddrs[env.Task.Index])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

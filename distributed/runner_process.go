@@ -6,7 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +47,13 @@ func (r ProcessRunner) Start(ctx context.Context, t Task, attempt int) (Handle, 
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	// No task outlives this process: the kernel signals it when this
+	// process dies, and the task watches its parent id as well (WithParent).
+	dieWithParent(cmd.SysProcAttr)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, EnvParentPID+"="+strconv.Itoa(os.Getpid()))
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = r.WaitDelay
 		if cmd.WaitDelay == 0 {
@@ -86,7 +97,7 @@ func (h *processHandle) wait() {
 		endGroup()
 	}
 	if err != nil {
-		err = fmt.Errorf("distributed: task %s (pid %d): %w", h.task, h.pid, err)
+		err = fmt.Errorf("distributed: task %s (pid %d): %w%s", h.task, h.pid, err, logTail(h.cmd.Stderr))
 	}
 	h.mu.Lock()
 	h.err = err
@@ -122,3 +133,38 @@ func (h *processHandle) signal(sig syscall.Signal) {
 func (h *processHandle) Terminate()     { h.signal(syscall.SIGTERM) }
 func (h *processHandle) Kill()          { h.signal(syscall.SIGKILL) }
 func (h *processHandle) String() string { return fmt.Sprintf("pid %d", h.pid) }
+
+// logTailLines is how many of a failed task's last log lines its exit
+// error quotes.
+const logTailLines = 8
+
+// logTail returns the last lines a task wrote to w, when w is a regular
+// file (a task log), formatted for an error message; "" otherwise.
+func logTail(w io.Writer) string {
+	f, ok := w.(*os.File)
+	if !ok {
+		return ""
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	r, err := os.Open(f.Name())
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
+	const window = 8 << 10
+	off := max(fi.Size()-window, 0)
+	buf := make([]byte, fi.Size()-off)
+	n, _ := r.ReadAt(buf, off)
+	lines := strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n")
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first one is cut
+	}
+	lines = lines[max(len(lines)-logTailLines, 0):]
+	if len(lines) == 0 || (len(lines) == 1 && lines[0] == "") {
+		return ""
+	}
+	return "; its last log lines (" + f.Name() + "):\n\t" + strings.Join(lines, "\n\t")
+}

@@ -215,7 +215,27 @@ func (r *run) start(ctx context.Context, t Task, attempt int) error {
 	if t.Role == RolePS && r.cfg.Ready != nil {
 		rctx, cancel := context.WithTimeout(ctx, r.cfg.ReadyTimeout)
 		defer cancel()
+		// A task that exits while it is awaited ends the wait at once: its
+		// own exit error says why, not a timeout.
+		go func() {
+			select {
+			case <-h.Done():
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
 		if err := r.cfg.Ready(rctx, t); err != nil {
+			select {
+			case <-h.Done():
+				if xerr := h.Err(); xerr != nil {
+					return fmt.Errorf("distributed: task %s exited during start-up: %w", t, xerr)
+				}
+				return fmt.Errorf("distributed: task %s (%s) exited during start-up without an error", t, h)
+			default:
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return fmt.Errorf("distributed: task %s (%s) not ready within %v: %w", t, h, r.cfg.ReadyTimeout, err)
 		}
 	}

@@ -89,14 +89,15 @@ func fakeRole(role string) int {
 	case "pstrainer":
 		return psTrainer(dir)
 	case "listener":
-		// A PS stand-in that listens where the launcher told it to.
+		// A PS stand-in that serves on the listener the launcher handed it,
+		// at the address it told the others.
 		signal.Notify(term, syscall.SIGTERM)
 		env, err := TaskEnvFromEnviron(nil)
 		if err != nil {
 			return 2
 		}
-		lis, err := net.Listen("tcp", env.PSAddrs[env.Task.Index])
-		if err != nil {
+		lis, err := Listen(env.PSAddrs[env.Task.Index])
+		if err != nil || lis.Addr().String() != env.PSAddrs[env.Task.Index] {
 			return 2
 		}
 		defer lis.Close()
@@ -129,6 +130,36 @@ func fakeRole(role string) int {
 		return 4
 	case "crash":
 		return 3
+	case "noisy-crash":
+		fmt.Fprintln(os.Stderr, "starting")
+		fmt.Fprintln(os.Stderr, "boom: snapshot taken with another optimizer")
+		return 3
+	case "launcher":
+		// Starts a sleeper (and, with the sleeper ignoring SIGTERM, a
+		// watcher) through a ProcessRunner and waits to be killed.
+		r := fakeRunner(dir, "", map[Task]string{{RolePS, 0}: "sleeper", {RoleWorker, 0}: "watcher"})
+		for _, tk := range []Task{{RolePS, 0}, {RoleWorker, 0}} {
+			h, err := r.Start(context.Background(), tk, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 2
+			}
+			write(tk.String()+".child", strconv.Itoa(h.(*processHandle).PID()))
+		}
+		<-life.C
+		return 4
+	case "watcher":
+		// Ignores the parent-death signal and relies on WithParent.
+		signal.Ignore(syscall.SIGTERM)
+		ctx, cancel := WithParent(context.Background())
+		defer cancel()
+		select {
+		case <-ctx.Done():
+			write(task+".noticed", context.Cause(ctx).Error())
+			return 0
+		case <-life.C:
+			return 4
+		}
 	}
 	fmt.Fprintf(os.Stderr, "unknown fake role %q\n", role)
 	return 2

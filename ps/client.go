@@ -960,3 +960,23 @@ func (c *Client) Stats(ctx context.Context) ([]Stats, error) {
 	})
 	return out, err
 }
+
+// SetWorkers tells every shard that a Sync step is now made of n pushes
+// (for example after a worker died), with a reason the shards log. A step
+// already holding n pushes is applied at once. Other modes keep the count
+// for their ServerInfo only.
+func (c *Client) SetWorkers(ctx context.Context, n int, reason string) error {
+	if n < 1 {
+		return fmt.Errorf("ps: set workers to %d, want at least 1", n)
+	}
+	if err := c.lock(); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	return forShards(c.allShards(), func(shard int) error {
+		return c.call(ctx, shard, "set workers", func(ctx context.Context) error {
+			_, err := c.stubs[shard].SetWorkers(ctx, &pspb.SetWorkersRequest{Workers: uint32(n), Reason: reason})
+			return err
+		})
+	})
+}

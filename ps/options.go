@@ -110,6 +110,7 @@ type serverOptions struct {
 	tls              *tls.Config
 	maxMessageBytes  int
 	keyCacheSize     int
+	idleTimeout      time.Duration
 	logger           *slog.Logger
 }
 
@@ -189,6 +190,14 @@ func WithMaxMessageBytes(n int) Option {
 		s: func(o *serverOptions) { o.maxMessageBytes = n },
 		c: func(o *clientOptions) { o.maxMessageBytes = n },
 	}
+}
+
+// WithIdleTimeout makes the server's Idle channel close once no request
+// has been in flight or arrived for d: a shard whose job is gone (its
+// launcher and workers dead) can then exit by itself instead of serving
+// forever. 0 (the default) never closes Idle.
+func WithIdleTimeout(d time.Duration) ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.idleTimeout = d })
 }
 
 // WithLogger sets where the server logs (default: nowhere).

@@ -530,7 +530,24 @@ func TestBarrier(t *testing.T) {
 	require.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
 
 	// The worker that gave up is not counted: one more arrival does not
-	// release the barrier.
+	// release the barrier. The shards learn that it gave up when its
+	// cancellation reaches them; wait for that first.
+	for _, s := range lc.Servers() {
+		for {
+			s.barrierMu.Lock()
+			b := s.barriers["alone"]
+			waiting := b != nil && len(b.arrived) > 0
+			s.barrierMu.Unlock()
+			if !waiting {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatal("shard never withdrew the worker that gave up")
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
 	other, err := lc.Dial(ctx, WithWorkerID("other"))
 	require.NoError(t, err)
 	defer other.Close()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -65,6 +66,7 @@ type Server struct {
 	keys *keyCache
 
 	syncMu   sync.Mutex
+	workers  atomic.Int64  // pushes per Sync step; written under syncMu
 	step     atomic.Uint64 // written under syncMu
 	pending  *syncStep
 	advanced chan struct{} // closed and replaced when step advances
@@ -77,11 +79,18 @@ type Server struct {
 	bgStop        chan struct{}
 	bg            sync.WaitGroup
 	snapMu        sync.Mutex
+	lock          *dirLock // ownership of the snapshot files; nil without a directory
 	snapReq       chan struct{}
 	lastSnap      atomic.Uint64
 	lastSnapClock atomic.Uint64
 
 	stats serverStats
+
+	// inflight and lastRequest (unix nanoseconds) feed the idle lease
+	// (WithIdleTimeout); idle is closed when it runs out.
+	inflight    atomic.Int64
+	lastRequest atomic.Int64
+	idle        chan struct{}
 
 	// testAfterPush, when set by tests, runs after a push was applied and
 	// before its response is sent; an error replaces the response (a lost
@@ -125,11 +134,21 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		closed:   make(chan struct{}),
 		bgStop:   make(chan struct{}),
 		snapReq:  make(chan struct{}, 1),
+		idle:     make(chan struct{}),
 	}
+	s.lastRequest.Store(time.Now().UnixNano())
 	s.stats.staleness = make([]atomic.Uint64, stalenessBuckets)
+	s.workers.Store(int64(o.workers))
 	s.newIncarnation()
 	if o.snapshotDir != "" {
+		if err := os.MkdirAll(o.snapshotDir, 0o755); err != nil {
+			return nil, fmt.Errorf("ps: snapshot directory: %w", err)
+		}
+		if s.lock, err = lockSnapshots(s.snapshotPath()); err != nil {
+			return nil, err
+		}
 		if _, err := s.restoreLatest(); err != nil && !errors.Is(err, errNoSnapshot) {
+			s.lock.release()
 			return nil, err
 		}
 	}
@@ -155,7 +174,44 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		s.bg.Add(1)
 		go s.snapshotLoop()
 	}
+	if o.idleTimeout > 0 {
+		s.bg.Add(1)
+		go s.leaseLoop()
+	}
 	return s, nil
+}
+
+// Idle is closed once no request has been in flight or arrived for the
+// WithIdleTimeout duration; without that option it is never closed.
+func (s *Server) Idle() <-chan struct{} { return s.idle }
+
+func (s *Server) leaseLoop() {
+	defer s.bg.Done()
+	t := time.NewTicker(max(s.o.idleTimeout/8, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.bgStop:
+			return
+		case <-t.C:
+			quiet := time.Duration(time.Now().UnixNano() - s.lastRequest.Load())
+			if s.inflight.Load() == 0 && quiet >= s.o.idleTimeout {
+				s.o.logger.Warn("ps: no request within the idle timeout", "shard", s.o.shard, "timeout", s.o.idleTimeout)
+				close(s.idle)
+				return
+			}
+		}
+	}
+}
+
+// track counts a request for the idle lease until the returned func runs.
+func (s *Server) track() func() {
+	s.inflight.Add(1)
+	s.lastRequest.Store(time.Now().UnixNano())
+	return func() {
+		s.lastRequest.Store(time.Now().UnixNano())
+		s.inflight.Add(-1)
+	}
 }
 
 // Serve accepts connections on lis until GracefulStop or Stop; it blocks.
@@ -194,6 +250,9 @@ func (s *Server) stop(graceful bool) error {
 		s.bg.Wait()
 		if s.o.snapshotDir != "" {
 			_, err = s.writeSnapshot()
+			s.snapMu.Lock()
+			s.lock.release()
+			s.snapMu.Unlock()
 		}
 	})
 	return err
@@ -215,7 +274,7 @@ func (s *Server) info() *pspb.ServerInfo {
 		Shard:         uint32(s.o.shard),
 		NumShards:     uint32(s.o.numShards),
 		Mode:          s.o.mode.String(),
-		Workers:       uint32(s.o.workers),
+		Workers:       uint32(s.workers.Load()),
 		OptimizerJson: s.o.optimizer.JSON(),
 	}
 }
@@ -250,6 +309,7 @@ func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	if err := s.authorize(ctx); err != nil {
 		return nil, err
 	}
+	defer s.track()()
 	return h(ctx, req)
 }
 
@@ -257,6 +317,7 @@ func (s *Server) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 	if err := s.authorize(ss.Context()); err != nil {
 		return err
 	}
+	defer s.track()()
 	return h(srv, ss)
 }
 
@@ -740,7 +801,7 @@ func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []updat
 		})
 	}
 	st.n++
-	if st.n == s.o.workers {
+	if int64(st.n) >= s.workers.Load() {
 		s.completeStep(st, st.n)
 	}
 	s.syncMu.Unlock()
@@ -801,20 +862,38 @@ func (s *Server) syncTimeout(st *syncStep) {
 	if s.pending != st {
 		return
 	}
-	missing := s.o.workers - st.n
+	workers := int(s.workers.Load())
+	missing := workers - st.n
 	if s.o.straggler == StragglerDrop {
 		s.stats.droppedStragglers.Add(uint64(missing))
 		s.completeStep(st, st.n)
-		s.o.logger.Warn("ps: sync step applied without stragglers", "shard", s.o.shard, "step", st.step, "arrived", st.n, "workers", s.o.workers)
+		s.o.logger.Warn("ps: sync step applied without stragglers", "shard", s.o.shard, "step", st.step, "arrived", st.n, "workers", workers)
 		return
 	}
 	st.err = s.reject("sync_timeout", s.errorf(codes.Aborted, "sync step %d: %d of %d workers pushed within %v; step discarded, push it again",
-		st.step, st.n, s.o.workers, s.o.syncTimeout))
+		st.step, st.n, workers, s.o.syncTimeout))
 	s.pending = nil
 	close(st.done)
 	for i, e := range st.entries {
 		s.keys.finish(st.keys[i], e, nil, st.err)
 	}
+}
+
+// setWorkers changes the pushes per Sync step; a pending step that
+// already holds that many is applied at once.
+func (s *Server) setWorkers(req *pspb.SetWorkersRequest) (*pspb.SetWorkersResponse, error) {
+	n := req.GetWorkers()
+	if n < 1 {
+		return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "set workers: %d, want at least 1", n))
+	}
+	s.syncMu.Lock()
+	old := s.workers.Swap(int64(n))
+	if st := s.pending; st != nil && int64(st.n) >= int64(n) {
+		s.completeStep(st, st.n)
+	}
+	s.syncMu.Unlock()
+	s.o.logger.Warn("ps: workers per sync step changed", "shard", s.o.shard, "from", old, "to", n, "reason", req.GetReason())
+	return &pspb.SetWorkersResponse{Info: s.info()}, nil
 }
 
 // ---- pull ----
@@ -1028,6 +1107,10 @@ func (v *service) Restore(context.Context, *pspb.RestoreRequest) (*pspb.RestoreR
 		return nil, v.s.errorf(codes.DataLoss, "restore: %v", err)
 	}
 	return &pspb.RestoreResponse{Info: v.s.info(), Path: path}, nil
+}
+
+func (v *service) SetWorkers(_ context.Context, req *pspb.SetWorkersRequest) (*pspb.SetWorkersResponse, error) {
+	return v.s.setWorkers(req)
 }
 
 func (v *service) Stats(context.Context, *pspb.StatsRequest) (*pspb.StatsResponse, error) {

@@ -79,7 +79,7 @@ func (s *Server) capture() capturedState {
 		Format: snapshotFormat, Shard: uint32(s.o.shard), NumShards: uint32(s.o.numShards),
 		Version: s.version.Load(), Step: s.step.Load(), Cursor: s.clock.Load(),
 		Mode: s.o.mode.String(), OptimizerJson: s.o.optimizer.JSON(), Parts: uint32(len(s.order)),
-		AppliedKeys: s.keys.applied(),
+		AppliedKeys: s.keys.applied(), Incarnation: s.lock.number(),
 	}}
 	for _, p := range s.order {
 		sp := &pspb.SnapshotPart{Spec: p.spec, Iterations: p.iterations, Values: encodeFloat32(p.values), Cursor: p.cursor}
@@ -98,11 +98,14 @@ func (s *Server) capture() capturedState {
 func (s *Server) writeSnapshot() (*pspb.SnapshotResponse, error) {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
-	st := s.capture()
-	if err := os.MkdirAll(s.o.snapshotDir, 0o755); err != nil {
-		return nil, fmt.Errorf("ps: snapshot: %w", err)
+	if s.lock == nil || s.lock.f == nil {
+		return nil, fmt.Errorf("ps: snapshot: the server has stopped and no longer owns %s", s.o.snapshotDir)
 	}
+	st := s.capture()
 	path := s.snapshotPath()
+	if err := s.checkNotNewer(path, st.header); err != nil {
+		return nil, err
+	}
 	f, err := os.CreateTemp(s.o.snapshotDir, filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("ps: snapshot: %w", err)
@@ -140,6 +143,50 @@ func (s *Server) writeSnapshot() (*pspb.SnapshotResponse, error) {
 	s.lastSnapClock.Store(st.header.GetCursor())
 	s.stats.snapshots.Add(1)
 	return &pspb.SnapshotResponse{Path: path, Version: st.header.GetVersion(), Bytes: uint64(n)}, nil
+}
+
+// checkNotNewer refuses to replace the snapshot at path when it was
+// written by a later owner of the directory or holds a later version: the
+// state it holds is newer than this shard's, and losing it would silently
+// roll the model back.
+func (s *Server) checkNotNewer(path string, mine *pspb.SnapshotHeader) error {
+	old, err := readSnapshotHeader(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		// An unreadable snapshot holds nothing to protect; the new one
+		// replaces it.
+		s.o.logger.Warn("ps: replacing an unreadable snapshot", "path", path, "err", err)
+		return nil
+	}
+	if old.GetIncarnation() > mine.GetIncarnation() || old.GetVersion() > mine.GetVersion() {
+		return fmt.Errorf("ps: snapshot %s holds version %d of incarnation %d, newer than this shard's version %d of incarnation %d; not replacing it",
+			path, old.GetVersion(), old.GetIncarnation(), mine.GetVersion(), mine.GetIncarnation())
+	}
+	return nil
+}
+
+// readSnapshotHeader reads the header record of a snapshot file.
+func readSnapshotHeader(path string) (*pspb.SnapshotHeader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	h := &pspb.SnapshotHeader{}
+	opts := protodelim.UnmarshalOptions{MaxSize: max(fi.Size(), 1)}
+	if err := opts.UnmarshalFrom(bufio.NewReaderSize(f, 64<<10), h); err != nil {
+		return nil, err
+	}
+	if h.GetFormat() != snapshotFormat {
+		return nil, fmt.Errorf("format %q, want %q", h.GetFormat(), snapshotFormat)
+	}
+	return h, nil
 }
 
 func writeRecords(w io.Writer, st capturedState) (int, error) {

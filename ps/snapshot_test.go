@@ -123,7 +123,13 @@ func TestSnapshotRestoreExact(t *testing.T) {
 	require.NoError(t, c2.Pull(ctx, got))
 	require.Equal(t, w5, got)
 
+	// While lc2 owns the directory no other server may use it.
+	_, err = NewServer(WithShard(0, 2), adam, WithSnapshotDir(dir, 0, 0))
+	require.ErrorIs(t, err, ErrSnapshotDirInUse)
+	require.ErrorContains(t, err, "ps-shard-0-of-2.snapshot.lock is held by pid")
+
 	// A different optimizer cannot resume these slots.
+	require.NoError(t, lc2.Close())
 	_, err = NewServer(WithShard(0, 2), WithSnapshotDir(dir, 0, 0))
 	require.ErrorContains(t, err, "was taken with optimizer")
 }

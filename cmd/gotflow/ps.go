@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/ps"
 )
 
@@ -35,13 +34,15 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	snapDir := fs.String("snapshot-dir", "", "directory for snapshots; the shard resumes from its snapshot there")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "snapshot after this many updates (0: never by count)")
 	snapInterval := fs.Duration("snapshot-interval", time.Minute, "snapshot this often when something changed (0: never by time)")
-	tokenFile := fs.String("token-file", "", "file holding the bearer token clients must send (or set GOTFLOW_PS_TOKEN)")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token clients must send (or set "+ps.EnvToken+")")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve TLS with (needs --tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed")
 	metrics := fs.String("metrics", "", "address to serve Prometheus metrics on at /metrics (empty: off)")
 	allowNonFinite := fs.Bool("allow-non-finite", false, "accept NaN and Inf gradients instead of rejecting them")
 	maxMsg := fs.Int("max-message-bytes", 64<<20, "largest gRPC message accepted")
+	idle := fs.Duration("idle-timeout", 0, "exit once no request has come for this long (0: never); a shard whose job died then ends by itself")
+	insecure := fs.Bool("insecure", false, "serve on a non-loopback address without TLS and a token")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,55 +91,40 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *snapDir != "" {
 		opts = append(opts, ps.WithSnapshotDir(*snapDir, *snapEvery, *snapInterval))
 	}
-	token := os.Getenv("GOTFLOW_PS_TOKEN")
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return fmt.Errorf("--token-file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-		if token == "" {
-			return fmt.Errorf("--token-file %s is empty", *tokenFile)
-		}
-	}
-	if token != "" {
-		opts = append(opts, ps.WithToken(token))
-	}
-	secure := false
-	if *tlsCert != "" || *tlsKey != "" {
-		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
-		if err != nil {
-			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
-		}
-		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if *tlsClientCA != "" {
-			pem, err := os.ReadFile(*tlsClientCA)
-			if err != nil {
-				return fmt.Errorf("--tls-client-ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("--tls-client-ca %s: no PEM certificates", *tlsClientCA)
-			}
-			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-		}
-		opts = append(opts, ps.WithTLS(tc))
-		secure = true
-	} else if *tlsClientCA != "" {
+	creds := ps.Credentials{TokenFile: *tokenFile, CertFile: *tlsCert, KeyFile: *tlsKey, CAFile: *tlsClientCA}
+	if *tlsClientCA != "" && (*tlsCert == "" || *tlsKey == "") {
 		return fmt.Errorf("%w: --tls-client-ca needs --tls-cert and --tls-key", errUsage)
 	}
+	authOpts, err := creds.ServerOptions()
+	if err != nil {
+		return err
+	}
+	opts = append(opts, authOpts...)
+	token, _ := creds.LoadToken()
+	secure := creds.TLS()
+	if *idle > 0 {
+		opts = append(opts, ps.WithIdleTimeout(*idle))
+	}
+	ctx, cancel := distributed.WithParent(ctx)
+	defer cancel()
 
 	srv, err := ps.NewServer(opts...)
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", *listen)
+	lis, err := distributed.Listen(*listen)
 	if err != nil {
 		srv.Stop()
 		return fmt.Errorf("--listen: %w", err)
 	}
 	if !isLoopback(lis.Addr()) && (token == "" || !secure) {
-		fmt.Fprintf(stderr, "gotflow ps: warning: listening on %s without both TLS and a token; anyone who can reach it can read and change the model\n", lis.Addr())
+		if !*insecure {
+			lis.Close()
+			srv.Stop()
+			return fmt.Errorf("%w: refusing to serve on %s without both TLS (--tls-cert, --tls-key) and a token (--token-file or %s): anyone who can reach it could read and change the model; pass --insecure to serve anyway",
+				errUsage, lis.Addr(), ps.EnvToken)
+		}
+		fmt.Fprintf(stderr, "gotflow ps: warning: --insecure: serving on %s without both TLS and a token; anyone who can reach it can read and change the model\n", lis.Addr())
 	}
 	var metricsSrv *http.Server
 	if *metrics != "" {
@@ -163,6 +149,11 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
+		if cause := context.Cause(ctx); errors.Is(cause, distributed.ErrParentGone) {
+			fmt.Fprintf(stdout, "gotflow ps: shard %d/%d stopping: %v\n", i, n, cause)
+		}
+	case <-srv.Idle():
+		fmt.Fprintf(stdout, "gotflow ps: shard %d/%d stopping: no request for %v (--idle-timeout): its job is gone\n", i, n, *idle)
 	case serveErr = <-served:
 	}
 	stopErr := srv.GracefulStop()

@@ -1208,6 +1208,102 @@ func (x *RestoreResponse) GetPath() string {
 	return ""
 }
 
+type SetWorkersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workers       uint32                 `protobuf:"varint,1,opt,name=workers,proto3" json:"workers,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // logged by the shard
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWorkersRequest) Reset() {
+	*x = SetWorkersRequest{}
+	mi := &file_ps_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWorkersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWorkersRequest) ProtoMessage() {}
+
+func (x *SetWorkersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ps_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWorkersRequest.ProtoReflect.Descriptor instead.
+func (*SetWorkersRequest) Descriptor() ([]byte, []int) {
+	return file_ps_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetWorkersRequest) GetWorkers() uint32 {
+	if x != nil {
+		return x.Workers
+	}
+	return 0
+}
+
+func (x *SetWorkersRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SetWorkersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *ServerInfo            `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWorkersResponse) Reset() {
+	*x = SetWorkersResponse{}
+	mi := &file_ps_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWorkersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWorkersResponse) ProtoMessage() {}
+
+func (x *SetWorkersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ps_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWorkersResponse.ProtoReflect.Descriptor instead.
+func (*SetWorkersResponse) Descriptor() ([]byte, []int) {
+	return file_ps_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SetWorkersResponse) GetInfo() *ServerInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1216,7 +1312,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_ps_proto_msgTypes[17]
+	mi := &file_ps_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1324,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ps_proto_msgTypes[17]
+	mi := &file_ps_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1337,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_ps_proto_rawDescGZIP(), []int{17}
+	return file_ps_proto_rawDescGZIP(), []int{19}
 }
 
 type StatsResponse struct {
@@ -1264,7 +1360,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_ps_proto_msgTypes[18]
+	mi := &file_ps_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1372,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ps_proto_msgTypes[18]
+	mi := &file_ps_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1385,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_ps_proto_rawDescGZIP(), []int{18}
+	return file_ps_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatsResponse) GetInfo() *ServerInfo {
@@ -1390,13 +1486,17 @@ type SnapshotHeader struct {
 	OptimizerJson string                 `protobuf:"bytes,8,opt,name=optimizer_json,json=optimizerJson,proto3" json:"optimizer_json,omitempty"`
 	Parts         uint32                 `protobuf:"varint,9,opt,name=parts,proto3" json:"parts,omitempty"`
 	AppliedKeys   []string               `protobuf:"bytes,10,rep,name=applied_keys,json=appliedKeys,proto3" json:"applied_keys,omitempty"`
+	// The incarnation of the snapshot directory's owner that wrote it (see
+	// the .lock file beside it): a snapshot is never replaced by one of an
+	// older incarnation or a lower version.
+	Incarnation   uint64 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_ps_proto_msgTypes[19]
+	mi := &file_ps_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1508,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_ps_proto_msgTypes[19]
+	mi := &file_ps_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1521,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_ps_proto_rawDescGZIP(), []int{19}
+	return file_ps_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotHeader) GetFormat() string {
@@ -1494,6 +1594,13 @@ func (x *SnapshotHeader) GetAppliedKeys() []string {
 	return nil
 }
 
+func (x *SnapshotHeader) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 type SnapshotPart struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *PartSpec              `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -1507,7 +1614,7 @@ type SnapshotPart struct {
 
 func (x *SnapshotPart) Reset() {
 	*x = SnapshotPart{}
-	mi := &file_ps_proto_msgTypes[20]
+	mi := &file_ps_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1626,7 @@ func (x *SnapshotPart) String() string {
 func (*SnapshotPart) ProtoMessage() {}
 
 func (x *SnapshotPart) ProtoReflect() protoreflect.Message {
-	mi := &file_ps_proto_msgTypes[20]
+	mi := &file_ps_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1639,7 @@ func (x *SnapshotPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotPart.ProtoReflect.Descriptor instead.
 func (*SnapshotPart) Descriptor() ([]byte, []int) {
-	return file_ps_proto_rawDescGZIP(), []int{20}
+	return file_ps_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotPart) GetSpec() *PartSpec {
@@ -1580,7 +1687,7 @@ type SnapshotTrailer struct {
 
 func (x *SnapshotTrailer) Reset() {
 	*x = SnapshotTrailer{}
-	mi := &file_ps_proto_msgTypes[21]
+	mi := &file_ps_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1699,7 @@ func (x *SnapshotTrailer) String() string {
 func (*SnapshotTrailer) ProtoMessage() {}
 
 func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_ps_proto_msgTypes[21]
+	mi := &file_ps_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1712,7 @@ func (x *SnapshotTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotTrailer.ProtoReflect.Descriptor instead.
 func (*SnapshotTrailer) Descriptor() ([]byte, []int) {
-	return file_ps_proto_rawDescGZIP(), []int{21}
+	return file_ps_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotTrailer) GetParts() uint32 {
@@ -1708,7 +1815,12 @@ const file_ps_proto_rawDesc = "" +
 	"\x0eRestoreRequest\"T\n" +
 	"\x0fRestoreResponse\x12-\n" +
 	"\x04info\x18\x01 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\x12\x12\n" +
-	"\x04path\x18\x02 \x01(\tR\x04path\"\x0e\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"E\n" +
+	"\x11SetWorkersRequest\x12\x18\n" +
+	"\aworkers\x18\x01 \x01(\rR\aworkers\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"C\n" +
+	"\x12SetWorkersResponse\x12-\n" +
+	"\x04info\x18\x01 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\"\x0e\n" +
 	"\fStatsRequest\"\xff\x03\n" +
 	"\rStatsResponse\x12-\n" +
 	"\x04info\x18\x01 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\x12\x16\n" +
@@ -1730,7 +1842,7 @@ const file_ps_proto_rawDesc = "" +
 	"\x12dropped_stragglers\x18\f \x01(\x04R\x11droppedStragglers\x1a=\n" +
 	"\x0fRejectionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x97\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x02\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x1d\n" +
@@ -1743,7 +1855,8 @@ const file_ps_proto_rawDesc = "" +
 	"\x0eoptimizer_json\x18\b \x01(\tR\roptimizerJson\x12\x14\n" +
 	"\x05parts\x18\t \x01(\rR\x05parts\x12!\n" +
 	"\fapplied_keys\x18\n" +
-	" \x03(\tR\vappliedKeys\"\xa1\x01\n" +
+	" \x03(\tR\vappliedKeys\x12 \n" +
+	"\vincarnation\x18\v \x01(\x04R\vincarnation\"\xa1\x01\n" +
 	"\fSnapshotPart\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.gotflow.ps.v1.PartSpecR\x04spec\x12\x1e\n" +
 	"\n" +
@@ -1761,7 +1874,7 @@ const file_ps_proto_rawDesc = "" +
 	"\rDTYPE_FLOAT16\x10\x02*8\n" +
 	"\bPushKind\x12\x16\n" +
 	"\x12PUSH_KIND_GRADIENT\x10\x00\x12\x14\n" +
-	"\x10PUSH_KIND_ASSIGN\x10\x012\xd6\x04\n" +
+	"\x10PUSH_KIND_ASSIGN\x10\x012\xa9\x05\n" +
 	"\x0fParameterServer\x12K\n" +
 	"\bRegister\x12\x1e.gotflow.ps.v1.RegisterRequest\x1a\x1f.gotflow.ps.v1.RegisterResponse\x12A\n" +
 	"\x04Pull\x12\x1a.gotflow.ps.v1.PullRequest\x1a\x1b.gotflow.ps.v1.PullResponse0\x01\x12A\n" +
@@ -1770,7 +1883,9 @@ const file_ps_proto_rawDesc = "" +
 	"\aBarrier\x12\x1d.gotflow.ps.v1.BarrierRequest\x1a\x1e.gotflow.ps.v1.BarrierResponse\x12K\n" +
 	"\bSnapshot\x12\x1e.gotflow.ps.v1.SnapshotRequest\x1a\x1f.gotflow.ps.v1.SnapshotResponse\x12H\n" +
 	"\aRestore\x12\x1d.gotflow.ps.v1.RestoreRequest\x1a\x1e.gotflow.ps.v1.RestoreResponse\x12B\n" +
-	"\x05Stats\x12\x1b.gotflow.ps.v1.StatsRequest\x1a\x1c.gotflow.ps.v1.StatsResponseB$Z\"github.com/gotflow/gotflow/ps/pspbb\x06proto3"
+	"\x05Stats\x12\x1b.gotflow.ps.v1.StatsRequest\x1a\x1c.gotflow.ps.v1.StatsResponse\x12Q\n" +
+	"\n" +
+	"SetWorkers\x12 .gotflow.ps.v1.SetWorkersRequest\x1a!.gotflow.ps.v1.SetWorkersResponseB$Z\"github.com/gotflow/gotflow/ps/pspbb\x06proto3"
 
 var (
 	file_ps_proto_rawDescOnce sync.Once
@@ -1785,33 +1900,35 @@ func file_ps_proto_rawDescGZIP() []byte {
 }
 
 var file_ps_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_ps_proto_goTypes = []any{
-	(DType)(0),               // 0: gotflow.ps.v1.DType
-	(PushKind)(0),            // 1: gotflow.ps.v1.PushKind
-	(*Chunk)(nil),            // 2: gotflow.ps.v1.Chunk
-	(*PartSpec)(nil),         // 3: gotflow.ps.v1.PartSpec
-	(*ServerInfo)(nil),       // 4: gotflow.ps.v1.ServerInfo
-	(*RegisterRequest)(nil),  // 5: gotflow.ps.v1.RegisterRequest
-	(*RegisterResponse)(nil), // 6: gotflow.ps.v1.RegisterResponse
-	(*PullRequest)(nil),      // 7: gotflow.ps.v1.PullRequest
-	(*PullResponse)(nil),     // 8: gotflow.ps.v1.PullResponse
-	(*PushHeader)(nil),       // 9: gotflow.ps.v1.PushHeader
-	(*PushRequest)(nil),      // 10: gotflow.ps.v1.PushRequest
-	(*PushResponse)(nil),     // 11: gotflow.ps.v1.PushResponse
-	(*PushPullResponse)(nil), // 12: gotflow.ps.v1.PushPullResponse
-	(*BarrierRequest)(nil),   // 13: gotflow.ps.v1.BarrierRequest
-	(*BarrierResponse)(nil),  // 14: gotflow.ps.v1.BarrierResponse
-	(*SnapshotRequest)(nil),  // 15: gotflow.ps.v1.SnapshotRequest
-	(*SnapshotResponse)(nil), // 16: gotflow.ps.v1.SnapshotResponse
-	(*RestoreRequest)(nil),   // 17: gotflow.ps.v1.RestoreRequest
-	(*RestoreResponse)(nil),  // 18: gotflow.ps.v1.RestoreResponse
-	(*StatsRequest)(nil),     // 19: gotflow.ps.v1.StatsRequest
-	(*StatsResponse)(nil),    // 20: gotflow.ps.v1.StatsResponse
-	(*SnapshotHeader)(nil),   // 21: gotflow.ps.v1.SnapshotHeader
-	(*SnapshotPart)(nil),     // 22: gotflow.ps.v1.SnapshotPart
-	(*SnapshotTrailer)(nil),  // 23: gotflow.ps.v1.SnapshotTrailer
-	nil,                      // 24: gotflow.ps.v1.StatsResponse.RejectionsEntry
+	(DType)(0),                 // 0: gotflow.ps.v1.DType
+	(PushKind)(0),              // 1: gotflow.ps.v1.PushKind
+	(*Chunk)(nil),              // 2: gotflow.ps.v1.Chunk
+	(*PartSpec)(nil),           // 3: gotflow.ps.v1.PartSpec
+	(*ServerInfo)(nil),         // 4: gotflow.ps.v1.ServerInfo
+	(*RegisterRequest)(nil),    // 5: gotflow.ps.v1.RegisterRequest
+	(*RegisterResponse)(nil),   // 6: gotflow.ps.v1.RegisterResponse
+	(*PullRequest)(nil),        // 7: gotflow.ps.v1.PullRequest
+	(*PullResponse)(nil),       // 8: gotflow.ps.v1.PullResponse
+	(*PushHeader)(nil),         // 9: gotflow.ps.v1.PushHeader
+	(*PushRequest)(nil),        // 10: gotflow.ps.v1.PushRequest
+	(*PushResponse)(nil),       // 11: gotflow.ps.v1.PushResponse
+	(*PushPullResponse)(nil),   // 12: gotflow.ps.v1.PushPullResponse
+	(*BarrierRequest)(nil),     // 13: gotflow.ps.v1.BarrierRequest
+	(*BarrierResponse)(nil),    // 14: gotflow.ps.v1.BarrierResponse
+	(*SnapshotRequest)(nil),    // 15: gotflow.ps.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),   // 16: gotflow.ps.v1.SnapshotResponse
+	(*RestoreRequest)(nil),     // 17: gotflow.ps.v1.RestoreRequest
+	(*RestoreResponse)(nil),    // 18: gotflow.ps.v1.RestoreResponse
+	(*SetWorkersRequest)(nil),  // 19: gotflow.ps.v1.SetWorkersRequest
+	(*SetWorkersResponse)(nil), // 20: gotflow.ps.v1.SetWorkersResponse
+	(*StatsRequest)(nil),       // 21: gotflow.ps.v1.StatsRequest
+	(*StatsResponse)(nil),      // 22: gotflow.ps.v1.StatsResponse
+	(*SnapshotHeader)(nil),     // 23: gotflow.ps.v1.SnapshotHeader
+	(*SnapshotPart)(nil),       // 24: gotflow.ps.v1.SnapshotPart
+	(*SnapshotTrailer)(nil),    // 25: gotflow.ps.v1.SnapshotTrailer
+	nil,                        // 26: gotflow.ps.v1.StatsResponse.RejectionsEntry
 }
 var file_ps_proto_depIdxs = []int32{
 	0,  // 0: gotflow.ps.v1.Chunk.dtype:type_name -> gotflow.ps.v1.DType
@@ -1829,30 +1946,33 @@ var file_ps_proto_depIdxs = []int32{
 	11, // 12: gotflow.ps.v1.PushPullResponse.push:type_name -> gotflow.ps.v1.PushResponse
 	8,  // 13: gotflow.ps.v1.PushPullResponse.pull:type_name -> gotflow.ps.v1.PullResponse
 	4,  // 14: gotflow.ps.v1.RestoreResponse.info:type_name -> gotflow.ps.v1.ServerInfo
-	4,  // 15: gotflow.ps.v1.StatsResponse.info:type_name -> gotflow.ps.v1.ServerInfo
-	24, // 16: gotflow.ps.v1.StatsResponse.rejections:type_name -> gotflow.ps.v1.StatsResponse.RejectionsEntry
-	3,  // 17: gotflow.ps.v1.SnapshotPart.spec:type_name -> gotflow.ps.v1.PartSpec
-	5,  // 18: gotflow.ps.v1.ParameterServer.Register:input_type -> gotflow.ps.v1.RegisterRequest
-	7,  // 19: gotflow.ps.v1.ParameterServer.Pull:input_type -> gotflow.ps.v1.PullRequest
-	10, // 20: gotflow.ps.v1.ParameterServer.Push:input_type -> gotflow.ps.v1.PushRequest
-	10, // 21: gotflow.ps.v1.ParameterServer.PushPull:input_type -> gotflow.ps.v1.PushRequest
-	13, // 22: gotflow.ps.v1.ParameterServer.Barrier:input_type -> gotflow.ps.v1.BarrierRequest
-	15, // 23: gotflow.ps.v1.ParameterServer.Snapshot:input_type -> gotflow.ps.v1.SnapshotRequest
-	17, // 24: gotflow.ps.v1.ParameterServer.Restore:input_type -> gotflow.ps.v1.RestoreRequest
-	19, // 25: gotflow.ps.v1.ParameterServer.Stats:input_type -> gotflow.ps.v1.StatsRequest
-	6,  // 26: gotflow.ps.v1.ParameterServer.Register:output_type -> gotflow.ps.v1.RegisterResponse
-	8,  // 27: gotflow.ps.v1.ParameterServer.Pull:output_type -> gotflow.ps.v1.PullResponse
-	11, // 28: gotflow.ps.v1.ParameterServer.Push:output_type -> gotflow.ps.v1.PushResponse
-	12, // 29: gotflow.ps.v1.ParameterServer.PushPull:output_type -> gotflow.ps.v1.PushPullResponse
-	14, // 30: gotflow.ps.v1.ParameterServer.Barrier:output_type -> gotflow.ps.v1.BarrierResponse
-	16, // 31: gotflow.ps.v1.ParameterServer.Snapshot:output_type -> gotflow.ps.v1.SnapshotResponse
-	18, // 32: gotflow.ps.v1.ParameterServer.Restore:output_type -> gotflow.ps.v1.RestoreResponse
-	20, // 33: gotflow.ps.v1.ParameterServer.Stats:output_type -> gotflow.ps.v1.StatsResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 15: gotflow.ps.v1.SetWorkersResponse.info:type_name -> gotflow.ps.v1.ServerInfo
+	4,  // 16: gotflow.ps.v1.StatsResponse.info:type_name -> gotflow.ps.v1.ServerInfo
+	26, // 17: gotflow.ps.v1.StatsResponse.rejections:type_name -> gotflow.ps.v1.StatsResponse.RejectionsEntry
+	3,  // 18: gotflow.ps.v1.SnapshotPart.spec:type_name -> gotflow.ps.v1.PartSpec
+	5,  // 19: gotflow.ps.v1.ParameterServer.Register:input_type -> gotflow.ps.v1.RegisterRequest
+	7,  // 20: gotflow.ps.v1.ParameterServer.Pull:input_type -> gotflow.ps.v1.PullRequest
+	10, // 21: gotflow.ps.v1.ParameterServer.Push:input_type -> gotflow.ps.v1.PushRequest
+	10, // 22: gotflow.ps.v1.ParameterServer.PushPull:input_type -> gotflow.ps.v1.PushRequest
+	13, // 23: gotflow.ps.v1.ParameterServer.Barrier:input_type -> gotflow.ps.v1.BarrierRequest
+	15, // 24: gotflow.ps.v1.ParameterServer.Snapshot:input_type -> gotflow.ps.v1.SnapshotRequest
+	17, // 25: gotflow.ps.v1.ParameterServer.Restore:input_type -> gotflow.ps.v1.RestoreRequest
+	21, // 26: gotflow.ps.v1.ParameterServer.Stats:input_type -> gotflow.ps.v1.StatsRequest
+	19, // 27: gotflow.ps.v1.ParameterServer.SetWorkers:input_type -> gotflow.ps.v1.SetWorkersRequest
+	6,  // 28: gotflow.ps.v1.ParameterServer.Register:output_type -> gotflow.ps.v1.RegisterResponse
+	8,  // 29: gotflow.ps.v1.ParameterServer.Pull:output_type -> gotflow.ps.v1.PullResponse
+	11, // 30: gotflow.ps.v1.ParameterServer.Push:output_type -> gotflow.ps.v1.PushResponse
+	12, // 31: gotflow.ps.v1.ParameterServer.PushPull:output_type -> gotflow.ps.v1.PushPullResponse
+	14, // 32: gotflow.ps.v1.ParameterServer.Barrier:output_type -> gotflow.ps.v1.BarrierResponse
+	16, // 33: gotflow.ps.v1.ParameterServer.Snapshot:output_type -> gotflow.ps.v1.SnapshotResponse
+	18, // 34: gotflow.ps.v1.ParameterServer.Restore:output_type -> gotflow.ps.v1.RestoreResponse
+	22, // 35: gotflow.ps.v1.ParameterServer.Stats:output_type -> gotflow.ps.v1.StatsResponse
+	20, // 36: gotflow.ps.v1.ParameterServer.SetWorkers:output_type -> gotflow.ps.v1.SetWorkersResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_ps_proto_init() }
@@ -1866,7 +1986,7 @@ func file_ps_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ps_proto_rawDesc), len(file_ps_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,14 +25,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ParameterServer_Register_FullMethodName = "/gotflow.ps.v1.ParameterServer/Register"
-	ParameterServer_Pull_FullMethodName     = "/gotflow.ps.v1.ParameterServer/Pull"
-	ParameterServer_Push_FullMethodName     = "/gotflow.ps.v1.ParameterServer/Push"
-	ParameterServer_PushPull_FullMethodName = "/gotflow.ps.v1.ParameterServer/PushPull"
-	ParameterServer_Barrier_FullMethodName  = "/gotflow.ps.v1.ParameterServer/Barrier"
-	ParameterServer_Snapshot_FullMethodName = "/gotflow.ps.v1.ParameterServer/Snapshot"
-	ParameterServer_Restore_FullMethodName  = "/gotflow.ps.v1.ParameterServer/Restore"
-	ParameterServer_Stats_FullMethodName    = "/gotflow.ps.v1.ParameterServer/Stats"
+	ParameterServer_Register_FullMethodName   = "/gotflow.ps.v1.ParameterServer/Register"
+	ParameterServer_Pull_FullMethodName       = "/gotflow.ps.v1.ParameterServer/Pull"
+	ParameterServer_Push_FullMethodName       = "/gotflow.ps.v1.ParameterServer/Push"
+	ParameterServer_PushPull_FullMethodName   = "/gotflow.ps.v1.ParameterServer/PushPull"
+	ParameterServer_Barrier_FullMethodName    = "/gotflow.ps.v1.ParameterServer/Barrier"
+	ParameterServer_Snapshot_FullMethodName   = "/gotflow.ps.v1.ParameterServer/Snapshot"
+	ParameterServer_Restore_FullMethodName    = "/gotflow.ps.v1.ParameterServer/Restore"
+	ParameterServer_Stats_FullMethodName      = "/gotflow.ps.v1.ParameterServer/Stats"
+	ParameterServer_SetWorkers_FullMethodName = "/gotflow.ps.v1.ParameterServer/SetWorkers"
 )
 
 // ParameterServerClient is the client API for ParameterServer service.
@@ -59,6 +60,9 @@ type ParameterServerClient interface {
 	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (*RestoreResponse, error)
 	// Stats reports counters of the shard.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// SetWorkers changes how many pushes make a Sync step, e.g. when a
+	// worker has died; a step that already holds that many completes.
+	SetWorkers(ctx context.Context, in *SetWorkersRequest, opts ...grpc.CallOption) (*SetWorkersResponse, error)
 }
 
 type parameterServerClient struct {
@@ -164,6 +168,16 @@ func (c *parameterServerClient) Stats(ctx context.Context, in *StatsRequest, opt
 	return out, nil
 }
 
+func (c *parameterServerClient) SetWorkers(ctx context.Context, in *SetWorkersRequest, opts ...grpc.CallOption) (*SetWorkersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetWorkersResponse)
+	err := c.cc.Invoke(ctx, ParameterServer_SetWorkers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ParameterServerServer is the server API for ParameterServer service.
 // All implementations must embed UnimplementedParameterServerServer
 // for forward compatibility.
@@ -188,6 +202,9 @@ type ParameterServerServer interface {
 	Restore(context.Context, *RestoreRequest) (*RestoreResponse, error)
 	// Stats reports counters of the shard.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// SetWorkers changes how many pushes make a Sync step, e.g. when a
+	// worker has died; a step that already holds that many completes.
+	SetWorkers(context.Context, *SetWorkersRequest) (*SetWorkersResponse, error)
 	mustEmbedUnimplementedParameterServerServer()
 }
 
@@ -221,6 +238,9 @@ func (UnimplementedParameterServerServer) Restore(context.Context, *RestoreReque
 }
 func (UnimplementedParameterServerServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedParameterServerServer) SetWorkers(context.Context, *SetWorkersRequest) (*SetWorkersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetWorkers not implemented")
 }
 func (UnimplementedParameterServerServer) mustEmbedUnimplementedParameterServerServer() {}
 func (UnimplementedParameterServerServer) testEmbeddedByValue()                         {}
@@ -358,6 +378,24 @@ func _ParameterServer_Stats_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ParameterServer_SetWorkers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetWorkersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ParameterServerServer).SetWorkers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ParameterServer_SetWorkers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ParameterServerServer).SetWorkers(ctx, req.(*SetWorkersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ParameterServer_ServiceDesc is the grpc.ServiceDesc for ParameterServer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -384,6 +422,10 @@ var ParameterServer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _ParameterServer_Stats_Handler,
+		},
+		{
+			MethodName: "SetWorkers",
+			Handler:    _ParameterServer_SetWorkers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
