@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/feeder"
@@ -139,22 +140,45 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 			return nil, fmt.Errorf("estimator: %w", err)
 		}
 	}
+	// The job file takes its usual name only once the job has started: a
+	// job that fails to start leaves the last good one in place.
 	jobPath := filepath.Join(r.modelDir, "job.json")
+	runJob := filepath.Join(r.modelDir, "job.starting.json")
 	data, err := json.MarshalIndent(job, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
 	}
-	if err := writeFileAtomic(jobPath, data); err != nil {
+	if err := writeFileAtomic(runJob, data); err != nil {
 		return nil, err
 	}
+	defer os.Remove(runJob)
 	logDir := filepath.Join(r.modelDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
+	}
+	// Every task of the job and the coordinator authenticate with the same
+	// credentials; without a token of the user's, a fresh one per job.
+	creds := e.PSAuth
+	if tok, err := creds.LoadToken(); err != nil {
+		return nil, fmt.Errorf("estimator: PSAuth: %w", err)
+	} else if tok == "" {
+		if creds.Token, err = distributed.NewToken(); err != nil {
+			return nil, fmt.Errorf("estimator: PS token: %w", err)
+		}
+	} else {
+		creds.Token = tok
+	}
+	r.creds = creds
+	clientOpts, err := creds.ClientOptions()
+	if err != nil {
+		return nil, fmt.Errorf("estimator: PSAuth: %w", err)
 	}
 	var (
 		mu      sync.Mutex
 		psAddrs []string
 		logs    []*os.File
+		started int
+		live    = e.Workers
 	)
 	defer func() {
 		for _, f := range logs {
@@ -169,12 +193,14 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 			psAddrs = env.PSAddrs
 			var args []string
 			if env.Task.Role == distributed.RolePS {
-				args = r.psArgs(env.PSAddrs[env.Task.Index], env.Task.Index, numPS)
+				// A restarted shard starts with the workers still alive.
+				args = r.psArgs(env.PSAddrs[env.Task.Index], env.Task.Index, numPS, live)
 			} else {
-				args = []string{"worker", "--job", jobPath}
+				args = []string{"worker", "--job", runJob}
 			}
 			cmd := exec.Command(bin, args...)
 			cmd.Env = append(os.Environ(), env.Environ()...)
+			cmd.Env = append(cmd.Env, ps.EnvToken+"="+creds.Token)
 			f, err := os.OpenFile(filepath.Join(logDir, string(env.Task.Role)+"-"+strconv.Itoa(env.Task.Index)+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 			if err != nil {
 				return nil, fmt.Errorf("estimator: task log: %w", err)
@@ -184,7 +210,7 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 			return cmd, nil
 		},
 		Ready: func(ctx context.Context, env distributed.TaskEnv) error {
-			return waitListening(ctx, env.PSAddrs[env.Task.Index], 30*time.Second)
+			return waitServing(ctx, env.PSAddrs[env.Task.Index], clientOpts)
 		},
 	}
 	epochs := orDefault(e.Epochs, DefaultEpochs)
@@ -194,13 +220,39 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 		defer mu.Unlock()
 		return psAddrs
 	}, func(w []loader.Weight) error { final = w; return nil })
+	var jobErr error
+	onDead := func(t distributed.Task, reason string, receivers []distributed.Task) {
+		mu.Lock()
+		live = max(live-1, 1)
+		n, addrs := live, psAddrs
+		mu.Unlock()
+		r.onDead(t, reason, receivers)
+		if r.p.mode != ps.Sync {
+			return
+		}
+		// The survivors' sync steps must not wait for the dead worker's
+		// pushes: re-form them now.
+		if err := r.setSyncWorkers(ctx, addrs, n, fmt.Sprintf("%s died: %s", t, reason)); err != nil {
+			r.log.Error("re-forming sync steps failed", "err", err)
+		}
+	}
 	cfg := distributed.JobConfig{
 		Workers: e.Workers, NumPS: numPS, Rows: int64(len(r.p.trainRows)), Epochs: epochs - r.done.Epochs,
 		MaxPSRestarts: 5, Logger: r.log,
 		// Local processes: beat often, so that an epoch's end is seen within
 		// ~100ms and a killed worker within a few seconds.
 		Heartbeat:    distributed.HeartbeatConfig{Interval: 100 * time.Millisecond, Timeout: 3 * time.Second},
-		MonitorHooks: distributed.MonitorHooks{OnDead: r.onDead, OnEpochEnd: onEpochEnd},
+		MonitorHooks: distributed.MonitorHooks{OnDead: onDead, OnEpochEnd: onEpochEnd},
+		SupervisorHooks: distributed.SupervisorHooks{OnStart: func(t distributed.Task, attempt int, _ distributed.Handle) {
+			if !t.Trains() {
+				return
+			}
+			if started++; started == e.Workers && jobErr == nil {
+				// Every shard serves and every trainer runs: the job is
+				// under way, and its file becomes the model dir's job.json.
+				jobErr = writeFileAtomic(jobPath, data)
+			}
+		}},
 	}
 	res, err := launcher.Launch(ctx, cfg)
 	if err := hookErr(); err != nil {
@@ -209,10 +261,30 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 	if err != nil {
 		return nil, fmt.Errorf("estimator: training job (task logs in %s): %w", logDir, err)
 	}
+	if jobErr != nil {
+		return nil, jobErr
+	}
 	if final == nil {
 		return nil, fmt.Errorf("estimator: the training job ended before its last epoch (%s); task logs in %s", res.Reason, logDir)
 	}
 	return final, nil
+}
+
+// setSyncWorkers tells the shards at addrs that a sync step is now n
+// pushes.
+func (r *run) setSyncWorkers(ctx context.Context, addrs []string, n int, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	opts, err := r.creds.ClientOptions()
+	if err != nil {
+		return err
+	}
+	c, err := ps.Dial(ctx, addrs, append(opts, ps.WithWorkerID("coordinator-control"))...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.SetWorkers(ctx, n, reason)
 }
 
 // snapshotWeights reads the weights the shards of an earlier run saved in
@@ -286,16 +358,33 @@ func (r *run) epochEndHook(ctx context.Context, addrs func() []string, final fun
 	}
 }
 
-// psArgs are the flags of one `gotflow ps` shard of this run.
-func (r *run) psArgs(addr string, shard, n int) []string {
+// psIdleTimeout is how long a shard Fit started waits without any request
+// before it concludes its job is gone and exits (a backstop: shards also
+// end with their parent).
+const psIdleTimeout = 2 * time.Minute
+
+// psArgs are the flags of one `gotflow ps` shard of this run, with workers
+// pushes per sync step. The shard serves on the socket the launcher hands
+// it, at addr.
+func (r *run) psArgs(addr string, shard, n, workers int) []string {
+	straggler := r.e.Straggler
+	if straggler == "" {
+		straggler = "drop"
+	}
 	args := []string{"ps", "--listen", addr, "--shard", fmt.Sprintf("%d/%d", shard, n),
-		"--mode", r.p.mode.String(), "--workers", strconv.Itoa(r.e.Workers), "--optimizer", r.p.opt.JSON(),
+		"--mode", r.p.mode.String(), "--workers", strconv.Itoa(workers), "--optimizer", r.p.opt.JSON(),
 		"--snapshot-dir", filepath.Join(r.modelDir, "ps"), "--snapshot-every", "20", "--snapshot-interval", "1s",
-		// A sync step whose last push never comes (its worker died) applies
-		// what arrived instead of stalling the survivors.
-		"--sync-timeout", "10s", "--straggler", "drop"}
+		"--sync-timeout", r.e.syncTimeout().String(), "--straggler", straggler,
+		"--idle-timeout", psIdleTimeout.String()}
 	if r.p.mode == ps.BoundedStaleness {
 		args = append(args, "--max-staleness", strconv.Itoa(orDefault(r.e.MaxStaleness, 4)))
+	}
+	c := r.e.PSAuth
+	if c.CertFile != "" {
+		args = append(args, "--tls-cert", c.CertFile, "--tls-key", c.KeyFile)
+	}
+	if c.CAFile != "" {
+		args = append(args, "--tls-client-ca", c.CAFile)
 	}
 	return args
 }
@@ -305,7 +394,11 @@ func (r *run) psArgs(addr string, shard, n int) []string {
 // over (up to 4096 of) the training rows.
 func (r *run) processEpochEnd(ctx context.Context, info EpochInfo, addrs []string) (bool, []loader.Weight, error) {
 	if r.eval == nil {
-		c, err := ps.Dial(ctx, addrs, ps.WithWorkerID("coordinator"))
+		opts, err := r.creds.ClientOptions()
+		if err != nil {
+			return false, nil, err
+		}
+		c, err := ps.Dial(ctx, addrs, append(opts, ps.WithWorkerID("coordinator"))...)
 		if err != nil {
 			return false, nil, err
 		}
@@ -326,21 +419,31 @@ func (r *run) processEpochEnd(ctx context.Context, info EpochInfo, addrs []strin
 	return stop, w, err
 }
 
-// waitListening waits until something accepts TCP connections at addr.
-func waitListening(ctx context.Context, addr string, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	var d net.Dialer
+// waitServing waits until the shard at addr answers a Stats call with
+// these client options (the launcher's socket accepts connections before
+// the shard serves them, so a TCP connect proves nothing). ctx bounds the
+// wait.
+func waitServing(ctx context.Context, addr string, opts []ps.ClientOption) error {
+	c, err := ps.Dial(ctx, []string{addr}, append(opts, ps.WithWorkerID("coordinator-ready"), ps.WithRPCTimeout(time.Second))...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	for {
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			return c.Close()
+		_, err := c.Stats(ctx)
+		if err == nil || ctx.Err() != nil {
+			if err != nil {
+				return fmt.Errorf("estimator: parameter server %s not serving: %w", addr, err)
+			}
+			return nil
+		}
+		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
+			return fmt.Errorf("estimator: parameter server %s refused the job's credentials: %w", addr, err)
 		}
 		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("estimator: nothing listens on %s after %s: %w", addr, limit, err)
 		case <-t.C:
 		}
 	}
@@ -376,7 +479,11 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	if job.Rows > 0 && p.td.rows != job.Rows {
 		return fmt.Errorf("estimator: worker read %d rows from %v, the job has %d", p.td.rows, job.Data, job.Rows)
 	}
-	client, err := ps.Dial(ctx, env.PSAddrs, ps.WithWorkerID(env.Task.String()))
+	opts, err := e.PSAuth.ClientOptions()
+	if err != nil {
+		return fmt.Errorf("estimator: PSAuth: %w", err)
+	}
+	client, err := ps.Dial(ctx, env.PSAddrs, append(opts, ps.WithWorkerID(env.Task.String()))...)
 	if err != nil {
 		return err
 	}
@@ -402,7 +509,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	if env.HostsCoordinator() {
 		// This task coordinates the job (the chief under TF_CONFIG): it
 		// evaluates every epoch and exports the model at the end.
-		r := &run{e: &e, p: p, log: log, modelDir: e.ModelDir, done: progress{Epochs: job.FirstEpoch}}
+		r := &run{e: &e, p: p, log: log, modelDir: e.ModelDir, done: progress{Epochs: job.FirstEpoch}, creds: e.PSAuth}
 		defer r.close()
 		if r.modelDir == "" {
 			if r.modelDir, err = os.MkdirTemp("", "gotflow-chief-"); err != nil {

@@ -178,9 +178,18 @@ func TestFitProcessesRestartsKilledPS(t *testing.T) {
 // told its place by TF_CONFIG. The chief coordinates and exports the model.
 func TestTFConfigJob(t *testing.T) {
 	bin := gotflowBinary(t)
-	addrs, err := distributed.FreeLoopbackAddrs(3)
-	require.NoError(t, err)
-	spec := distributed.ClusterSpec{Chief: []string{addrs[0]}, Worker: []string{addrs[1]}, PS: []string{addrs[2]}}
+	// The test binds the sockets of the tasks that serve (the chief's
+	// coordinator and the ps) and hands them over, as a launcher does; the
+	// worker's address is only a name in the spec.
+	var lis []*distributed.LoopbackListener
+	for range 2 {
+		l, err := distributed.ListenLoopback()
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		lis = append(lis, l)
+	}
+	spec := distributed.ClusterSpec{Chief: []string{lis[0].Addr().String()}, Worker: []string{"127.0.0.1:1"}, PS: []string{lis[1].Addr().String()}}
+	serves := map[distributed.Role]*distributed.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
 	dir := t.TempDir()
 	export := filepath.Join(dir, "export")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -190,6 +199,9 @@ func TestTFConfigJob(t *testing.T) {
 		require.NoError(t, err)
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Env = append(os.Environ(), "TF_CONFIG="+string(cfg))
+		if l := serves[task.Role]; l != nil {
+			distributed.PassListener(cmd, l)
+		}
 		log, err := os.Create(filepath.Join(dir, task.String()+".log"))
 		require.NoError(t, err)
 		t.Cleanup(func() { log.Close() })

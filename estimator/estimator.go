@@ -100,6 +100,15 @@ type TFEstimator struct {
 	// 1 (default) pulls after every step, as synchronous SGD needs; larger
 	// values are Elephas' "frequency". A negative value pulls once per epoch.
 	PullEvery int `json:"pull_every,omitempty"`
+	// SyncTimeout is how long a "sync" step waits for its last push
+	// (default 10s in Processes mode, where a worker can die, and one
+	// minute in process); Straggler is what the step does then: "drop"
+	// (default: apply the pushes that arrived) or "fail" (discard the step;
+	// the workers push it again). When a worker is declared dead the steps
+	// are re-formed with the survivors at once, without waiting for the
+	// timeout.
+	SyncTimeout time.Duration `json:"sync_timeout,omitempty"`
+	Straggler   string        `json:"straggler,omitempty"`
 	// OverlapPush sends step t's gradients while step t+1 computes, on the
 	// weights from before step t: the round trip to the parameter server is
 	// hidden at the price of one more step of staleness. Not with "sync".
@@ -128,6 +137,14 @@ type TFEstimator struct {
 	// from PATH).
 	Cluster string `json:"cluster,omitempty"`
 	Binary  string `json:"binary,omitempty"`
+
+	// PSAuth secures the connections to the parameter-server shards: a
+	// bearer token and TLS (mTLS when it names a CA), for the shards Fit
+	// starts in Processes mode and for every client — workers and the
+	// coordinator. In Processes mode without a token of its own, Fit makes
+	// a random one for each job, so other users of the machine cannot reach
+	// its shards. The files are read where each process starts.
+	PSAuth ps.Credentials `json:"ps_auth,omitzero"`
 
 	// TensorBoardDir, when set, receives TensorBoard event files with the
 	// loss, metrics and examples/s of every epoch.
@@ -207,6 +224,28 @@ func (e *TFEstimator) mode() (ps.Mode, error) {
 		return ps.Hogwild, nil
 	}
 	return ps.ParseMode(e.Mode)
+}
+
+// straggler returns the Sync straggler policy (default drop).
+func (e *TFEstimator) straggler() (ps.StragglerPolicy, error) {
+	switch e.Straggler {
+	case "", "drop":
+		return ps.StragglerDrop, nil
+	case "fail":
+		return ps.StragglerFail, nil
+	}
+	return 0, fmt.Errorf("Straggler is %q; want \"drop\" or \"fail\"", e.Straggler)
+}
+
+// syncTimeout returns SyncTimeout or its default for the cluster mode.
+func (e *TFEstimator) syncTimeout() time.Duration {
+	switch {
+	case e.SyncTimeout > 0:
+		return e.SyncTimeout
+	case e.Cluster == Processes:
+		return 10 * time.Second
+	}
+	return time.Minute
 }
 
 // optimizer builds the parameter server's optimizer configuration.
@@ -300,6 +339,12 @@ func (e *TFEstimator) Validate() error {
 	}
 	if err == nil && mode == ps.Sync && e.OverlapPush {
 		bad("Mode \"sync\" applies every step before the next; OverlapPush needs an asynchronous mode")
+	}
+	if e.SyncTimeout < 0 {
+		bad("SyncTimeout is %v; it must be >= 0 (0 takes the default)", e.SyncTimeout)
+	}
+	if _, err := e.straggler(); err != nil {
+		bad("%v", err)
 	}
 	if e.LearningRate < 0 || math.IsNaN(e.LearningRate) || math.IsInf(e.LearningRate, 0) {
 		bad("LearningRate is %g; it must be a finite number >= 0 (0 takes the optimizer's default)", e.LearningRate)

@@ -235,6 +235,7 @@ type run struct {
 	modelDir string
 	tb       *tensorboard.Writer
 
+	creds      ps.Credentials // how this run's clients reach shards in other processes
 	clients    []*ps.Client
 	workers    []*trainWorker // in-process workers
 	eval       *trainWorker   // the chief's view, for evaluation and export
@@ -252,8 +253,9 @@ func (e *TFEstimator) sessionOptions() []tf.SessionOption {
 
 // serverOptions configures parameter-server shards for this run.
 func (r *run) serverOptions() []ps.ServerOption {
+	pol, _ := r.e.straggler() // checked by Validate
 	o := []ps.ServerOption{ps.WithMode(r.p.mode), ps.WithOptimizer(r.p.opt), ps.WithWorkers(r.e.Workers),
-		ps.WithSnapshotDir(filepath.Join(r.modelDir, "ps"), 0, 0)}
+		ps.WithSnapshotDir(filepath.Join(r.modelDir, "ps"), 0, 0), ps.WithSyncTimeout(r.e.syncTimeout(), pol)}
 	if r.p.mode == ps.BoundedStaleness {
 		o = append(o, ps.WithMaxStaleness(uint64(orDefault(r.e.MaxStaleness, 4))))
 	}

@@ -2,15 +2,10 @@ package ps
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"math"
-	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/gotflow/gotflow/internal/testcerts"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -125,47 +121,29 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, isCA bool) (tls.Certificate, *x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: isCA, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, cert, key
-}
-
 // TestTLSWithClientCertsOverLoopback runs a shard on a real loopback port
-// with TLS, a required client certificate and a bearer token.
+// with TLS, a required client certificate and a bearer token, all loaded
+// from files by Credentials, and checks that each missing piece is refused.
 func TestTLSWithClientCertsOverLoopback(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
-	_, ca, caKey := selfSigned(t, "ca", nil, nil, true)
-	serverCert, _, _ := selfSigned(t, "ps", ca, caKey, false)
-	clientCert, _, _ := selfSigned(t, "worker", ca, caKey, false)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	srv, err := NewServer(sgd1(), WithToken("tok"), WithTLS(&tls.Config{
-		Certificates: []tls.Certificate{serverCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13,
-	}))
+	files := testcerts.Write(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("tok\n"), 0o600))
+	creds := Credentials{TokenFile: tokenFile, CertFile: files.Cert, KeyFile: files.Key, CAFile: files.CA}
+	sopts, err := creds.ServerOptions()
+	require.NoError(t, err)
+	srv, err := NewServer(append(sopts, sgd1())...)
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
 	t.Cleanup(func() { require.NoError(t, srv.GracefulStop()); require.NoError(t, <-done) })
+	addr := []string{lis.Addr().String()}
 
-	c, err := Dial(ctx, []string{lis.Addr().String()}, WithToken("tok"), WithTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}))
+	copts, err := creds.ClientOptions()
+	require.NoError(t, err)
+	c, err := Dial(ctx, addr, copts...)
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{2}, Trainable: true, Init: []float32{5, 5}}}))
@@ -175,15 +153,33 @@ func TestTLSWithClientCertsOverLoopback(t *testing.T) {
 	require.NoError(t, c.Pull(ctx, got))
 	require.Equal(t, []float32{4, 3}, got[0].Values)
 
-	// Without a client certificate the handshake fails.
-	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	c2, err := Dial(short, []string{lis.Addr().String()}, WithToken("tok"), WithTLS(&tls.Config{RootCAs: pool}), WithRetry(1, time.Millisecond, time.Millisecond))
-	if err == nil {
-		defer c2.Close()
-		err = c2.Register(ctx, []Variable{{Name: "w", Shape: []int64{2}, Trainable: true}})
+	for name, tc := range map[string]struct {
+		creds Credentials
+		code  codes.Code
+	}{
+		"no credentials":                 {Credentials{Token: "-"}, codes.Unavailable},                                                                         // the handshake fails: Dial never gets ready
+		"token, no TLS":                  {Credentials{Token: "tok"}, codes.Unavailable},                                                                       // the handshake fails: Dial never gets ready
+		"TLS without client cert":        {Credentials{Token: "tok", CAFile: files.CA}, codes.Unavailable},                                                     // the handshake fails: Dial never gets ready
+		"client cert of another CA":      {Credentials{Token: "tok", CAFile: files.CA, CertFile: files.OtherCert, KeyFile: files.OtherKey}, codes.Unavailable}, // the handshake fails: Dial never gets ready
+		"mTLS with the wrong token":      {Credentials{Token: "nope", CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key}, codes.Unauthenticated},
+		"server certificate not trusted": {Credentials{Token: "tok", CAFile: files.OtherCA, CertFile: files.Cert, KeyFile: files.Key}, codes.Unavailable}, // the handshake fails: Dial never gets ready
+	} {
+		t.Run(name, func(t *testing.T) {
+			opts, err := tc.creds.ClientOptions()
+			require.NoError(t, err)
+			short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			c2, err := Dial(short, addr, append(opts, WithRetry(1, time.Millisecond, time.Millisecond))...)
+			if tc.code == codes.Unavailable {
+				require.ErrorContains(t, err, "not ready (TRANSIENT_FAILURE)")
+				return
+			}
+			require.NoError(t, err)
+			defer c2.Close()
+			_, err = c2.Stats(short)
+			require.Equal(t, tc.code, status.Code(err), "%v", err)
+		})
 	}
-	require.Error(t, err)
 }
 
 // TestPlainProtobufClient talks to a shard through the generated stubs and

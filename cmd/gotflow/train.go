@@ -16,6 +16,7 @@ import (
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/ps"
 )
 
 func init() {
@@ -92,8 +93,21 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	fs.StringVar(&e.ExportDir, "export", "", "directory for the trained model (frozen.pb, saved_model/, weights)")
 	fs.StringVar(&e.TensorBoardDir, "tensorboard", "", "directory for TensorBoard event files")
 	fs.IntVar(&e.IntraOpThreads, "threads", 0, "TensorFlow intra-op threads per worker (0: one per core)")
+	fs.DurationVar(&e.SyncTimeout, "sync-timeout", 0, "sync mode: how long a step waits for its last push (default 10s with --cluster processes, 1m in process)")
+	fs.StringVar(&e.Straggler, "straggler", "drop", "sync mode: what a step does at its timeout: drop (apply the pushes that arrived) or fail (push it again)")
+	addPSAuthFlags(fs, &e.PSAuth)
 	t.verbose = fs.Bool("v", false, "log debug details")
 	return t
+}
+
+// addPSAuthFlags registers the flags of the credentials a worker (and the
+// shards train starts) use with the parameter server.
+func addPSAuthFlags(fs *flag.FlagSet, c *ps.Credentials) {
+	fs.StringVar(&c.TokenFile, "ps-token-file", "", "file holding the parameter servers' bearer token (or set "+ps.EnvToken+"; --cluster processes makes one per job when neither is given)")
+	fs.StringVar(&c.CAFile, "ps-ca", "", "PEM CA bundle: verifies the parameter servers' certificate, and makes the shards train starts require client certificates it signed")
+	fs.StringVar(&c.CertFile, "ps-cert", "", "PEM certificate presented to the parameter servers (and served by the shards train starts)")
+	fs.StringVar(&c.KeyFile, "ps-key", "", "PEM private key of --ps-cert")
+	fs.StringVar(&c.ServerName, "ps-server-name", "", "name to verify in the parameter servers' certificate (default: the host dialled)")
 }
 
 // estimator checks the parsed flags and returns the estimator they describe.
