@@ -375,7 +375,7 @@ func (r *run) psArgs(addr string, shard, n, workers int) []string {
 		"--mode", r.p.mode.String(), "--workers", strconv.Itoa(workers), "--optimizer", r.p.opt.JSON(),
 		"--snapshot-dir", filepath.Join(r.modelDir, "ps"), "--snapshot-every", "20", "--snapshot-interval", "1s",
 		"--sync-timeout", r.e.syncTimeout().String(), "--straggler", straggler,
-		"--idle-timeout", psIdleTimeout.String()}
+		"--idle-timeout", psIdleTimeout.String(), "--wal=" + strconv.FormatBool(r.e.wal(r.p.mode))}
 	if r.p.mode == ps.BoundedStaleness {
 		args = append(args, "--max-staleness", strconv.Itoa(orDefault(r.e.MaxStaleness, 4)))
 	}

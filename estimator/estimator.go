@@ -138,6 +138,16 @@ type TFEstimator struct {
 	Cluster string `json:"cluster,omitempty"`
 	Binary  string `json:"binary,omitempty"`
 
+	// WAL decides whether the shards Fit starts in Processes mode log every
+	// change and answer a push only once it is on disk, so that a shard
+	// killed at any moment restarts with every update a worker saw
+	// acknowledged: "on", "off", or "" (default) for on in every mode but
+	// "hogwild", whose lock-free updates promise no exactness anyway. The
+	// log costs one fsync per push (shared by concurrent pushes); see
+	// bench/results/ps.json. In-process shards never log: a crash takes
+	// their workers with them.
+	WAL string `json:"wal,omitempty"`
+
 	// PSAuth secures the connections to the parameter-server shards: a
 	// bearer token and TLS (mTLS when it names a CA), for the shards Fit
 	// starts in Processes mode and for every client — workers and the
@@ -235,6 +245,17 @@ func (e *TFEstimator) straggler() (ps.StragglerPolicy, error) {
 		return ps.StragglerFail, nil
 	}
 	return 0, fmt.Errorf("Straggler is %q; want \"drop\" or \"fail\"", e.Straggler)
+}
+
+// wal reports whether shards in other processes keep a write-ahead log.
+func (e *TFEstimator) wal(m ps.Mode) bool {
+	switch e.WAL {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	return m != ps.Hogwild
 }
 
 // syncTimeout returns SyncTimeout or its default for the cluster mode.
@@ -345,6 +366,9 @@ func (e *TFEstimator) Validate() error {
 	}
 	if _, err := e.straggler(); err != nil {
 		bad("%v", err)
+	}
+	if e.WAL != "" && e.WAL != "on" && e.WAL != "off" {
+		bad("WAL is %q; want \"on\", \"off\" or empty (on except in hogwild mode)", e.WAL)
 	}
 	if e.LearningRate < 0 || math.IsNaN(e.LearningRate) || math.IsInf(e.LearningRate, 0) {
 		bad("LearningRate is %g; it must be a finite number >= 0 (0 takes the optimizer's default)", e.LearningRate)

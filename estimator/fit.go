@@ -255,7 +255,9 @@ func (e *TFEstimator) sessionOptions() []tf.SessionOption {
 func (r *run) serverOptions() []ps.ServerOption {
 	pol, _ := r.e.straggler() // checked by Validate
 	o := []ps.ServerOption{ps.WithMode(r.p.mode), ps.WithOptimizer(r.p.opt), ps.WithWorkers(r.e.Workers),
-		ps.WithSnapshotDir(filepath.Join(r.modelDir, "ps"), 0, 0), ps.WithSyncTimeout(r.e.syncTimeout(), pol)}
+		ps.WithSnapshotDir(filepath.Join(r.modelDir, "ps"), 0, 0), ps.WithSyncTimeout(r.e.syncTimeout(), pol),
+		// In process a crash ends the workers too: nothing to log for.
+		ps.WithoutWAL()}
 	if r.p.mode == ps.BoundedStaleness {
 		o = append(o, ps.WithMaxStaleness(uint64(orDefault(r.e.MaxStaleness, 4))))
 	}

@@ -37,7 +37,7 @@ func fuzzServer(t testing.TB, mode Mode) *Server {
 			if err != nil {
 				panic(err)
 			}
-			_, err = s.register(seedRegister())
+			_, err = s.register(context.Background(), seedRegister())
 			if err != nil {
 				panic(err)
 			}
@@ -163,7 +163,7 @@ func FuzzRegister(f *testing.F) {
 		}
 		s, err := NewServer(WithMaxMessageBytes(1 << 20))
 		require.NoError(t, err)
-		if _, err := s.register(&req); err != nil {
+		if _, err := s.register(context.Background(), &req); err != nil {
 			requireStatus(t, err)
 		}
 	})
@@ -174,7 +174,7 @@ func FuzzReadSnapshot(f *testing.F) {
 	dir := f.TempDir()
 	s, err := NewServer(WithSnapshotDir(dir, 0, 0), WithOptimizer(OptimizerConfig{Optimizer: "adam"}))
 	require.NoError(f, err)
-	_, err = s.register(seedRegister())
+	_, err = s.register(context.Background(), seedRegister())
 	require.NoError(f, err)
 	r, err := s.writeSnapshot()
 	require.NoError(f, err)

@@ -13,7 +13,8 @@ type keyEntry struct {
 	done    chan struct{}
 	resp    *pspb.PushResponse
 	err     error
-	applied bool // recorded in the FIFO (by markApplied or finish)
+	applied bool   // recorded in the FIFO (by markApplied or finish)
+	lsn     uint64 // the write-ahead log record of the change (0: none)
 }
 
 // keyCache remembers the idempotency keys of the most recent applied pushes
@@ -45,10 +46,24 @@ func (k *keyCache) begin(key string) (*keyEntry, bool) {
 // markApplied records key as applied. The server calls it while it holds
 // the lock under which it applied the push, so that a snapshot (taken under
 // the same lock) holds the push's values exactly when it holds its key.
-func (k *keyCache) markApplied(key string, e *keyEntry) {
+func (k *keyCache) markApplied(key string, e *keyEntry, lsn uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	e.lsn = lsn
 	k.appliedLocked(key, e)
+}
+
+// replayed records the keys of a change replayed from the write-ahead log
+// as applied, answered like keys restored from a snapshot.
+func (k *keyCache) replayed(keys []string, info *pspb.ServerInfo, lsn uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range keys {
+		e := &keyEntry{done: make(chan struct{}), resp: &pspb.PushResponse{Info: info, LrScale: 1}, lsn: lsn}
+		close(e.done)
+		k.m[key] = e
+		k.appliedLocked(key, e)
+	}
 }
 
 // finish records the outcome of the push that began key.

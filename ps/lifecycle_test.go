@@ -2,8 +2,14 @@ package ps
 
 import (
 	"fmt"
+	"math"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,4 +116,175 @@ func TestSyncSetWorkers(t *testing.T) {
 	require.Equal(t, []float32{-1.5, 0}, got[0].Values, "w = 0 - 1 * mean(1, 2)")
 	require.Equal(t, uint64(1), lc.Servers()[0].Stats().Step)
 	require.ErrorContains(t, clients[0].SetWorkers(ctx, 0, ""), "want at least 1")
+}
+
+// TestSyncExactAfterKill: two workers run synchronous SGD while the shard
+// process is SIGKILLed twice; the final weights equal, bit for bit, those
+// of the same steps in a shard that never failed.
+func TestSyncExactAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	ctx := testCtx(t, 60*time.Second)
+	const steps, n = 120, 33
+	vars := []Variable{{Name: "w", Shape: []int64{n}, Trainable: true, Init: make([]float32, n)}}
+	grad := func(w, k int) []float32 {
+		g := make([]float32, n)
+		for i := range g {
+			g[i] = float32(math.Sin(float64(w*7919+k*104729+i))) / 3
+		}
+		return g
+	}
+	train := func(dial func() (*Client, error), afterStep func(k int)) []float32 {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[w] = func() error {
+					c, err := dial()
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					if err := c.Register(ctx, vars); err != nil {
+						return err
+					}
+					for k := range steps {
+						if _, err := c.Push(ctx, []Tensor{{Name: "w", Values: grad(w, k)}}); err != nil {
+							return fmt.Errorf("worker %d step %d: %w", w, k, err)
+						}
+						if w == 0 {
+							afterStep(k)
+						}
+					}
+					return nil
+				}()
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+		c, err := dial()
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.Register(ctx, vars))
+		got := []Tensor{{Name: "w", Values: make([]float32, n)}}
+		require.NoError(t, c.Pull(ctx, got))
+		return got[0].Values
+	}
+
+	lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(2))
+	var refID atomic.Int32
+	want := train(func() (*Client, error) { return lc.Dial(ctx, WithWorkerID(fmt.Sprint("w", refID.Add(1)))) }, func(int) {})
+
+	dir := t.TempDir()
+	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer lis.Close()
+	lisFile, err := lis.File()
+	require.NoError(t, err)
+	defer lisFile.Close()
+	var mu sync.Mutex
+	var proc *exec.Cmd
+	start := func() {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+dir+",sync")
+		cmd.ExtraFiles = []*os.File{lisFile}
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		proc = cmd
+	}
+	start()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		proc.Process.Kill()
+		proc.Wait()
+	})
+	kills, id := 0, 0
+	got := train(func() (*Client, error) {
+		mu.Lock()
+		id++
+		wid := fmt.Sprint("w", id)
+		mu.Unlock()
+		return Dial(ctx, []string{lis.Addr().String()}, WithWorkerID(wid), WithRetry(100, 10*time.Millisecond, 200*time.Millisecond), WithRPCTimeout(5*time.Second))
+	}, func(k int) {
+		if k != 37 && k != 90 { // mid-training, once between snapshots
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		proc.Process.Signal(syscall.SIGKILL)
+		proc.Wait()
+		kills++
+		start()
+	})
+	require.Equal(t, 2, kills)
+	require.Equal(t, want, got, "the same steps, applied exactly once each")
+}
+
+// TestWALFoldedByServerWithoutLog: a shard without a log that opens a
+// directory holding one (its last owner was killed) replays it and folds
+// it into its snapshot, so that a logging shard opening the directory
+// afterwards applies nothing twice.
+func TestWALFoldedByServerWithoutLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	ctx := testCtx(t, 30*time.Second)
+	dir := t.TempDir()
+	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer lis.Close()
+	lisFile, err := lis.File()
+	require.NoError(t, err)
+	defer lisFile.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+dir)
+	cmd.ExtraFiles = []*os.File{lisFile}
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	vars := []Variable{{Name: "w", Shape: []int64{2}, Trainable: true}}
+	c, err := Dial(ctx, []string{lis.Addr().String()})
+	require.NoError(t, err)
+	require.NoError(t, c.Register(ctx, vars))
+	for range 7 { // below the child's snapshot count: in the log only
+		_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 2}}})
+		require.NoError(t, err)
+	}
+	c.Close()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	cmd.Wait()
+
+	// A write cut short by the kill leaves a partial record at the end of
+	// the log: it is ignored (it was never acknowledged).
+	segs, err := filepath.Glob(filepath.Join(dir, "*.wal.*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+	f, err := os.OpenFile(segs[len(segs)-1], os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, 5})
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	want := []float32{-7, -14}
+	pull := func(lc *LocalCluster) []float32 {
+		c := dialCluster(t, ctx, lc)
+		require.NoError(t, c.Register(ctx, vars))
+		got := []Tensor{{Name: "w", Values: make([]float32, 2)}}
+		require.NoError(t, c.Pull(ctx, got))
+		return got[0].Values
+	}
+	plain := newCluster(t, 1, sgd1(), WithMode(AsyncLock), WithSnapshotDir(dir, 0, 0), WithoutWAL())
+	require.Equal(t, want, pull(plain), "the log was replayed")
+	require.NoError(t, plain.Close())
+	segs, err = filepath.Glob(filepath.Join(dir, "*.wal.*"))
+	require.NoError(t, err)
+	require.Empty(t, segs, "the log was folded into the snapshot")
+	logged := newCluster(t, 1, sgd1(), WithMode(AsyncLock), WithSnapshotDir(dir, 0, 0))
+	require.Equal(t, want, pull(logged), "nothing applied twice")
+	require.Equal(t, uint64(7), logged.Servers()[0].Stats().Version)
 }

@@ -111,6 +111,7 @@ type serverOptions struct {
 	maxMessageBytes  int
 	keyCacheSize     int
 	idleTimeout      time.Duration
+	noWAL            bool
 	logger           *slog.Logger
 }
 
@@ -174,6 +175,17 @@ func WithSnapshotDir(dir string, every uint64, interval time.Duration) ServerOpt
 	return serverOptionFunc(func(o *serverOptions) {
 		o.snapshotDir, o.snapshotEvery, o.snapshotInterval = dir, every, interval
 	})
+}
+
+// WithoutWAL turns the write-ahead log off. With a snapshot directory the
+// shard normally logs every change there and answers a push only once its
+// record is on disk (one fsync shared by all the pushes waiting), so that
+// a shard killed at any moment restarts with every update it acknowledged.
+// Without the log, the updates acknowledged after the last snapshot are
+// lost with the process. A shard in the same process as its workers, which
+// die with it, has nothing to gain from the log.
+func WithoutWAL() ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.noWAL = true })
 }
 
 // WithAllowNonFinite lets NaN and Inf gradients through; by default they

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gotflow/gotflow/ps/pspb"
 )
@@ -80,6 +81,7 @@ type Server struct {
 	bg            sync.WaitGroup
 	snapMu        sync.Mutex
 	lock          *dirLock // ownership of the snapshot files; nil without a directory
+	wal           *wal     // nil without a snapshot directory or WithoutWAL
 	snapReq       chan struct{}
 	lastSnap      atomic.Uint64
 	lastSnapClock atomic.Uint64
@@ -147,7 +149,12 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		if s.lock, err = lockSnapshots(s.snapshotPath()); err != nil {
 			return nil, err
 		}
-		if _, err := s.restoreLatest(); err != nil && !errors.Is(err, errNoSnapshot) {
+		_, snapLSN, err := s.restoreLatest(false)
+		if err != nil && !errors.Is(err, errNoSnapshot) {
+			s.lock.release()
+			return nil, err
+		}
+		if err := s.recover(snapLSN); err != nil {
 			s.lock.release()
 			return nil, err
 		}
@@ -251,6 +258,9 @@ func (s *Server) stop(graceful bool) error {
 		if s.o.snapshotDir != "" {
 			_, err = s.writeSnapshot()
 			s.snapMu.Lock()
+			if s.wal != nil {
+				err = errors.Join(err, s.wal.close())
+			}
 			s.lock.release()
 			s.snapMu.Unlock()
 		}
@@ -323,37 +333,50 @@ func (s *Server) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerI
 
 // ---- registration ----
 
-func (s *Server) register(req *pspb.RegisterRequest) (*pspb.RegisterResponse, error) {
+func (s *Server) register(ctx context.Context, req *pspb.RegisterRequest) (*pspb.RegisterResponse, error) {
+	resp, lsn, err := s.registerParts(req, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.durable(ctx, lsn); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// registerParts declares the request's parts; with log, new ones are
+// written to the write-ahead log (whose LSN it returns).
+func (s *Server) registerParts(req *pspb.RegisterRequest, log bool) (*pspb.RegisterResponse, uint64, error) {
 	if int(req.GetShard()) != s.o.shard || int(req.GetNumShards()) != s.o.numShards {
-		return nil, s.reject("wrong_shard", s.errorf(codes.FailedPrecondition,
+		return nil, 0, s.reject("wrong_shard", s.errorf(codes.FailedPrecondition,
 			"client routes this request to shard %d of %d, but this server is shard %d of %d",
 			req.GetShard(), req.GetNumShards(), s.o.shard, s.o.numShards))
 	}
 	if len(req.GetValues()) != len(req.GetParts()) {
-		return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: %d parts but %d values", len(req.GetParts()), len(req.GetValues())))
+		return nil, 0, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: %d parts but %d values", len(req.GetParts()), len(req.GetValues())))
 	}
 	fresh := make([]*part, len(req.GetParts()))
 	seen := map[partKey]bool{}
 	for i, sp := range req.GetParts() {
 		p, err := s.checkSpec(sp)
 		if err != nil {
-			return nil, s.reject("malformed", err)
+			return nil, 0, s.reject("malformed", err)
 		}
 		k := partKey{sp.GetName(), sp.GetIndex()}
 		if seen[k] {
-			return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: variable %q chunk %d given twice", k.name, k.index))
+			return nil, 0, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: variable %q chunk %d given twice", k.name, k.index))
 		}
 		seen[k] = true
 		c := req.GetValues()[i]
 		if c.GetName() != sp.GetName() || c.GetIndex() != sp.GetIndex() {
-			return nil, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: value %d is %s, want variable %q chunk %d", i, chunkName(c), sp.GetName(), sp.GetIndex()))
+			return nil, 0, s.reject("malformed", s.errorf(codes.InvalidArgument, "register: value %d is %s, want variable %q chunk %d", i, chunkName(c), sp.GetName(), sp.GetIndex()))
 		}
 		if err := decodeInto(p.values, c); err != nil {
-			return nil, s.reject("malformed", status.Error(codes.InvalidArgument, err.Error()))
+			return nil, 0, s.reject("malformed", status.Error(codes.InvalidArgument, err.Error()))
 		}
 		if !s.o.allowNonFinite {
 			if j, ok := allFinite(p.values); !ok {
-				return nil, s.reject("non_finite", s.errorf(codes.InvalidArgument, "register: variable %q chunk %d element %d is %v", sp.GetName(), sp.GetIndex(), j, p.values[j]))
+				return nil, 0, s.reject("non_finite", s.errorf(codes.InvalidArgument, "register: variable %q chunk %d element %d is %v", sp.GetName(), sp.GetIndex(), j, p.values[j]))
 			}
 		}
 		fresh[i] = p
@@ -363,7 +386,7 @@ func (s *Server) register(req *pspb.RegisterRequest) (*pspb.RegisterResponse, er
 	for _, p := range fresh {
 		if old, ok := s.parts[partKey{p.spec.GetName(), p.spec.GetIndex()}]; ok {
 			if err := sameSpec(old.spec, p.spec); err != nil {
-				return nil, s.reject("spec_mismatch", s.errorf(codes.FailedPrecondition, "register: %v", err))
+				return nil, 0, s.reject("spec_mismatch", s.errorf(codes.FailedPrecondition, "register: %v", err))
 			}
 		}
 	}
@@ -379,9 +402,17 @@ func (s *Server) register(req *pspb.RegisterRequest) (*pspb.RegisterResponse, er
 		s.order = append(s.order, p)
 		resp.Initialized[i] = true
 	}
+	var lsn uint64
+	if log && s.wal != nil && slices.Contains(resp.Initialized, true) {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			return nil, 0, s.errorf(codes.Internal, "register: %v", err)
+		}
+		lsn = s.wal.append(walRegister, 1, nil, b, nil, nil, nil)
+	}
 	resp.Info = s.info()
 	resp.Info.Parts = uint32(len(s.order))
-	return resp, nil
+	return resp, lsn, nil
 }
 
 // checkSpec validates a part declaration and returns a part with room for
@@ -570,6 +601,11 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 			if e.err != nil {
 				return nil, e.err
 			}
+			// The first attempt may still wait for its log record: so does
+			// this answer.
+			if err := s.durable(ctx, e.lsn); err != nil {
+				return nil, err
+			}
 			s.stats.duplicates.Add(1)
 			r := &pspb.PushResponse{Info: s.info(), Duplicate: true, Staleness: e.resp.GetStaleness(), LrScale: e.resp.GetLrScale(), AppliedStep: e.resp.GetAppliedStep()}
 			return r, nil
@@ -578,10 +614,18 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 	}
 	var resp *pspb.PushResponse
 	var err error
-	// applied runs under the lock that applies the push (see markApplied).
-	applied := func() {
+	var lsn uint64
+	// applied runs under the lock that applies the push: it logs the
+	// change and records its key (see markApplied), so that a snapshot
+	// holds both or neither.
+	applied := func(kind byte, scale float32) {
+		var keys []string
+		if key != "" {
+			keys = []string{key}
+		}
+		lsn = s.logChange(kind, scale, keys, ups)
 		if entry != nil {
-			s.keys.markApplied(key, entry)
+			s.keys.markApplied(key, entry, lsn)
 		}
 	}
 	switch {
@@ -601,6 +645,9 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 	if err != nil {
 		return nil, err
 	}
+	if err := s.durable(ctx, lsn); err != nil {
+		return nil, err
+	}
 	s.afterUpdate()
 	return resp, nil
 }
@@ -613,19 +660,19 @@ func (s *Server) staleness(base uint64) uint64 {
 	return v - base
 }
 
-func (s *Server) assign(ups []update, applied func()) *pspb.PushResponse {
+func (s *Server) assign(ups []update, applied func(byte, float32)) *pspb.PushResponse {
 	s.mu.Lock()
 	for _, u := range ups {
 		u.runs(func(off int, g []float32) { copy(u.p.values[off:], g) })
 		u.p.cursor = s.clock.Add(1)
 	}
-	applied()
+	applied(walAssign, 1)
 	s.mu.Unlock()
 	s.stats.assigns.Add(1)
 	return &pspb.PushResponse{Info: s.info(), LrScale: 1}
 }
 
-func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update, applied func()) *pspb.PushResponse {
+func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update, applied func(byte, float32)) *pspb.PushResponse {
 	s.mu.RLock()
 	st := s.staleness(hdr.GetBaseVersion())
 	for _, u := range ups {
@@ -636,14 +683,14 @@ func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update, applied func())
 		u.p.mu.Unlock()
 	}
 	s.version.Add(1)
-	applied()
+	applied(walGradient, 1)
 	s.mu.RUnlock()
 	s.stats.updates.Add(1)
 	s.stats.observeStaleness(st)
 	return &pspb.PushResponse{Info: s.info(), Staleness: st, LrScale: 1}
 }
 
-func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update, applied func()) (*pspb.PushResponse, error) {
+func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update, applied func(byte, float32)) (*pspb.PushResponse, error) {
 	s.mu.Lock()
 	st := s.staleness(hdr.GetBaseVersion())
 	scale := float32(1)
@@ -665,7 +712,7 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update, applied func()) 
 		u.p.cursor = s.clock.Add(1)
 	}
 	s.version.Add(1)
-	applied()
+	applied(walGradient, scale)
 	s.mu.Unlock()
 	s.stats.updates.Add(1)
 	s.stats.observeStaleness(st)
@@ -738,6 +785,7 @@ type syncStep struct {
 	err      error
 	resp     *pspb.PushResponse
 	timer    *time.Timer
+	lsn      uint64 // the step's write-ahead log record
 }
 
 func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []update, key string, entry *keyEntry) (*pspb.PushResponse, error) {
@@ -815,6 +863,9 @@ func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []updat
 	if st.err != nil {
 		return nil, st.err
 	}
+	if err := s.durable(ctx, st.lsn); err != nil {
+		return nil, err
+	}
 	return &pspb.PushResponse{Info: st.resp.GetInfo(), LrScale: 1, AppliedStep: st.step}, nil
 }
 
@@ -840,8 +891,11 @@ func (s *Server) completeStep(st *syncStep, n int) {
 	// The step counter and the step's keys change with its values, under
 	// the same lock, so that a snapshot never holds one without the others.
 	s.step.Add(1)
+	if s.wal != nil {
+		st.lsn = s.wal.append(walSyncStep, 1, st.keys, nil, nil, st.sums, st.order)
+	}
 	for i, e := range st.entries {
-		s.keys.markApplied(st.keys[i], e)
+		s.keys.markApplied(st.keys[i], e, st.lsn)
 	}
 	s.mu.Unlock()
 	s.stats.updates.Add(1)
@@ -1013,8 +1067,8 @@ type service struct {
 	s *Server
 }
 
-func (v *service) Register(_ context.Context, req *pspb.RegisterRequest) (*pspb.RegisterResponse, error) {
-	return v.s.register(req)
+func (v *service) Register(ctx context.Context, req *pspb.RegisterRequest) (*pspb.RegisterResponse, error) {
+	return v.s.register(ctx, req)
 }
 
 func (v *service) Pull(req *pspb.PullRequest, stream pspb.ParameterServer_PullServer) error {
@@ -1099,7 +1153,7 @@ func (v *service) Restore(context.Context, *pspb.RestoreRequest) (*pspb.RestoreR
 	if v.s.o.snapshotDir == "" {
 		return nil, v.s.errorf(codes.FailedPrecondition, "restore: no snapshot directory configured")
 	}
-	path, err := v.s.restoreLatest()
+	path, err := v.s.rollBack()
 	if errors.Is(err, errNoSnapshot) {
 		return nil, v.s.errorf(codes.NotFound, "restore: %v", err)
 	}

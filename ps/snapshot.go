@@ -81,6 +81,9 @@ func (s *Server) capture() capturedState {
 		Mode: s.o.mode.String(), OptimizerJson: s.o.optimizer.JSON(), Parts: uint32(len(s.order)),
 		AppliedKeys: s.keys.applied(), Incarnation: s.lock.number(),
 	}}
+	if s.wal != nil {
+		c.header.WalLsn = s.wal.last()
+	}
 	for _, p := range s.order {
 		sp := &pspb.SnapshotPart{Spec: p.spec, Iterations: p.iterations, Values: encodeFloat32(p.values), Cursor: p.cursor}
 		for _, sl := range p.slots {
@@ -142,6 +145,12 @@ func (s *Server) writeSnapshot() (*pspb.SnapshotResponse, error) {
 	s.lastSnap.Store(st.header.GetVersion())
 	s.lastSnapClock.Store(st.header.GetCursor())
 	s.stats.snapshots.Add(1)
+	if s.wal != nil {
+		// The log's records up to the snapshot are no longer needed.
+		if err := s.wal.rotate(st.header.GetWalLsn()); err != nil {
+			s.o.logger.Warn("ps: write-ahead log rotation failed", "err", err)
+		}
+	}
 	return &pspb.SnapshotResponse{Path: path, Version: st.header.GetVersion(), Bytes: uint64(n)}, nil
 }
 
@@ -274,9 +283,22 @@ func readSnapshot(path string) (capturedState, error) {
 	return st, nil
 }
 
-// restoreLatest replaces the shard's state with its snapshot. Leftover
-// temporary files of interrupted snapshots are removed.
-func (s *Server) restoreLatest() (string, error) {
+// rollBack replaces the shard's state with its snapshot (the Restore RPC)
+// and drops the write-ahead log's records after it: they are undone.
+func (s *Server) rollBack() (string, error) {
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	path, _, err := s.restoreLatest(true)
+	return path, err
+}
+
+// restoreLatest replaces the shard's state with its snapshot and returns
+// the last write-ahead log record the snapshot holds. Leftover temporary
+// files of interrupted snapshots are removed.
+//
+// With rollback (the Restore RPC, not a start), the log's records after the
+// snapshot are dropped under the same locks, before any push can follow.
+func (s *Server) restoreLatest(rollback bool) (string, uint64, error) {
 	path := s.snapshotPath()
 	if tmps, _ := filepath.Glob(path + ".*.tmp"); len(tmps) > 0 {
 		for _, t := range tmps {
@@ -286,38 +308,38 @@ func (s *Server) restoreLatest() (string, error) {
 		}
 	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return path, fmt.Errorf("%w in %s", errNoSnapshot, s.o.snapshotDir)
+		return path, 0, fmt.Errorf("%w in %s", errNoSnapshot, s.o.snapshotDir)
 	}
 	st, err := readSnapshot(path)
 	if err != nil {
-		return path, fmt.Errorf("ps: snapshot %s: %w", path, err)
+		return path, 0, fmt.Errorf("ps: snapshot %s: %w", path, err)
 	}
 	h := st.header
 	if int(h.GetShard()) != s.o.shard || int(h.GetNumShards()) != s.o.numShards {
-		return path, fmt.Errorf("ps: snapshot %s is of shard %d of %d, this server is shard %d of %d", path, h.GetShard(), h.GetNumShards(), s.o.shard, s.o.numShards)
+		return path, 0, fmt.Errorf("ps: snapshot %s is of shard %d of %d, this server is shard %d of %d", path, h.GetShard(), h.GetNumShards(), s.o.shard, s.o.numShards)
 	}
 	if h.GetOptimizerJson() != s.o.optimizer.JSON() {
-		return path, fmt.Errorf("ps: snapshot %s was taken with optimizer %s, this server runs %s", path, h.GetOptimizerJson(), s.o.optimizer.JSON())
+		return path, 0, fmt.Errorf("ps: snapshot %s was taken with optimizer %s, this server runs %s", path, h.GetOptimizerJson(), s.o.optimizer.JSON())
 	}
 	parts := make(map[partKey]*part, len(st.parts))
 	order := make([]*part, 0, len(st.parts))
 	for _, sp := range st.parts {
 		p, err := s.checkSpec(sp.GetSpec())
 		if err != nil {
-			return path, fmt.Errorf("ps: snapshot %s: %w", path, err)
+			return path, 0, fmt.Errorf("ps: snapshot %s: %w", path, err)
 		}
 		chunk := &pspb.Chunk{Name: sp.GetSpec().GetName(), Index: sp.GetSpec().GetIndex(), Dtype: pspb.DType_DTYPE_FLOAT32, Data: sp.GetValues()}
 		if err := decodeInto(p.values, chunk); err != nil {
-			return path, fmt.Errorf("ps: snapshot %s: %w", path, err)
+			return path, 0, fmt.Errorf("ps: snapshot %s: %w", path, err)
 		}
 		if len(sp.GetSlots()) != len(s.opt.slots) {
-			return path, fmt.Errorf("ps: snapshot %s: %s has %d optimizer slots, want %d", path, chunkName(chunk), len(sp.GetSlots()), len(s.opt.slots))
+			return path, 0, fmt.Errorf("ps: snapshot %s: %s has %d optimizer slots, want %d", path, chunkName(chunk), len(sp.GetSlots()), len(s.opt.slots))
 		}
 		p.slots = make([][]float32, len(sp.GetSlots()))
 		for i, b := range sp.GetSlots() {
 			p.slots[i] = make([]float32, len(p.values))
 			if err := decodeInto(p.slots[i], &pspb.Chunk{Name: chunk.Name, Index: chunk.Index, Dtype: pspb.DType_DTYPE_FLOAT32, Data: b}); err != nil {
-				return path, fmt.Errorf("ps: snapshot %s: slot %s: %w", path, s.opt.slots[i], err)
+				return path, 0, fmt.Errorf("ps: snapshot %s: slot %s: %w", path, s.opt.slots[i], err)
 			}
 		}
 		p.iterations = sp.GetIterations()
@@ -344,11 +366,18 @@ func (s *Server) restoreLatest() (string, error) {
 		s.pending = nil
 	}
 	s.keys.reset(h.GetAppliedKeys(), s.info())
+	var werr error
+	if rollback && s.wal != nil {
+		werr = s.wal.resetTo(h.GetWalLsn())
+	}
 	// Sync pushes waiting for a step see the restored step at once.
 	close(s.advanced)
 	s.advanced = make(chan struct{})
 	s.mu.Unlock()
 	s.syncMu.Unlock()
+	if werr != nil {
+		return path, 0, werr
+	}
 	s.o.logger.Info("ps: restored snapshot", "path", path, "version", h.GetVersion(), "parts", len(order))
-	return path, nil
+	return path, h.GetWalLsn(), nil
 }

@@ -6,7 +6,10 @@
 //   - push-pull latency p50/p99 for a 100k-parameter model, beside the TCP
 //     echo of the same bytes;
 //   - updates/s with 1, 4 and 16 concurrent clients in each mode, beside the
-//     same mode with one client.
+//     same mode with one client;
+//   - the cost of the write-ahead log: updates/s of shards that log every
+//     change and fsync before answering, beside the same shards with a
+//     snapshot directory and no log.
 //
 // Run it from the repository root: go run ./bench/ps [-out path] [-quick].
 package main
@@ -51,7 +54,7 @@ func main() {
 			log.Fatal(err)
 		}
 		for _, clients := range []int{1, 4, 16} {
-			ups, pushes, err := updatesPerSecond(context.Background(), m, clients, 1500*time.Millisecond)
+			ups, pushes, err := updatesPerSecond(context.Background(), m, clients, 1500*time.Millisecond, nil)
 			if err != nil {
 				log.Fatal(err)
 			}
@@ -127,7 +130,7 @@ func run(out string, quick bool) error {
 	for _, m := range modes {
 		var base float64
 		for _, clients := range []int{1, 4, 16} {
-			ups, pushes, err := updatesPerSecond(ctx, m, clients, dur)
+			ups, pushes, err := updatesPerSecond(ctx, m, clients, dur, nil)
 			if err != nil {
 				return fmt.Errorf("%v with %d clients: %w", m, clients, err)
 			}
@@ -144,6 +147,32 @@ func run(out string, quick bool) error {
 			}
 			results = append(results, r)
 			log.Printf("%s: %.0f updates/s, %.0f pushes/s", r.Name, ups, pushes)
+		}
+	}
+
+	// The write-ahead log's cost, logged and unlogged shards side by side.
+	for _, m := range []ps.Mode{ps.AsyncLock, ps.Sync} {
+		for _, clients := range []int{1, 4} {
+			var ups [2]float64
+			for k, wal := range []bool{false, true} {
+				dir, err := os.MkdirTemp("", "gotflow-bench-wal-")
+				if err != nil {
+					return err
+				}
+				opts := []ps.ServerOption{ps.WithSnapshotDir(dir, 0, 0)}
+				if !wal {
+					opts = append(opts, ps.WithoutWAL())
+				}
+				ups[k], _, err = updatesPerSecond(ctx, m, clients, dur, opts)
+				os.RemoveAll(dir)
+				if err != nil {
+					return fmt.Errorf("wal %v, %v with %d clients: %w", wal, m, clients, err)
+				}
+			}
+			r := benchfmt.New(fmt.Sprintf("wal/%s/%d_clients", m, clients), "throughput", "updates/s", ups[1], "no_wal", ups[0])
+			r.Note = "10k float32 params in 2 variables on 2 shards, PushPull per step; every change logged and fsynced (group commit) before its answer, beside the same shards without the log"
+			results = append(results, r)
+			log.Printf("%s: %.0f updates/s with the log, %.0f without", r.Name, ups[1], ups[0])
 		}
 	}
 	return benchfmt.Write(out, results)
@@ -289,8 +318,8 @@ func startEcho() (net.Listener, error) {
 
 // updatesPerSecond runs clients workers doing PushPull in a loop for dur
 // and returns the shards' applied updates per second and pushes per second.
-func updatesPerSecond(ctx context.Context, m ps.Mode, clients int, dur time.Duration) (float64, float64, error) {
-	opts := []ps.ServerOption{ps.WithMode(m), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam"})}
+func updatesPerSecond(ctx context.Context, m ps.Mode, clients int, dur time.Duration, extra []ps.ServerOption) (float64, float64, error) {
+	opts := append([]ps.ServerOption{ps.WithMode(m), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam"})}, extra...)
 	switch m {
 	case ps.Sync:
 		opts = append(opts, ps.WithWorkers(clients), ps.WithSyncTimeout(10*time.Second, ps.StragglerFail))

@@ -34,6 +34,7 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	snapDir := fs.String("snapshot-dir", "", "directory for snapshots; the shard resumes from its snapshot there")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "snapshot after this many updates (0: never by count)")
 	snapInterval := fs.Duration("snapshot-interval", time.Minute, "snapshot this often when something changed (0: never by time)")
+	walOn := fs.Bool("wal", true, "with --snapshot-dir: log every change and answer a push only once it is on disk, so a killed shard restarts with every acknowledged update (--wal=false: updates after the last snapshot die with the process)")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token clients must send (or set "+ps.EnvToken+")")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve TLS with (needs --tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
@@ -90,6 +91,9 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *snapDir != "" {
 		opts = append(opts, ps.WithSnapshotDir(*snapDir, *snapEvery, *snapInterval))
+		if !*walOn {
+			opts = append(opts, ps.WithoutWAL())
+		}
 	}
 	creds := ps.Credentials{TokenFile: *tokenFile, CertFile: *tlsCert, KeyFile: *tlsKey, CAFile: *tlsClientCA}
 	if *tlsClientCA != "" && (*tlsCert == "" || *tlsKey == "") {

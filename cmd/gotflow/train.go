@@ -95,6 +95,7 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	fs.IntVar(&e.IntraOpThreads, "threads", 0, "TensorFlow intra-op threads per worker (0: one per core)")
 	fs.DurationVar(&e.SyncTimeout, "sync-timeout", 0, "sync mode: how long a step waits for its last push (default 10s with --cluster processes, 1m in process)")
 	fs.StringVar(&e.Straggler, "straggler", "drop", "sync mode: what a step does at its timeout: drop (apply the pushes that arrived) or fail (push it again)")
+	fs.StringVar(&e.WAL, "wal", "", "--cluster processes: on (the shards answer a push once it is on disk, so a killed shard loses nothing acknowledged) or off; default on in every mode but hogwild")
 	addPSAuthFlags(fs, &e.PSAuth)
 	t.verbose = fs.Bool("v", false, "log debug details")
 	return t

@@ -1489,7 +1489,10 @@ type SnapshotHeader struct {
 	// The incarnation of the snapshot directory's owner that wrote it (see
 	// the .lock file beside it): a snapshot is never replaced by one of an
 	// older incarnation or a lower version.
-	Incarnation   uint64 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation uint64 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The last write-ahead log record the snapshot holds; restoring replays
+	// the records after it.
+	WalLsn        uint64 `protobuf:"varint,12,opt,name=wal_lsn,json=walLsn,proto3" json:"wal_lsn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1597,6 +1600,13 @@ func (x *SnapshotHeader) GetAppliedKeys() []string {
 func (x *SnapshotHeader) GetIncarnation() uint64 {
 	if x != nil {
 		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetWalLsn() uint64 {
+	if x != nil {
+		return x.WalLsn
 	}
 	return 0
 }
@@ -1842,7 +1852,7 @@ const file_ps_proto_rawDesc = "" +
 	"\x12dropped_stragglers\x18\f \x01(\x04R\x11droppedStragglers\x1a=\n" +
 	"\x0fRejectionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb9\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd2\x02\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x1d\n" +
@@ -1856,7 +1866,8 @@ const file_ps_proto_rawDesc = "" +
 	"\x05parts\x18\t \x01(\rR\x05parts\x12!\n" +
 	"\fapplied_keys\x18\n" +
 	" \x03(\tR\vappliedKeys\x12 \n" +
-	"\vincarnation\x18\v \x01(\x04R\vincarnation\"\xa1\x01\n" +
+	"\vincarnation\x18\v \x01(\x04R\vincarnation\x12\x17\n" +
+	"\awal_lsn\x18\f \x01(\x04R\x06walLsn\"\xa1\x01\n" +
 	"\fSnapshotPart\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.gotflow.ps.v1.PartSpecR\x04spec\x12\x1e\n" +
 	"\n" +
