@@ -69,18 +69,30 @@ func taskPID(modelDir, task string) int {
 	return 0
 }
 
-// requireNoProcesses checks that no process of the job is left.
-func requireNoProcesses(t *testing.T, modelDir string) {
-	t.Helper()
+// jobProcesses lists the live processes of the job in modelDir (by their
+// command line).
+func jobProcesses(modelDir string) []string {
+	var out []string
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
 		if err == nil && bytes.Contains(cmdline, []byte(modelDir)) {
 			stat, _ := os.ReadFile(filepath.Join(p, "stat"))
 			if !strings.Contains(string(stat), ") Z ") {
-				t.Errorf("process %s of the job is still running: %q", filepath.Base(p), cmdline)
+				out = append(out, filepath.Base(p)+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 			}
 		}
+	}
+	return out
+}
+
+func countProcesses(modelDir string) int { return len(jobProcesses(modelDir)) }
+
+// requireNoProcesses checks that no process of the job is left.
+func requireNoProcesses(t *testing.T, modelDir string) {
+	t.Helper()
+	for _, p := range jobProcesses(modelDir) {
+		t.Errorf("process of the job still running: %s", p)
 	}
 }
 

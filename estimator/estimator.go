@@ -142,7 +142,8 @@ type TFEstimator struct {
 	// change and answer a push only once it is on disk, so that a shard
 	// killed at any moment restarts with every update a worker saw
 	// acknowledged: "on", "off", or "" (default) for on in every mode but
-	// "hogwild", whose lock-free updates promise no exactness anyway. The
+	// "hogwild", whose lock-free updates promise no exactness anyway ("sync"
+	// needs it: a shard back at an older step would strand its workers). The
 	// log costs one fsync per push (shared by concurrent pushes); see
 	// bench/results/ps.json. In-process shards never log: a crash takes
 	// their workers with them.
@@ -369,6 +370,9 @@ func (e *TFEstimator) Validate() error {
 	}
 	if e.WAL != "" && e.WAL != "on" && e.WAL != "off" {
 		bad("WAL is %q; want \"on\", \"off\" or empty (on except in hogwild mode)", e.WAL)
+	}
+	if e.WAL == "off" && e.Cluster == Processes && e.Mode == "sync" {
+		bad("WAL \"off\" with Mode \"sync\": a shard restarted without its log comes back at an older step than its workers, and sync training cannot go on; leave WAL on")
 	}
 	if e.LearningRate < 0 || math.IsNaN(e.LearningRate) || math.IsInf(e.LearningRate, 0) {
 		bad("LearningRate is %g; it must be a finite number >= 0 (0 takes the optimizer's default)", e.LearningRate)

@@ -1,0 +1,262 @@
+package estimator_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/ps/pspb"
+)
+
+// snapshotVersion reads the version of shard 0's snapshot in modelDir (0
+// if there is none yet).
+func snapshotVersion(t *testing.T, modelDir string) uint64 {
+	t.Helper()
+	f, err := os.Open(filepath.Join(modelDir, "ps", "ps-shard-0-of-1.snapshot"))
+	if os.IsNotExist(err) {
+		return 0
+	}
+	require.NoError(t, err)
+	defer f.Close()
+	h := &pspb.SnapshotHeader{}
+	require.NoError(t, protodelim.UnmarshalFrom(bufio.NewReader(f), h))
+	return h.GetVersion()
+}
+
+// versionWatch samples the snapshot's version while a job runs and
+// records whether it ever went backwards.
+type versionWatch struct {
+	stop     chan struct{}
+	done     chan struct{}
+	mu       sync.Mutex
+	last     uint64
+	backward string
+}
+
+func watchVersion(t *testing.T, modelDir string) *versionWatch {
+	w := &versionWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			w.check(t, modelDir)
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *versionWatch) check(t *testing.T, modelDir string) {
+	f, err := os.Open(filepath.Join(modelDir, "ps", "ps-shard-0-of-1.snapshot"))
+	if err != nil {
+		return // not written yet (or being renamed into place)
+	}
+	defer f.Close()
+	h := &pspb.SnapshotHeader{}
+	if protodelim.UnmarshalFrom(bufio.NewReader(f), h) != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if v := h.GetVersion(); v < w.last && w.backward == "" {
+		w.backward = fmt.Sprintf("snapshot version went from %d back to %d", w.last, v)
+	} else if v > w.last {
+		w.last = v
+	}
+}
+
+// end stops the watch and fails t if the version went backwards.
+func (w *versionWatch) end(t *testing.T) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	require.Empty(t, w.backward)
+}
+
+// chaosEstimator is a deterministic job: SGD, no validation split, 96 rows
+// in equal halves, 12 steps per worker and epoch.
+func chaosEstimator(t *testing.T, mode string) estimator.TFEstimator {
+	e := processEstimator(t)
+	e.Mode, e.ValidationSplit, e.Epochs, e.BatchSize, e.Seed = mode, 0, 5, 4, 3
+	return e
+}
+
+// killDuringTraining SIGKILLs the process of task at a random moment of
+// the epochs after the first (chosen by rng).
+func killDuringTraining(e *estimator.TFEstimator, task string, rng *rand.Rand) (wait func() int) {
+	var wg sync.WaitGroup
+	kills := 0
+	delay := time.Duration(rng.IntN(40)) * time.Millisecond
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
+		if i.Epoch != 0 {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			<-t.C
+			if pid := taskPID(e.ModelDir, task); pid > 0 && syscall.Kill(pid, syscall.SIGKILL) == nil {
+				kills++
+			}
+		}()
+	}
+	return func() int { wg.Wait(); return kills }
+}
+
+// requireRestarted checks that the job's shard was started twice: the
+// kill hit it while the job ran.
+func requireRestarted(t *testing.T, modelDir string) {
+	t.Helper()
+	log, err := os.ReadFile(filepath.Join(modelDir, "logs", "ps-0.log"))
+	require.NoError(t, err)
+	require.Equal(t, 2, strings.Count(string(log), "listening on"), "the shard was restarted once:\n%s", log)
+}
+
+func exported(t *testing.T, e estimator.TFEstimator) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.ModelDir, "export", "weights.safetensors"))
+	require.NoError(t, err)
+	return b
+}
+
+// TestChaos runs processes-mode training on a deterministic problem while
+// SIGKILLing a parameter server, a worker or the parent at random moments
+// (the seed is logged), and checks after each run: completion (or, for the
+// parent, a clean end and a resumable model dir), no process left, a
+// snapshot version that never goes backwards, sync SGD weights equal to a
+// fault-free run's bit for bit, and in async-lock mode every acknowledged
+// gradient applied exactly once (the shard's update count equals the
+// fault-free run's).
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("chaos seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+
+	reference := map[string]estimator.TFEstimator{}
+	for _, mode := range []string{"sync", "async-lock"} {
+		e := chaosEstimator(t, mode)
+		m, err := fitProcesses(t, &e)
+		require.NoError(t, err)
+		m.Close()
+		reference[mode] = e
+	}
+	syncVersion := snapshotVersion(t, reference["sync"].ModelDir)
+	require.Equal(t, uint64(5*12), syncVersion, "one update per sync step")
+	asyncVersion := snapshotVersion(t, reference["async-lock"].ModelDir)
+	require.Equal(t, uint64(5*2*12), asyncVersion, "one update per push")
+
+	for round := range 2 {
+		t.Run(fmt.Sprintf("ps-killed/sync/%d", round), func(t *testing.T) {
+			e := chaosEstimator(t, "sync")
+			wait := killDuringTraining(&e, "ps:0", rng)
+			w := watchVersion(t, e.ModelDir)
+			m, err := fitProcesses(t, &e)
+			require.Equal(t, 1, wait())
+			w.end(t)
+			require.NoError(t, err)
+			m.Close()
+			requireRestarted(t, e.ModelDir)
+			require.Equal(t, exported(t, reference["sync"]), exported(t, e), "sync SGD ends at the fault-free run's weights")
+			require.Equal(t, syncVersion, snapshotVersion(t, e.ModelDir))
+			requireNoProcesses(t, e.ModelDir)
+		})
+		t.Run(fmt.Sprintf("ps-killed/async-lock/%d", round), func(t *testing.T) {
+			e := chaosEstimator(t, "async-lock")
+			wait := killDuringTraining(&e, "ps:0", rng)
+			w := watchVersion(t, e.ModelDir)
+			m, err := fitProcesses(t, &e)
+			require.Equal(t, 1, wait())
+			w.end(t)
+			require.NoError(t, err)
+			m.Close()
+			requireRestarted(t, e.ModelDir)
+			require.Equal(t, asyncVersion, snapshotVersion(t, e.ModelDir), "every acknowledged gradient applied exactly once")
+			requireNoProcesses(t, e.ModelDir)
+		})
+	}
+	for _, mode := range []string{"sync", "async-lock"} {
+		t.Run("worker-killed/"+mode, func(t *testing.T) {
+			e := chaosEstimator(t, mode)
+			e.SyncTimeout = 10 * time.Minute // a sync step must not wait for the dead worker
+			var lost []string
+			e.Hooks.OnWorkerLost = func(task, _ string) { lost = append(lost, task) }
+			wait := killDuringTraining(&e, "worker:0", rng)
+			w := watchVersion(t, e.ModelDir)
+			start := time.Now()
+			m, err := fitProcesses(t, &e)
+			require.Equal(t, 1, wait())
+			w.end(t)
+			require.NoError(t, err)
+			defer m.Close()
+			require.Less(t, time.Since(start), 5*time.Minute)
+			require.Equal(t, []string{"worker:0"}, lost)
+			require.Len(t, predict(t, m), 96*3)
+			requireNoProcesses(t, e.ModelDir)
+		})
+	}
+	t.Run("parent-killed", func(t *testing.T) {
+		e := chaosEstimator(t, "async-lock")
+		data, err := filepath.Abs("testdata/fit/data.arrow")
+		require.NoError(t, err)
+		args := []string{"train", "--cluster", "processes", "--workers", "2", "--mode", "async-lock", "--bundle", mlpBundle,
+			"--data", data, "--epochs", "40", "--batch-size", "1", "--optimizer", "sgd", "--lr", "0.05", "--model-dir", e.ModelDir}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		var out strings.Builder
+		cmd := exec.CommandContext(ctx, gotflowBinary(t), args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		require.NoError(t, cmd.Start())
+		// Kill it once its shard has taken a snapshot and trained on.
+		waitUntil(t, ctx, "the job's first snapshot", func() bool { return snapshotVersion(t, e.ModelDir) > 0 })
+		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond) // a random moment of training
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		require.Error(t, cmd.Wait())
+		waitUntil(t, ctx, "every task of the killed job to exit", func() bool { return countProcesses(e.ModelDir) == 0 })
+		atKill := snapshotVersion(t, e.ModelDir)
+
+		// The model dir resumes where the job was.
+		rerun := exec.CommandContext(ctx, gotflowBinary(t), append(args, "--export", filepath.Join(e.ModelDir, "export"))...)
+		b, err := rerun.CombinedOutput()
+		require.NoError(t, err, "%s", b)
+		require.GreaterOrEqual(t, snapshotVersion(t, e.ModelDir), atKill)
+		requireNoProcesses(t, e.ModelDir)
+	})
+}
+
+// waitUntil polls cond until it holds or ctx ends, naming what it waited
+// for.
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
+}
