@@ -33,6 +33,19 @@
 // epochs are split over the survivors only. Rows a dead trainer consumed
 // after its last heartbeat may be trained twice (at-least-once).
 //
+// # Processes and their sockets
+//
+// ProcessLauncher binds each PS shard's socket itself (ListenLoopback, port
+// 0) and hands it to every attempt of that shard (PassListener, Listen in
+// the child, GOTFLOW_LISTEN_FD): no port is picked and bound later, so jobs
+// started at once never take each other's ports, and a restarted shard
+// serves at the same address. Every task a ProcessRunner starts dies with
+// its launcher, however the launcher dies: the kernel's parent-death signal
+// (SIGTERM, on Linux) and WithParent, which watches the parent id the
+// runner passes in GOTFLOW_PARENT_PID. A task that exits while the
+// Supervisor waits for it to be ready fails the job at once, and a task's
+// exit error quotes the last lines of its log file.
+//
 // # Security
 //
 // ProcessLauncher serves heartbeats on 127.0.0.1 behind a random bearer
@@ -54,7 +67,9 @@
 //
 // # Concurrency
 //
-// Monitor, Supervisor and the launchers are safe for concurrent use. WorkPlan
+// Monitor, Supervisor and the launchers are safe for concurrent use. A
+// LoopbackListener stays open until Close (the launcher's, at the job's
+// end); WithParent's watch ends with its context. WorkPlan
 // is not; the Monitor serializes access to its own. Goroutines are started
 // only by types whose Stop/Close/Run-return waits for them. Every wait has a
 // deadline: heartbeats have per-RPC timeouts, a task silent for longer than

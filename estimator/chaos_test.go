@@ -260,3 +260,38 @@ func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool)
 		}
 	}
 }
+
+// TestConcurrentJobs starts four `gotflow train --cluster processes` jobs
+// at once on this machine: each binds its own sockets, so none can take
+// another's ports, and all succeed.
+func TestConcurrentJobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, err := filepath.Abs("testdata/fit/data.arrow")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const jobs = 4
+	dirs := make([]string, jobs)
+	outs := make([][]byte, jobs)
+	errs := make([]error, jobs)
+	var wg sync.WaitGroup
+	for i := range jobs {
+		dirs[i] = t.TempDir()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.CommandContext(ctx, gotflowBinary(t), "train", "--cluster", "processes", "--workers", "2", "--ps", "2",
+				"--mode", []string{"hogwild", "async-lock", "sync", "bounded-staleness"}[i], "--bundle", mlpBundle, "--data", data,
+				"--epochs", "3", "--batch-size", "8", "--optimizer", "sgd", "--lr", "0.05", "--model-dir", dirs[i])
+			outs[i], errs[i] = cmd.CombinedOutput()
+		}()
+	}
+	wg.Wait()
+	for i := range jobs {
+		require.NoError(t, errs[i], "job %d:\n%s", i, outs[i])
+		require.Contains(t, string(outs[i]), "trained in", "job %d", i)
+		requireNoProcesses(t, dirs[i])
+	}
+}

@@ -27,11 +27,31 @@
 //
 // Cluster selects where it runs: InProcess (goroutine workers and
 // in-memory shards) or Processes (`gotflow worker` and `gotflow ps`
-// processes on loopback under a distributed.ProcessLauncher: a killed
-// worker's rows go to the others, a killed shard restarts from its
-// snapshot). RunWorker is the worker process's entry point, also used by
-// Kubeflow TFJob replicas (TF_CONFIG), where the chief coordinates and
-// exports.
+// processes on loopback under a distributed.ProcessLauncher). RunWorker is
+// the worker process's entry point, also used by Kubeflow TFJob replicas
+// (TF_CONFIG), where the chief coordinates and exports.
+//
+// # Faults in Processes mode
+//
+//   - A killed worker is declared dead within the heartbeat timeout (3s);
+//     its unconsumed rows go to the others and, in "sync" mode, the shards
+//     are told at once that a step is one push fewer (ps.Client.SetWorkers),
+//     so no step waits for it. SyncTimeout and Straggler bound any other
+//     wait for a push.
+//   - A killed shard is restarted on the same socket (the launcher binds it
+//     and hands it to every attempt, so no other process can take the port)
+//     from its snapshot and its write-ahead log (WAL): every update a worker
+//     saw acknowledged survives, and retried pushes apply once, so "sync"
+//     training with SGD ends at exactly the weights of a run without the
+//     fault. A shard that cannot start fails Fit at once, quoting its log.
+//   - A killed Fit takes its tasks with it: they get the kernel's
+//     parent-death signal, watch their parent id, and a shard without
+//     requests for two minutes exits by itself. A snapshot directory is
+//     locked by one shard at a time, and no snapshot is replaced by an
+//     older one. Fit again with the same ModelDir resumes; ModelDir/job.json
+//     is replaced only once a job has started.
+//   - PSAuth's token and TLS files reach every shard, worker and the
+//     coordinator; without a token of the user's each job gets a random one.
 //
 // A TFModel refers to a model by Path and Kind: a SavedModel (by signature,
 // or with RawTensorNames), a frozen GraphDef, a TF1 checkpoint (MetaGraph

@@ -9,7 +9,8 @@
 // gotflow ps command does this). Options pick the update mode, the
 // optimizer (OptimizerConfig, also parsed from SparkFlow-style JSON with
 // ParseOptimizerConfig), the shard index, a snapshot directory, TLS and a
-// bearer token:
+// bearer token (Credentials loads both from files, with ServerOptions for
+// a shard and ClientOptions for its clients):
 //
 //	srv, err := ps.NewServer(ps.WithShard(0, 2), ps.WithMode(ps.AsyncLock),
 //		ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam", LearningRate: 1e-3}),
@@ -65,11 +66,32 @@
 // result, so the client's retries on transient errors (codes.Unavailable,
 // per-attempt deadline) never apply a push twice. Pushing the same tensors
 // again right after a failed Push reuses the keys too, which resolves a push
-// that some shards applied and others rejected. Updates acknowledged after
-// a shard's last snapshot are lost if its process dies; the snapshot
-// interval bounds that window. A shard that comes back with no snapshot at
-// all answers pushes with NotFound; the client then registers its last
-// pulled values there (optimizer state starts afresh) and pushes again.
+// that some shards applied and others rejected.
+//
+// With a snapshot directory a shard also keeps a write-ahead log there:
+// every change (registration, assignment, applied push, completed Sync
+// step) is appended under the lock that applies it, and the push is
+// answered only once its record is fsynced (one fsync for all the pushes
+// waiting at that moment). A restarted shard loads its snapshot and replays
+// the later records through the same optimizer code, so it holds every
+// update it acknowledged, bit for bit, with their idempotency keys. After
+// each snapshot the log moves to a new segment and the old ones are
+// deleted. WithoutWAL trades that guarantee for speed: updates acknowledged
+// after the last snapshot then die with the process (bench/results/ps.json
+// measures the difference). A shard that comes back with no state at all
+// answers pushes with NotFound; the client then registers its last pulled
+// values there (optimizer state starts afresh) and pushes again.
+//
+// A snapshot directory belongs to one shard at a time: NewServer takes an
+// exclusive lock on ps-shard-i-of-n.snapshot.lock (released by Stop, or by
+// the kernel when the process dies) and fails with ErrSnapshotDirInUse,
+// naming the holder's pid, while another server holds it. Each owner gets
+// the next incarnation number, recorded in its snapshots, and a snapshot is
+// never replaced by one of an older incarnation or a lower version.
+//
+// WithIdleTimeout closes Idle once no request has come for a while, so a
+// shard whose job died can exit (gotflow ps --idle-timeout). SetWorkers
+// changes the pushes per Sync step, e.g. when a worker died.
 //
 // # Ownership
 //

@@ -80,3 +80,33 @@ func TestPSCommand(t *testing.T) {
 		require.ErrorIs(t, err, errUsage, "%v", args)
 	}
 }
+
+// TestPSRefusesInsecureNonLoopback: a shard on a non-loopback address
+// needs both TLS and a token, or --insecure.
+func TestPSRefusesInsecureNonLoopback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t.Setenv(ps.EnvToken, "")
+	err := runPS(ctx, []string{"--listen", "0.0.0.0:0"}, io.Discard, io.Discard)
+	require.ErrorIs(t, err, errUsage)
+	require.ErrorContains(t, err, "without both TLS (--tls-cert, --tls-key) and a token (--token-file or GOTFLOW_PS_TOKEN)")
+	require.ErrorContains(t, err, "pass --insecure to serve anyway")
+
+	// With --insecure it serves, warning on stderr.
+	runCtx, stop := context.WithCancel(ctx)
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- runPS(runCtx, []string{"--listen", "0.0.0.0:0", "--insecure"}, out, errOut) }()
+	for !strings.Contains(out.String(), "listening on") {
+		select {
+		case err := <-done:
+			t.Fatalf("ps exited early: %v", err)
+		case <-ctx.Done():
+			t.Fatal("ps never listened")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stop()
+	require.NoError(t, <-done)
+	require.Contains(t, errOut.String(), "warning: --insecure: serving on")
+}

@@ -37,6 +37,9 @@ type tfJob struct {
 						} `yaml:"ports"`
 					} `yaml:"containers"`
 					Volumes []struct {
+						Secret struct {
+							SecretName string `yaml:"secretName"`
+						} `yaml:"secret"`
 						PVC struct {
 							ClaimName string `yaml:"claimName"`
 						} `yaml:"persistentVolumeClaim"`
@@ -114,6 +117,10 @@ func TestManifest(t *testing.T) {
 		require.Equal(t, "tensorflow", c.Name, "%s: the operator configures the container named tensorflow", rt)
 		require.NotEmpty(t, c.Args, rt)
 		for _, v := range spec.Template.Spec.Volumes {
+			if v.Secret.SecretName != "" {
+				require.Equal(t, "gotflow-ps-auth", v.Secret.SecretName, rt)
+				continue
+			}
 			require.Equal(t, pvc.Metadata.Name, v.PVC.ClaimName, rt)
 		}
 		switch rt {
@@ -128,7 +135,13 @@ func TestManifest(t *testing.T) {
 			require.Equal(t, "tfjob-port", c.Ports[0].Name)
 			require.Contains(t, []string{"OnFailure", "Always"}, spec.RestartPolicy, "a dead PS must come back and resume from its snapshot")
 			require.True(t, slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--snapshot-dir=") }))
+			for _, f := range []string{"--token-file=", "--tls-cert=", "--tls-key=", "--tls-client-ca="} {
+				require.True(t, slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, f) }), "a PS on every interface of its pod needs %s", f)
+			}
 		default:
+			for _, f := range []string{"--ps-token-file=", "--ps-ca=", "--ps-cert=", "--ps-key="} {
+				require.True(t, slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, f) }), "%s needs %s to reach the PS", rt, f)
+			}
 			require.Equal(t, "worker", c.Args[0], rt)
 			require.Equal(t, "Never", spec.RestartPolicy, "%s: a dead worker's rows are reassigned, it is not restarted", rt)
 			trainerArgs = append(trainerArgs, c.Args)
