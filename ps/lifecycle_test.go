@@ -3,9 +3,7 @@ package ps
 import (
 	"fmt"
 	"math"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -181,36 +179,16 @@ func TestSyncExactAfterKill(t *testing.T) {
 	want := train(func() (*Client, error) { return lc.Dial(ctx, WithWorkerID(fmt.Sprint("w", refID.Add(1)))) }, func(int) {})
 
 	dir := t.TempDir()
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	defer lis.Close()
-	lisFile, err := lis.File()
-	require.NoError(t, err)
-	defer lisFile.Close()
+	sock := newShardSocket(t)
 	var mu sync.Mutex
-	var proc *exec.Cmd
-	start := func() {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+dir+",sync")
-		cmd.ExtraFiles = []*os.File{lisFile}
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		proc = cmd
-	}
-	start()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		proc.Process.Kill()
-		proc.Wait()
-	})
+	proc := sock.start(t, dir+",sync")
 	kills, id := 0, 0
 	got := train(func() (*Client, error) {
 		mu.Lock()
 		id++
 		wid := fmt.Sprint("w", id)
 		mu.Unlock()
-		return Dial(ctx, []string{lis.Addr().String()}, WithWorkerID(wid), WithRetry(100, 10*time.Millisecond, 200*time.Millisecond), WithRPCTimeout(5*time.Second))
+		return Dial(ctx, []string{sock.addr}, WithWorkerID(wid), WithRetry(100, 10*time.Millisecond, 200*time.Millisecond), WithRPCTimeout(5*time.Second))
 	}, func(k int) {
 		if k != 37 && k != 90 { // mid-training, once between snapshots
 			return
@@ -220,7 +198,7 @@ func TestSyncExactAfterKill(t *testing.T) {
 		proc.Process.Signal(syscall.SIGKILL)
 		proc.Wait()
 		kills++
-		start()
+		proc = sock.start(t, dir+",sync")
 	})
 	require.Equal(t, 2, kills)
 	require.Equal(t, want, got, "the same steps, applied exactly once each")
@@ -236,19 +214,10 @@ func TestWALFoldedByServerWithoutLog(t *testing.T) {
 	}
 	ctx := testCtx(t, 30*time.Second)
 	dir := t.TempDir()
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	defer lis.Close()
-	lisFile, err := lis.File()
-	require.NoError(t, err)
-	defer lisFile.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+dir)
-	cmd.ExtraFiles = []*os.File{lisFile}
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
+	sock := newShardSocket(t)
+	cmd := sock.start(t, dir)
 	vars := []Variable{{Name: "w", Shape: []int64{2}, Trainable: true}}
-	c, err := Dial(ctx, []string{lis.Addr().String()})
+	c, err := Dial(ctx, []string{sock.addr})
 	require.NoError(t, err)
 	require.NoError(t, c.Register(ctx, vars))
 	for range 7 { // below the child's snapshot count: in the log only

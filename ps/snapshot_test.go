@@ -1,7 +1,6 @@
 package ps
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +30,65 @@ func TestMain(m *testing.M) {
 		os.Exit(runTestServer(spec))
 	}
 	os.Exit(m.Run())
+}
+
+// shardSocket is a loopback socket that the shard processes of a test
+// inherit one after the other (as gotflow's launcher hands them theirs).
+type shardSocket struct {
+	addr string
+	file *os.File
+	logs syncLog
+}
+
+func newShardSocket(t *testing.T) *shardSocket {
+	t.Helper()
+	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	f, err := lis.File()
+	require.NoError(t, err)
+	s := &shardSocket{addr: lis.Addr().String(), file: f}
+	t.Cleanup(func() {
+		f.Close()
+		lis.Close()
+		if t.Failed() {
+			t.Logf("shard output:\n%s", s.logs.String())
+		}
+	})
+	return s
+}
+
+// start runs a shard process on the socket (spec as for
+// GOTFLOW_PS_TEST_SERVER); it is killed when the test ends.
+func (s *shardSocket) start(t *testing.T, spec string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+spec)
+	cmd.ExtraFiles = []*os.File{s.file}
+	cmd.Stdout, cmd.Stderr = &s.logs, &s.logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// syncLog collects the output of shard processes.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // runTestServer serves a shard on the listening socket inherited as fd 3
@@ -207,45 +265,10 @@ func TestFaultKillAndRestart(t *testing.T) {
 	}
 	ctx := testCtx(t, 60*time.Second)
 	dir := t.TempDir()
-	lis, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	require.NoError(t, err)
-	defer lis.Close()
-	addr := lis.Addr().String()
-	lisFile, err := lis.File() // every shard process inherits this socket
-	require.NoError(t, err)
-	defer lisFile.Close()
-
-	var logs strings.Builder
-	var logMu sync.Mutex
-	start := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "GOTFLOW_PS_TEST_SERVER="+dir)
-		cmd.ExtraFiles = []*os.File{lisFile}
-		stderr, err := cmd.StderrPipe()
-		require.NoError(t, err)
-		require.NoError(t, cmd.Start())
-		go func() {
-			sc := bufio.NewScanner(stderr)
-			for sc.Scan() {
-				logMu.Lock()
-				logs.WriteString(sc.Text() + "\n")
-				logMu.Unlock()
-			}
-		}()
-		return cmd
-	}
+	sock := newShardSocket(t)
+	addr := sock.addr
+	start := func() *exec.Cmd { return sock.start(t, dir) }
 	proc := start()
-	t.Cleanup(func() {
-		if proc.Process != nil {
-			proc.Process.Kill()
-			proc.Wait()
-		}
-		logMu.Lock()
-		if t.Failed() {
-			t.Logf("server output:\n%s", logs.String())
-		}
-		logMu.Unlock()
-	})
 
 	const workers, pushes, n = 4, 300, 64
 	vars := []Variable{{Name: "w", Shape: []int64{n}, Trainable: true, Init: make([]float32, n)}}
