@@ -2,6 +2,7 @@ package distributed
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // Environment variables a ProcessLauncher sets for its tasks (see
@@ -162,7 +164,7 @@ func TaskEnvFromTFConfig(cfg TFConfig) (TaskEnv, error) {
 	}
 	e := TaskEnv{
 		Task: cfg.Task, Rank: -1, Workers: cfg.Cluster.NumTrainers(), NumPS: len(cfg.Cluster.PS),
-		PSAddrs: cfg.Cluster.PS, CoordinatorAddr: caddr,
+		PSAddrs: cfg.Cluster.PS, CoordinatorAddr: caddr, TFConfig: true,
 	}
 	if cfg.Task.Trains() {
 		if e.Rank, err = cfg.Cluster.Rank(cfg.Task); err != nil {
@@ -190,6 +192,13 @@ type TrainerJob struct {
 	// Linger is how long the coordinator keeps answering heartbeats after
 	// the job ended so every trainer hears "stop" (default 3 × interval).
 	Linger time.Duration
+	// TLS, if set, secures the heartbeats: ServerTLS for the coordinator's
+	// server, ClientTLS for the trainers that dial it.
+	ServerTLS, ClientTLS *tls.Config
+	// Insecure lets the coordinator serve heartbeats on a non-loopback
+	// address without a token; without it RunTrainer refuses, since a
+	// heartbeat can declare any task failed.
+	Insecure bool
 	// Listener, if set, is where the coordinator serves heartbeats instead
 	// of listening on TaskEnv.ListenAddr (or on the listener this process
 	// inherited, see Listen); RunTrainer closes it.
@@ -209,6 +218,9 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 		var opts []grpc.DialOption
 		if env.Token != "" {
 			opts = append(opts, SendToken(env.Token))
+		}
+		if job.ClientTLS != nil {
+			opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(job.ClientTLS)))
 		}
 		c, err := DialCoordinator(env.CoordinatorAddr, opts...)
 		if err != nil {
@@ -242,9 +254,16 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 			return fmt.Errorf("distributed: coordinator %s: %w", env.Task, err)
 		}
 	}
+	if ta, ok := lis.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() && env.Token == "" && !job.Insecure {
+		lis.Close()
+		return fmt.Errorf("distributed: coordinator %s would serve heartbeats on %s without a token: set %s on every replica (from a Secret), or pass --insecure", env.Task, lis.Addr(), EnvToken)
+	}
 	var sopts []grpc.ServerOption
 	if env.Token != "" {
 		sopts = append(sopts, RequireToken(env.Token))
+	}
+	if job.ServerTLS != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(job.ServerTLS)))
 	}
 	srv := NewHeartbeatServer(m, sopts...)
 	serveErr := make(chan error, 1)

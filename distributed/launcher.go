@@ -120,6 +120,9 @@ type TaskEnv struct {
 	// ListenAddr is set for the task that hosts the coordinator itself
 	// (the chief under TF_CONFIG): it serves heartbeats there.
 	ListenAddr string
+	// TFConfig reports that the task's place came from TF_CONFIG (a
+	// cluster across machines) rather than from a local launcher.
+	TFConfig bool
 }
 
 func (c JobConfig) env(t Task, attempt int) TaskEnv {

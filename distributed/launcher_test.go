@@ -229,3 +229,33 @@ func cutEq(kv string) (string, string, bool) {
 	}
 	return kv, "", false
 }
+
+// TestCoordinatorRefusesOpenBindWithoutToken: the chief of a TF_CONFIG
+// job does not serve heartbeats on a non-loopback address without a token
+// unless told it may.
+func TestCoordinatorRefusesOpenBindWithoutToken(t *testing.T) {
+	lis, err := net.Listen("tcp", "0.0.0.0:0")
+	require.NoError(t, err)
+	env := TaskEnv{Task: Task{RoleChief, 0}, Rank: 0, Workers: 1, ListenAddr: lis.Addr().String(), TFConfig: true, Heartbeat: fastHeartbeat}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = RunTrainer(ctx, env, TrainerJob{Rows: 4, Epochs: 1, Listener: lis}, func(context.Context, *Agent) error { return nil })
+	require.ErrorContains(t, err, "without a token: set GOTFLOW_COORDINATOR_TOKEN on every replica")
+
+	lis, err = net.Listen("tcp", "0.0.0.0:0")
+	require.NoError(t, err)
+	env.ListenAddr = lis.Addr().String()
+	err = RunTrainer(ctx, env, TrainerJob{Rows: 4, Epochs: 1, Listener: lis, Insecure: true}, func(ctx context.Context, a *Agent) error {
+		for {
+			w, err := a.Next(ctx)
+			if errors.Is(err, ErrStopped) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			a.Advance(w.Rows(), 1, 0)
+		}
+	})
+	require.NoError(t, err)
+}

@@ -47,6 +47,10 @@ type WorkerJob struct {
 	// FirstEpoch is the epoch a resumed job starts at (the job runs
 	// Estimator.Epochs - FirstEpoch epochs).
 	FirstEpoch int `json:"first_epoch,omitempty"`
+	// Insecure lets the chief of a TF_CONFIG job serve heartbeats on its
+	// cluster address without a coordinator token (`gotflow worker
+	// --insecure`).
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // RowFilter selects the rows whose Column equals Value.
@@ -501,7 +505,19 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	if pullEvery == 0 {
 		pullEvery = 1
 	}
-	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs) - job.FirstEpoch}
+	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs) - job.FirstEpoch, Insecure: job.Insecure}
+	// The heartbeats to the chief use the PS credentials' TLS as well.
+	// (A local launcher's coordinator is on loopback, behind its token.)
+	if e.PSAuth.TLS() && env.TFConfig {
+		if tjob.ClientTLS, err = e.PSAuth.ClientTLS(); err != nil {
+			return fmt.Errorf("estimator: PSAuth: %w", err)
+		}
+		if env.HostsCoordinator() {
+			if tjob.ServerTLS, err = e.PSAuth.ServerTLS(); err != nil {
+				return fmt.Errorf("estimator: PSAuth: %w", err)
+			}
+		}
+	}
 	if tjob.Epochs < 1 {
 		return fmt.Errorf("estimator: job starts at epoch %d of %d: nothing to train", job.FirstEpoch, orDefault(e.Epochs, DefaultEpochs))
 	}

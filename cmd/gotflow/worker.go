@@ -21,6 +21,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("worker", stderr)
 	jobPath := fs.String("job", "", "job file (ModelDir/job.json written by train --cluster processes); without it, the job is described by train's flags")
 	t := addTrainFlags(fs)
+	insecure := fs.Bool("insecure", false, "as the chief of a TF_CONFIG job: serve heartbeats on the cluster address without a coordinator token ("+distributed.EnvToken+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -59,5 +60,8 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			job.Where = &estimator.RowFilter{Column: col, Value: val}
 		}
 	}
+	job.Insecure = job.Insecure || *insecure
+	ctx, cancel := distributed.WithParent(ctx)
+	defer cancel()
 	return estimator.RunWorker(ctx, job, env, log)
 }
