@@ -285,3 +285,29 @@ func TestConcurrentJobs(t *testing.T) {
 		requireNoProcesses(t, dirs[i])
 	}
 }
+
+// TestSecondFitOnSameModelDir: while a job trains in a ModelDir, a second
+// Fit there is refused before it touches anything of the first.
+func TestSecondFitOnSameModelDir(t *testing.T) {
+	e := chaosEstimator(t, "async-lock")
+	e.Epochs = 30
+	second := e
+	second.Hooks = estimator.TrainHooks{}
+	var secondErr error
+	var logBefore, logAfter []byte
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
+		if i.Epoch != 0 {
+			return
+		}
+		logBefore, _ = os.ReadFile(filepath.Join(e.ModelDir, "logs", "ps-0.log"))
+		_, secondErr = fitProcesses(t, &second)
+		logAfter, _ = os.ReadFile(filepath.Join(e.ModelDir, "logs", "ps-0.log"))
+	}
+	m, err := fitProcesses(t, &e)
+	require.NoError(t, err)
+	m.Close()
+	require.ErrorContains(t, secondErr, "is in use by another Fit: ")
+	require.ErrorContains(t, secondErr, "fit.lock is held by pid ")
+	require.Equal(t, string(logBefore), string(logAfter), "the refused Fit started no shard")
+	requireNoProcesses(t, e.ModelDir)
+}

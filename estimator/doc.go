@@ -87,7 +87,8 @@
 // # Concurrency
 //
 // A TFEstimator is configuration: Fit may be called again, but not
-// concurrently with itself on the same ModelDir. Its hooks run on Fit's
+// concurrently with itself on the same ModelDir: a second Fit there is
+// refused (ModelDir/fit.lock) before it writes anything. Its hooks run on Fit's
 // goroutines (OnStep on each worker's) and must return quickly.
 // Exported fields of a TFModel must not change once the model is used. Open, Transform
 // and Close are safe for concurrent use; several Transforms may share one

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/filelock"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/ps"
@@ -68,6 +69,19 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 		defer os.RemoveAll(r.modelDir)
 	} else if err := os.MkdirAll(r.modelDir, 0o755); err != nil {
 		return nil, fmt.Errorf("estimator: model dir: %w", err)
+	}
+	// One Fit at a time per ModelDir: a second one would share its
+	// snapshots, logs and job file.
+	lock, _, err := filelock.Acquire(filepath.Join(r.modelDir, "fit.lock"))
+	if errors.Is(err, filelock.ErrLocked) {
+		return nil, fmt.Errorf("estimator: ModelDir %s is in use by another Fit: %w; wait for it to end or use another ModelDir", r.modelDir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("estimator: model dir lock: %w", err)
+	}
+	defer lock.Release()
+	if err := lock.Write(filelock.Holder()); err != nil {
+		return nil, fmt.Errorf("estimator: model dir lock: %w", err)
 	}
 	if e.TensorBoardDir != "" {
 		if r.tb, err = tensorboard.NewWriter(e.TensorBoardDir); err != nil {

@@ -101,7 +101,7 @@ func (s *Server) capture() capturedState {
 func (s *Server) writeSnapshot() (*pspb.SnapshotResponse, error) {
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
-	if s.lock == nil || s.lock.f == nil {
+	if !s.lock.held() {
 		return nil, fmt.Errorf("ps: snapshot: the server has stopped and no longer owns %s", s.o.snapshotDir)
 	}
 	st := s.capture()

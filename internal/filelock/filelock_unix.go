@@ -1,6 +1,6 @@
 //go:build unix
 
-package ps
+package filelock
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"syscall"
 )
 
-var errLocked = errors.New("locked")
+var errBusy = errors.New("locked")
 
 // tryLock takes an exclusive flock on f without waiting. flock locks
 // belong to the open file, so a second server in the same process is
@@ -22,7 +22,7 @@ func tryLock(f *os.File) error {
 		case errors.Is(err, syscall.EINTR):
 			continue
 		case errors.Is(err, syscall.EWOULDBLOCK):
-			return errLocked
+			return errBusy
 		}
 		return err
 	}
