@@ -450,9 +450,14 @@ func TestMillionRowsKeepRSSFlat(t *testing.T) {
 		rr.Close()
 		require.Equal(t, int64(rows), n)
 	}
+	// The allocators and TensorFlow's thread pools grow to a plateau over
+	// the first passes, later under load (the machine's other work decides
+	// how many threads race): the leak check is the growth after that
+	// plateau, over a million more rows. A leak of even 16 bytes a row would
+	// add 16 MiB.
 	const total = 1_000_000
 	passes := total/rows + 1
-	for range 5 { // warm up
+	for range 20 { // warm up to the plateau
 		pass()
 	}
 	runtime.GC()
@@ -466,7 +471,7 @@ func TestMillionRowsKeepRSSFlat(t *testing.T) {
 	}
 	runtime.GC()
 	end := rss(t)
-	require.LessOrEqual(t, float64(end), float64(base)*1.10+4<<20, fmt.Sprintf("RSS grew from %d to %d", base, end))
+	require.LessOrEqual(t, float64(end), float64(base)*1.02+12<<20, fmt.Sprintf("RSS grew from %d to %d over %d rows", base, end, passes*rows))
 }
 
 func TestNullStopsStreamAfterEarlierBatches(t *testing.T) {
