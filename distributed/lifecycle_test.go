@@ -32,7 +32,8 @@ func TestChildrenDieWithTheirParent(t *testing.T) {
 		waitFor(t, ctx, name, func() bool { return readInt(filepath.Join(dir, name)) > 0 })
 		kids = append(kids, readInt(filepath.Join(dir, name)))
 	}
-	waitFor(t, ctx, "the watcher's start", func() bool { return readInt(filepath.Join(dir, "worker:0.0.pid")) > 0 })
+	// The watcher ignores SIGTERM only from here on.
+	waitFor(t, ctx, "the watcher's watch", func() bool { return readInt(filepath.Join(dir, "worker:0.watching")) > 0 })
 	require.NoError(t, parent.Process.Signal(syscall.SIGKILL))
 	require.Error(t, parent.Wait())
 	for _, pid := range kids {

@@ -153,6 +153,7 @@ func fakeRole(role string) int {
 		signal.Ignore(syscall.SIGTERM)
 		ctx, cancel := WithParent(context.Background())
 		defer cancel()
+		write(task+".watching", "1")
 		select {
 		case <-ctx.Done():
 			write(task+".noticed", context.Cause(ctx).Error())
