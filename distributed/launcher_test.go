@@ -245,17 +245,10 @@ func TestCoordinatorRefusesOpenBindWithoutToken(t *testing.T) {
 	lis, err = net.Listen("tcp", "0.0.0.0:0")
 	require.NoError(t, err)
 	env.ListenAddr = lis.Addr().String()
+	rec := &rowLog{}
 	err = RunTrainer(ctx, env, TrainerJob{Rows: 4, Epochs: 1, Listener: lis, Insecure: true}, func(ctx context.Context, a *Agent) error {
-		for {
-			w, err := a.Next(ctx)
-			if errors.Is(err, ErrStopped) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			a.Advance(w.Rows(), 1, 0)
-		}
+		return trainLoop(ctx, a, rec, 0, -1)
 	})
 	require.NoError(t, err)
+	require.Len(t, rec.seen[0], 4)
 }
