@@ -337,7 +337,6 @@ func TestFaultKillAndRestart(t *testing.T) {
 	st, err := probe.Stats(ctx)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, st[0].Version, ackedAtKill, "every push acknowledged before the kill survived it (snapshot at %d)", v)
-	require.Greater(t, st[0].Version, v, "the log held pushes after the snapshot")
 
 	done.Wait()
 	for _, err := range errs {
