@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/feeder"
@@ -425,32 +423,21 @@ func (r *run) processEpochEnd(ctx context.Context, info EpochInfo, addrs []strin
 
 // waitServing waits until the shard at addr answers a Stats call with
 // these client options (the launcher's socket accepts connections before
-// the shard serves them, so a TCP connect proves nothing). ctx bounds the
-// wait.
+// the shard serves them, so a TCP connect proves nothing). The client
+// retries while the shard is unavailable; ctx bounds the wait, and a
+// refusal of the credentials ends it at once.
 func waitServing(ctx context.Context, addr string, opts []ps.ClientOption) error {
-	c, err := ps.Dial(ctx, []string{addr}, append(opts, ps.WithWorkerID("coordinator-ready"), ps.WithRPCTimeout(time.Second))...)
+	opts = append(opts, ps.WithWorkerID("coordinator-ready"), ps.WithRPCTimeout(time.Second),
+		ps.WithRetry(math.MaxInt32, 50*time.Millisecond, 500*time.Millisecond))
+	c, err := ps.Dial(ctx, []string{addr}, opts...)
+	if err == nil {
+		defer c.Close()
+		_, err = c.Stats(ctx)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("estimator: parameter server %s not serving: %w", addr, err)
 	}
-	defer c.Close()
-	for {
-		_, err := c.Stats(ctx)
-		if err == nil || ctx.Err() != nil {
-			if err != nil {
-				return fmt.Errorf("estimator: parameter server %s not serving: %w", addr, err)
-			}
-			return nil
-		}
-		if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
-			return fmt.Errorf("estimator: parameter server %s refused the job's credentials: %w", addr, err)
-		}
-		t := time.NewTimer(50 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-	}
+	return nil
 }
 
 // RunWorker runs one trainer of a job: it reads the job's data, connects to
