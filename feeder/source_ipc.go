@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,10 @@ var ipcMagic = []byte("ARROW1")
 // an error.
 func recovered(what string, err *error) {
 	if r := recover(); r != nil {
+		if e, ok := r.(error); ok && errors.Is(e, ErrMemoryBudget) {
+			*err = fmt.Errorf("feeder: %s: %w", what, e)
+			return
+		}
 		*err = fmt.Errorf("feeder: %s: %w: %v", what, ErrMalformed, r)
 	}
 }
