@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/feeder"
@@ -39,6 +37,9 @@ type WorkerJob struct {
 	// Where, if set, keeps only the rows whose column equals a value
 	// (feeder.Where).
 	Where *RowFilter `json:"where,omitempty"`
+	// Root, if set, is the directory the data was opened on: Hive
+	// partition keys (key=value directories) below it become columns.
+	Root string `json:"root,omitempty"`
 	// Rows, if set, is how many rows the data holds; a worker that reads
 	// another number stops with an error.
 	Rows int `json:"rows,omitempty"`
@@ -59,7 +60,7 @@ type RowFilter struct {
 
 // jobData finds the files (and row filter) behind a source opened with
 // feeder.OpenDataset, optionally wrapped by feeder.Where.
-func jobData(data feeder.Source) ([]string, *RowFilter, error) {
+func jobData(data feeder.Source) ([]string, *RowFilter, string, error) {
 	var where *RowFilter
 	if f, ok := data.(*feeder.Filtered); ok {
 		where = &RowFilter{Column: f.Column, Value: f.Value}
@@ -67,16 +68,16 @@ func jobData(data feeder.Source) ([]string, *RowFilter, error) {
 	}
 	ds, ok := data.(*feeder.Dataset)
 	if !ok {
-		return nil, nil, errors.New("data must be opened with feeder.OpenDataset (optionally filtered by feeder.Where): the files are read again")
+		return nil, nil, "", errors.New("data must be opened with feeder.OpenDataset (optionally filtered by feeder.Where): the files are read again")
 	}
 	for _, f := range ds.Files() {
 		switch strings.ToLower(filepath.Ext(f)) {
 		case ".parquet", ".pq", ".arrow", ".arrows", ".ipc", ".feather":
 		default:
-			return nil, nil, fmt.Errorf("%s: the files are read again, without the dataset's options, so they must be Parquet or Arrow IPC", f)
+			return nil, nil, "", fmt.Errorf("%s: the files are read again, without the dataset's options, so they must be Parquet or Arrow IPC", f)
 		}
 	}
-	return ds.Files(), where, nil
+	return ds.Files(), where, ds.Root(), nil
 }
 
 // ReadWorkerJob reads and checks a job file.
@@ -119,7 +120,7 @@ func (e *TFEstimator) binary() (string, error) {
 // under distributed.ProcessLauncher. The parent hosts the coordinator: at
 // the end of every epoch, while the workers wait, it evaluates the current
 // weights and, after the last epoch, keeps them for the export.
-func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter) ([]loader.Weight, error) {
+func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter, root string) ([]loader.Weight, error) {
 	e := r.e
 	bin, err := e.binary()
 	if err != nil {
@@ -131,8 +132,8 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 	if r.done.Epochs >= orDefault(e.Epochs, DefaultEpochs) { // nothing left to train
 		return r.snapshotWeights(ctx)
 	}
-	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where, Rows: r.p.td.rows,
-		FirstEpoch: r.done.Epochs}
+	job := WorkerJob{Format: JobFormat, Estimator: *e, Data: make([]string, len(files)), Where: where, Root: root,
+		Rows: int(r.p.data.ds.NumRows()), FirstEpoch: r.done.Epochs}
 	job.Estimator.Hooks, job.Estimator.Logger = TrainHooks{}, nil
 	if job.Estimator.Bundle, err = filepath.Abs(e.Bundle); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
@@ -239,7 +240,7 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 		}
 	}
 	cfg := distributed.JobConfig{
-		Workers: e.Workers, NumPS: numPS, Rows: int64(len(r.p.trainRows)), Epochs: epochs - r.done.Epochs,
+		Workers: e.Workers, NumPS: numPS, Rows: r.p.data.rows, Epochs: epochs - r.done.Epochs,
 		MaxPSRestarts: 5, Logger: r.log,
 		// Local processes: beat often, so that an epoch's end is seen within
 		// ~100ms and a killed worker within a few seconds.
@@ -337,7 +338,7 @@ func (r *run) epochEndHook(ctx context.Context, addrs func() []string, final fun
 		defer mu.Unlock()
 		epoch += first // the job counts the epochs of this run only
 		info := EpochInfo{Epoch: epoch, Epochs: epochs, Elapsed: time.Since(t0)}
-		info.ExamplesSec = float64(len(r.p.trainRows)) / info.Elapsed.Seconds()
+		info.ExamplesSec = float64(r.p.data.rows) / info.Elapsed.Seconds()
 		stop, w, herr := r.processEpochEnd(ctx, info, addrs())
 		if herr == nil && r.modelDir != "" {
 			r.done.Epochs = epoch + 1
@@ -408,9 +409,9 @@ func (r *run) processEpochEnd(ctx context.Context, info EpochInfo, addrs []strin
 			return false, nil, err
 		}
 	}
-	sample := r.p.trainRows[:min(len(r.p.trainRows), 4096)]
+	sample := feeder.RangePieces(r.p.data.train, 0, 4096)
 	var err error
-	if info.Loss, info.Metrics, err = r.evaluate(ctx, sample, r.e.batchSize()); err != nil {
+	if info.Loss, info.Metrics, err = r.evaluate(ctx, sample); err != nil {
 		return false, nil, err
 	}
 	stop, err := r.endEpoch(ctx, info)
@@ -453,22 +454,21 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	if len(env.PSAddrs) == 0 {
 		return errors.New("estimator: worker has no parameter-server addresses")
 	}
-	src, err := openFiles(job.Data)
-	if err != nil {
-		return err
-	}
+	var scan feeder.ScanConfig
 	if job.Where != nil {
-		if src, err = feeder.Where(src, job.Where.Column, job.Where.Value); err != nil {
-			return err
-		}
+		scan.WhereColumn, scan.WhereValue = job.Where.Column, job.Where.Value
 	}
-	p, err := e.prepare(ctx, src)
-	src.Close()
+	ds, err := feeder.ScanFiles(job.Data, job.Root, scan)
+	if err != nil {
+		return fmt.Errorf("estimator: training data: %w", err)
+	}
+	p, err := e.prepare(ds)
 	if err != nil {
 		return err
 	}
-	if job.Rows > 0 && p.td.rows != job.Rows {
-		return fmt.Errorf("estimator: worker read %d rows from %v, the job has %d", p.td.rows, job.Data, job.Rows)
+	defer p.close()
+	if job.Rows > 0 && p.data.ds.NumRows() != int64(job.Rows) {
+		return fmt.Errorf("estimator: worker read %d rows from %v, the job has %d", p.data.ds.NumRows(), job.Data, job.Rows)
 	}
 	opts, err := e.PSAuth.ClientOptions()
 	if err != nil {
@@ -487,12 +487,11 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		return err
 	}
 	defer w.Close()
-	bs, seed := e.batchSize(), uint64(e.Seed)
 	pullEvery := e.PullEvery
 	if pullEvery == 0 {
 		pullEvery = 1
 	}
-	tjob := distributed.TrainerJob{Rows: int64(len(p.trainRows)), Epochs: orDefault(e.Epochs, DefaultEpochs) - job.FirstEpoch, Insecure: job.Insecure}
+	tjob := distributed.TrainerJob{Rows: p.data.rows, Epochs: orDefault(e.Epochs, DefaultEpochs) - job.FirstEpoch, Insecure: job.Insecure}
 	// The heartbeats to the chief use the PS credentials' TLS as well.
 	// (A local launcher's coordinator is on loopback, behind its token.)
 	if e.PSAuth.TLS() && env.TFConfig {
@@ -536,7 +535,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		})
 		tjob.Hooks = distributed.MonitorHooks{OnDead: r.onDead, OnEpochEnd: hook}
 	}
-	log.Info("worker ready", "task", env.Task.String(), "rows", len(p.trainRows))
+	log.Info("worker ready", "task", env.Task.String(), "rows", p.data.rows, "plan", e.planInfo(p.data, max(env.Workers, 1)).String())
 	err = distributed.RunTrainer(ctx, env, tjob, func(ctx context.Context, a *distributed.Agent) error {
 		var examples atomic.Int64
 		for {
@@ -547,79 +546,47 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			if err != nil {
 				return err
 			}
-			// Every worker orders the epoch's rows by the same permutation, so
-			// the rows a worker consumed are a prefix of its ranges and a dead
-			// worker's unconsumed rows are exactly what is reassigned.
+			// Every worker orders the epoch's units by the same
+			// permutation, and the coordinator deals ranges of that row
+			// sequence: the rows a worker consumed are a prefix of its
+			// ranges, and a dead worker's unconsumed rows are exactly
+			// what is reassigned.
 			epoch := job.FirstEpoch + work.Epoch
-			perm := epochOrder(p.trainRows, e.ShufflePerIter, seed+uint64(epoch)*104729)
-			rows := make([]int, 0, work.Rows())
+			order, shares, firsts, layouts, _ := e.shares(p.data, epoch, max(env.Workers, 1))
+			var pieces []feeder.Piece
 			for _, rg := range work.Ranges {
-				rows = append(rows, perm[rg.Start:rg.End]...)
+				pieces = append(pieces, feeder.RangePieces(order, rg.Start, rg.End)...)
+			}
+			first, batches := work.Ranges[0].Start, []int(nil)
+			if rk := env.Rank; len(work.Ranges) == 1 && rk >= 0 && rk < len(shares) &&
+				work.Ranges[0] == (distributed.Range{Start: firsts[rk], End: firsts[rk] + feeder.RowsOf(shares[rk])}) {
+				// The worker's own share: the step count every worker runs.
+				batches = layouts[rk]
+			}
+			s, err := p.data.ds.Stream(ctx, pieces, e.streamConfig(p.data, epoch, first, batches, 0))
+			if err != nil {
+				return fmt.Errorf("estimator: %w", err)
 			}
 			consumed := 0
-			res, err := w.runEpoch(ctx, p.td, epochPlan{
-				epoch: epoch, rows: rows, batchSize: bs, iters: orDefault(e.MiniStochasticIters, 1),
+			res, err := w.runEpoch(ctx, s, epochPlan{
+				epoch: epoch, iters: orDefault(e.MiniStochasticIters, 1),
 				pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush,
-				onBatch: func(n int, loss float64) {
+				onBatch: func(_, n int, loss float64) error {
 					consumed += n
 					a.Advance(int64(n), int64(w.steps), loss)
+					return nil
 				},
 			}, &examples, nil)
+			s.Close()
 			if err != nil {
 				return err
 			}
-			if res.done && consumed < len(rows) { // step limit reached: hand the rest back as done
-				a.Advance(int64(len(rows)-consumed), int64(w.steps), 0)
+			if rest := int(work.Rows()) - consumed; rest > 0 && (res.done || batches != nil) {
+				// The step limit was reached, or rows were dropped to
+				// equalise the steps: hand the rest back as done.
+				a.Advance(int64(rest), int64(w.steps), 0)
 			}
 		}
 	})
 	return errors.Join(err, chiefErr())
 }
-
-// openFiles opens data files as one source.
-func openFiles(files []string) (feeder.Source, error) {
-	if len(files) == 1 {
-		return feeder.OpenDataset(files[0])
-	}
-	return newChain(files)
-}
-
-// chain reads several sources one after the other.
-type chain struct {
-	files []string
-	cur   feeder.Source
-	next  int
-}
-
-func newChain(files []string) (*chain, error) {
-	c := &chain{files: files}
-	first, err := feeder.OpenDataset(files[0])
-	if err != nil {
-		return nil, err
-	}
-	c.cur, c.next = first, 1
-	return c, nil
-}
-
-func (c *chain) Schema() *arrow.Schema { return c.cur.Schema() }
-
-func (c *chain) Next(ctx context.Context) (arrow.RecordBatch, error) {
-	for {
-		rec, err := c.cur.Next(ctx)
-		if !errors.Is(err, io.EOF) || c.next >= len(c.files) {
-			return rec, err
-		}
-		next, err := feeder.OpenDataset(c.files[c.next])
-		if err != nil {
-			return nil, err
-		}
-		if !next.Schema().Equal(c.cur.Schema()) {
-			next.Close()
-			return nil, fmt.Errorf("estimator: %s has schema %s, want %s: %w", c.files[c.next], next.Schema(), c.cur.Schema(), feeder.ErrSchemaChanged)
-		}
-		c.cur.Close()
-		c.cur, c.next = next, c.next+1
-	}
-}
-
-func (c *chain) Close() error { return c.cur.Close() }

@@ -67,9 +67,30 @@ type TFEstimator struct {
 	// Steps, when positive, stops each worker after this many steps, even
 	// within an epoch.
 	Steps int `json:"steps,omitempty"`
-	// ShufflePerIter reshuffles each worker's rows every epoch (Keras'
-	// shuffle=True, SparkFlow's shufflePerIter).
+	// ShufflePerIter shuffles the training data every epoch (Keras'
+	// shuffle=True, SparkFlow's shufflePerIter): the units (Parquet row
+	// groups, IPC record batches) are permuted and dealt to the workers
+	// anew, the rows inside each unit are permuted, and each worker
+	// permutes its rows within a window of ShuffleBuffer bytes. Without
+	// it, the data is read in file and row-group order.
 	ShufflePerIter bool `json:"shuffle_per_iter,omitempty"`
+	// ShuffleBuffer is the shuffle window of each worker in bytes of
+	// converted rows (default 256 MiB; see DefaultShuffleBuffer). Memory
+	// per worker stays below Readers × the largest unit + ShuffleBuffer +
+	// Prefetch batches, whatever the size of the data.
+	ShuffleBuffer int64 `json:"shuffle_buffer,omitempty"`
+	// Prefetch is how many ready batches wait for each worker (default 2).
+	Prefetch int `json:"prefetch,omitempty"`
+	// InMemory keeps the converted training data in memory after the first
+	// epoch instead of reading it again (tf.data's cache()): for data that
+	// fits. Batches are the same as when streaming.
+	InMemory bool `json:"in_memory,omitempty"`
+	// CheckpointEvery is how many steps the in-process workers run between
+	// mid-epoch checkpoints (default 500): the shards' snapshot and the
+	// position in the epoch's plan are saved together, so a Fit killed
+	// mid-epoch resumes at that step, with the same batches after it as an
+	// uninterrupted run. Negative: at the end of epochs only.
+	CheckpointEvery int `json:"checkpoint_every,omitempty"`
 	// PartitionShuffles re-deals the rows among the workers this many times
 	// over the whole training (0: the partition is fixed).
 	PartitionShuffles int `json:"partition_shuffles,omitempty"`
@@ -84,9 +105,8 @@ type TFEstimator struct {
 
 	// Workers is the number of data-parallel workers (ClusterSize; at
 	// least 1, required); NumPS the number of parameter-server shards
-	// (default 1). Readers is how many goroutines decode the training data
-	// when it was opened with feeder.OpenDataset (files and Parquet row
-	// groups in parallel, row order kept; default 1).
+	// (default 1). Readers is how many units each worker decodes at once
+	// (default 1); the batches are the same whatever it is.
 	Workers int `json:"workers,omitempty"`
 	NumPS   int `json:"num_ps,omitempty"`
 	Readers int `json:"readers,omitempty"`
@@ -187,12 +207,16 @@ type TrainHooks struct {
 	// OnWorkerLost is called when a worker process is declared dead
 	// (Processes mode); its rows go to the other workers.
 	OnWorkerLost func(task, reason string)
+	// OnPlan is called once before training with the data plan: rows,
+	// units, steps per epoch and the memory bound.
+	OnPlan func(PlanInfo)
 }
 
 // StepInfo describes one training step.
 type StepInfo struct {
 	Worker   int
 	Epoch    int // 0-based
+	Batch    int // the batch's index in the worker's share of the epoch
 	Step     int // steps this worker ran so far in this Fit
 	Rows     int
 	Loss     float64
@@ -317,11 +341,14 @@ func (e *TFEstimator) Validate() error {
 	for name, v := range map[string]int{"BatchSize": e.BatchSize, "MiniBatchSize": e.MiniBatchSize,
 		"MiniStochasticIters": e.MiniStochasticIters, "Epochs": e.Epochs, "Steps": e.Steps,
 		"PartitionShuffles": e.PartitionShuffles, "Workers": e.Workers, "NumPS": e.NumPS,
-		"Readers": e.Readers, "MaxStaleness": e.MaxStaleness, "IntraOpThreads": e.IntraOpThreads,
+		"Readers": e.Readers, "Prefetch": e.Prefetch, "MaxStaleness": e.MaxStaleness, "IntraOpThreads": e.IntraOpThreads,
 		"InterOpThreads": e.InterOpThreads} {
 		if v < 0 {
 			bad("%s is %d; it must be >= 0 (0 takes the default)", name, v)
 		}
+	}
+	if e.ShuffleBuffer < 0 {
+		bad("ShuffleBuffer is %d; it must be >= 0 bytes (0 takes the default, 256 MiB)", e.ShuffleBuffer)
 	}
 	if e.BatchSize > 0 && e.MiniBatchSize > 0 && e.BatchSize != e.MiniBatchSize {
 		bad("BatchSize (%d) and MiniBatchSize (%d) are two names for the rows per step; set one", e.BatchSize, e.MiniBatchSize)

@@ -59,9 +59,13 @@ func (m *TFModel) Evaluate(ctx context.Context, data feeder.Source) (*EvalResult
 		}
 	}
 	e := &TFEstimator{InputMapping: m.InputMapping, LabelMapping: m.LabelMapping}
-	plan, _, err := e.plan(b, data)
+	mapping, targets, err := e.mapping(&prepared{b: b})
 	if err != nil {
 		return nil, err
+	}
+	plan, err := feeder.NewPlan(data.Schema(), mapping, targets, feeder.NoZeroCopy())
+	if err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
 	step, err := b.NewEvalStep(tf.WithIntraOpThreads(m.IntraOpThreads), tf.WithInterOpThreads(m.InterOpThreads))
 	if err != nil {

@@ -29,18 +29,25 @@ const progressFile = "progress.json"
 type progress struct {
 	Epochs int   `json:"epochs_done"`
 	Steps  []int `json:"worker_steps"`
+	// Batch is how many batches of epoch Epochs every in-process worker
+	// had trained on at the last checkpoint, within the plan Plan names.
+	Batch int    `json:"batches_done,omitempty"`
+	Plan  string `json:"plan,omitempty"`
 }
 
 // Fit trains the bundle on data and returns a TFModel over the exported
-// model. data is read once, converted by the input and label mappings and
-// kept in memory for all epochs (row order is the source's); Fit closes it.
+// model; Fit closes data. Data opened with feeder.OpenDataset (optionally
+// filtered by feeder.Where) is streamed from its files every epoch: its
+// units (Parquet row groups, IPC record batches) are dealt to the workers
+// and read in bounded memory (see ShuffleBuffer, Readers, Prefetch); any
+// other source is read into memory once.
 //
 // Everything is checked before training starts: the parameters
-// (Validate), the bundle (loader.LoadBundle), and the mappings against
-// data's schema and the bundle's inputs and labels. With Cluster
-// InProcess (the default) workers run as goroutines against an in-process
-// parameter server of NumPS shards; with Cluster Processes they run as
-// `gotflow worker` and `gotflow ps` processes (see Cluster).
+// (Validate), the bundle (loader.LoadBundle), the files' schemas, and the
+// mappings against the data's schema and the bundle's inputs and labels.
+// With Cluster InProcess (the default) workers run as goroutines against
+// an in-process parameter server of NumPS shards; with Cluster Processes
+// they run as `gotflow worker` and `gotflow ps` processes (see Cluster).
 func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, error) {
 	defer data.Close()
 	if err := e.Validate(); err != nil {
@@ -49,19 +56,29 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 	var (
 		files []string
 		where *RowFilter
+		root  string
 		err   error
 	)
 	if e.Cluster == Processes {
-		if files, where, err = jobData(data); err != nil {
+		if files, where, root, err = jobData(data); err != nil {
 			return nil, fmt.Errorf("estimator: Cluster \"processes\": every worker process reads the data itself: %w", err)
 		}
 	}
-	p, err := e.prepare(ctx, data)
+	ds, err := scanData(ctx, data)
+	if err != nil {
+		return nil, fmt.Errorf("estimator: training data: %w", err)
+	}
+	p, err := e.prepare(ds)
 	if err != nil {
 		return nil, err
 	}
+	defer p.close()
 	r := &run{e: e, p: p, log: e.logger()}
-	r.log.Info("training data loaded", "rows", p.td.rows, "train", len(p.trainRows), "validation", len(p.valRows))
+	info := e.planInfo(p.data, e.Workers)
+	r.log.Info("training data", "plan", info.String())
+	if e.Hooks.OnPlan != nil {
+		e.Hooks.OnPlan(info)
+	}
 	if r.modelDir = e.ModelDir; r.modelDir == "" {
 		if r.modelDir, err = os.MkdirTemp("", "gotflow-fit-"); err != nil {
 			return nil, fmt.Errorf("estimator: %w", err)
@@ -92,7 +109,7 @@ func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, er
 	defer r.close()
 	var final []loader.Weight
 	if e.Cluster == Processes {
-		final, err = r.fitProcesses(ctx, files, where)
+		final, err = r.fitProcesses(ctx, files, where, root)
 	} else {
 		final, err = r.fitInProcess(ctx)
 	}
@@ -109,26 +126,30 @@ func (e *TFEstimator) logger() *slog.Logger {
 	return e.Logger
 }
 
-// prepared is what every training mode needs: the bundle, the converted
-// data and its split, and the parameter server's variables.
+// prepared is what every training mode needs: the bundle, the training
+// data's plan and split, and the parameter server's variables.
 type prepared struct {
-	b                  *loader.Bundle
-	td                 *trainData
-	trainRows, valRows []int
-	vars               []ps.Variable // float32 variables, with initial values
-	mode               ps.Mode
-	opt                ps.OptimizerConfig
+	b    *loader.Bundle
+	data *trainSet
+	vars []ps.Variable // float32 variables, with initial values
+	mode ps.Mode
+	opt  ps.OptimizerConfig
 }
 
-// prepare loads the bundle, checks the mappings and reads data.
-func (e *TFEstimator) prepare(ctx context.Context, data feeder.Source) (*prepared, error) {
+func (p *prepared) close() { p.data.close() }
+
+// prepare loads the bundle and checks the mappings against ds, which it
+// takes over.
+func (e *TFEstimator) prepare(ds *feeder.StreamDataset) (*prepared, error) {
 	b, err := loader.LoadBundle(e.Bundle)
 	if err != nil {
+		ds.Close()
 		return nil, err
 	}
 	p := &prepared{b: b}
 	for i, v := range b.Variables {
 		if v.Trainable && v.DType != tf.Float {
+			ds.Close()
 			return nil, fmt.Errorf("estimator: trainable variable %q has dtype %s; the parameter server trains float32 variables only", v.Name, v.DType)
 		}
 		if !onParameterServer(v) {
@@ -136,109 +157,19 @@ func (e *TFEstimator) prepare(ctx context.Context, data feeder.Source) (*prepare
 		}
 		init, err := b.Weights[i].Tensor()
 		if err != nil {
+			ds.Close()
 			return nil, err
 		}
 		vals, _ := tf.Data[float32](init)
 		p.vars = append(p.vars, ps.Variable{Name: v.Name, Shape: v.Shape, Trainable: v.Trainable, Init: append([]float32(nil), vals...)})
 		init.Close()
 	}
-	plan, names, err := e.plan(b, data)
-	if err != nil {
+	if p.data, err = e.openTrainSet(p, ds); err != nil {
 		return nil, err
-	}
-	if e.Readers > 1 {
-		if data, err = e.parallelSource(data); err != nil {
-			return nil, err
-		}
-		defer data.Close()
-	}
-	if p.td, err = loadTrainData(ctx, data, plan, names, len(b.Inputs)); err != nil {
-		return nil, err
-	}
-	if p.td.rows == 0 {
-		return nil, errors.New("estimator: the training data is empty")
-	}
-	p.trainRows, p.valRows = splitRows(p.td.rows, e.ValidationSplit)
-	if e.ValidationSplit > 0 && len(p.valRows) == 0 {
-		return nil, fmt.Errorf("estimator: ValidationSplit %g of %d rows holds out no row; raise it or drop it", e.ValidationSplit, p.td.rows)
-	}
-	if len(p.trainRows) < e.Workers {
-		return nil, fmt.Errorf("estimator: %d training rows for %d workers; every worker needs at least one row", len(p.trainRows), e.Workers)
 	}
 	p.mode, _ = e.mode()
 	p.opt, _ = e.optimizer()
 	return p, nil
-}
-
-// plan builds the feeder plan for the bundle's inputs then labels.
-func (e *TFEstimator) plan(b *loader.Bundle, data feeder.Source) (*feeder.Plan, []string, error) {
-	var mapping feeder.Mapping
-	var targets []feeder.Target
-	var names []string
-	add := func(kind string, specs []loader.BundleTensor, m map[string]string) error {
-		byName := map[string]string{}
-		for col, t := range m {
-			byName[t] = col
-		}
-		known := map[string]bool{}
-		for _, s := range specs {
-			known[s.Name] = true
-			col, ok := byName[s.Name]
-			if !ok {
-				col = s.Name
-			}
-			mapping = append(mapping, feeder.Input{Column: col, Tensor: s.Name, Cast: e.Cast})
-			targets = append(targets, feeder.Target{Name: s.Name, DType: s.DType, Shape: s.Shape})
-			names = append(names, s.Name)
-		}
-		for col, t := range m {
-			if !known[t] {
-				have := make([]string, 0, len(specs))
-				for _, s := range specs {
-					have = append(have, s.Name)
-				}
-				return fmt.Errorf("estimator: column %q is mapped to %s %q, which the bundle does not have (have: %v)", col, kind, t, have)
-			}
-		}
-		return nil
-	}
-	if err := add("input", b.Inputs, e.InputMapping); err != nil {
-		return nil, nil, err
-	}
-	if err := add("label", b.Labels, e.LabelMapping); err != nil {
-		return nil, nil, err
-	}
-	plan, err := feeder.NewPlan(data.Schema(), mapping, targets, feeder.NoZeroCopy())
-	if err != nil {
-		return nil, nil, fmt.Errorf("estimator: %w", err)
-	}
-	return plan, names, nil
-}
-
-// parallelSource reopens data opened with feeder.OpenDataset (optionally
-// filtered by feeder.Where) so that Readers goroutines decode its files and
-// row groups at once, keeping the row order.
-func (e *TFEstimator) parallelSource(data feeder.Source) (feeder.Source, error) {
-	files, where, err := jobData(data)
-	if err != nil {
-		return nil, fmt.Errorf("estimator: Readers %d: %w", e.Readers, err)
-	}
-	schema := data.Schema()
-	if f, ok := data.(*feeder.Filtered); ok {
-		schema = f.Unfiltered().Schema()
-	}
-	src, err := OpenOrdered(files, e.Readers, ReadRows(schema, e.batchSize()))
-	if err != nil {
-		return nil, err
-	}
-	if !src.Schema().Equal(schema) {
-		src.Close()
-		return nil, fmt.Errorf("estimator: Readers %d reads the files again without the dataset's options, which changes the schema to %s; use Readers 1", e.Readers, src.Schema())
-	}
-	if where != nil {
-		return feeder.Where(src, where.Column, where.Value)
-	}
-	return src, nil
 }
 
 // run is the state of one Fit.
@@ -270,8 +201,10 @@ func (r *run) serverOptions() []ps.ServerOption {
 	pol, _ := r.e.straggler() // checked by Validate
 	o := []ps.ServerOption{ps.WithMode(r.p.mode), ps.WithOptimizer(r.p.opt), ps.WithWorkers(r.e.Workers),
 		ps.WithSnapshotDir(filepath.Join(r.modelDir, "ps"), 0, 0), ps.WithSyncTimeout(r.e.syncTimeout(), pol),
-		// In process a crash ends the workers too: nothing to log for.
-		ps.WithoutWAL()}
+		// In process a crash ends the workers too: nothing to log for. The
+		// snapshots are the checkpoints', each paired with its position in
+		// the data plan, so none is written on stop.
+		ps.WithoutWAL(), ps.WithoutFinalSnapshot()}
 	if r.p.mode == ps.BoundedStaleness {
 		o = append(o, ps.WithMaxStaleness(uint64(orDefault(r.e.MaxStaleness, 4))))
 	}
@@ -328,43 +261,67 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 		return nil, err
 	}
 	epochs := orDefault(e.Epochs, DefaultEpochs)
-	bs := e.batchSize()
-	seed := uint64(e.Seed)
 	pullEvery := e.PullEvery
 	if pullEvery == 0 {
 		pullEvery = 1
 	}
+	every := e.CheckpointEvery
+	if every == 0 {
+		every = 500
+	}
 	r.started, r.startEpoch, r.best = time.Now(), r.done.Epochs, math.Inf(1)
 	for epoch := r.done.Epochs; epoch < epochs; epoch++ {
-		round := 0
-		if e.PartitionShuffles > 0 {
-			round = epoch * (e.PartitionShuffles + 1) / epochs
-		}
-		parts := partition(r.p.trainRows, n, e.PartitionShuffles > 0 || e.ShufflePerIter, seed+uint64(round)*7919)
-		steps := 0
-		if r.p.mode == ps.Sync { // every worker pushes the same number of times
-			steps = math.MaxInt
-			for _, p := range parts {
-				steps = min(steps, (len(p)+bs-1)/bs)
-			}
+		_, shares, firsts, layouts, _ := e.shares(r.p.data, epoch, n)
+		skip := 0
+		if epoch == r.done.Epochs {
+			skip = r.done.Batch // resumed within this epoch
 		}
 		t0 := time.Now()
 		results := make([]epochResult, n)
 		errs := make([]error, n)
+		ectx, cancel := context.WithCancel(ctx)
+		bar := &barrier{n: n, gen: &barrierGen{done: make(chan struct{})}}
 		var wg sync.WaitGroup
 		for i, w := range r.workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i], errs[i] = w.runEpoch(ctx, r.p.td, epochPlan{
-					epoch: epoch, rows: parts[i], batchSize: bs, steps: steps, shuffle: e.ShufflePerIter,
-					seed: seed + uint64(epoch)*104729, iters: orDefault(e.MiniStochasticIters, 1),
+				defer func() {
+					if errs[i] != nil {
+						cancel() // the others must not wait for this one at a checkpoint
+					}
+				}()
+				cfg := e.streamConfig(r.p.data, epoch, firsts[i], layouts[i], skip)
+				s, err := r.p.data.ds.Stream(ectx, shares[i], cfg)
+				if err != nil {
+					errs[i] = fmt.Errorf("estimator: worker %d: %w", i, err)
+					return
+				}
+				defer s.Close()
+				results[i], errs[i] = w.runEpoch(ectx, s, epochPlan{
+					epoch: epoch, iters: orDefault(e.MiniStochasticIters, 1),
 					pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush,
+					onBatch: func(index, _ int, _ float64) error {
+						done := index + 1
+						if every < 0 || done%every != 0 || done >= len(layouts[i]) {
+							return nil
+						}
+						// A consistent point: every worker has pushed the
+						// steps of its first done batches, and nothing else.
+						if err := w.settle(); err != nil {
+							return err
+						}
+						return bar.wait(ectx, func() error { return r.checkpointAt(ectx, epoch, done) })
+					},
 				}, &r.examples, e.Hooks.OnStep)
 			}()
 		}
 		wg.Wait()
+		cancel()
 		if err := errors.Join(errs...); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("estimator: %w", ctx.Err())
+			}
 			return nil, err
 		}
 		info := EpochInfo{Epoch: epoch, Epochs: epochs, Metrics: map[string]float64{}, Elapsed: time.Since(t0)}
@@ -400,9 +357,44 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 	return r.weights(ctx)
 }
 
-// resume reads the progress of an earlier Fit with the same ModelDir.
-// Step counts are kept per in-process worker; a progress file written by a
-// run in Processes mode has none.
+// barrier holds the in-process workers at a mid-epoch checkpoint: the last
+// to arrive runs it, and every worker gets its error.
+type barrier struct {
+	n     int
+	mu    sync.Mutex
+	count int
+	gen   *barrierGen
+}
+
+type barrierGen struct {
+	done chan struct{}
+	err  error
+}
+
+func (b *barrier) wait(ctx context.Context, fn func() error) error {
+	b.mu.Lock()
+	g := b.gen
+	b.count++
+	if b.count == b.n {
+		g.err = fn()
+		b.count, b.gen = 0, &barrierGen{done: make(chan struct{})}
+		close(g.done)
+		b.mu.Unlock()
+		return g.err
+	}
+	b.mu.Unlock()
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// resume reads the progress of an earlier Fit with the same ModelDir: the
+// epochs it completed and, for an in-process run, how far into the next
+// one it checkpointed. Step counts are kept per in-process worker; a
+// progress file written by a run in Processes mode has none.
 func (r *run) resume() error {
 	n := len(r.workers)
 	r.done = progress{Steps: make([]int, n)}
@@ -417,6 +409,11 @@ func (r *run) resume() error {
 	if err := json.Unmarshal(data, &p); err != nil || (len(p.Steps) != 0 && n != 0 && len(p.Steps) != n) {
 		return fmt.Errorf("estimator: %s in %s does not match this run (%d workers); use another ModelDir", progressFile, r.modelDir, n)
 	}
+	if p.Batch > 0 && (p.Plan != r.planKey()) {
+		// The position is within another plan: start the epoch over.
+		r.log.Warn("the data or its plan changed since the checkpoint; the epoch in progress starts over", "epoch", p.Epochs+1)
+		p.Batch = 0
+	}
 	if len(p.Steps) != n {
 		p.Steps = make([]int, n)
 	}
@@ -424,8 +421,15 @@ func (r *run) resume() error {
 	for i, w := range r.workers {
 		w.steps = p.Steps[i]
 	}
-	r.log.Info("resuming", "epochs_done", p.Epochs)
+	r.log.Info("resuming", "epochs_done", p.Epochs, "batches_done", p.Batch)
 	return nil
+}
+
+// planKey identifies the data plan a mid-epoch position refers to.
+func (r *run) planKey() string {
+	e := r.e
+	return fmt.Sprintf("rows=%d units=%d workers=%d batch=%d seed=%d shuffle=%t/%d/%d", r.p.data.rows, len(r.p.data.ds.Units()),
+		e.Workers, e.batchSize(), e.Seed, e.ShufflePerIter, e.shuffleBuffer(), e.PartitionShuffles)
 }
 
 // endEpoch evaluates on the validation rows, reports the epoch (log,
@@ -433,8 +437,8 @@ func (r *run) resume() error {
 func (r *run) endEpoch(ctx context.Context, info EpochInfo) (stop bool, err error) {
 	e := r.e
 	info.ValLoss = math.NaN()
-	if len(r.p.valRows) > 0 {
-		if info.ValLoss, info.ValMetrics, err = r.evaluate(ctx, r.p.valRows, e.batchSize()); err != nil {
+	if len(r.p.data.val) > 0 {
+		if info.ValLoss, info.ValMetrics, err = r.evaluate(ctx, r.p.data.val); err != nil {
 			return false, err
 		}
 	}
@@ -491,12 +495,23 @@ func writeEpochSummary(tb *tensorboard.Writer, info EpochInfo) error {
 	return tb.Flush()
 }
 
-// checkpoint snapshots the parameter server and records the progress.
+// checkpoint snapshots the parameter server and records that epochs
+// epochs are complete.
 func (r *run) checkpoint(ctx context.Context, epochs int) error {
+	return r.checkpointAt(ctx, epochs, 0)
+}
+
+// checkpointAt snapshots the parameter server and records the position:
+// epoch complete epochs and batch batches of the next one. The in-process
+// workers are all stopped at that position.
+func (r *run) checkpointAt(ctx context.Context, epoch, batch int) error {
 	if _, err := r.eval.client.Snapshot(ctx); err != nil {
 		return fmt.Errorf("estimator: snapshot: %w", err)
 	}
-	r.done.Epochs = epochs
+	r.done.Epochs, r.done.Batch, r.done.Plan = epoch, batch, ""
+	if batch > 0 {
+		r.done.Plan = r.planKey()
+	}
 	for i, w := range r.workers {
 		r.done.Steps[i] = w.steps
 	}
@@ -509,11 +524,11 @@ func (r *run) saveProgress() error {
 	return writeFileAtomic(filepath.Join(r.modelDir, progressFile), data)
 }
 
-// evaluate computes the mean loss and metrics over rows with the current
-// weights, weighting each batch by its rows. It runs the bundle's eval
-// graph (training behaviour off, as Keras' model.evaluate), or its
+// evaluate computes the mean loss and metrics over pieces with the
+// current weights, weighting each batch by its rows. It runs the bundle's
+// eval graph (training behaviour off, as Keras' model.evaluate), or its
 // training graph for a bundle without one.
-func (r *run) evaluate(ctx context.Context, rows []int, bs int) (float64, map[string]float64, error) {
+func (r *run) evaluate(ctx context.Context, pieces []feeder.Piece) (float64, map[string]float64, error) {
 	w := r.eval
 	st, err := w.evalStep()
 	if err != nil {
@@ -523,40 +538,38 @@ func (r *run) evaluate(ctx context.Context, rows []int, bs int) (float64, map[st
 		return 0, nil, err
 	}
 	var loss float64
+	var rows int
 	sums := make([]float64, len(r.p.b.Metrics))
-	for lo := 0; lo < len(rows); lo += bs {
-		hi := min(lo+bs, len(rows))
-		inputs, labels, err := r.p.td.gather(rows[lo:hi])
+	nIn := len(r.p.b.Inputs)
+	err = r.e.batches(ctx, r.p.data, pieces, func(b *feeder.StreamBatch) error {
+		out, err := st.Run(ctx, w.weights, b.Tensors[:nIn], b.Tensors[nIn:])
 		if err != nil {
-			return 0, nil, err
+			return fmt.Errorf("estimator: evaluate: %w", err)
 		}
-		out, err := st.Run(ctx, w.weights, inputs, labels)
-		closeAll(inputs)
-		closeAll(labels)
-		if err != nil {
-			return 0, nil, fmt.Errorf("estimator: evaluate: %w", err)
-		}
+		defer out.Close()
 		l, err := scalar(out.Loss)
-		if err == nil {
-			loss += l * float64(hi-lo)
-			for i, t := range out.Metrics {
-				var m float64
-				if m, err = scalar(t); err != nil {
-					break
-				}
-				sums[i] += m * float64(hi-lo)
-			}
-		}
-		out.Close()
 		if err != nil {
-			return 0, nil, fmt.Errorf("estimator: evaluate: %w", err)
+			return fmt.Errorf("estimator: evaluate: %w", err)
 		}
+		loss += l * float64(b.Rows)
+		for i, t := range out.Metrics {
+			m, err := scalar(t)
+			if err != nil {
+				return fmt.Errorf("estimator: evaluate: %w", err)
+			}
+			sums[i] += m * float64(b.Rows)
+		}
+		rows += b.Rows
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
 	}
 	metrics := map[string]float64{}
 	for i, m := range r.p.b.Metrics {
-		metrics[m.Name] = sums[i] / float64(len(rows))
+		metrics[m.Name] = sums[i] / float64(max(rows, 1))
 	}
-	return loss / float64(len(rows)), metrics, nil
+	return loss / float64(max(rows, 1)), metrics, nil
 }
 
 // weights pulls the current weights through the chief's client.

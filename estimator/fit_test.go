@@ -405,8 +405,3 @@ func TestExportReplacesAtomically(t *testing.T) {
 	requireClose(t, loadFitExpected(t).SGD1Worker, predict(t, loaded), 2e-5, "loaded from tfmodel.json")
 }
 
-func TestFitReadersNeedsFiles(t *testing.T) {
-	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, Readers: 2, Cast: true, ExportDir: t.TempDir()}
-	_, err := est.Fit(testCtx(t), floatLabels(t))
-	require.ErrorContains(t, err, "Readers 2: data must be opened with feeder.OpenDataset")
-}

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"sync/atomic"
 
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/ps"
 	"github.com/gotflow/gotflow/tf"
@@ -154,21 +155,17 @@ func (w *trainWorker) refresh() error {
 	return nil
 }
 
-// epochPlan is one worker's work for one epoch.
+// epochPlan is how one worker runs its share of an epoch.
 type epochPlan struct {
 	epoch     int
-	rows      []int
-	batchSize int
-	steps     int // batches to run; 0 runs every batch of rows
-	shuffle   bool
-	seed      uint64
 	iters     int  // steps per mini-batch (MiniStochasticIters)
 	pullEvery int  // <0: once per epoch
 	maxSteps  int  // stop after this many steps in total (0: no limit)
 	overlap   bool // push while the next step computes (OverlapPush)
-	// onBatch, if set, is called after each batch's steps with its rows and
-	// last loss.
-	onBatch func(rows int, loss float64)
+	// onBatch, if set, is called after each batch's steps with the batch's
+	// index in the share, its rows and its last loss; an error ends the
+	// epoch.
+	onBatch func(index, rows int, loss float64) error
 }
 
 // epochResult sums what a worker saw in one epoch.
@@ -180,29 +177,26 @@ type epochResult struct {
 	done    bool // the worker reached maxSteps
 }
 
-func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, examples *atomic.Int64, onStep func(StepInfo)) (res epochResult, err error) {
+// runEpoch trains on every batch of s: the one training loop of every
+// cluster mode.
+func (w *trainWorker) runEpoch(ctx context.Context, s *feeder.Stream, p epochPlan, examples *atomic.Int64, onStep func(StepInfo)) (res epochResult, err error) {
 	defer func() {
 		if err != nil {
 			w.settle() // do not leave a push running past a failed epoch
 		}
 	}()
 	res = epochResult{metrics: make([]float64, len(w.b.Metrics))}
-	order := append([]int(nil), p.rows...)
-	if p.shuffle {
-		r := rand.New(rand.NewPCG(p.seed, uint64(w.id)+1))
-		r.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	}
-	nb := (len(order) + p.batchSize - 1) / p.batchSize
-	if p.steps > 0 {
-		nb = min(nb, p.steps)
-	}
+	nIn := len(w.b.Inputs)
 	sincePull := 0
-	for bi := 0; bi < nb; bi++ {
-		lo, hi := bi*p.batchSize, min((bi+1)*p.batchSize, len(order))
-		inputs, labels, err := d.gather(order[lo:hi])
-		if err != nil {
-			return res, err
+	for {
+		b, err := s.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
 		}
+		if err != nil {
+			return res, fmt.Errorf("estimator: worker %d: read data: %w", w.id, err)
+		}
+		inputs, labels := b.Tensors[:nIn], b.Tensors[nIn:]
 		var loss float64
 		for it := 0; it < p.iters; it++ {
 			if p.maxSteps > 0 && w.steps >= p.maxSteps {
@@ -213,26 +207,26 @@ func (w *trainWorker) runEpoch(ctx context.Context, d *trainData, p epochPlan, e
 			pull := p.pullEvery > 0 && sincePull >= p.pullEvery
 			loss, err = w.trainStep(ctx, inputs, labels, pull, p.overlap, &res)
 			if err != nil {
-				closeAll(inputs)
-				closeAll(labels)
+				b.Close()
 				return res, err
 			}
 			if pull {
 				sincePull = 0
 			}
-			n := examples.Add(int64(hi - lo))
-			res.rows += hi - lo
+			n := examples.Add(int64(b.Rows))
+			res.rows += b.Rows
 			if onStep != nil {
-				onStep(StepInfo{Worker: w.id, Epoch: p.epoch, Step: w.steps, Rows: hi - lo, Loss: loss, Examples: n})
+				onStep(StepInfo{Worker: w.id, Epoch: p.epoch, Batch: b.Index, Step: w.steps, Rows: b.Rows, Loss: loss, Examples: n})
 			}
 		}
-		closeAll(inputs)
-		closeAll(labels)
+		b.Close() // an in-flight push (OverlapPush) reads the step's results, not its inputs
 		if res.done {
 			break
 		}
 		if p.onBatch != nil {
-			p.onBatch(hi-lo, loss)
+			if err := p.onBatch(b.Index, b.Rows, loss); err != nil {
+				return res, err
+			}
 		}
 	}
 	if err := w.settle(); err != nil {
@@ -319,6 +313,12 @@ func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor
 	res.steps++
 	res.loss += loss
 	return loss, nil
+}
+
+func closeAll(ts []*tf.Tensor) {
+	for _, t := range ts {
+		t.Close()
+	}
 }
 
 // scalar reads a float32 (or float64) tensor with one element.

@@ -28,6 +28,7 @@ type Dataset struct {
 	units  []unit
 	opts   []SourceOption
 	schema *arrow.Schema
+	root   string // where Hive partition directories start
 
 	cur    Source
 	next   int
@@ -86,7 +87,11 @@ func OpenDataset(pattern string, opts ...SourceOption) (*Dataset, error) {
 	for i, f := range files {
 		units[i] = unit{path: f}
 	}
-	d := &Dataset{units: units, opts: opts}
+	root := pattern
+	if st, err := os.Stat(pattern); err != nil || !st.IsDir() {
+		root = ""
+	}
+	d := &Dataset{units: units, opts: opts, root: root}
 	first, err := d.open(units[0])
 	if err != nil {
 		return nil, err
@@ -121,6 +126,17 @@ func (d *Dataset) Files() []string {
 		}
 	}
 	return out
+}
+
+// Root returns the directory the dataset was opened on (empty for a file
+// or a glob): Hive partition keys are read below it.
+func (d *Dataset) Root() string { return d.root }
+
+// Scan lists the dataset's units for streaming (see ScanDataset), with its
+// options and, when cfg sets one, a filter.
+func (d *Dataset) Scan(cfg ScanConfig) (*StreamDataset, error) {
+	cfg.Options = append(slices.Clone(d.opts), cfg.Options...)
+	return ScanFiles(d.Files(), d.root, cfg)
 }
 
 // Partition returns part i of n disjoint parts: whole files round-robin when

@@ -141,6 +141,10 @@ func (d *StreamDataset) rowBytes(p *Plan) int64 {
 	return max(n, 1)
 }
 
+// decoderOverhead is what a Parquet column reader allocates besides the
+// values: its buffered input stream and a decompressed page.
+const decoderOverhead = 1 << 20
+
 // Bound computes the memory a Stream with cfg holds at most, from the
 // dataset's metadata.
 func (d *StreamDataset) Bound(cfg StreamConfig) MemoryBound {
@@ -152,6 +156,7 @@ func (d *StreamDataset) Bound(cfg StreamConfig) MemoryBound {
 		}
 		m.UnitRows = max(m.UnitRows, u.Rows)
 	}
+	m.Decoder = decoderOverhead * int64(len(cfg.Plan.cols)+1)
 	batch := int64(cfg.BatchRows)
 	for _, s := range cfg.Batches {
 		batch = max(batch, int64(s))

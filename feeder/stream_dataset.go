@@ -85,6 +85,34 @@ func ScanDataset(pattern string, cfg ScanConfig) (*StreamDataset, error) {
 	if err != nil {
 		return nil, err
 	}
+	return scanFiles(pattern, files, root, cfg)
+}
+
+// ScanFiles is ScanDataset over a list of files (kept in the order given);
+// Hive partition keys are read from the directories between root and each
+// file (none when root is empty).
+func ScanFiles(files []string, root string, cfg ScanConfig) (*StreamDataset, error) {
+	if len(files) == 0 {
+		return nil, errors.New("feeder: ScanFiles: no files")
+	}
+	for _, f := range files {
+		if format(f) == "" {
+			return nil, fmt.Errorf("feeder: %s has no known extension (want .parquet, .pq, .arrow, .arrows, .ipc, .feather, .csv)", f)
+		}
+	}
+	if root == "" {
+		root = filepath.Dir(files[0])
+		for _, f := range files {
+			if filepath.Dir(f) != root {
+				root = "/nonexistent-root"
+				break
+			}
+		}
+	}
+	return scanFiles(strings.Join(files, ","), files, root, cfg)
+}
+
+func scanFiles(pattern string, files []string, root string, cfg ScanConfig) (*StreamDataset, error) {
 	o := newSourceOptions(cfg.Options)
 	parts, partCols, err := hivePartitions(files, root)
 	if err != nil {
@@ -182,7 +210,7 @@ func hivePartitions(files []string, root string) ([][]string, []arrow.Field, err
 	vals := make([][]string, len(files))
 	for i, f := range files {
 		rel, err := filepath.Rel(root, filepath.Dir(f))
-		if err != nil || rel == "." {
+		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
 			rel = ""
 		}
 		var k []string
@@ -358,8 +386,10 @@ func recordBytes(rec arrow.RecordBatch) int64 {
 		for _, c := range d.Children() {
 			walk(c)
 		}
-		if dict := d.Dictionary(); dict != nil {
-			walk(dict)
+		if d.DataType().ID() == arrow.DICTIONARY {
+			if dict := d.Dictionary(); dict != nil {
+				walk(dict)
+			}
 		}
 	}
 	for _, c := range rec.Columns() {
@@ -401,6 +431,9 @@ func NewMemoryDataset(ctx context.Context, src Source) (*StreamDataset, error) {
 // Close releases the records of a dataset held in memory. It is
 // idempotent, and a no-op for file datasets.
 func (d *StreamDataset) Close() error {
+	if d == nil {
+		return nil
+	}
 	for i := range d.units {
 		if d.units[i].rec != nil {
 			d.units[i].rec.Release()

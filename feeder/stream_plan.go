@@ -168,15 +168,18 @@ type MemoryBound struct {
 	Shuffle     int64 // the shuffle window's bytes
 	Prefetch    int
 	BatchBytes  int64
-	Total       int64
+	// Decoder is each reader's fixed overhead: the Parquet decoder's page
+	// and decompression buffers, per column read.
+	Decoder int64
+	Total   int64
 }
 
 func (m MemoryBound) String() string {
-	return fmt.Sprintf("%s = %d readers × %s (largest unit, decoded and converted) + %s shuffle window + %d prefetched batches × %s",
+	return fmt.Sprintf("%s = %d readers × %s (largest unit, decoded and converted, and the decoder's buffers) + %s shuffle window + %d prefetched batches × %s",
 		FormatBytes(m.Total), m.Readers, FormatBytes(m.perReader()), FormatBytes(m.Shuffle+2*m.UnitRows*m.RowBytes), m.Prefetch+1, FormatBytes(m.BatchBytes))
 }
 
-func (m MemoryBound) perReader() int64 { return m.LargestUnit + m.UnitRows*m.RowBytes }
+func (m MemoryBound) perReader() int64 { return m.LargestUnit + m.UnitRows*m.RowBytes + m.Decoder }
 
 // FormatBytes prints n in binary units (KiB, MiB, GiB).
 func FormatBytes(n int64) string {

@@ -112,6 +112,7 @@ type serverOptions struct {
 	keyCacheSize     int
 	idleTimeout      time.Duration
 	noWAL            bool
+	noFinalSnapshot  bool
 	logger           *slog.Logger
 }
 
@@ -186,6 +187,15 @@ func WithSnapshotDir(dir string, every uint64, interval time.Duration) ServerOpt
 // die with it, has nothing to gain from the log.
 func WithoutWAL() ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.noWAL = true })
+}
+
+// WithoutFinalSnapshot keeps Stop and GracefulStop from writing a last
+// snapshot: the snapshot directory then holds only the snapshots asked for
+// (Snapshot, or the periodic ones), which lets a caller pair each of them
+// with its own record of progress, as TFEstimator does to resume within an
+// epoch.
+func WithoutFinalSnapshot() ServerOption {
+	return serverOptionFunc(func(o *serverOptions) { o.noFinalSnapshot = true })
 }
 
 // WithAllowNonFinite lets NaN and Inf gradients through; by default they

@@ -256,7 +256,9 @@ func (s *Server) stop(graceful bool) error {
 		close(s.bgStop)
 		s.bg.Wait()
 		if s.o.snapshotDir != "" {
-			_, err = s.writeSnapshot()
+			if !s.o.noFinalSnapshot {
+				_, err = s.writeSnapshot()
+			}
 			s.snapMu.Lock()
 			if s.wal != nil {
 				err = errors.Join(err, s.wal.close())
