@@ -404,4 +404,3 @@ func TestExportReplacesAtomically(t *testing.T) {
 	defer loaded.Close()
 	requireClose(t, loadFitExpected(t).SGD1Worker, predict(t, loaded), 2e-5, "loaded from tfmodel.json")
 }
-

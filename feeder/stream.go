@@ -193,10 +193,7 @@ func (d *StreamDataset) CheckBudget(cfg StreamConfig) error {
 	rb := d.rowBytes(cfg.Plan)
 	for _, u := range d.units {
 		if need := u.Rows * rb; need > cfg.ShuffleBytes {
-			where := u.File
-			if u.Index >= 0 {
-				where = fmt.Sprintf("%s row group %d", u.File, u.Index)
-			}
+			where := unitName(u)
 			return fmt.Errorf("feeder: %s holds %d rows, %s once converted, more than the %s shuffle buffer: %w; raise the shuffle buffer to at least %s, or write the data with smaller row groups",
 				where, u.Rows, FormatBytes(need), FormatBytes(cfg.ShuffleBytes), ErrMemoryBudget, FormatBytes(need))
 		}

@@ -24,7 +24,7 @@ step "2. train: 2 worker processes, 1 parameter server (hogwild, adam)"
 "$gotflow" train --cluster processes --workers 2 --ps 1 --mode hogwild \
   --bundle "$out/bundle" --data examples/digits/digits.parquet --where split=train --label label=y \
   --optimizer adam --lr 3e-3 --epochs 30 --batch-size 32 --validation-split 0.1 --seed 7 \
-  --model-dir "$out/run" --export "$out/model" 2>&1 | quiet | awk 'NR % 5 == 0 || /trained in/'
+  --model-dir "$out/run" --export "$out/model" 2>&1 | quiet | awk 'NR % 5 == 0 || /trained in/ || /^data:/'
 
 step "3. batch-predict the held-out rows with the exported SavedModel"
 "$gotflow" predict --model "$out/model/saved_model" --input examples/digits/digits.parquet \

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ type trainFlags struct {
 	patience         *int
 	seed             *int64
 	verbose          *bool
+	noShuffle        *bool
 	fs               *flag.FlagSet
 	requireExportDir bool
 }
@@ -84,7 +86,12 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	fs.IntVar(&e.MiniStochasticIters, "mini-stochastic-iters", 1, "steps per mini-batch")
 	fs.IntVar(&e.PullEvery, "pull-every", 1, "steps between weight pulls (-1: once per epoch)")
 	fs.BoolVar(&e.OverlapPush, "overlap-push", false, "push a step's gradients while the next step computes (async modes; one more step of staleness)")
-	fs.BoolVar(&e.ShufflePerIter, "shuffle", true, "reshuffle the rows every epoch")
+	fs.BoolVar(&e.ShufflePerIter, "shuffle", true, "reshuffle every epoch: units re-dealt to workers, rows permuted within units and within the shuffle buffer")
+	t.noShuffle = fs.Bool("no-shuffle", false, "read the data in file and row-group order every epoch (same as --shuffle=false)")
+	fs.Var((*byteSize)(&e.ShuffleBuffer), "shuffle-buffer", "each worker's shuffle window in bytes of converted rows, e.g. 256MiB, 1GiB (default 256MiB)")
+	fs.IntVar(&e.Readers, "readers", 1, "units (Parquet row groups, IPC record batches) each worker decodes at once")
+	fs.IntVar(&e.Prefetch, "prefetch", 2, "ready batches waiting for each worker")
+	fs.BoolVar(&e.InMemory, "in-memory", false, "keep the converted training data in memory after the first epoch (for data that fits)")
 	fs.IntVar(&e.PartitionShuffles, "partition-shuffles", 0, "times the rows are re-dealt among workers")
 	fs.Float64Var(&e.ValidationSplit, "validation-split", 0, "fraction of rows (the last ones) held out for validation")
 	t.patience = fs.Int("early-stopping", -1, "stop after this many epochs without validation-loss improvement (-1: off)")
@@ -127,6 +134,9 @@ func (t *trainFlags) estimator(stderr io.Writer) (*estimator.TFEstimator, error)
 	t.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if e.Mode == "sync" && !set["pull-every"] {
 		e.PullEvery = 1
+	}
+	if *t.noShuffle {
+		e.ShufflePerIter = false
 	}
 	e.Seed = *t.seed
 	e.InputMapping, e.LabelMapping = t.inputs, t.labels
@@ -222,7 +232,45 @@ func newTrainProgress(w io.Writer, epochs int) *trainProgress {
 }
 
 func (p *trainProgress) hooks() estimator.TrainHooks {
-	return estimator.TrainHooks{OnStep: p.step, OnEpoch: p.epoch}
+	return estimator.TrainHooks{OnStep: p.step, OnEpoch: p.epoch, OnPlan: p.plan}
+}
+
+// plan prints the data plan and its memory bound before training.
+func (p *trainProgress) plan(i estimator.PlanInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "data: %s\n", i)
+}
+
+// byteSize is a flag holding a byte count: 1048576, 512KiB, 256MiB, 1GiB
+// (KB, MB, GB are taken as the same binary units).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if b == nil || *b == 0 {
+		return ""
+	}
+	return feeder.FormatBytes(int64(*b))
+}
+
+func (b *byteSize) Set(s string) error {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(strings.ToUpper(t), strings.ToUpper(u.suffix)) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || v*float64(mult) > math.MaxInt64/2 {
+		return fmt.Errorf("want a size such as 256MiB or 1GiB, got %q", s)
+	}
+	*b = byteSize(v * float64(mult))
+	return nil
 }
 
 func (p *trainProgress) step(s estimator.StepInfo) {
