@@ -8,12 +8,48 @@
 //
 // # Training
 //
-// TFEstimator.Fit reads its data once through a feeder.Plan (the input and
-// label mappings checked against the schema and the bundle before anything
-// starts), holds out the last ValidationSplit of the rows, and trains for
-// Epochs: each worker runs the bundle's training graph on its rows (feeding
-// the weights it last pulled), pushes the gradients to the parameter
-// server (package ps), and pulls new weights every PullEvery steps. Float32
+// TFEstimator.Fit streams its data: it never holds the training set in
+// memory unless asked to (InMemory). Data opened with feeder.OpenDataset —
+// a file, a directory, a glob, or a Hive-partitioned tree such as Spark
+// writes (`split=train/part-0.parquet`; the key becomes a column) — is
+// listed into units from the file footers alone: Parquet row groups, Arrow
+// IPC record batches, whole CSV files. A filter (feeder.Where, `train
+// --where`) skips the row groups whose statistics exclude its value and
+// filters the rest while streaming. The last ValidationSplit of the rows,
+// in file order, is held out and streamed for evaluation after every
+// epoch. Any other feeder.Source is read into memory once.
+//
+// Every epoch has one plan, a pure function of (Seed, epoch, Workers): with
+// ShufflePerIter the units are permuted (differently every epoch) and the
+// resulting row sequence is dealt to the workers in contiguous shares that
+// differ by at most one row, so the assignment changes every epoch; all
+// workers run the same number of steps (the last batches of a share are
+// made smaller rather than a row being dropped or repeated; only with
+// BatchSize 1 and unequal shares are rows dropped, and PlanInfo reports
+// it). Each worker reads its share with Readers units decoded at once,
+// delivered in order, permutes the rows inside each unit and, within
+// windows of ShuffleBuffer bytes (256 MiB by default) of converted rows,
+// permutes them again: the window is an index permutation, and each batch
+// is gathered from it by index, never concatenated. Prefetch batches wait
+// ready. An epoch's batches never hold rows of another epoch. The same
+// seed, epoch, worker count and data give byte-identical batches, whatever
+// Readers is; without ShufflePerIter the data is read in file and
+// row-group order.
+//
+// Memory is bounded before training starts, from the footers: each worker
+// holds at most Readers × (the largest unit decoded and converted, plus
+// the decoder's buffers) + ShuffleBuffer (+ the units a window cuts at its
+// ends) + (Prefetch+1) batches. Fit logs that bound and reports it through
+// TrainHooks.OnPlan (`gotflow train` prints it); the stream's allocator
+// enforces it, and a unit too large for the shuffle buffer is refused
+// before training with the size to raise it to. For a 4 GiB dataset of
+// 64 MiB row groups, one reader and a 256 MiB buffer, the bound is about
+// 0.6 GiB per worker (see bench/results/streaming.json for a measured
+// peak RSS).
+//
+// Each worker runs the bundle's training graph on its batches (feeding the
+// weights it last pulled), pushes the gradients to the parameter server
+// (package ps), and pulls new weights every PullEvery steps. Float32
 // variables live on the parameter server, whose optimizer applies the
 // gradients (Hogwild, AsyncLock, Sync or BoundedStaleness); other state,
 // such as a dropout layer's RNG seed, stays with each worker. After every
@@ -21,9 +57,21 @@
 // graph (training behaviour off, as Keras' model.evaluate; a bundle without
 // one is evaluated with its training graph), reports through Hooks and
 // TensorBoardDir, snapshots the shards and records its progress in
-// ModelDir, so a later Fit resumes. At the end the inference graph is
-// frozen with the trained weights and exported (frozen.pb, saved_model/,
-// weights.safetensors and tfmodel.json in ExportDir).
+// ModelDir, so a later Fit resumes. In process, the workers also stop
+// together every CheckpointEvery steps (500 by default) while the shards
+// are snapshotted and the position in the epoch's plan is recorded: a Fit
+// killed mid-epoch resumes at that step and trains on exactly the batches
+// an uninterrupted run would have (the shards write no snapshot of their
+// own on stop, so the snapshot and the position always match). In
+// Processes mode a killed job resumes at the start of its epoch. At the end
+// the inference graph is frozen with the trained weights and exported
+// (frozen.pb, saved_model/, weights.safetensors and tfmodel.json in
+// ExportDir).
+//
+// In-process workers, `gotflow worker` processes and TF_CONFIG replicas
+// run one training loop over the same plan; in Processes mode the
+// coordinator deals ranges of the epoch's row sequence and hands a dead
+// worker's unconsumed range to the others.
 //
 // Cluster selects where it runs: InProcess (goroutine workers and
 // in-memory shards) or Processes (`gotflow worker` and `gotflow ps`
@@ -100,8 +148,10 @@
 // TFEstimator.Validate explains every bad parameter or combination before
 // Fit reads anything; Fit then rejects a bundle that does not load, a
 // mapping to a missing column or input, a column that cannot feed its
-// input or label without loss, empty data, and more workers than rows,
-// before any worker or process starts. A worker's error stops the run and
+// input or label without loss, empty data, files of one dataset that
+// disagree on their schema, a filter that matches no row, a unit larger
+// than the shuffle buffer (naming the size to raise it to), and more
+// workers than rows, before any worker or process starts. A worker's error stops the run and
 // is returned; in Processes mode, task logs are kept in ModelDir/logs.
 //
 // Mapping problems — an unmapped signature input, a missing column, a

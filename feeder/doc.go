@@ -13,6 +13,18 @@
 // tensors back into columns appended to the input record, and the Parquet
 // and IPC sinks write the result atomically.
 //
+// For training, ScanDataset (or Dataset.Scan) lists a dataset into units
+// from file footers alone — Parquet row groups, IPC record batches, whole
+// CSV files — with Hive partition directories as columns and a filter
+// pushed down to row-group statistics. EpochOrder, Deal, EqualSteps and
+// BatchLayout make each epoch's plan a pure function of (seed, epoch,
+// workers), and StreamDataset.Stream reads one worker's share in bounded
+// memory: ordered parallel readers, a row permutation inside each unit, a
+// shuffle window that is an index permutation gathered by index, and a
+// prefetch queue. Bound computes the memory it holds from the footers; a
+// BudgetAllocator enforces it. UnitCache keeps converted units for
+// in-memory training with the same batches.
+//
 // Supported columns: every integer and floating-point type, float16, bool;
 // string, large_string, binary, large_binary, string/binary views,
 // fixed-size binary and dictionary-encoded strings (to string tensors);
@@ -40,6 +52,12 @@
 // returns a new record the caller releases; it copies the tensors, which the
 // caller still owns. Feeder, sources and sinks have idempotent Close
 // methods; a sink's output file appears only after a successful Close.
+//
+// A Stream owns its goroutines and the converted rows it holds until
+// Close; its batches are the caller's (StreamBatch.Close). A
+// StreamDataset holds no open file; one made by NewMemoryDataset owns its
+// records until Close. A UnitCache owns its units until Close, which must
+// come after the streams using it are closed.
 //
 // # Concurrency
 //

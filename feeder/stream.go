@@ -27,9 +27,10 @@ type StreamConfig struct {
 	// Readers is how many pieces are decoded at once (default 1); batches
 	// come out in the same order whatever it is.
 	Readers int
-	// ShuffleBytes is the size of the shuffle window: consecutive whole
-	// batches whose converted rows fit in it are permuted together. 0
-	// keeps the pieces' row order.
+	// ShuffleBytes is the size of the shuffle buffer. It holds two windows
+	// of half its size — one gathered into batches while the next is read
+	// — and the rows of whole consecutive batches in a window are permuted
+	// together. 0 keeps the pieces' row order.
 	ShuffleBytes int64
 	// ShuffleRows permutes the rows inside each piece.
 	ShuffleRows bool
@@ -98,6 +99,7 @@ type Stream struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	budget  *BudgetAllocator
+	slots   chan struct{}
 	err     error
 	stats   struct{ pieces, rows, batches, windows atomic.Int64 }
 	closeMu sync.Mutex
@@ -163,9 +165,13 @@ func (d *StreamDataset) Bound(cfg StreamConfig) MemoryBound {
 	}
 	m.BatchBytes = batch * m.RowBytes
 	// Each reader holds one decoded record (a share of its unit) and the
-	// converted piece; the window holds its rows plus the pieces it cuts
-	// at both ends; the queue holds Prefetch batches and one in the making.
-	m.Total = int64(m.Readers)*m.perReader() + m.Shuffle + 2*m.UnitRows*m.RowBytes + int64(m.Prefetch+1)*m.BatchBytes
+	// converted piece; the two half-buffer windows hold their rows plus
+	// the pieces cut at their ends; the queue holds Prefetch batches and
+	// one in the making.
+	if m.Shuffle <= 0 {
+		m.Shuffle = 2 * orderedWindow
+	}
+	m.Total = int64(m.Readers)*m.perReader() + m.Shuffle + 3*m.UnitRows*m.RowBytes + int64(m.Prefetch+1)*m.BatchBytes
 	return m
 }
 
@@ -243,7 +249,14 @@ func (d *StreamDataset) Stream(ctx context.Context, pieces []Piece, cfg StreamCo
 	if !ok || cfg.Limit > 0 {
 		budget = NewBudgetAllocator(mem, cfg.Limit)
 	}
-	wins := planWindows(sizes, cfg.ShuffleBytes, d.rowBytes(cfg.Plan))
+	// Two windows of half the buffer: one is gathered into batches while
+	// the next is read. Without a shuffle a window only groups batches, to
+	// hand work over in pieces of a few MiB rather than batch by batch.
+	winBytes := cfg.ShuffleBytes / 2
+	if cfg.ShuffleBytes <= 0 {
+		winBytes = orderedWindow
+	}
+	wins := planWindows(sizes, winBytes, d.rowBytes(cfg.Plan))
 	// The first window with a batch to deliver, and the first piece it needs.
 	w0 := 0
 	for w0 < len(wins) && wins[w0].firstBatch+len(wins[w0].sizes) <= cfg.Skip {
@@ -268,8 +281,7 @@ func (d *StreamDataset) Stream(ctx context.Context, pieces []Piece, cfg StreamCo
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(s.out)
-		s.assemble(ctx, wins, chunks)
+		s.assemble(ctx, wins, chunks) // its gatherer closes s.out
 	}()
 	return s, nil
 }
@@ -281,17 +293,19 @@ type seqPiece struct {
 	at    int64 // the stream row of its first row
 }
 
-// planWindows groups the batches into shuffle windows of at most
-// shuffleBytes converted bytes (at least one batch each); without a
-// shuffle every batch is its own window.
-func planWindows(sizes []int, shuffleBytes, rowBytes int64) []window {
+// orderedWindow is the window of a stream without a shuffle buffer.
+const orderedWindow = 4 << 20
+
+// planWindows groups the batches into windows of at most windowBytes
+// converted bytes (at least one batch each).
+func planWindows(sizes []int, windowBytes, rowBytes int64) []window {
 	var out []window
 	var at int64
 	for i := 0; i < len(sizes); {
 		w := window{firstBatch: i, lo: at}
 		for i < len(sizes) {
 			n := int64(sizes[i])
-			if len(w.sizes) > 0 && (shuffleBytes <= 0 || (w.hi-w.lo+n)*rowBytes > shuffleBytes) {
+			if len(w.sizes) > 0 && (w.hi-w.lo+n)*rowBytes > windowBytes {
 				break
 			}
 			if len(w.sizes) == 0 {
@@ -314,18 +328,61 @@ type chunkData struct {
 	cols   [][]byte
 	strs   [][][]byte
 	widths []int // list width per column (0: not a list)
-	mem    *BudgetAllocator
-	refs   atomic.Int32
-	cached bool
+	// aliased marks the columns read in place from rec, the decoded record
+	// the chunk keeps instead of a copy.
+	aliased []bool
+	rec     arrow.RecordBatch
+	mem     *BudgetAllocator
+	refs    atomic.Int32
+	cached  bool
 }
 
 func (c *chunkData) release() {
 	if c.refs.Add(-1) == 0 {
 		for i, b := range c.cols {
-			if b != nil {
+			if b != nil && (c.aliased == nil || !c.aliased[i]) {
 				c.mem.Free(b)
-				c.cols[i] = nil
 			}
+			c.cols[i] = nil
+		}
+		if c.rec != nil {
+			c.rec.Release()
+			c.rec = nil
+		}
+	}
+}
+
+// aliasInto points cd's columns at rows [off, off+cd.rows) of rec where
+// the values can be read in place (fixed width, the tensor's dtype, no
+// nulls), keeping a reference on rec; convertRowsTo converts the others.
+func (p *Plan) aliasInto(rec arrow.RecordBatch, off int, cd *chunkData) {
+	for i := range p.cols {
+		c := &p.cols[i]
+		if c.kind != kindFixed || !c.same || cd.rows == 0 {
+			continue
+		}
+		col := rec.Column(c.index)
+		if c.hasNulls(col, off, cd.rows) {
+			continue
+		}
+		var buf [4]level
+		levels, err := c.walk(col, off, cd.rows, buf[:0])
+		if err != nil {
+			continue // convertRowsTo reports it
+		}
+		leaf := levels[len(levels)-1]
+		vals, err := c.leafBytes(leaf.d, leaf.start, leaf.count)
+		if err != nil {
+			continue
+		}
+		w := c.dtype.Size()
+		if cd.aliased == nil {
+			cd.aliased = make([]bool, len(p.cols))
+		}
+		cd.cols[i], cd.aliased[i] = vals[leaf.start*w:(leaf.start+leaf.count)*w], true
+		if cd.rec == nil {
+			rec.Retain()
+			cd.rec = rec
 		}
 	}
 }
@@ -344,6 +401,10 @@ type chunk struct {
 // goroutines and delivers the chunks in order.
 func (s *Stream) startReaders(ctx context.Context, seq []seqPiece) <-chan streamChunk {
 	k := s.cfg.Readers
+	// At most k converted pieces are on their way to the assembler: a
+	// reader takes a slot before it converts one, the assembler frees it
+	// when it takes the piece over.
+	s.slots = make(chan struct{}, k)
 	outs := make([]chan streamChunk, k)
 	for i := range outs {
 		outs[i] = make(chan streamChunk)
@@ -354,6 +415,11 @@ func (s *Stream) startReaders(ctx context.Context, seq []seqPiece) <-chan stream
 			defer s.wg.Done()
 			defer close(outs[g])
 			for i := g; i < len(seq); i += k {
+				select {
+				case s.slots <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 				c, err := s.readPiece(ctx, seq[i])
 				select {
 				case outs[g] <- streamChunk{c, err}:
@@ -465,6 +531,9 @@ func (s *Stream) convertUnit(ctx context.Context, ui int, start, end int64) (cd 
 		if err := p.checkSchema(rec); err != nil {
 			return err
 		}
+		if pos == 0 && int(hi-lo) == cd.rows {
+			p.aliasInto(rec, int(lo), cd) // the record holds the whole piece
+		}
 		if err := p.convertRowsTo(rec, int(lo), int(hi-lo), cd, pos, at-n+lo); err != nil {
 			return fmt.Errorf("feeder: %s: %w", unitName(u), err)
 		}
@@ -525,6 +594,9 @@ func (p *Plan) convertRowsTo(rec arrow.RecordBatch, off, n int, cd *chunkData, p
 				return err
 			}
 		default:
+			if cd.aliased != nil && cd.aliased[i] {
+				continue
+			}
 			rb := int(c.rowElems) * c.dtype.Size()
 			if cd.cols[i] == nil {
 				var err error
@@ -540,29 +612,46 @@ func (p *Plan) convertRowsTo(rec arrow.RecordBatch, off, n int, cd *chunkData, p
 	return nil
 }
 
-// assemble runs the windows: it collects their chunks, permutes their rows
-// and sends their batches.
+// windowJob is a permuted window handed to the gatherer; it holds a
+// reference on each of its chunks.
+type windowJob struct {
+	w      window
+	refs   []streamRow
+	chunks []*chunk
+	err    error
+}
+
+// assemble collects the windows' chunks and permutes their rows; a
+// gatherer goroutine turns each permuted window into batches while the
+// next window's chunks are collected (so the consumer never waits for a
+// whole window to be read, and at most two windows are held).
 func (s *Stream) assemble(ctx context.Context, wins []window, chunks <-chan streamChunk) {
+	jobs := make(chan windowJob)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(s.out)
+		s.gatherWindows(ctx, jobs)
+	}()
 	var held []*chunk // chunks overlapping the current and later windows, in order
 	defer func() {
+		close(jobs)
 		for _, c := range held {
 			c.data.release()
 		}
-		// Unblock and drain the readers.
-		s.cancel()
-		for sc := range chunks {
+		for sc := range chunks { // the gatherer cancels when it stops early
 			if sc.c != nil {
 				sc.c.data.release()
 			}
 		}
 	}()
-	send := func(it streamItem) bool {
+	hand := func(j windowJob) bool {
 		select {
-		case s.out <- it:
+		case jobs <- j:
 			return true
 		case <-ctx.Done():
-			if it.b != nil {
-				it.b.Close()
+			for _, c := range j.chunks {
+				c.data.release()
 			}
 			return false
 		}
@@ -571,54 +660,42 @@ func (s *Stream) assemble(ctx context.Context, wins []window, chunks <-chan stre
 		for len(held) == 0 || held[len(held)-1].at+int64(held[len(held)-1].rows) < w.hi {
 			sc, ok := <-chunks
 			if !ok {
-				if err := ctx.Err(); err != nil {
-					send(streamItem{err: err})
-					return
+				err := ctx.Err()
+				if err == nil {
+					err = fmt.Errorf("feeder: stream ended at row %d of window %d (rows %d to %d)", s.rowsHeld(held), wi, w.lo, w.hi)
 				}
-				send(streamItem{err: fmt.Errorf("feeder: stream ended at row %d of window %d (rows %d to %d)", s.rowsHeld(held), wi, w.lo, w.hi)})
+				hand(windowJob{err: err})
 				return
 			}
+			<-s.slots
 			if sc.err != nil {
-				send(streamItem{err: sc.err})
+				hand(windowJob{err: sc.err})
 				return
 			}
 			held = append(held, sc.c)
 		}
 		s.stats.windows.Add(1)
 		// Stream rows [lo, hi) → (chunk, row) in order, then permuted.
-		n := int(w.hi - w.lo)
-		refs := make([]streamRow, 0, n)
+		job := windowJob{w: w, refs: make([]streamRow, 0, int(w.hi-w.lo))}
 		for _, c := range held {
 			lo, hi := max(w.lo-c.at, 0), min(w.hi-c.at, int64(c.rows))
+			if hi <= lo {
+				continue
+			}
+			c.data.refs.Add(1)
+			job.chunks = append(job.chunks, c)
 			for r := lo; r < hi; r++ {
-				refs = append(refs, streamRow{c, int32(r)})
+				job.refs = append(job.refs, streamRow{c, int32(r)})
 			}
 		}
 		if s.cfg.ShuffleBytes > 0 {
 			r := rand.New(rand.NewPCG(s.cfg.Seed^0x3c6ef372fe94f82b, uint64(w.firstBatch)+1))
-			r.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
+			r.Shuffle(len(job.refs), func(i, j int) { job.refs[i], job.refs[j] = job.refs[j], job.refs[i] })
 		}
-		pos := 0
-		for k, size := range w.sizes {
-			idx := w.firstBatch + k
-			rows := refs[pos : pos+size]
-			pos += size
-			if idx < s.cfg.Skip {
-				continue
-			}
-			b, err := s.gather(rows)
-			if err != nil {
-				send(streamItem{err: err})
-				return
-			}
-			b.Index = idx
-			s.stats.batches.Add(1)
-			s.stats.rows.Add(int64(size))
-			if !send(streamItem{b: b}) {
-				return
-			}
+		if !hand(job) {
+			return
 		}
-		// Chunks that end inside this window are done.
+		// Chunks that end inside this window are the job's now.
 		keep := held[:0]
 		for _, c := range held {
 			if c.at+int64(c.rows) <= w.hi {
@@ -630,6 +707,62 @@ func (s *Stream) assemble(ctx context.Context, wins []window, chunks <-chan stre
 		clear(held[len(keep):])
 		held = keep
 	}
+}
+
+// gatherWindows sends the batches of each window job in order, then frees
+// the job's chunks. It stops the stream at the first error.
+func (s *Stream) gatherWindows(ctx context.Context, jobs <-chan windowJob) {
+	failed := false
+	send := func(it streamItem) bool {
+		select {
+		case s.out <- it:
+			return true
+		case <-ctx.Done():
+			if it.b != nil {
+				it.b.Close()
+			}
+			return false
+		}
+	}
+	for j := range jobs {
+		if !failed {
+			failed = !s.gatherJob(j, send)
+			if failed {
+				s.cancel() // stop the readers and the assembler
+			}
+		}
+		for _, c := range j.chunks {
+			c.data.release()
+		}
+	}
+}
+
+func (s *Stream) gatherJob(j windowJob, send func(streamItem) bool) bool {
+	if j.err != nil {
+		send(streamItem{err: j.err})
+		return false
+	}
+	pos := 0
+	for k, size := range j.w.sizes {
+		idx := j.w.firstBatch + k
+		rows := j.refs[pos : pos+size]
+		pos += size
+		if idx < s.cfg.Skip {
+			continue
+		}
+		b, err := s.gather(rows)
+		if err != nil {
+			send(streamItem{err: err})
+			return false
+		}
+		b.Index = idx
+		s.stats.batches.Add(1)
+		s.stats.rows.Add(int64(size))
+		if !send(streamItem{b: b}) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Stream) rowsHeld(held []*chunk) int64 {

@@ -176,7 +176,7 @@ type MemoryBound struct {
 
 func (m MemoryBound) String() string {
 	return fmt.Sprintf("%s = %d readers × %s (largest unit, decoded and converted, and the decoder's buffers) + %s shuffle window + %d prefetched batches × %s",
-		FormatBytes(m.Total), m.Readers, FormatBytes(m.perReader()), FormatBytes(m.Shuffle+2*m.UnitRows*m.RowBytes), m.Prefetch+1, FormatBytes(m.BatchBytes))
+		FormatBytes(m.Total), m.Readers, FormatBytes(m.perReader()), FormatBytes(m.Shuffle+3*m.UnitRows*m.RowBytes), m.Prefetch+1, FormatBytes(m.BatchBytes))
 }
 
 func (m MemoryBound) perReader() int64 { return m.LargestUnit + m.UnitRows*m.RowBytes + m.Decoder }

@@ -29,7 +29,7 @@ type Result struct {
 // lowerIsBetter reports whether smaller values of unit are better.
 func lowerIsBetter(unit string) bool {
 	switch unit {
-	case "ns", "us", "ms", "s", "ns/op", "bytes/op", "allocs/op", "B/op":
+	case "ns", "us", "ms", "s", "ns/op", "bytes/op", "allocs/op", "B/op", "bytes":
 		return true
 	}
 	return false
