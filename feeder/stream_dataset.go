@@ -1,7 +1,9 @@
 package feeder
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +39,11 @@ type Unit struct {
 
 	part []string          // Hive partition values, one per partition column
 	rec  arrow.RecordBatch // a unit held in memory
+	// A chunk of a CSV file: bytes [off, off+size), whole lines; schema
+	// is the file's full schema, header whether the chunk starts with it.
+	off, size int64
+	csv       *arrow.Schema
+	header    bool
 }
 
 // ScanConfig configures ScanDataset.
@@ -50,6 +57,10 @@ type ScanConfig struct {
 	WhereColumn, WhereValue string
 	// Options apply to every file (Columns, CSV options, WithAllocator).
 	Options []SourceOption
+	// CSVChunkBytes is the size of the units a CSV file is cut into, at
+	// line ends (default 64 MiB). A quoted field holding a line break must
+	// not span a cut.
+	CSVChunkBytes int64
 }
 
 // StreamDataset is a dataset listed into units from file footers and
@@ -120,7 +131,7 @@ func scanFiles(pattern string, files []string, root string, cfg ScanConfig) (*St
 	}
 	d := &StreamDataset{opts: cfg.Options, partCols: partCols, whereCol: cfg.WhereColumn, whereVal: cfg.WhereValue}
 	for i, f := range files {
-		schema, units, err := listUnits(f, o)
+		schema, units, err := listUnits(f, o, cmp.Or(cfg.CSVChunkBytes, csvChunkBytes))
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +265,7 @@ func (d *StreamDataset) withPartitions(s *arrow.Schema) *arrow.Schema {
 }
 
 // listUnits reads a file's schema and units from its footer or metadata.
-func listUnits(path string, o sourceOptions) (schema *arrow.Schema, units []Unit, err error) {
+func listUnits(path string, o sourceOptions, csvChunk int64) (schema *arrow.Schema, units []Unit, err error) {
 	defer recovered(path, &err)
 	switch format(path) {
 	case "parquet":
@@ -304,6 +315,11 @@ func listUnits(path string, o sourceOptions) (schema *arrow.Schema, units []Unit
 			units = append(units, Unit{File: path, Index: i, Rows: rec.NumRows(), Bytes: recordBytes(rec)})
 			rec.Release()
 		}
+	case "csv":
+		if st, err := os.Stat(path); err == nil && st.Size() > csvChunk {
+			return listCSVChunks(path, st.Size(), csvChunk, o)
+		}
+		return listWhole(path, o)
 	default:
 		return listWhole(path, o)
 	}
@@ -337,6 +353,107 @@ func listWhole(path string, o sourceOptions) (*arrow.Schema, []Unit, error) {
 		rec.Release()
 	}
 	return src.Schema(), []Unit{u}, nil
+}
+
+// csvChunkBytes is the default size of the units a CSV file is cut into.
+const csvChunkBytes = 64 << 20
+
+// listCSVChunks cuts a CSV file into units of about csvChunkBytes that end
+// at line ends, and counts their rows by parsing each once with the
+// schema of the first. A quoted field that holds a line break must not
+// span a cut: parsing the chunk then fails with an error naming it.
+func listCSVChunks(path string, size, chunk int64, o sourceOptions) (*arrow.Schema, []Unit, error) {
+	first, err := openFile(path, o, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	schema := first.Schema()
+	first.Close()
+	full := schema
+	if o.columns != nil && o.csvSchema != nil {
+		full = o.csvSchema
+	} else if o.columns != nil {
+		// The projected inference; read every chunk with the full one.
+		all := o
+		all.columns = nil
+		src, err := openFile(path, all, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		full = src.Schema()
+		src.Close()
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("feeder: csv %s: %w", path, err)
+	}
+	defer f.Close()
+	cuts := []int64{0}
+	buf := make([]byte, 1<<16)
+	for at := chunk; at < size; {
+		n, err := f.ReadAt(buf, at)
+		i := bytes.IndexByte(buf[:n], '\n')
+		if i >= 0 {
+			at += int64(i) + 1
+			if at < size {
+				cuts = append(cuts, at)
+			}
+			at += chunk
+			continue
+		}
+		if err != nil { // no line end before the end of the file
+			break
+		}
+		at += int64(n)
+	}
+	cuts = append(cuts, size)
+	var units []Unit
+	for k := range len(cuts) - 1 {
+		u := Unit{File: path, Index: k, off: cuts[k], size: cuts[k+1] - cuts[k], csv: full, header: k == 0 && o.header}
+		src, err := openCSVChunk(u, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		for {
+			rec, err := src.Next(context.Background())
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				src.Close()
+				return nil, nil, fmt.Errorf("feeder: csv %s bytes %d to %d (a unit of the file, cut at a line end; a quoted field may not hold a line break there): %w", path, u.off, u.off+u.size, err)
+			}
+			u.Rows += rec.NumRows()
+			u.Bytes += recordBytes(rec)
+			rec.Release()
+		}
+		src.Close()
+		units = append(units, u)
+	}
+	return schema, units, nil
+}
+
+// openCSVChunk reads one chunk of a CSV file with the file's schema.
+func openCSVChunk(u Unit, o sourceOptions) (Source, error) {
+	f, err := os.Open(u.File)
+	if err != nil {
+		return nil, fmt.Errorf("feeder: csv %s: %w", u.File, err)
+	}
+	opts := []SourceOption{WithAllocator(o.mem), ReadRows(int(o.batchRows)), CSVHeader(u.header), CSVDelimiter(o.comma), CSVSchema(u.csv)}
+	if o.nulls != nil {
+		opts = append(opts, CSVNulls(o.nulls...))
+	}
+	if o.columns != nil {
+		opts = append(opts, Columns(o.columns...))
+	}
+	s, err := NewCSV(bufio.NewReaderSize(io.NewSectionReader(f, u.off, u.size), 1<<16), opts...)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("feeder: csv %s bytes %d to %d: %w", u.File, u.off, u.off+u.size, err)
+	}
+	cs := s.(*csvSource)
+	cs.name, cs.f = fmt.Sprintf("csv %s bytes %d to %d", u.File, u.off, u.off+u.size), f
+	return cs, nil
 }
 
 // openFile opens one file with o, restricted to the unit index when it is
@@ -566,7 +683,13 @@ func (d *StreamDataset) applyWhere(pattern string) error {
 func (d *StreamDataset) countMatches(u Unit) (int64, error) {
 	o := newSourceOptions(d.opts)
 	o.columns = []string{d.whereCol}
-	src, err := openFile(u.File, o, &u.Index)
+	var src Source
+	var err error
+	if u.csv != nil {
+		src, err = openCSVChunk(u, o)
+	} else {
+		src, err = openFile(u.File, o, &u.Index)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -652,7 +775,13 @@ func (d *StreamDataset) readUnit(ctx context.Context, u Unit, o sourceOptions, f
 		!slices.ContainsFunc(d.partCols, func(p arrow.Field) bool { return p.Name == d.whereCol }) {
 		o.columns = append(slices.Clone(d.columns), d.whereCol) // read for the filter, dropped by complete
 	}
-	src, err := openFile(u.File, o, &u.Index)
+	var src Source
+	var err error
+	if u.csv != nil {
+		src, err = openCSVChunk(u, o)
+	} else {
+		src, err = openFile(u.File, o, &u.Index)
+	}
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -331,4 +332,51 @@ func TestEqualSteps(t *testing.T) {
 			require.Equal(t, r-c.dropped[i], int64(sum))
 		}
 	}
+}
+
+func TestStreamCSVChunks(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	b.WriteString("id,x,tag\n")
+	const n = 1000
+	for i := range n {
+		fmt.Fprintf(&b, "%d,%d.5,t%d\n", i, i, i%3)
+	}
+	path := filepath.Join(dir, "rows.csv")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+	d, err := feeder.ScanDataset(path, feeder.ScanConfig{CSVChunkBytes: 2 << 10})
+	require.NoError(t, err)
+	require.Greater(t, len(d.Units()), 5, "the file is cut into byte ranges")
+	require.Equal(t, int64(n), d.NumRows())
+	d, err = d.Project([]string{"id", "x"})
+	require.NoError(t, err)
+	plan, err := feeder.NewPlan(d.Schema(), feeder.Mapping{{Column: "id", Tensor: "id"}, {Column: "x", Tensor: "x", Cast: true}},
+		[]feeder.Target{{Name: "id", DType: tf.Int64, Shape: []int64{-1}}, {Name: "x", DType: tf.Float, Shape: []int64{-1}}})
+	require.NoError(t, err)
+	ctx := context.Background()
+	s, err := d.Stream(ctx, d.Pieces(), feeder.StreamConfig{Plan: plan, BatchRows: 64, Readers: 3})
+	require.NoError(t, err)
+	defer s.Close()
+	next := int64(0)
+	for {
+		batch, err := s.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		ids, _ := tf.Data[int64](batch.Tensors[0])
+		xs, _ := tf.Data[float32](batch.Tensors[1])
+		for j, id := range ids {
+			require.Equal(t, next, id)
+			require.Equal(t, float32(id)+0.5, xs[j])
+			next++
+		}
+		batch.Close()
+	}
+	require.Equal(t, int64(n), next)
+
+	// The filter counts rows chunk by chunk too.
+	d, err = feeder.ScanDataset(path, feeder.ScanConfig{CSVChunkBytes: 2 << 10, WhereColumn: "tag", WhereValue: "t2"})
+	require.NoError(t, err)
+	require.Equal(t, int64(333), d.NumRows())
 }
