@@ -48,41 +48,14 @@ func format(path string) string {
 }
 
 // OpenDataset finds the files of a directory (every file of a known
-// extension, recursively) or of a glob pattern, sorted by path, and reads
-// the schema of the first. All files must share that schema.
+// extension, recursively, skipping names that start with "." or "_") or
+// of a glob pattern, sorted by path, and reads the schema of the first.
+// All files must share that schema.
 func OpenDataset(pattern string, opts ...SourceOption) (*Dataset, error) {
-	var files []string
-	if st, err := os.Stat(pattern); err == nil && st.IsDir() {
-		err := filepath.WalkDir(pattern, func(p string, d os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if !d.IsDir() && format(p) != "" && !strings.HasPrefix(d.Name(), ".") {
-				files = append(files, p)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("feeder: dataset %s: %w", pattern, err)
-		}
-	} else {
-		m, err := filepath.Glob(pattern)
-		if err != nil {
-			return nil, fmt.Errorf("feeder: dataset %s: %w", pattern, err)
-		}
-		for _, p := range m {
-			if st, err := os.Stat(p); err == nil && !st.IsDir() {
-				if format(p) == "" {
-					return nil, fmt.Errorf("feeder: dataset %s: %s has no known extension (want .parquet, .arrow, .ipc, .feather, .csv)", pattern, p)
-				}
-				files = append(files, p)
-			}
-		}
+	files, _, err := datasetFiles(pattern)
+	if err != nil {
+		return nil, err
 	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("feeder: dataset %s: no files", pattern)
-	}
-	slices.Sort(files)
 	units := make([]unit, len(files))
 	for i, f := range files {
 		units[i] = unit{path: f}

@@ -433,6 +433,14 @@ func listCSVChunks(path string, size, chunk int64, o sourceOptions) (*arrow.Sche
 	return schema, units, nil
 }
 
+// openUnit opens the records of one unit of a file.
+func openUnit(u Unit, o sourceOptions) (Source, error) {
+	if u.csv != nil {
+		return openCSVChunk(u, o)
+	}
+	return openFile(u.File, o, &u.Index)
+}
+
 // openCSVChunk reads one chunk of a CSV file with the file's schema.
 func openCSVChunk(u Unit, o sourceOptions) (Source, error) {
 	f, err := os.Open(u.File)
@@ -683,13 +691,7 @@ func (d *StreamDataset) applyWhere(pattern string) error {
 func (d *StreamDataset) countMatches(u Unit) (int64, error) {
 	o := newSourceOptions(d.opts)
 	o.columns = []string{d.whereCol}
-	var src Source
-	var err error
-	if u.csv != nil {
-		src, err = openCSVChunk(u, o)
-	} else {
-		src, err = openFile(u.File, o, &u.Index)
-	}
+	src, err := openUnit(u, o)
 	if err != nil {
 		return 0, err
 	}
@@ -775,13 +777,7 @@ func (d *StreamDataset) readUnit(ctx context.Context, u Unit, o sourceOptions, f
 		!slices.ContainsFunc(d.partCols, func(p arrow.Field) bool { return p.Name == d.whereCol }) {
 		o.columns = append(slices.Clone(d.columns), d.whereCol) // read for the filter, dropped by complete
 	}
-	var src Source
-	var err error
-	if u.csv != nil {
-		src, err = openCSVChunk(u, o)
-	} else {
-		src, err = openFile(u.File, o, &u.Index)
-	}
+	src, err := openUnit(u, o)
 	if err != nil {
 		return err
 	}
