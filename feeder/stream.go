@@ -171,6 +171,8 @@ func (d *StreamDataset) Bound(cfg StreamConfig) MemoryBound {
 	if m.Shuffle <= 0 {
 		m.Shuffle = 2 * orderedWindow
 	}
+	// A window never holds more rows than the dataset.
+	m.Shuffle = min(m.Shuffle, d.rows*m.RowBytes)
 	m.Total = int64(m.Readers)*m.perReader() + m.Shuffle + 3*m.UnitRows*m.RowBytes + int64(m.Prefetch+1)*m.BatchBytes
 	return m
 }
