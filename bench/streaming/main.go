@@ -339,7 +339,7 @@ func procStatus(field string) int64 {
 
 // trainRow trains the digits MLP (64 inputs, like the generated rows) for
 // two epochs on the dataset's first file, streamed and held in memory
-// (InMemory), and compares the second epochs' examples/s.
+// (InMemory), twice each, and compares the best second epochs' examples/s.
 func trainRow(dir string) (benchfmt.Result, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
 	bundle := filepath.Join(dir, "bundle")
@@ -358,8 +358,9 @@ func trainRow(dir string) (benchfmt.Result, error) {
 			return benchfmt.Result{}, fmt.Errorf("convert the digits MLP: %w", err)
 		}
 	}
+	// Two rounds, streamed then in memory; each keeps its better epoch.
 	rate := map[bool]float64{}
-	for _, inMemory := range []bool{false, true} {
+	for _, inMemory := range []bool{false, true, false, true} {
 		ds, err := feeder.OpenDataset(files[0])
 		if err != nil {
 			return benchfmt.Result{}, err
@@ -367,9 +368,10 @@ func trainRow(dir string) (benchfmt.Result, error) {
 		e := estimator.TFEstimator{Bundle: bundle, InputMapping: map[string]string{"x": "pixels"}, LabelMapping: map[string]string{"y": "y"},
 			Cast: true, Workers: 1, BatchSize: 256, Epochs: 2, Optimizer: "adam", LearningRate: 1e-3, ShufflePerIter: true,
 			Seed: 1, IntraOpThreads: 1, InterOpThreads: 1, InMemory: inMemory, CheckpointEvery: -1, ExportDir: filepath.Join(dir, "export")}
+		var got float64
 		e.Hooks.OnEpoch = func(i estimator.EpochInfo) {
 			if i.Epoch == 1 {
-				rate[inMemory] = i.ExamplesSec
+				got = i.ExamplesSec
 			}
 		}
 		e.Hooks.OnPlan = func(p estimator.PlanInfo) { log.Printf("train (in memory %t): %s", inMemory, p) }
@@ -378,7 +380,8 @@ func trainRow(dir string) (benchfmt.Result, error) {
 			return benchfmt.Result{}, err
 		}
 		m.Close()
-		log.Printf("train (in memory %t): %.0f examples/s in the second epoch", inMemory, rate[inMemory])
+		rate[inMemory] = max(rate[inMemory], got)
+		log.Printf("train (in memory %t): %.0f examples/s in the second epoch", inMemory, got)
 	}
 	return benchfmt.New("streaming/train_vs_in_memory", "throughput", "examples/s", rate[false],
 		"the same training with InMemory (second epoch, from the cache)", rate[true]), nil
