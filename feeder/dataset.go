@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -52,17 +51,13 @@ func format(path string) string {
 // of a glob pattern, sorted by path, and reads the schema of the first.
 // All files must share that schema.
 func OpenDataset(pattern string, opts ...SourceOption) (*Dataset, error) {
-	files, _, err := datasetFiles(pattern)
+	files, root, err := datasetFiles(pattern)
 	if err != nil {
 		return nil, err
 	}
 	units := make([]unit, len(files))
 	for i, f := range files {
 		units[i] = unit{path: f}
-	}
-	root := pattern
-	if st, err := os.Stat(pattern); err != nil || !st.IsDir() {
-		root = ""
 	}
 	d := &Dataset{units: units, opts: opts, root: root}
 	first, err := d.open(units[0])
@@ -101,8 +96,9 @@ func (d *Dataset) Files() []string {
 	return out
 }
 
-// Root returns the directory the dataset was opened on (empty for a file
-// or a glob): Hive partition keys are read below it.
+// Root returns the directory Hive partition keys (key=value directories)
+// are read below: the directory the dataset was opened on, the fixed
+// prefix of a glob, or a file's own directory.
 func (d *Dataset) Root() string { return d.root }
 
 // Scan lists the dataset's units for streaming (see ScanDataset), with its

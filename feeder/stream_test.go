@@ -380,3 +380,17 @@ func TestStreamCSVChunks(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(333), d.NumRows())
 }
+
+// TestDatasetGlobPartitions opens a Hive tree through a glob: the keys
+// below the glob's fixed prefix become columns.
+func TestDatasetGlobPartitions(t *testing.T) {
+	dir := t.TempDir()
+	total := writeStreamFiles(t, dir, [][]int{{4}, {6}})
+	ds, err := feeder.OpenDataset(filepath.Join(dir, "split=*", "*.parquet"))
+	require.NoError(t, err)
+	require.Equal(t, dir, ds.Root())
+	d, err := ds.Scan(feeder.ScanConfig{WhereColumn: "split", WhereValue: "train"})
+	require.NoError(t, err)
+	require.Equal(t, int64(total), d.NumRows())
+	require.True(t, d.Schema().HasField("split"))
+}
