@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/gotflow/gotflow/feeder"
-	"github.com/gotflow/gotflow/tf"
+	"github.com/gotflow/gotflow/loader"
 )
 
 // DefaultShuffleBuffer is the shuffle window of a training stream when
@@ -101,61 +101,39 @@ func (e *TFEstimator) openTrainSet(p *prepared, ds *feeder.StreamDataset) (_ *tr
 func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, error) {
 	var mapping feeder.Mapping
 	var targets []feeder.Target
-	add := func(kind string, specs []bundleSpec, m map[string]string) error {
+	add := func(kind string, specs []loader.BundleTensor, m map[string]string) error {
 		byName := map[string]string{}
 		for col, t := range m {
 			byName[t] = col
 		}
 		known := map[string]bool{}
 		for _, s := range specs {
-			known[s.name] = true
-			col, ok := byName[s.name]
+			known[s.Name] = true
+			col, ok := byName[s.Name]
 			if !ok {
-				col = s.name
+				col = s.Name
 			}
-			mapping = append(mapping, feeder.Input{Column: col, Tensor: s.name, Cast: e.Cast})
-			targets = append(targets, feeder.Target{Name: s.name, DType: s.dtype, Shape: s.shape})
+			mapping = append(mapping, feeder.Input{Column: col, Tensor: s.Name, Cast: e.Cast})
+			targets = append(targets, feeder.Target{Name: s.Name, DType: s.DType, Shape: s.Shape})
 		}
 		for col, t := range m {
 			if !known[t] {
 				have := make([]string, 0, len(specs))
 				for _, s := range specs {
-					have = append(have, s.name)
+					have = append(have, s.Name)
 				}
 				return fmt.Errorf("estimator: column %q is mapped to %s %q, which the bundle does not have (have: %v)", col, kind, t, have)
 			}
 		}
 		return nil
 	}
-	if err := add("input", p.inputs(), e.InputMapping); err != nil {
+	if err := add("input", p.b.Inputs, e.InputMapping); err != nil {
 		return nil, nil, err
 	}
-	if err := add("label", p.labels(), e.LabelMapping); err != nil {
+	if err := add("label", p.b.Labels, e.LabelMapping); err != nil {
 		return nil, nil, err
 	}
 	return mapping, targets, nil
-}
-
-type bundleSpec struct {
-	name  string
-	dtype tf.DataType
-	shape []int64
-}
-
-func (p *prepared) inputs() []bundleSpec {
-	out := make([]bundleSpec, len(p.b.Inputs))
-	for i, s := range p.b.Inputs {
-		out[i] = bundleSpec{s.Name, s.DType, s.Shape}
-	}
-	return out
-}
-
-func (p *prepared) labels() []bundleSpec {
-	out := make([]bundleSpec, len(p.b.Labels))
-	for i, s := range p.b.Labels {
-		out[i] = bundleSpec{s.Name, s.DType, s.Shape}
-	}
-	return out
 }
 
 // shuffleBuffer returns the shuffle window's bytes (0 without shuffling).
