@@ -336,7 +336,6 @@ type chunkData struct {
 	rec     arrow.RecordBatch
 	mem     *BudgetAllocator
 	refs    atomic.Int32
-	cached  bool
 }
 
 func (c *chunkData) release() {
@@ -556,6 +555,8 @@ func unitName(u Unit) string {
 		return u.File
 	case format(u.File) == "parquet":
 		return fmt.Sprintf("%s row group %d", u.File, u.Index)
+	case u.csv != nil:
+		return fmt.Sprintf("%s bytes %d to %d", u.File, u.off, u.off+u.size)
 	}
 	return fmt.Sprintf("%s record batch %d", u.File, u.Index)
 }
@@ -926,7 +927,6 @@ func (uc *UnitCache) get(ctx context.Context, s *Stream, unit int) (*chunkData, 
 		var d *chunkData
 		d, e.err = s.convertUnit(ctx, unit, 0, s.d.units[unit].Rows)
 		if e.err == nil {
-			d.cached = true
 			e.data = d
 			for _, c := range d.cols {
 				uc.bytes.Add(int64(len(c)))

@@ -83,6 +83,7 @@ type StreamDataset struct {
 	columns    []string // file columns read (nil: all)
 	opts       []SourceOption
 	whereCol   string
+	rowFilter  bool // the filter is on a file column: rows are filtered while streaming
 	whereVal   string
 }
 
@@ -658,6 +659,7 @@ func (d *StreamDataset) applyWhere(pattern string) error {
 		}
 		d.units = kept
 	} else {
+		d.rowFilter = true
 		kept := d.units[:0]
 		for _, u := range d.units {
 			if u.File != "" && format(u.File) == "parquet" && u.Index >= 0 {
@@ -773,8 +775,7 @@ func (d *StreamDataset) readUnit(ctx context.Context, u Unit, o sourceOptions, f
 		return fn(full)
 	}
 	o.columns = d.columns
-	if d.whereCol != "" && d.columns != nil && !slices.Contains(d.columns, d.whereCol) &&
-		!slices.ContainsFunc(d.partCols, func(p arrow.Field) bool { return p.Name == d.whereCol }) {
+	if d.rowFilter && d.columns != nil && !slices.Contains(d.columns, d.whereCol) {
 		o.columns = append(slices.Clone(d.columns), d.whereCol) // read for the filter, dropped by complete
 	}
 	src, err := openUnit(u, o)
@@ -803,8 +804,7 @@ func (d *StreamDataset) readUnit(ctx context.Context, u Unit, o sourceOptions, f
 func (d *StreamDataset) emit(rec arrow.RecordBatch, u Unit, fn func(arrow.RecordBatch) error) error {
 	out := []arrow.RecordBatch{rec}
 	rec.Retain()
-	isPart := slices.ContainsFunc(d.partCols, func(p arrow.Field) bool { return p.Name == d.whereCol })
-	if d.whereCol != "" && !isPart {
+	if d.rowFilter {
 		idx := rec.Schema().FieldIndices(d.whereCol)
 		if len(idx) == 0 {
 			rec.Release()

@@ -298,6 +298,14 @@ func TestStreamWhere(t *testing.T) {
 	d, err = feeder.ScanDataset(dir, feeder.ScanConfig{WhereColumn: "split", WhereValue: "train"})
 	require.NoError(t, err)
 	require.Equal(t, int64(total), d.NumRows())
+	d, err = d.Project([]string{"id", "x"}) // the partition filter is applied already
+	require.NoError(t, err)
+	run = readShare(t, d, d.Pieces(), feeder.StreamConfig{Plan: streamPlan(t, d.Schema()), BatchRows: 16})
+	n = 0
+	for _, b := range run.ids {
+		n += len(b)
+	}
+	require.Equal(t, total, n)
 	d, err = feeder.ScanDataset(dir, feeder.ScanConfig{WhereColumn: "id", WhereValue: "0"})
 	require.NoError(t, err)
 	require.Len(t, d.Units(), 1)
@@ -374,6 +382,10 @@ func TestStreamCSVChunks(t *testing.T) {
 		batch.Close()
 	}
 	require.Equal(t, int64(n), next)
+	st := s.Stats()
+	require.Equal(t, int64(n), st.Rows)
+	require.Equal(t, int64(len(d.Units())), st.Pieces)
+	require.Equal(t, int64((n+63)/64), st.Batches)
 
 	// The filter counts rows chunk by chunk too.
 	d, err = feeder.ScanDataset(path, feeder.ScanConfig{CSVChunkBytes: 2 << 10, WhereColumn: "tag", WhereValue: "t2"})
