@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -309,5 +310,77 @@ func TestSecondFitOnSameModelDir(t *testing.T) {
 	require.ErrorContains(t, secondErr, "is in use by another Fit: ")
 	require.ErrorContains(t, secondErr, "fit.lock is held by pid ")
 	require.Equal(t, string(logBefore), string(logAfter), "the refused Fit started no shard")
+	requireNoProcesses(t, e.ModelDir)
+}
+
+// TestProcessesResumeWithinEpoch freezes a processes-mode sync job in the
+// middle of an epoch and SIGKILLs every task, then fits again with the
+// same ModelDir: each worker resumes its share at the batch the shard's
+// restored state ends at (the position its pushes carried), and the job
+// ends at exactly the weights of an uninterrupted run.
+func TestProcessesResumeWithinEpoch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	job := func() estimator.TFEstimator {
+		e := chaosEstimator(t, "sync")
+		e.Epochs, e.BatchSize, e.SyncTimeout = 3, 1, 10*time.Minute // 48 steps per epoch
+		return e
+	}
+	ref := job()
+	m, err := fitProcesses(t, &ref)
+	require.NoError(t, err)
+	m.Close()
+	require.Equal(t, uint64(3*48), snapshotVersion(t, ref.ModelDir), "one update per sync step")
+
+	e := job()
+	src, err := feeder.OpenDataset("testdata/fit/data.arrow")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fitErr := make(chan error, 1)
+	go func() {
+		m, err := e.Fit(ctx, src)
+		if err == nil {
+			m.Close()
+		}
+		fitErr <- err
+	}()
+	// The shard snapshots every 20 updates: 60 is the 12th step of the
+	// second epoch, 36 steps before its end.
+	waitUntil(t, ctx, "a snapshot within the second epoch", func() bool { return snapshotVersion(t, e.ModelDir) >= 60 })
+	var pids []int
+	for _, task := range []string{"chief:0", "worker:0", "ps:0"} {
+		if pid := taskPID(e.ModelDir, task); pid > 0 {
+			require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+			pids = append(pids, pid)
+		}
+	}
+	require.Len(t, pids, 3, "every task of the job found")
+	cancel()
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	select {
+	case err := <-fitErr:
+		require.Error(t, err, "the killed job ends with an error")
+	case <-time.After(time.Minute):
+		t.Fatal("timed out waiting for the killed job's Fit to return")
+	}
+	waitUntil(t, testCtx(t), "every task of the killed job to exit", func() bool { return countProcesses(e.ModelDir) == 0 })
+
+	var epochs []int
+	e.Hooks.OnEpoch = func(i estimator.EpochInfo) { epochs = append(epochs, i.Epoch) }
+	m, err = fitProcesses(t, &e)
+	require.NoError(t, err)
+	m.Close()
+	require.Equal(t, []int{1, 2}, epochs, "the rerun starts in the interrupted epoch")
+	for _, w := range []string{"chief-0.log", "worker-0.log"} {
+		log, err := os.ReadFile(filepath.Join(e.ModelDir, "logs", w))
+		require.NoError(t, err)
+		require.Regexp(t, `resuming within the epoch.*epoch=2 batches_done=(1[2-9]|[2-3][0-9]|4[0-7]) `, string(log), "%s resumed mid-epoch", w)
+	}
+	require.Equal(t, snapshotVersion(t, ref.ModelDir), snapshotVersion(t, e.ModelDir), "no step trained twice or skipped")
+	require.Equal(t, exported(t, ref), exported(t, e), "sync SGD resumed mid-epoch ends at the uninterrupted run's weights")
 	requireNoProcesses(t, e.ModelDir)
 }

@@ -535,8 +535,10 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		tjob.Hooks = distributed.MonitorHooks{OnDead: r.onDead, OnEpochEnd: hook}
 	}
 	log.Info("worker ready", "task", env.Task.String(), "rows", p.data.rows, "plan", e.planInfo(p.data, max(env.Workers, 1)).String())
+	plan := e.planKey(p.data, max(env.Workers, 1))
 	err = distributed.RunTrainer(ctx, env, tjob, func(ctx context.Context, a *distributed.Agent) error {
 		var examples atomic.Int64
+		looked := false
 		for {
 			work, err := a.Next(ctx)
 			if errors.Is(err, distributed.ErrStopped) {
@@ -562,14 +564,38 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 				// The worker's own share: the step count every worker runs.
 				batches = layouts[rk]
 			}
-			s, err := p.data.ds.Stream(ctx, pieces, e.streamConfig(p.data, epoch, first, batches, 0))
+			skip, consumed := 0, 0
+			var position func(batches, steps int) []byte
+			if batches != nil {
+				if !looked {
+					// The first share of this run: the shards' state may
+					// hold part of it already (a restarted job).
+					looked = true
+					at, err := resumePosition(ctx, client, plan, epoch)
+					if err != nil {
+						return err
+					}
+					if skip = min(at.Batches, len(batches)); skip > 0 {
+						for _, n := range batches[:skip] {
+							consumed += n
+						}
+						w.steps = at.Steps
+						a.Advance(int64(consumed), int64(w.steps), 0)
+						log.Info("resuming within the epoch", "epoch", epoch+1, "batches_done", skip, "rows_done", consumed)
+					}
+				}
+				position = func(batches, steps int) []byte {
+					b, _ := json.Marshal(workerPosition{Plan: plan, Epoch: epoch, Batches: batches, Steps: steps})
+					return b
+				}
+			}
+			s, err := p.data.ds.Stream(ctx, pieces, e.streamConfig(p.data, epoch, first, batches, skip))
 			if err != nil {
 				return fmt.Errorf("estimator: %w", err)
 			}
-			consumed := 0
 			res, err := w.runEpoch(ctx, s, epochPlan{
 				epoch: epoch, iters: orDefault(e.MiniStochasticIters, 1),
-				pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush,
+				pullEvery: pullEvery, maxSteps: e.Steps, overlap: e.OverlapPush, position: position,
 				onBatch: func(_, n int, loss float64) error {
 					consumed += n
 					a.Advance(int64(n), int64(w.steps), loss)
@@ -588,4 +614,39 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		}
 	})
 	return errors.Join(err, chiefErr())
+}
+
+// workerPosition is where a worker of a processes or TF_CONFIG job stands
+// in its share of an epoch. It travels with the worker's gradients
+// (ps.AtPosition) and the shards keep it with the update it came with, in
+// their snapshots and write-ahead logs: a job restarted from the shards'
+// state resumes each share exactly where the restored weights end.
+type workerPosition struct {
+	Plan    string `json:"plan"`    // TFEstimator.planKey of the job
+	Epoch   int    `json:"epoch"`   // the epoch of the job
+	Batches int    `json:"batches"` // batches of the share trained on
+	Steps   int    `json:"steps"`   // the worker's steps
+}
+
+// resumePosition is the position this worker's share of epoch had reached
+// in the shards' state: the earliest any shard holds (with several shards,
+// a push some applied and others did not when the job stopped is then
+// trained on again), or the start of the share when a shard holds none
+// for this plan and epoch.
+func resumePosition(ctx context.Context, client *ps.Client, plan string, epoch int) (workerPosition, error) {
+	all, err := client.Positions(ctx)
+	if err != nil {
+		return workerPosition{}, fmt.Errorf("estimator: read the workers' positions from the parameter servers: %w", err)
+	}
+	var at workerPosition
+	for i, b := range all {
+		var p workerPosition
+		if b == nil || json.Unmarshal(b, &p) != nil || p.Plan != plan || p.Epoch != epoch {
+			return workerPosition{}, nil
+		}
+		if i == 0 || p.Batches < at.Batches {
+			at = p
+		}
+	}
+	return at, nil
 }

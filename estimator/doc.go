@@ -63,7 +63,12 @@
 // killed mid-epoch resumes at that step and trains on exactly the batches
 // an uninterrupted run would have (the shards write no snapshot of their
 // own on stop, so the snapshot and the position always match). In
-// Processes mode a killed job resumes at the start of its epoch. At the end
+// Processes and TF_CONFIG jobs no worker stops: each push carries the
+// worker's position in its share of the epoch (ps.AtPosition), which the
+// shards keep with the update, so a killed job restarted on the same
+// ModelDir resumes every share exactly at the batch the restored weights
+// end with (with several shards, a push that only some had applied when
+// the job died is trained on again: at most one batch per worker). At the end
 // the inference graph is frozen with the trained weights and exported
 // (frozen.pb, saved_model/, weights.safetensors and tfmodel.json in
 // ExportDir).

@@ -426,10 +426,12 @@ func (r *run) resume() error {
 }
 
 // planKey identifies the data plan a mid-epoch position refers to.
-func (r *run) planKey() string {
-	e := r.e
-	return fmt.Sprintf("rows=%d units=%d workers=%d batch=%d seed=%d shuffle=%t/%d/%d", r.p.data.rows, len(r.p.data.ds.Units()),
-		e.Workers, e.batchSize(), e.Seed, e.ShufflePerIter, e.shuffleBuffer(), e.PartitionShuffles)
+func (r *run) planKey() string { return r.e.planKey(r.p.data, r.e.Workers) }
+
+// planKey identifies the data plan of workers workers over t.
+func (e *TFEstimator) planKey(t *trainSet, workers int) string {
+	return fmt.Sprintf("rows=%d units=%d workers=%d batch=%d seed=%d shuffle=%t/%d/%d", t.rows, len(t.ds.Units()),
+		workers, e.batchSize(), e.Seed, e.ShufflePerIter, e.shuffleBuffer(), e.PartitionShuffles)
 }
 
 // endEpoch evaluates on the validation rows, reports the epoch (log,

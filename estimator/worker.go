@@ -69,18 +69,23 @@ func (w *trainWorker) settle() error {
 }
 
 // push sends a step's state assignments and gradients, pulling the new
-// weights into w.vars when pull is set.
-func (w *trainWorker) push(ctx context.Context, grads, updates []ps.Tensor, pull bool) error {
+// weights into w.vars when pull is set; pos, if not nil, is the input
+// position the shards keep with the gradients.
+func (w *trainWorker) push(ctx context.Context, grads, updates []ps.Tensor, pull bool, pos []byte) error {
 	if len(updates) > 0 {
 		if err := w.client.Assign(ctx, updates); err != nil {
 			return fmt.Errorf("assign state: %w", err)
 		}
 	}
+	var opts []ps.PushOption
+	if pos != nil {
+		opts = append(opts, ps.AtPosition(pos))
+	}
 	var err error
 	if pull {
-		_, err = w.client.PushPull(ctx, grads, w.vars)
+		_, err = w.client.PushPull(ctx, grads, w.vars, opts...)
 	} else {
-		_, err = w.client.Push(ctx, grads)
+		_, err = w.client.Push(ctx, grads, opts...)
 	}
 	return err
 }
@@ -166,6 +171,10 @@ type epochPlan struct {
 	// index in the share, its rows and its last loss; an error ends the
 	// epoch.
 	onBatch func(index, rows int, loss float64) error
+	// position, if set, gives the input position to push with the last
+	// step of batch index (ps.AtPosition): the batches done once it is
+	// applied, and the worker's steps.
+	position func(batches, steps int) []byte
 }
 
 // epochResult sums what a worker saw in one epoch.
@@ -205,7 +214,11 @@ func (w *trainWorker) runEpoch(ctx context.Context, s *feeder.Stream, p epochPla
 			}
 			sincePull++
 			pull := p.pullEvery > 0 && sincePull >= p.pullEvery
-			loss, err = w.trainStep(ctx, inputs, labels, pull, p.overlap, &res)
+			var pos []byte
+			if p.position != nil && it == p.iters-1 {
+				pos = p.position(b.Index+1, w.steps+1)
+			}
+			loss, err = w.trainStep(ctx, inputs, labels, pull, p.overlap, pos, &res)
 			if err != nil {
 				b.Close()
 				return res, err
@@ -244,7 +257,7 @@ func (w *trainWorker) runEpoch(ctx context.Context, s *feeder.Stream, p epochPla
 // weights in the same round trip when pull is set). With overlap, the push
 // runs while the next step computes on the weights from before this one:
 // one more step of staleness, in exchange for hiding the round trip.
-func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor, pull, overlap bool, res *epochResult) (float64, error) {
+func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor, pull, overlap bool, pos []byte, res *epochResult) (float64, error) {
 	out, err := w.step.Run(ctx, w.weights, inputs, labels)
 	if err != nil {
 		return 0, fmt.Errorf("estimator: worker %d step %d: %w", w.id, w.steps, err)
@@ -298,9 +311,9 @@ func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor
 		p := &inflight{out: out, pull: pull, step: w.steps, done: make(chan error, 1)}
 		keep = true
 		w.pending = p
-		go func() { p.done <- w.push(ctx, grads, updates, pull) }()
+		go func() { p.done <- w.push(ctx, grads, updates, pull, pos) }()
 	} else {
-		if err := w.push(ctx, grads, updates, pull); err != nil {
+		if err := w.push(ctx, grads, updates, pull, pos); err != nil {
 			return 0, fmt.Errorf("estimator: worker %d step %d: push gradients: %w", w.id, w.steps, err)
 		}
 		if pull {

@@ -675,27 +675,99 @@ func (c *Client) sendPush(send func(*pspb.PushRequest) error, hdr *pspb.PushHead
 // (for example rejected as stale by one shard only). Pushing the same
 // tensors again right after a failed Push reuses its idempotency keys: the
 // shards that applied it answer "duplicate", the others apply it once.
-func (c *Client) Push(ctx context.Context, grads []Tensor) (PushResult, error) {
-	return c.pushKind(ctx, grads, pspb.PushKind_PUSH_KIND_GRADIENT, nil)
+func (c *Client) Push(ctx context.Context, grads []Tensor, opts ...PushOption) (PushResult, error) {
+	return c.pushKind(ctx, grads, pspb.PushKind_PUSH_KIND_GRADIENT, nil, pushOpts(opts))
+}
+
+// PushOption configures one Push or PushPull.
+type PushOption interface{ applyPush(*pushOptions) }
+
+type pushOptions struct{ position []byte }
+
+type pushOptionFunc func(*pushOptions)
+
+func (f pushOptionFunc) applyPush(o *pushOptions) { f(o) }
+
+func pushOpts(opts []PushOption) pushOptions {
+	var o pushOptions
+	for _, op := range opts {
+		op.applyPush(&o)
+	}
+	return o
+}
+
+// AtPosition attaches the worker's position in its input once this push's
+// gradients are applied (at most 4 KiB, opaque to the shards); give the
+// client a stable WithWorkerID to find it again after a restart. Every shard
+// that applies the push keeps it under the client's worker ID, with the
+// update, in its snapshots and write-ahead log: a job restored from them
+// reads it back with Positions and resumes its input exactly where the
+// restored weights end. A retried push carries the same position.
+func AtPosition(p []byte) PushOption {
+	return pushOptionFunc(func(o *pushOptions) { o.position = p })
+}
+
+// Positions returns, for every shard that applies this client's gradient
+// pushes, the position (AtPosition) of the last push it applied from this
+// client's worker ID, or nil where it holds none. The shards can disagree
+// when a job stopped while a push was applied by some and not yet by
+// others; a caller resuming from them takes the earliest.
+func (c *Client) Positions(ctx context.Context) ([][]byte, error) {
+	if err := c.lockRegistered(); err != nil {
+		return nil, err
+	}
+	defer c.mu.Unlock()
+	var shards []int
+	for s, parts := range c.lay.byShard {
+		trains := c.views[0].mode == Sync.String()
+		for _, p := range parts {
+			trains = trains || c.lay.vars[p.v].Trainable
+		}
+		if trains {
+			shards = append(shards, s)
+		}
+	}
+	all := make([][]byte, len(c.addrs))
+	err := forShards(shards, func(shard int) error {
+		return c.call(ctx, shard, "positions", func(ctx context.Context) error {
+			r, err := c.stubs[shard].Stats(ctx, &pspb.StatsRequest{})
+			if err == nil {
+				all[shard] = r.GetPositions()[c.o.workerID]
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(shards))
+	for _, s := range shards {
+		out = append(out, all[s])
+	}
+	return out, nil
 }
 
 // Assign sets variables (typically non-trainable state such as batch-norm
 // statistics) to values, atomically per shard, bypassing the optimizer.
 func (c *Client) Assign(ctx context.Context, values []Tensor) error {
-	_, err := c.pushKind(ctx, values, pspb.PushKind_PUSH_KIND_ASSIGN, nil)
+	_, err := c.pushKind(ctx, values, pspb.PushKind_PUSH_KIND_ASSIGN, nil, pushOptions{})
 	return err
 }
 
 // PushPull pushes gradients like Push and, in the same round trip, pulls
 // what changed into dst like Pull.
-func (c *Client) PushPull(ctx context.Context, grads []Tensor, dst []Tensor) (PushResult, error) {
+func (c *Client) PushPull(ctx context.Context, grads []Tensor, dst []Tensor, opts ...PushOption) (PushResult, error) {
 	if dst == nil {
 		dst = []Tensor{}
 	}
-	return c.pushKind(ctx, grads, pspb.PushKind_PUSH_KIND_GRADIENT, dst)
+	return c.pushKind(ctx, grads, pspb.PushKind_PUSH_KIND_GRADIENT, dst, pushOpts(opts))
 }
 
-func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, dst []Tensor) (PushResult, error) {
+func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, dst []Tensor, po pushOptions) (PushResult, error) {
+	if len(po.position) > maxPosition {
+		return PushResult{}, fmt.Errorf("ps: push position of %d bytes, at most %d allowed", len(po.position), maxPosition)
+	}
+
 	if err := c.lockRegistered(); err != nil {
 		return PushResult{}, err
 	}
@@ -733,7 +805,7 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 	results := make([]*pspb.PushResponse, len(c.addrs))
 	err = forShards(pushShards, func(shard int) error {
 		var err error
-		results[shard], err = c.pushShard(ctx, shard, kind, seq, chunks[shard], out)
+		results[shard], err = c.pushShard(ctx, shard, kind, seq, chunks[shard], out, po.position)
 		if status.Code(err) != codes.NotFound {
 			return err
 		}
@@ -743,7 +815,7 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 		if rerr := c.reregister(ctx, shard); rerr != nil {
 			return errors.Join(err, rerr)
 		}
-		results[shard], err = c.pushShard(ctx, shard, kind, seq, chunks[shard], out)
+		results[shard], err = c.pushShard(ctx, shard, kind, seq, chunks[shard], out, po.position)
 		return err
 	})
 	if err == nil && len(pullOnly) > 0 {
@@ -791,8 +863,9 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 
 // pushShard sends one shard its chunks of a push (with retries) and, if
 // out is not nil, pulls its changes in the same round trip.
-func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, seq uint64, chunks []*pspb.Chunk, out *dstSet) (*pspb.PushResponse, error) {
+func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, seq uint64, chunks []*pspb.Chunk, out *dstSet, position []byte) (*pspb.PushResponse, error) {
 	hdr := c.header(shard, kind, seq, len(chunks))
+	hdr.Position = position
 	var result *pspb.PushResponse
 	if out == nil {
 		err := c.call(ctx, shard, "push", func(ctx context.Context) error {

@@ -82,6 +82,18 @@
 // answers pushes with NotFound; the client then registers its last pulled
 // values there (optimizer state starts afresh) and pushes again.
 //
+// # Input positions
+//
+// A push may carry the worker's position in its input once the push is
+// applied (AtPosition: opaque bytes, at most 4 KiB). A shard keeps the last
+// applied position of each worker ID with the update it came with, under
+// the same lock, in its snapshots and its write-ahead log, and a Sync step
+// keeps those of all its pushes when it applies. Whatever state a shard
+// comes back with, Client.Positions therefore tells each worker where the
+// input behind that state ends, the way a stream processor commits its
+// consumer offsets with its output: TFEstimator's processes and TF_CONFIG
+// jobs resume within an epoch from it.
+//
 // A snapshot directory belongs to one shard at a time: NewServer takes an
 // exclusive lock on ps-shard-i-of-n.snapshot.lock (released by Stop, or by
 // the kernel when the process dies) and fails with ErrSnapshotDirInUse,

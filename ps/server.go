@@ -1,6 +1,7 @@
 package ps
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"runtime"
@@ -65,6 +67,13 @@ type Server struct {
 	clock       atomic.Uint64 // change counter for incremental pulls
 
 	keys *keyCache
+
+	// posMu guards positions: the last applied input position of each
+	// worker (PushHeader.position). It is written while the update it came
+	// with is applied, under mu (shared in Hogwild), so a snapshot, which
+	// holds mu exclusively, sees both or neither.
+	posMu     sync.Mutex
+	positions map[string][]byte
 
 	syncMu   sync.Mutex
 	workers  atomic.Int64  // pushes per Sync step; written under syncMu
@@ -129,14 +138,15 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 	}
 	s := &Server{
 		o: o, opt: opt,
-		parts:    map[partKey]*part{},
-		keys:     newKeyCache(o.keyCacheSize),
-		advanced: make(chan struct{}),
-		barriers: map[string]*barrier{},
-		closed:   make(chan struct{}),
-		bgStop:   make(chan struct{}),
-		snapReq:  make(chan struct{}, 1),
-		idle:     make(chan struct{}),
+		parts:     map[partKey]*part{},
+		keys:      newKeyCache(o.keyCacheSize),
+		positions: map[string][]byte{},
+		advanced:  make(chan struct{}),
+		barriers:  map[string]*barrier{},
+		closed:    make(chan struct{}),
+		bgStop:    make(chan struct{}),
+		snapReq:   make(chan struct{}, 1),
+		idle:      make(chan struct{}),
 	}
 	s.lastRequest.Store(time.Now().UnixNano())
 	s.stats.staleness = make([]atomic.Uint64, stalenessBuckets)
@@ -410,7 +420,7 @@ func (s *Server) registerParts(req *pspb.RegisterRequest, log bool) (*pspb.Regis
 		if err != nil {
 			return nil, 0, s.errorf(codes.Internal, "register: %v", err)
 		}
-		lsn = s.wal.append(walRegister, 1, nil, b, nil, nil, nil)
+		lsn = s.wal.append(walRegister, 1, nil, nil, b, nil, nil, nil)
 	}
 	resp.Info = s.info()
 	resp.Info.Parts = uint32(len(s.order))
@@ -590,6 +600,10 @@ func (s *Server) decodeChunk(c *segChunk, kind pspb.PushKind) (update, error) {
 // push validates, deduplicates and applies one push.
 func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (*pspb.PushResponse, error) {
 	s.stats.pushes.Add(1)
+	pos, err := s.pushPosition(hdr)
+	if err != nil {
+		return nil, err
+	}
 	key := hdr.GetIdempotencyKey()
 	var entry *keyEntry
 	if key != "" {
@@ -615,17 +629,17 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 		entry = e
 	}
 	var resp *pspb.PushResponse
-	var err error
 	var lsn uint64
 	// applied runs under the lock that applies the push: it logs the
-	// change and records its key (see markApplied), so that a snapshot
-	// holds both or neither.
+	// change and records its key (see markApplied) and the pusher's
+	// position, so that a snapshot holds all of them or none.
 	applied := func(kind byte, scale float32) {
 		var keys []string
 		if key != "" {
 			keys = []string{key}
 		}
-		lsn = s.logChange(kind, scale, keys, ups)
+		s.setPositions(pos)
+		lsn = s.logChange(kind, scale, keys, ups, pos)
 		if entry != nil {
 			s.keys.markApplied(key, entry, lsn)
 		}
@@ -634,7 +648,7 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 	case hdr.GetKind() == pspb.PushKind_PUSH_KIND_ASSIGN:
 		resp = s.assign(ups, applied)
 	case s.o.mode == Sync:
-		resp, err = s.pushSync(ctx, hdr, ups, key, entry)
+		resp, err = s.pushSync(ctx, hdr, ups, key, entry, pos)
 		entry = nil // the step finishes it: a caller that gives up must not free its key
 	case s.o.mode == Hogwild:
 		resp = s.pushHogwild(hdr, ups, applied)
@@ -652,6 +666,45 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 	}
 	s.afterUpdate()
 	return resp, nil
+}
+
+// maxPosition bounds PushHeader.position.
+const maxPosition = 4 << 10
+
+// pushPosition checks a push's input position and returns it as the
+// record the shard keeps (nil without one).
+func (s *Server) pushPosition(hdr *pspb.PushHeader) ([]walPosition, error) {
+	p := hdr.GetPosition()
+	if len(p) == 0 {
+		return nil, nil
+	}
+	if len(p) > maxPosition {
+		return nil, s.reject("bad_position", s.errorf(codes.InvalidArgument, "push position of %d bytes, at most %d allowed", len(p), maxPosition))
+	}
+	if hdr.GetWorkerId() == "" {
+		return nil, s.reject("bad_position", s.errorf(codes.InvalidArgument, "push carries a position but no worker_id to keep it under"))
+	}
+	return []walPosition{{worker: hdr.GetWorkerId(), position: bytes.Clone(p)}}, nil
+}
+
+// setPositions records the positions of an update being applied; the
+// caller holds mu (shared in Hogwild).
+func (s *Server) setPositions(ps []walPosition) {
+	if len(ps) == 0 {
+		return
+	}
+	s.posMu.Lock()
+	for _, p := range ps {
+		s.positions[p.worker] = p.position
+	}
+	s.posMu.Unlock()
+}
+
+// positionsCopy returns the workers' positions.
+func (s *Server) positionsCopy() map[string][]byte {
+	s.posMu.Lock()
+	defer s.posMu.Unlock()
+	return maps.Clone(s.positions)
 }
 
 func (s *Server) staleness(base uint64) uint64 {
@@ -781,6 +834,7 @@ type syncStep struct {
 	workers  map[string]bool
 	keys     []string
 	entries  []*keyEntry
+	pos      []walPosition // the contributors' positions, set when the step applies
 	elements int
 	n        int
 	done     chan struct{}
@@ -790,7 +844,7 @@ type syncStep struct {
 	lsn      uint64 // the step's write-ahead log record
 }
 
-func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []update, key string, entry *keyEntry) (*pspb.PushResponse, error) {
+func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []update, key string, entry *keyEntry, pos []walPosition) (*pspb.PushResponse, error) {
 	fail := func(err error) (*pspb.PushResponse, error) {
 		if entry != nil {
 			s.keys.finish(key, entry, nil, err)
@@ -835,6 +889,7 @@ func (s *Server) pushSync(ctx context.Context, hdr *pspb.PushHeader, ups []updat
 		st.keys = append(st.keys, key)
 		st.entries = append(st.entries, entry)
 	}
+	st.pos = append(st.pos, pos...)
 	for _, u := range ups {
 		sum, ok := st.sums[u.p]
 		if !ok {
@@ -893,8 +948,9 @@ func (s *Server) completeStep(st *syncStep, n int) {
 	// The step counter and the step's keys change with its values, under
 	// the same lock, so that a snapshot never holds one without the others.
 	s.step.Add(1)
+	s.setPositions(st.pos)
 	if s.wal != nil {
-		st.lsn = s.wal.append(walSyncStep, 1, st.keys, nil, nil, st.sums, st.order)
+		st.lsn = s.wal.append(walSyncStep, 1, st.keys, st.pos, nil, nil, st.sums, st.order)
 	}
 	for i, e := range st.entries {
 		s.keys.markApplied(st.keys[i], e, st.lsn)

@@ -7,6 +7,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,7 +80,7 @@ func (s *Server) capture() capturedState {
 		Format: snapshotFormat, Shard: uint32(s.o.shard), NumShards: uint32(s.o.numShards),
 		Version: s.version.Load(), Step: s.step.Load(), Cursor: s.clock.Load(),
 		Mode: s.o.mode.String(), OptimizerJson: s.o.optimizer.JSON(), Parts: uint32(len(s.order)),
-		AppliedKeys: s.keys.applied(), Incarnation: s.lock.number(),
+		AppliedKeys: s.keys.applied(), Incarnation: s.lock.number(), Positions: s.positionsCopy(),
 	}}
 	if s.wal != nil {
 		c.header.WalLsn = s.wal.last()
@@ -366,6 +367,12 @@ func (s *Server) restoreLatest(rollback bool) (string, uint64, error) {
 		s.pending = nil
 	}
 	s.keys.reset(h.GetAppliedKeys(), s.info())
+	s.posMu.Lock()
+	s.positions = maps.Clone(h.GetPositions())
+	if s.positions == nil {
+		s.positions = map[string][]byte{}
+	}
+	s.posMu.Unlock()
 	var werr error
 	if rollback && s.wal != nil {
 		werr = s.wal.resetTo(h.GetWalLsn())

@@ -2,6 +2,7 @@ package ps
 
 import (
 	"fmt"
+	"maps"
 	"math/bits"
 	"net/http"
 	"sort"
@@ -59,6 +60,9 @@ type Stats struct {
 	BytesIn, BytesOut uint64            // tensor payload bytes
 	Snapshots         uint64
 	DroppedStragglers uint64
+	// Positions are the workers' last applied input positions, by worker
+	// ID (Client.Push with AtPosition).
+	Positions map[string][]byte
 }
 
 func (s *Server) statsProto() *pspb.StatsResponse {
@@ -75,6 +79,7 @@ func (s *Server) statsProto() *pspb.StatsResponse {
 		Snapshots:         st.snapshots.Load(),
 		DroppedStragglers: st.droppedStragglers.Load(),
 		Rejections:        map[string]uint64{},
+		Positions:         s.positionsCopy(),
 	}
 	s.mu.RLock()
 	r.Info.Parts = uint32(len(s.order))
@@ -101,6 +106,7 @@ func statsFromProto(r *pspb.StatsResponse) Stats {
 		Pushes: r.GetPushes(), Updates: r.GetUpdates(), Assigns: r.GetAssigns(), Duplicates: r.GetDuplicates(),
 		Pulls: r.GetPulls(), Rejections: rej, Staleness: append([]uint64(nil), r.GetStalenessBuckets()...),
 		BytesIn: r.GetBytesIn(), BytesOut: r.GetBytesOut(), Snapshots: r.GetSnapshots(), DroppedStragglers: r.GetDroppedStragglers(),
+		Positions: maps.Clone(r.GetPositions()),
 	}
 }
 

@@ -2,6 +2,7 @@ package ps
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -48,6 +49,16 @@ const (
 	walGradient
 	walSyncStep
 )
+
+// walHasPositions, set in a record's kind byte, says that the workers'
+// input positions (PushHeader.position) follow its keys.
+const walHasPositions byte = 0x80
+
+// walPosition is a worker's input position, recorded with its update.
+type walPosition struct {
+	worker   string
+	position []byte
+}
 
 // maxWALRecord bounds a record read back (a corrupt length must not make
 // the reader allocate it).
@@ -97,12 +108,13 @@ func (w *wal) segments() ([]uint64, error) {
 
 // walRecord is one decoded record.
 type walRecord struct {
-	kind     byte
-	lsn      uint64
-	lrScale  float32
-	keys     []string
-	register []byte // RegisterRequest, for walRegister
-	parts    []walPart
+	kind      byte
+	lsn       uint64
+	lrScale   float32
+	keys      []string
+	positions []walPosition
+	register  []byte // RegisterRequest, for walRegister
+	parts     []walPart
 }
 
 type walPart struct {
@@ -154,10 +166,18 @@ func decodeWALRecord(b []byte) (walRecord, error) {
 	d := walDecoder{b: b}
 	var r walRecord
 	r.kind = d.byte()
+	hasPos := r.kind&walHasPositions != 0
+	r.kind &^= walHasPositions
 	r.lsn = d.u64()
 	r.lrScale = math.Float32frombits(d.u32())
 	for range d.count() {
 		r.keys = append(r.keys, string(d.bytes()))
+	}
+	if hasPos {
+		for range d.count() {
+			w := string(d.bytes())
+			r.positions = append(r.positions, walPosition{worker: w, position: bytes.Clone(d.bytes())})
+		}
 	}
 	if r.kind == walRegister {
 		r.register = d.bytes()
@@ -261,19 +281,30 @@ func (e *walEncoder) bytes(b []byte) {
 // append adds a record and returns its LSN. The caller holds the lock under
 // which the change was applied. parts are (part, values) of the change;
 // values may be given as runs (update.runs).
-func (w *wal) append(kind byte, lrScale float32, keys []string, register []byte, ups []update, sums map[*part][]float32, order []*part) uint64 {
+func (w *wal) append(kind byte, lrScale float32, keys []string, pos []walPosition, register []byte, ups []update, sums map[*part][]float32, order []*part) uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.appended++
 	lsn := w.appended
 	start := len(w.buf)
 	e := walEncoder{buf: append(w.buf, 0, 0, 0, 0, 0, 0, 0, 0)} // length and CRC, filled below
-	e.buf = append(e.buf, kind)
+	flags := byte(0)
+	if len(pos) > 0 {
+		flags = walHasPositions
+	}
+	e.buf = append(e.buf, kind|flags)
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, lsn)
 	e.u32(math.Float32bits(lrScale))
 	e.u32(uint32(len(keys)))
 	for _, k := range keys {
 		e.bytes([]byte(k))
+	}
+	if len(pos) > 0 {
+		e.u32(uint32(len(pos)))
+		for _, p := range pos {
+			e.bytes([]byte(p.worker))
+			e.bytes(p.position)
+		}
 	}
 	putPart := func(p *part, n int, each func(func(off int, g []float32))) {
 		e.bytes([]byte(p.spec.GetName()))
@@ -557,17 +588,18 @@ func (s *Server) replay(r walRecord) error {
 	if r.kind == walSyncStep {
 		s.step.Add(1)
 	}
+	s.setPositions(r.positions)
 	s.keys.replayed(r.keys, s.info(), r.lsn)
 	return nil
 }
 
 // logChange appends a change to the log (a no-op without one) and returns
 // its LSN; the caller holds the lock that applied it.
-func (s *Server) logChange(kind byte, lrScale float32, keys []string, ups []update) uint64 {
+func (s *Server) logChange(kind byte, lrScale float32, keys []string, ups []update, pos []walPosition) uint64 {
 	if s.wal == nil {
 		return 0
 	}
-	return s.wal.append(kind, lrScale, keys, nil, ups, nil, nil)
+	return s.wal.append(kind, lrScale, keys, pos, nil, ups, nil, nil)
 }
 
 // durable waits until the change lsn is in the log on disk.

@@ -657,8 +657,13 @@ type PushHeader struct {
 	Kind           PushKind               `protobuf:"varint,5,opt,name=kind,proto3,enum=gotflow.ps.v1.PushKind" json:"kind,omitempty"`
 	Pull           *PullRequest           `protobuf:"bytes,6,opt,name=pull,proto3" json:"pull,omitempty"`      // PushPull only
 	Chunks         uint32                 `protobuf:"varint,7,opt,name=chunks,proto3" json:"chunks,omitempty"` // number of chunks the whole push carries
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The pusher's position in its input once this push is applied (opaque
+	// to the shard, at most 4 KiB). The shard stores it per worker_id with
+	// the update it came with, in snapshots and the write-ahead log alike,
+	// so a restored shard tells each worker where its restored state ends.
+	Position      []byte `protobuf:"bytes,8,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PushHeader) Reset() {
@@ -738,6 +743,13 @@ func (x *PushHeader) GetChunks() uint32 {
 		return x.Chunks
 	}
 	return 0
+}
+
+func (x *PushHeader) GetPosition() []byte {
+	if x != nil {
+		return x.Position
+	}
+	return nil
 }
 
 type PushRequest struct {
@@ -1354,8 +1366,10 @@ type StatsResponse struct {
 	BytesOut          uint64                 `protobuf:"varint,10,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
 	Snapshots         uint64                 `protobuf:"varint,11,opt,name=snapshots,proto3" json:"snapshots,omitempty"`
 	DroppedStragglers uint64                 `protobuf:"varint,12,opt,name=dropped_stragglers,json=droppedStragglers,proto3" json:"dropped_stragglers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The last applied position of each worker (PushHeader.position).
+	Positions     map[string][]byte `protobuf:"bytes,13,rep,name=positions,proto3" json:"positions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -1472,6 +1486,13 @@ func (x *StatsResponse) GetDroppedStragglers() uint64 {
 	return 0
 }
 
+func (x *StatsResponse) GetPositions() map[string][]byte {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
 // SnapshotHeader starts a snapshot file; SnapshotPart records follow, then a
 // SnapshotTrailer. Each record is length-delimited (varint size prefix).
 type SnapshotHeader struct {
@@ -1492,7 +1513,10 @@ type SnapshotHeader struct {
 	Incarnation uint64 `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// The last write-ahead log record the snapshot holds; restoring replays
 	// the records after it.
-	WalLsn        uint64 `protobuf:"varint,12,opt,name=wal_lsn,json=walLsn,proto3" json:"wal_lsn,omitempty"`
+	WalLsn uint64 `protobuf:"varint,12,opt,name=wal_lsn,json=walLsn,proto3" json:"wal_lsn,omitempty"`
+	// The positions of the workers' updates the snapshot holds
+	// (PushHeader.position).
+	Positions     map[string][]byte `protobuf:"bytes,13,rep,name=positions,proto3" json:"positions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1609,6 +1633,13 @@ func (x *SnapshotHeader) GetWalLsn() uint64 {
 		return x.WalLsn
 	}
 	return 0
+}
+
+func (x *SnapshotHeader) GetPositions() map[string][]byte {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
 }
 
 type SnapshotPart struct {
@@ -1787,7 +1818,7 @@ const file_ps_proto_rawDesc = "" +
 	"\x11max_message_bytes\x18\x04 \x01(\x04R\x0fmaxMessageBytes\"k\n" +
 	"\fPullResponse\x12,\n" +
 	"\x06chunks\x18\x01 \x03(\v2\x14.gotflow.ps.v1.ChunkR\x06chunks\x12-\n" +
-	"\x04info\x18\x02 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\"\xfe\x01\n" +
+	"\x04info\x18\x02 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\"\x9a\x02\n" +
 	"\n" +
 	"PushHeader\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
@@ -1796,7 +1827,8 @@ const file_ps_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12+\n" +
 	"\x04kind\x18\x05 \x01(\x0e2\x17.gotflow.ps.v1.PushKindR\x04kind\x12.\n" +
 	"\x04pull\x18\x06 \x01(\v2\x1a.gotflow.ps.v1.PullRequestR\x04pull\x12\x16\n" +
-	"\x06chunks\x18\a \x01(\rR\x06chunks\"n\n" +
+	"\x06chunks\x18\a \x01(\rR\x06chunks\x12\x1a\n" +
+	"\bposition\x18\b \x01(\fR\bposition\"n\n" +
 	"\vPushRequest\x121\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.gotflow.ps.v1.PushHeaderR\x06header\x12,\n" +
 	"\x06chunks\x18\x02 \x03(\v2\x14.gotflow.ps.v1.ChunkR\x06chunks\"\xb7\x01\n" +
@@ -1831,7 +1863,7 @@ const file_ps_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"C\n" +
 	"\x12SetWorkersResponse\x12-\n" +
 	"\x04info\x18\x01 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\"\x0e\n" +
-	"\fStatsRequest\"\xff\x03\n" +
+	"\fStatsRequest\"\x88\x05\n" +
 	"\rStatsResponse\x12-\n" +
 	"\x04info\x18\x01 \x01(\v2\x19.gotflow.ps.v1.ServerInfoR\x04info\x12\x16\n" +
 	"\x06pushes\x18\x02 \x01(\x04R\x06pushes\x12\x18\n" +
@@ -1849,10 +1881,14 @@ const file_ps_proto_rawDesc = "" +
 	"\tbytes_out\x18\n" +
 	" \x01(\x04R\bbytesOut\x12\x1c\n" +
 	"\tsnapshots\x18\v \x01(\x04R\tsnapshots\x12-\n" +
-	"\x12dropped_stragglers\x18\f \x01(\x04R\x11droppedStragglers\x1a=\n" +
+	"\x12dropped_stragglers\x18\f \x01(\x04R\x11droppedStragglers\x12I\n" +
+	"\tpositions\x18\r \x03(\v2+.gotflow.ps.v1.StatsResponse.PositionsEntryR\tpositions\x1a=\n" +
 	"\x0fRejectionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd2\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a<\n" +
+	"\x0ePositionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xdc\x03\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12\x14\n" +
 	"\x05shard\x18\x02 \x01(\rR\x05shard\x12\x1d\n" +
@@ -1867,7 +1903,11 @@ const file_ps_proto_rawDesc = "" +
 	"\fapplied_keys\x18\n" +
 	" \x03(\tR\vappliedKeys\x12 \n" +
 	"\vincarnation\x18\v \x01(\x04R\vincarnation\x12\x17\n" +
-	"\awal_lsn\x18\f \x01(\x04R\x06walLsn\"\xa1\x01\n" +
+	"\awal_lsn\x18\f \x01(\x04R\x06walLsn\x12J\n" +
+	"\tpositions\x18\r \x03(\v2,.gotflow.ps.v1.SnapshotHeader.PositionsEntryR\tpositions\x1a<\n" +
+	"\x0ePositionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa1\x01\n" +
 	"\fSnapshotPart\x12+\n" +
 	"\x04spec\x18\x01 \x01(\v2\x17.gotflow.ps.v1.PartSpecR\x04spec\x12\x1e\n" +
 	"\n" +
@@ -1911,7 +1951,7 @@ func file_ps_proto_rawDescGZIP() []byte {
 }
 
 var file_ps_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_ps_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ps_proto_goTypes = []any{
 	(DType)(0),                 // 0: gotflow.ps.v1.DType
 	(PushKind)(0),              // 1: gotflow.ps.v1.PushKind
@@ -1940,6 +1980,8 @@ var file_ps_proto_goTypes = []any{
 	(*SnapshotPart)(nil),       // 24: gotflow.ps.v1.SnapshotPart
 	(*SnapshotTrailer)(nil),    // 25: gotflow.ps.v1.SnapshotTrailer
 	nil,                        // 26: gotflow.ps.v1.StatsResponse.RejectionsEntry
+	nil,                        // 27: gotflow.ps.v1.StatsResponse.PositionsEntry
+	nil,                        // 28: gotflow.ps.v1.SnapshotHeader.PositionsEntry
 }
 var file_ps_proto_depIdxs = []int32{
 	0,  // 0: gotflow.ps.v1.Chunk.dtype:type_name -> gotflow.ps.v1.DType
@@ -1960,30 +2002,32 @@ var file_ps_proto_depIdxs = []int32{
 	4,  // 15: gotflow.ps.v1.SetWorkersResponse.info:type_name -> gotflow.ps.v1.ServerInfo
 	4,  // 16: gotflow.ps.v1.StatsResponse.info:type_name -> gotflow.ps.v1.ServerInfo
 	26, // 17: gotflow.ps.v1.StatsResponse.rejections:type_name -> gotflow.ps.v1.StatsResponse.RejectionsEntry
-	3,  // 18: gotflow.ps.v1.SnapshotPart.spec:type_name -> gotflow.ps.v1.PartSpec
-	5,  // 19: gotflow.ps.v1.ParameterServer.Register:input_type -> gotflow.ps.v1.RegisterRequest
-	7,  // 20: gotflow.ps.v1.ParameterServer.Pull:input_type -> gotflow.ps.v1.PullRequest
-	10, // 21: gotflow.ps.v1.ParameterServer.Push:input_type -> gotflow.ps.v1.PushRequest
-	10, // 22: gotflow.ps.v1.ParameterServer.PushPull:input_type -> gotflow.ps.v1.PushRequest
-	13, // 23: gotflow.ps.v1.ParameterServer.Barrier:input_type -> gotflow.ps.v1.BarrierRequest
-	15, // 24: gotflow.ps.v1.ParameterServer.Snapshot:input_type -> gotflow.ps.v1.SnapshotRequest
-	17, // 25: gotflow.ps.v1.ParameterServer.Restore:input_type -> gotflow.ps.v1.RestoreRequest
-	21, // 26: gotflow.ps.v1.ParameterServer.Stats:input_type -> gotflow.ps.v1.StatsRequest
-	19, // 27: gotflow.ps.v1.ParameterServer.SetWorkers:input_type -> gotflow.ps.v1.SetWorkersRequest
-	6,  // 28: gotflow.ps.v1.ParameterServer.Register:output_type -> gotflow.ps.v1.RegisterResponse
-	8,  // 29: gotflow.ps.v1.ParameterServer.Pull:output_type -> gotflow.ps.v1.PullResponse
-	11, // 30: gotflow.ps.v1.ParameterServer.Push:output_type -> gotflow.ps.v1.PushResponse
-	12, // 31: gotflow.ps.v1.ParameterServer.PushPull:output_type -> gotflow.ps.v1.PushPullResponse
-	14, // 32: gotflow.ps.v1.ParameterServer.Barrier:output_type -> gotflow.ps.v1.BarrierResponse
-	16, // 33: gotflow.ps.v1.ParameterServer.Snapshot:output_type -> gotflow.ps.v1.SnapshotResponse
-	18, // 34: gotflow.ps.v1.ParameterServer.Restore:output_type -> gotflow.ps.v1.RestoreResponse
-	22, // 35: gotflow.ps.v1.ParameterServer.Stats:output_type -> gotflow.ps.v1.StatsResponse
-	20, // 36: gotflow.ps.v1.ParameterServer.SetWorkers:output_type -> gotflow.ps.v1.SetWorkersResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	27, // 18: gotflow.ps.v1.StatsResponse.positions:type_name -> gotflow.ps.v1.StatsResponse.PositionsEntry
+	28, // 19: gotflow.ps.v1.SnapshotHeader.positions:type_name -> gotflow.ps.v1.SnapshotHeader.PositionsEntry
+	3,  // 20: gotflow.ps.v1.SnapshotPart.spec:type_name -> gotflow.ps.v1.PartSpec
+	5,  // 21: gotflow.ps.v1.ParameterServer.Register:input_type -> gotflow.ps.v1.RegisterRequest
+	7,  // 22: gotflow.ps.v1.ParameterServer.Pull:input_type -> gotflow.ps.v1.PullRequest
+	10, // 23: gotflow.ps.v1.ParameterServer.Push:input_type -> gotflow.ps.v1.PushRequest
+	10, // 24: gotflow.ps.v1.ParameterServer.PushPull:input_type -> gotflow.ps.v1.PushRequest
+	13, // 25: gotflow.ps.v1.ParameterServer.Barrier:input_type -> gotflow.ps.v1.BarrierRequest
+	15, // 26: gotflow.ps.v1.ParameterServer.Snapshot:input_type -> gotflow.ps.v1.SnapshotRequest
+	17, // 27: gotflow.ps.v1.ParameterServer.Restore:input_type -> gotflow.ps.v1.RestoreRequest
+	21, // 28: gotflow.ps.v1.ParameterServer.Stats:input_type -> gotflow.ps.v1.StatsRequest
+	19, // 29: gotflow.ps.v1.ParameterServer.SetWorkers:input_type -> gotflow.ps.v1.SetWorkersRequest
+	6,  // 30: gotflow.ps.v1.ParameterServer.Register:output_type -> gotflow.ps.v1.RegisterResponse
+	8,  // 31: gotflow.ps.v1.ParameterServer.Pull:output_type -> gotflow.ps.v1.PullResponse
+	11, // 32: gotflow.ps.v1.ParameterServer.Push:output_type -> gotflow.ps.v1.PushResponse
+	12, // 33: gotflow.ps.v1.ParameterServer.PushPull:output_type -> gotflow.ps.v1.PushPullResponse
+	14, // 34: gotflow.ps.v1.ParameterServer.Barrier:output_type -> gotflow.ps.v1.BarrierResponse
+	16, // 35: gotflow.ps.v1.ParameterServer.Snapshot:output_type -> gotflow.ps.v1.SnapshotResponse
+	18, // 36: gotflow.ps.v1.ParameterServer.Restore:output_type -> gotflow.ps.v1.RestoreResponse
+	22, // 37: gotflow.ps.v1.ParameterServer.Stats:output_type -> gotflow.ps.v1.StatsResponse
+	20, // 38: gotflow.ps.v1.ParameterServer.SetWorkers:output_type -> gotflow.ps.v1.SetWorkersResponse
+	30, // [30:39] is the sub-list for method output_type
+	21, // [21:30] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_ps_proto_init() }
@@ -1997,7 +2041,7 @@ func file_ps_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ps_proto_rawDesc), len(file_ps_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
