@@ -93,7 +93,7 @@ func (a *asha) report(trial string, epochs int, value float64) (bool, string) {
 		cut, ok := a.cutoff(r.recorded)
 		r.recorded[trial] = reward
 		if ok && reward < cut {
-			return true, fmt.Sprintf("asha: below the top 1/%g at rung %d epochs", a.rf, r.milestone)
+			return true, fmt.Sprintf("asha: below the top 1/%g at the %d-epoch rung", a.rf, r.milestone)
 		}
 		return false, ""
 	}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/internal/testmodels"
+	"github.com/gotflow/gotflow/tune"
+)
+
+// TestMain lets a test run this binary as gotflow (GOTFLOW_TEST_MAIN=1),
+// to kill it.
+func TestMain(m *testing.M) {
+	if os.Getenv("GOTFLOW_TEST_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func studyTrials(dir string) []*tune.Trial {
+	b, err := os.ReadFile(filepath.Join(dir, "study.json"))
+	if err != nil {
+		return nil
+	}
+	var st struct{ Trials []*tune.Trial }
+	if json.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	return st.Trials
+}
+
+// TestTuneKilledAndResumed SIGKILLs `gotflow tune` once two trials have
+// finished and others run, then resumes it with --resume: the study ends
+// with trial ids 0..7, each once, all finished, and the trials finished
+// before the kill unchanged.
+func TestTuneKilledAndResumed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "study")
+	space := filepath.Join(t.TempDir(), "space.yaml")
+	require.NoError(t, os.WriteFile(space, []byte(`
+objective: {type: minimize, objectiveMetricName: val_loss}
+algorithm: {algorithmName: random, algorithmSettings: [{name: random_state, value: 3}]}
+maxTrialCount: 8
+parallelTrialCount: 2
+parameters:
+  - {name: learning_rate, parameterType: double, feasibleSpace: {min: "0.001", max: "0.1", distribution: logUniform}}
+  - {name: batch_size, parameterType: int, feasibleSpace: {min: 2, max: 8}}
+`), 0o644))
+	root := testmodels.Root()
+	args := []string{"tune", "--space", space, "--study", dir, "--bundle", filepath.Join(root, "loader/testdata/bundles/mlp"),
+		"--data", filepath.Join(root, "estimator/testdata/fit/data.arrow"), "--epochs", "8", "--validation-split", "0.25"}
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "GOTFLOW_TEST_MAIN=1", "TF_CPP_MIN_LOG_LEVEL=3")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var before []*tune.Trial
+	for {
+		finished := 0
+		before = studyTrials(dir)
+		for _, tr := range before {
+			if tr.Finished() {
+				finished++
+			}
+		}
+		if finished >= 2 {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("gotflow tune ended before the kill: %v\n%s", err, out.String())
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for two finished trials\n%s", out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	<-exited
+	require.Less(t, len(studyTrials(dir)), 8, "killed mid-way:\n%s", out.String())
+
+	resume := exec.CommandContext(ctx, os.Args[0], "tune", "--resume", dir)
+	resume.Env = cmd.Env
+	resume.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	b, err := resume.CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	require.Contains(t, string(b), "all 8 trials run")
+	after := studyTrials(dir)
+	require.Len(t, after, 8)
+	for i, tr := range after {
+		require.Equal(t, "trial-000"+string(rune('0'+i)), tr.ID)
+		require.True(t, tr.Finished(), "%s is %s", tr.ID, tr.Status)
+	}
+	for _, tr := range before {
+		if tr.Finished() {
+			require.Equal(t, tr.Params, after[idOf(tr.ID)].Params)
+			require.Equal(t, tr.Metrics, after[idOf(tr.ID)].Metrics)
+		}
+	}
+	csv, err := os.ReadFile(filepath.Join(dir, "trials.csv"))
+	require.NoError(t, err)
+	require.Equal(t, 9, strings.Count(string(csv), "\n"), "a header and one row per trial:\n%s", csv)
+}
+
+func idOf(id string) int { return int(id[len(id)-1] - '0') }
