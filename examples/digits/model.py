@@ -17,3 +17,14 @@ def mlp():
         keras.layers.Dropout(0.1, name="dropout"),
         keras.layers.Dense(10, name="logits"),
     ], name="digits")
+
+
+def mlp_wide():
+    """mlp with a 128-unit hidden layer: the same search, another bundle."""
+    keras.utils.set_random_seed(2024)
+    return keras.Sequential([
+        keras.Input((64,), name="pixels"),
+        keras.layers.Dense(128, activation="relu", name="hidden"),
+        keras.layers.Dropout(0.1, name="dropout"),
+        keras.layers.Dense(10, name="logits"),
+    ], name="digits_wide")
