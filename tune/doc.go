@@ -55,6 +55,18 @@
 // directory keeps its finished trials, runs the others again (each
 // resuming from its model dir) and never makes a trial twice.
 //
+// # Ensembles
+//
+// Ensemble.Fit trains Members copies of an estimator, each from its own
+// seed (its own order of the rows) or, with Bootstrap, on its own bootstrap
+// sample, Parallel at a time; TopTrials picks a study's K best completed
+// trials (best first). ExportEnsemble combines trained exports into one
+// SavedModel (savedmodel.EnsembleGraph: the members' frozen graphs under
+// member_i/ prefixes on shared input placeholders, and one
+// serving_default signature that averages their outputs, their softmaxes,
+// or counts their votes) with a tfmodel.json, so the ensemble serves,
+// transforms and loads in Python TensorFlow like one model.
+//
 // # Ownership
 //
 // A Study reads Space and Base and never changes them; Run owns Dir (it

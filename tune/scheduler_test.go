@@ -22,7 +22,7 @@ func TestASHAPromotion(t *testing.T) {
 	// Recorded {-0.5, -0.4}: the 66.7th percentile is -0.5 + 2/3·0.1 = -0.4333.
 	stop, why := a.report("t2", 1, 0.45) // -0.45 < -0.4333
 	require.True(t, stop)
-	require.Contains(t, why, "rung 1")
+	require.Contains(t, why, "the 1-epoch rung")
 	// Recorded {-0.5, -0.4, -0.45}: percentile 66.7 = -0.45 + (1.333-1)·0.05 = -0.4333.
 	stop, _ = a.report("t3", 1, 0.43) // -0.43 >= -0.4333
 	require.False(t, stop)

@@ -3,10 +3,12 @@ package tune_test
 import (
 	"context"
 	"encoding/csv"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -239,6 +241,16 @@ parameters: [{name: optimizer, parameterType: categorical, feasibleSpace: {list:
 		require.Equal(t, tune.Failed, tr.Status)
 		require.Contains(t, tr.Error, "nadamax")
 	}
+
+	// More parallel trials than CPUs is a warning with the numbers.
+	var logs strings.Builder
+	many := mustSpace(t, searchSpace)
+	many.ParallelTrialCount, many.MaxTrialCount, many.EarlyStopping = 4, 1, nil
+	_, err = (&tune.Study{Dir: t.TempDir(), Space: many, Base: base(), Data: openData, CPUs: 2,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}).Run(testCtx(t))
+	require.NoError(t, err)
+	require.Contains(t, logs.String(), "more trial workers than CPUs: trials share cores")
+	require.Contains(t, logs.String(), "parallelTrialCount=4 workers_per_trial=1 cpus=2 intra_op_threads_per_trial=1")
 
 	// Another space on the same directory is refused.
 	_, err = (&tune.Study{Dir: failDir, Space: mustSpace(t, searchSpace), Base: base(), Data: openData}).Run(testCtx(t))

@@ -118,3 +118,24 @@ parameters:
 }
 
 func idOf(id string) int { return int(id[len(id)-1] - '0') }
+
+// TestEnsembleCommand trains a 3-member ensemble through the CLI and
+// predicts with it; bad flags are refused with what to do.
+func TestEnsembleCommand(t *testing.T) {
+	root := testmodels.Root()
+	dir := t.TempDir()
+	var out, errb syncBuffer
+	code := run([]string{"ensemble", "--members", "3", "--parallel", "2", "--combine", "softmax", "--bundle", filepath.Join(root, "loader/testdata/bundles/mlp"),
+		"--data", filepath.Join(root, "estimator/testdata/fit/data.arrow"), "--epochs", "2", "-o", dir}, &out, &errb)
+	require.Equal(t, 0, code, "%s%s", out.String(), errb.String())
+	require.Contains(t, out.String(), "ensemble (softmax) exported to "+filepath.Join(dir, "export"))
+	pred := filepath.Join(dir, "pred.parquet")
+	code = run([]string{"predict", "--model", filepath.Join(dir, "export", "saved_model"), "--input", filepath.Join(root, "estimator/testdata/fit/data.arrow"),
+		"--output", pred, "--quiet"}, &out, &errb)
+	require.Equal(t, 0, code, "%s", errb.String())
+	require.FileExists(t, pred)
+
+	code = run([]string{"ensemble", "--members", "3", "--combine", "median", "--bundle", "b", "--data", "d", "-o", dir}, &out, &errb)
+	require.Equal(t, 2, code)
+	require.Contains(t, errb.String(), `combine "median": want mean, softmax or vote`)
+}
