@@ -1,8 +1,11 @@
 // Command inference measures batch inference side by side: gotflow's
 // TFModel.Transform against Python TensorFlow (the project's .venv) on the
 // same SavedModels, the same Parquet files, the same batch sizes and thread
-// settings, plus the raw C API floor (a loop of TF_SessionRun on pre-made
-// tensors), and writes bench/results/inference.json.
+// settings, plus the raw C API floors: one goroutine looping TF_SessionRun
+// on a pre-made tensor, and as many goroutines as gotflow keeps runs in
+// flight (the equal-concurrency floor, the honest one for gotflow's own
+// overhead); and gotflow from Parquet against gotflow in memory. It writes
+// bench/results/inference.json.
 //
 //	go run ./bench/inference -out bench/results/inference.json
 package main
@@ -22,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -152,6 +156,10 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 		return nil, err
 	}
 	defer floor.close()
+	conc := inFlight
+	if conc == 0 {
+		conc = 2 // TFModel's default InFlight
+	}
 	best := map[string]float64{}
 	keep := func(k string, rows int, d time.Duration) {
 		if v := float64(rows) / d.Seconds(); v > best[k] {
@@ -179,6 +187,11 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 			return nil, err
 		}
 		keep("floor", n, d)
+		n, d, err = floor.concurrent(ctx, conc)
+		if err != nil {
+			return nil, err
+		}
+		keep("floor_equal", n, d)
 	}
 	common := fmt.Sprintf("%d rows per pass, best of %d alternating passes; intra=inter=%d TensorFlow threads on both sides; gotflow %d batches in flight",
 		gf.rows, r.Repeats, threads, 2)
@@ -188,9 +201,14 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 	mem.Note = "gotflow: TFModel.Transform over Arrow records already in memory (conversion, runs, appended outputs); floor: one goroutine looping TF_SessionRun on a pre-made input tensor; " + common
 	pq := benchfmt.New(r.Name+"/parquet_vs_c_api_floor", "throughput", "rows/s", round(best["parquet"]), "c_api_floor", round(best["floor"]))
 	pq.Note = "as in_memory_vs_c_api_floor, but gotflow also reads and decodes the Parquet file; " + common
+	eq := benchfmt.New(r.Name+"/in_memory_vs_c_api_equal_concurrency", "throughput", "rows/s", round(best["memory"]), "c_api_equal_concurrency", round(best["floor_equal"]))
+	eq.Note = fmt.Sprintf("floor: %d goroutines looping TF_SessionRun on the same session and pre-made input tensors, as many runs in flight as gotflow's InFlight; target >= 0.95; ", conc) + common
+	pm := benchfmt.New(r.Name+"/parquet_vs_in_memory", "throughput", "rows/s", round(best["parquet"]), "gotflow_in_memory", round(best["memory"]))
+	pm.Note = "gotflow from the Parquet file against gotflow over the same rows already in memory; target >= 0.9 at batch 1024; " + common
+	fmt.Printf("%-26s in-memory vs equal-concurrency floor %9.0f (x%.3f), parquet vs in-memory x%.3f\n", r.Name, best["floor_equal"], eq.Ratio, pm.Ratio)
 	fmt.Printf("%-26s gotflow parquet %9.0f  python %9.0f (x%.2f) | gotflow in-memory %9.0f  C API floor %9.0f (x%.3f) rows/s\n",
 		r.Name, best["parquet"], best["python"], vsPy.Ratio, best["memory"], best["floor"], mem.Ratio)
-	return []benchfmt.Result{vsPy, mem, pq}, nil
+	return []benchfmt.Result{vsPy, mem, pq, eq, pm}, nil
 }
 
 func round(v float64) float64 { return float64(int64(v + 0.5)) }
@@ -441,6 +459,46 @@ func (f *floorPass) pass(ctx context.Context) (int, time.Duration, error) {
 		}
 	}
 	return f.iters * f.batch, time.Since(t0), nil
+}
+
+// concurrent runs the same number of rows as pass from n goroutines, each
+// with its own pre-made input tensor, on the one session: the C API at the
+// concurrency gotflow runs with.
+func (f *floorPass) concurrent(ctx context.Context, n int) (int, time.Duration, error) {
+	feeds := make([][]tf.Feed, n)
+	for i := range n {
+		x, err := tf.NewTensorFill(f.x.DataType(), f.x.Shape(), func(b []byte) error { copy(b, f.x.Bytes()); return nil })
+		if err != nil {
+			return 0, 0, err
+		}
+		defer x.Close()
+		feeds[i] = []tf.Feed{{Output: f.feeds[0].Output, Tensor: x}}
+	}
+	var next atomic.Int64
+	errs := make(chan error, n)
+	t0 := time.Now()
+	for i := range n {
+		go func() {
+			for next.Add(1) <= int64(f.iters) {
+				res, err := f.m.Session().Run(ctx, feeds[i], f.fetches, nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, t := range res {
+					t.Close()
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return f.iters * f.batch, time.Since(t0), first
 }
 
 func (f *floorPass) close() {

@@ -38,13 +38,65 @@ func main() {
 	out := flag.String("out", "bench/results/training.json", "where to write the results")
 	epochs := flag.Int("epochs", 10, "epochs for every run (throughput: rows over the median epoch time, first epoch excluded)")
 	batch := flag.Int("batch-size", 32, "rows per step")
+	cnnEpochs := flag.Int("cnn-epochs", 3, "epochs of the CNN runs")
+	cnnRows := flag.Int("cnn-rows", 60000, "synthetic 28x28 training rows of the CNN runs")
 	flag.Parse()
-	if err := run(*out, *epochs, *batch); err != nil {
+	if err := run(*out, *epochs, *batch, *cnnEpochs, *cnnRows); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(out string, epochs, batch int) error {
+// keras runs scripts/bench/training.py with args and decodes its result.
+func keras(args ...string) (kerasResult, error) {
+	py := os.Getenv("GOTFLOW_PYTHON")
+	if py == "" {
+		py = filepath.Join(".venv", "bin", "python")
+	}
+	cmd := exec.Command(py, append([]string{"scripts/bench/training.py"}, args...)...)
+	cmd.Stderr = os.Stderr
+	raw, err := cmd.Output()
+	if err != nil {
+		return kerasResult{}, fmt.Errorf("python side: %w", err)
+	}
+	var k kerasResult
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return kerasResult{}, fmt.Errorf("python side printed %q: %w", raw, err)
+	}
+	return k, nil
+}
+
+// cnnRows trains the CNN (two conv layers and a dense head) on synthetic
+// 28x28x1 images, 10 classes: gotflow with 1 worker and 1 intra-op thread
+// against Keras fit with 1 thread, and 2 workers (1 thread each, hogwild)
+// against Keras fit with 2 threads.
+func cnnRows(ctx context.Context, dir string, epochs, batch, rows int) ([]benchfmt.Result, error) {
+	var results []benchfmt.Result
+	for _, c := range []struct {
+		name    string
+		workers int
+	}{{"1worker", 1}, {"2workers", 2}} {
+		k, err := keras("--model", "cnn", "--out", dir, "--rows", fmt.Sprint(rows), "--epochs", fmt.Sprint(epochs),
+			"--batch-size", fmt.Sprint(batch), "--threads", fmt.Sprint(c.workers))
+		if err != nil {
+			return nil, err
+		}
+		log.Printf("keras model.fit, CNN, %d threads: %.0f examples/s, held-out accuracy %.4f", c.workers, k.ExamplesPerSec, k.HeldoutAccuracy)
+		rate, acc, err := fit(ctx, dir, c.workers, "hogwild", epochs, batch)
+		if err != nil {
+			return nil, fmt.Errorf("cnn %s: %w", c.name, err)
+		}
+		log.Printf("gotflow CNN %s: %.0f examples/s, held-out accuracy %.4f", c.name, rate, acc)
+		r := benchfmt.New("training/cnn/"+c.name, "throughput", "examples/s", rate, fmt.Sprintf("keras_model_fit_%dthreads", c.workers), k.ExamplesPerSec)
+		r.Note = fmt.Sprintf("%d synthetic 28x28x1 rows, conv16-pool-conv32-pool-dense64-dense10, batch %d, adam 1e-3, median of epochs 2-%d; gotflow %d worker(s) x 1 intra-op thread, hogwild; %d cores",
+			k.TrainRows, batch, epochs, c.workers, runtime.NumCPU())
+		a := benchfmt.New("training/cnn/"+c.name, "heldout_accuracy", "fraction", acc, "keras_model_fit", k.HeldoutAccuracy)
+		a.Note = fmt.Sprintf("after %d epochs; difference: %+.1f points", epochs, 100*(acc-k.HeldoutAccuracy))
+		results = append(results, r, a)
+	}
+	return results, nil
+}
+
+func run(out string, epochs, batch, cnnEpochs, cnnN int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "gotflow-bench-training-")
 	if err != nil {
@@ -94,7 +146,12 @@ func run(out string, epochs, batch int) error {
 		a.Note = fmt.Sprintf("difference: %+.1f points", 100*(acc-k.HeldoutAccuracy))
 		results = append(results, a)
 	}
-	return benchfmt.Write(out, results)
+	cnnDir := filepath.Join(dir, "cnn")
+	cnn, err := cnnRows(ctx, cnnDir, cnnEpochs, batch, cnnN)
+	if err != nil {
+		return err
+	}
+	return benchfmt.Write(out, append(results, cnn...))
 }
 
 // fit trains the digits bundle and returns the steady examples/s (rows
