@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -75,12 +76,28 @@ func main() {
 	scale := flag.Float64("scale", 1, "multiply every row count (e.g. 0.1 for a smoke run)")
 	flag.IntVar(&inFlight, "in-flight", 0, "TFModel.InFlight (0: its default)")
 	only := flag.String("only", "", "run only the runs whose name contains this")
+	cpuProfile := flag.String("cpuprofile", "", "write a Go CPU profile of the whole run here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	log.SetFlags(0)
 	onlyRuns = *only
 
 	if err := bench(*out, *threads, *repeats, *scale); err != nil {
-		log.Fatalf("bench/inference: %v", err)
+		log.Printf("bench/inference: %v", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
 	}
 }
 

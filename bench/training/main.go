@@ -92,6 +92,20 @@ func cnnRows(ctx context.Context, dir string, epochs, batch, rows int) ([]benchf
 		a := benchfmt.New("training/cnn/"+c.name, "heldout_accuracy", "fraction", acc, "keras_model_fit", k.HeldoutAccuracy)
 		a.Note = fmt.Sprintf("after %d epochs; difference: %+.1f points", epochs, 100*(acc-k.HeldoutAccuracy))
 		results = append(results, r, a)
+		if c.workers == 1 {
+			// The same with the push of each step overlapped with the next
+			// step's compute (one step of staleness).
+			rate, acc, err := fit(ctx, dir, 1, "hogwild-overlap", epochs, batch)
+			if err != nil {
+				return nil, fmt.Errorf("cnn 1worker_overlap_push: %w", err)
+			}
+			log.Printf("gotflow CNN 1worker_overlap_push: %.0f examples/s, held-out accuracy %.4f", rate, acc)
+			r := benchfmt.New("training/cnn/1worker_overlap_push", "throughput", "examples/s", rate, "keras_model_fit_1threads", k.ExamplesPerSec)
+			r.Note = "as training/cnn/1worker, with OverlapPush"
+			a := benchfmt.New("training/cnn/1worker_overlap_push", "heldout_accuracy", "fraction", acc, "keras_model_fit", k.HeldoutAccuracy)
+			a.Note = fmt.Sprintf("after %d epochs; difference: %+.1f points", epochs, 100*(acc-k.HeldoutAccuracy))
+			results = append(results, r, a)
+		}
 	}
 	return results, nil
 }
