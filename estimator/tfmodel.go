@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tf"
@@ -467,27 +468,10 @@ func parseSaved(data []byte, path, dir string) (*TFModel, error) {
 	return m, nil
 }
 
-// writeFileAtomic writes data to a temporary file next to path, syncs it and
-// renames it into place.
+// writeFileAtomic replaces path with data whole (internal/atomicfile).
 func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data); err != nil {
 		return fmt.Errorf("estimator: %w", err)
-	}
-	name := tmp.Name()
-	_, werr := tmp.Write(data)
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(name, path)
-	}
-	if werr != nil {
-		os.Remove(name)
-		return fmt.Errorf("estimator: write %s: %w", path, werr)
 	}
 	return nil
 }

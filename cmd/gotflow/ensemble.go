@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -57,11 +56,7 @@ func runEnsemble(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		if e.Cluster == estimator.Processes && e.Binary == "" {
-			if self, err := os.Executable(); err == nil {
-				e.Binary = self
-			}
-		}
+		useThisBinary(e)
 		en := tune.Ensemble{Dir: *out, Base: *e, Members: *members, Bootstrap: *bootstrap, Combine: how, Parallel: *parallel,
 			Logger: e.Logger, Data: func() (feeder.Source, error) { return openData(*t.data, *t.where) }}
 		var dirs []string

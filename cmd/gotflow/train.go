@@ -171,11 +171,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if e.Cluster == estimator.Processes && e.Binary == "" {
-		if self, err := os.Executable(); err == nil {
-			e.Binary = self
-		}
-	}
+	useThisBinary(e)
 	src, err := openData(*t.data, *t.where)
 	if err != nil {
 		return err
@@ -194,6 +190,16 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer m.Close()
 	fmt.Fprintf(stdout, "trained in %s; model exported to %s\n", time.Since(start).Round(time.Millisecond), m.Path)
 	return nil
+}
+
+// useThisBinary makes a processes-mode estimator start this executable's
+// `gotflow worker` and `gotflow ps` unless it names another.
+func useThisBinary(e *estimator.TFEstimator) {
+	if e.Cluster == estimator.Processes && e.Binary == "" {
+		if self, err := os.Executable(); err == nil {
+			e.Binary = self
+		}
+	}
 }
 
 // openData opens a data file, directory or glob, keeping only the rows

@@ -89,11 +89,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	if job.Estimator.Cluster == estimator.Processes && job.Estimator.Binary == "" {
-		if self, err := os.Executable(); err == nil {
-			job.Estimator.Binary = self
-		}
-	}
+	useThisBinary(&job.Estimator)
 	table := &trialTable{w: stdout, objective: sp.Objective.ObjectiveMetricName, params: paramNames(sp)}
 	st := tune.Study{Dir: *dir, Space: sp, Base: job.Estimator, CPUs: *cpus, OnEvent: table.event,
 		Logger: job.Estimator.Logger,
