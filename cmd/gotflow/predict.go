@@ -51,6 +51,7 @@ type predictFlags struct {
 	input, output, where                  string
 	raw, binary, quiet, cast              bool
 	batch, threads, interOp, inFlight     int
+	readers                               int
 	show                                  int
 	inMap, outMap                         pairs
 }
@@ -86,6 +87,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&f.threads, "threads", 0, "TensorFlow intra-op threads (0: one per core)")
 	fs.IntVar(&f.interOp, "inter-op-threads", 0, "TensorFlow inter-op threads (0: one per core)")
 	fs.IntVar(&f.inFlight, "in-flight", 0, "batches run at once (default 2)")
+	fs.IntVar(&f.readers, "readers", 0, "Parquet row groups (or files) decoded at once (0: one per core)")
 	fs.BoolVar(&f.cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32), e.g. for CSV input")
 	fs.BoolVar(&f.binary, "binary-strings", false, "write string outputs as binary columns (for bytes that are not UTF-8)")
 	fs.IntVar(&f.show, "show", 0, "print the first N output rows' appended columns to stdout")
@@ -171,7 +173,11 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	total := parquetRows(files)
 	// Records sized for the data's row width, row groups decoded in
 	// parallel and delivered in order.
-	src, err := estimator.OpenOrdered(files, runtime.GOMAXPROCS(0), estimator.ReadRows(schema, f.batch))
+	readers := f.readers
+	if readers <= 0 {
+		readers = runtime.GOMAXPROCS(0)
+	}
+	src, err := estimator.OpenOrdered(files, readers, estimator.ReadRows(schema, f.batch))
 	if err != nil {
 		return err
 	}
