@@ -139,3 +139,20 @@ func TestEnsembleCommand(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errb.String(), `combine "median": want mean, softmax or vote`)
 }
+
+// TestHelpOnStdout: help that was asked for goes to stdout and lists every
+// verb; a missing command is a usage error on stderr.
+func TestHelpOnStdout(t *testing.T) {
+	for _, arg := range []string{"help", "-h", "--help"} {
+		var out, errb syncBuffer
+		require.Equal(t, 0, run([]string{arg}, &out, &errb))
+		require.Empty(t, errb.String())
+		for _, verb := range []string{"train", "predict", "tune", "ensemble", "convert"} {
+			require.Contains(t, out.String(), "\n  "+verb+" ")
+		}
+	}
+	var out, errb syncBuffer
+	require.Equal(t, 2, run(nil, &out, &errb))
+	require.Empty(t, out.String())
+	require.Contains(t, errb.String(), "usage: gotflow <command>")
+}
