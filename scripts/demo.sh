@@ -27,7 +27,7 @@ step "2. train: 2 worker processes, 1 parameter server (hogwild, adam)"
   --model-dir "$out/run" --export "$out/model" 2>&1 | quiet | awk 'NR % 5 == 0 || /trained in/ || /^data:/'
 
 step "3. batch-predict the held-out rows with the exported SavedModel"
-"$gotflow" predict --model "$out/model/saved_model" --input examples/digits/digits.parquet \
+"$gotflow" predict --model "$out/model/saved_model" --data examples/digits/digits.parquet \
   --output "$out/heldout.parquet" --where split=heldout --out-map output=logits --quiet 2>&1 | quiet
 "$gotflow" evaluate --model "$out/model" --data examples/digits/digits.parquet --where split=heldout 2>&1 | quiet
 

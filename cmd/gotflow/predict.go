@@ -61,7 +61,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var f predictFlags
 	f.inMap.name, f.outMap.name = "COLUMN=INPUT", "OUTPUT=COLUMN"
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gotflow predict --model MODEL --input DATA --output OUT [flags]")
+		fmt.Fprintln(stderr, "usage: gotflow predict --model MODEL --data DATA --output OUT [flags]")
 		fmt.Fprintln(stderr)
 		fmt.Fprintln(stderr, "Runs MODEL over every row of DATA (.parquet, .arrow/.ipc/.feather, .arrows,")
 		fmt.Fprintln(stderr, ".csv, or a directory or glob of them) and writes the rows with the model's")
@@ -78,7 +78,8 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&f.tags, "tags", "", "comma-separated tag set of the meta graph (default serve)")
 	fs.BoolVar(&f.raw, "raw", false, "name inputs and outputs by graph tensor (op:idx) instead of signature alias")
 	fs.StringVar(&f.weights, "weights", "", "for bundles: weights file to freeze instead of the bundle's initial weights")
-	fs.StringVar(&f.input, "input", "", "input data file, directory or glob (required)")
+	fs.StringVar(&f.input, "data", "", "input data: a Parquet, Arrow IPC or CSV file, a directory or a glob (required)")
+	fs.StringVar(&f.input, "input", "", "the same as --data")
 	fs.StringVar(&f.where, "where", "", "column=value: predict only the rows whose column equals value (e.g. split=heldout)")
 	fs.StringVar(&f.output, "output", "", "output file (required)")
 	fs.Var(&f.inMap, "map", "COLUMN=INPUT: feed INPUT from COLUMN (repeatable)")
@@ -103,7 +104,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func (f *predictFlags) check(fs *flag.FlagSet) error {
 	var missing []string
-	for name, v := range map[string]string{"--model": f.model, "--input": f.input, "--output": f.output} {
+	for name, v := range map[string]string{"--model": f.model, "--data": f.input, "--output": f.output} {
 		if v == "" {
 			missing = append(missing, name)
 		}

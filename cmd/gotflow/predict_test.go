@@ -152,7 +152,7 @@ func TestPredictErrorsLeaveNoOutput(t *testing.T) {
 		code int
 		msg  string
 	}{
-		"missing flags":     {[]string{}, 2, "--input, --model, --output required"},
+		"missing flags":     {[]string{}, 2, "--data, --model, --output required"},
 		"bad output ext":    {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.csv"}, 2, "unsupported extension"},
 		"bad map":           {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "x"}, 2, "want COLUMN=INPUT"},
 		"wrong signature":   {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--signature", "predict"}, 1, "(have: serve, serving_default)"},
