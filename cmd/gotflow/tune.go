@@ -90,7 +90,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	useThisBinary(&job.Estimator)
-	table := &trialTable{w: stdout, objective: sp.Objective.ObjectiveMetricName, params: paramNames(sp)}
+	table := &trialTable{w: stdout, objective: sp.Objective.ObjectiveMetricName, params: paramNames(sp), tty: isTerminal(stdout)}
 	st := tune.Study{Dir: *dir, Space: sp, Base: job.Estimator, CPUs: *cpus, OnEvent: table.event,
 		Logger: job.Estimator.Logger,
 		Data:   func() (feeder.Source, error) { return openData(job.Data, job.Where) }}
@@ -130,14 +130,23 @@ func formatParams(p map[string]tune.Value, names []string) string {
 	return strings.Join(parts, " ")
 }
 
-// trialTable prints one line per trial event and a ranked table at the end.
+// trialTable prints one line per trial event and a ranked table at the
+// end; on a terminal it redraws a live table of every trial instead.
 type trialTable struct {
 	w         io.Writer
 	objective string
 	params    []string
+	tty       bool
+	trials    map[string]tune.Trial
+	epochs    map[string]int
+	drawn     int // lines of the live table on screen
 }
 
 func (t *trialTable) event(e tune.Event) {
+	if t.tty {
+		t.redraw(e)
+		return
+	}
 	v := ""
 	if n := len(e.Trial.Metrics); n > 0 && !math.IsNaN(float64(e.Trial.Metrics[n-1])) {
 		v = fmt.Sprintf("  %s %.4f", t.objective, float64(e.Trial.Metrics[n-1]))
@@ -154,6 +163,32 @@ func (t *trialTable) event(e tune.Event) {
 	default:
 		fmt.Fprintf(t.w, "%s  %-9s  %d epochs%s  %.1fs\n", e.Trial.ID, e.Kind, len(e.Trial.Metrics), v, e.Trial.Wall)
 	}
+}
+
+// redraw replaces the live table with one row per trial: state, epoch,
+// last objective and parameters.
+func (t *trialTable) redraw(e tune.Event) {
+	if t.trials == nil {
+		t.trials, t.epochs = map[string]tune.Trial{}, map[string]int{}
+	}
+	t.trials[e.Trial.ID] = e.Trial
+	t.epochs[e.Trial.ID] = e.Epochs
+	ids := sortedKeys(t.trials)
+	var b strings.Builder
+	if t.drawn > 0 {
+		fmt.Fprintf(&b, "\033[%dA", t.drawn) // back to the table's first line
+	}
+	fmt.Fprintf(&b, "\r\033[K%-11s %-10s %-7s %-12s %s\n", "trial", "state", "epoch", t.objective, "parameters")
+	for _, id := range ids {
+		tr := t.trials[id]
+		v := "-"
+		if n := len(tr.Metrics); n > 0 && !math.IsNaN(float64(tr.Metrics[n-1])) {
+			v = fmt.Sprintf("%.4f", float64(tr.Metrics[n-1]))
+		}
+		fmt.Fprintf(&b, "\r\033[K%-11s %-10s %-7s %-12s %s\n", id, tr.Status, fmt.Sprintf("%d/%d", len(tr.Metrics), t.epochs[id]), v, formatParams(tr.Params, t.params))
+	}
+	t.drawn = len(ids) + 1
+	io.WriteString(t.w, b.String())
 }
 
 func (t *trialTable) summary(res *tune.Result, sp *tune.Space) {

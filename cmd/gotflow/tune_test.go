@@ -156,3 +156,19 @@ func TestHelpOnStdout(t *testing.T) {
 	require.Empty(t, out.String())
 	require.Contains(t, errb.String(), "usage: gotflow <command>")
 }
+
+// TestTrialTableRedraws: on a terminal the trial table is redrawn in
+// place, one row per trial with its state, epoch and last objective.
+func TestTrialTableRedraws(t *testing.T) {
+	var out strings.Builder
+	tb := &trialTable{w: &out, objective: "val_loss", params: []string{"learning_rate"}, tty: true}
+	p := map[string]tune.Value{"learning_rate": "0.01"}
+	tb.event(tune.Event{Kind: "started", Trial: tune.Trial{ID: "trial-0000", Status: tune.Running, Params: p}, Epochs: 3})
+	tb.event(tune.Event{Kind: "started", Trial: tune.Trial{ID: "trial-0001", Status: tune.Running, Params: p}, Epochs: 3})
+	tb.event(tune.Event{Kind: "epoch", Trial: tune.Trial{ID: "trial-0000", Status: tune.Running, Params: p, Metrics: []tune.Metric{0.5}}, Epoch: 1, Epochs: 3})
+	s := out.String()
+	require.Equal(t, 2, strings.Count(s, "\033[2A")+strings.Count(s, "\033[3A"), "redrawn over itself:\n%q", s)
+	last := s[strings.LastIndex(s, "\033[3A"):]
+	require.Contains(t, last, "trial-0000  running    1/3     0.5000       learning_rate=0.01")
+	require.Contains(t, last, "trial-0001  running    0/3     -            learning_rate=0.01")
+}
