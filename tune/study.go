@@ -515,7 +515,7 @@ func (r *runner) estimatorFor(t *Trial) (estimator.TFEstimator, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return estimator.TFEstimator{}, fmt.Errorf("parameters %v: %w", t.Params, err)
 	}
-	e.Hooks, e.Logger = r.s.Base.Hooks, r.s.Base.Logger
+	e.Hooks, e.Logger, e.PSAuth.Token = r.s.Base.Hooks, r.s.Base.Logger, r.s.Base.PSAuth.Token
 	dir := filepath.Join(r.s.Dir, "trials", t.ID)
 	e.ModelDir, e.ExportDir = filepath.Join(dir, "model"), filepath.Join(dir, "export")
 	e.TensorBoardDir = filepath.Join(r.s.Dir, "tensorboard", t.ID)
@@ -576,6 +576,9 @@ func (r *runner) runTrial(ctx context.Context, t *Trial) {
 			t.Metrics = append(t.Metrics[:min(len(t.Metrics), i.Epoch)], Metric(v))
 			r.st.Reports = append(r.st.Reports, report{Trial: t.ID, Epoch: i.Epoch + 1, Value: Metric(v)})
 			stop, why := r.sched.report(t.ID, i.Epoch+1, r.sign*v)
+			if i.Epoch+1 >= i.Epochs {
+				stop = false // trained all its epochs: it completes and exports
+			}
 			r.summarize(t)
 			if stop {
 				t.StopReason = why
