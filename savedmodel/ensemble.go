@@ -75,10 +75,24 @@ func EnsembleGraph(members []*loader.GraphDef, sigs []Signature, how Combine) (*
 	}
 	sig := Signature{Key: DefaultSignatureKey, MethodName: PredictMethodName}
 	shared := map[string]string{} // alias -> shared placeholder op
+	taken := map[string]string{}  // node name -> the alias it was made for
 	for _, in := range first.Inputs {
 		name := "ensemble_input/" + nodeSafe(in.Alias)
+		if other, dup := taken[name]; dup {
+			return nil, Signature{}, fmt.Errorf("savedmodel: ensemble inputs %q and %q both map to node %q; rename one of them", other, in.Alias, name)
+		}
+		taken[name] = in.Alias
 		shared[in.Alias] = name
+		b := &nodes{def: out}
+		b.placeholder(name, in.DType, in.Shape)
 		sig.Inputs = append(sig.Inputs, TensorSpec{Alias: in.Alias, Name: name + ":0", DType: in.DType, Shape: slices.Clone(in.Shape)})
+	}
+	for _, o := range first.Outputs {
+		name := "ensemble/" + nodeSafe(o.Alias)
+		if other, dup := taken[name]; dup {
+			return nil, Signature{}, fmt.Errorf("savedmodel: ensemble outputs %q and %q both map to node %q; rename one of them", other, o.Alias, name)
+		}
+		taken[name] = o.Alias
 	}
 	for i, g := range members {
 		if lib := g.Def.GetLibrary(); lib != nil && (len(lib.GetFunction()) > 0 || len(lib.GetGradient()) > 0) {
@@ -91,7 +105,14 @@ func EnsembleGraph(members []*loader.GraphDef, sigs []Signature, how Combine) (*
 			if err != nil {
 				return nil, Signature{}, fmt.Errorf("savedmodel: ensemble member %d input %q: %w", i, in.Alias, err)
 			}
-			op, _, _ := tf.ParseOutputName(resolved)
+			op, port, err := tf.ParseOutputName(resolved)
+			if err != nil {
+				return nil, Signature{}, fmt.Errorf("savedmodel: ensemble member %d input %q: %w", i, in.Alias, err)
+			}
+			idx, ok := g.Node(op)
+			if port != 0 || !ok || (g.Def.Node[idx].GetOp() != "Placeholder" && g.Def.Node[idx].GetOp() != "PlaceholderWithDefault") {
+				return nil, Signature{}, fmt.Errorf("savedmodel: ensemble member %d input %q is %s, not a placeholder's output 0; only graphs fed through placeholders can share inputs", i, in.Alias, resolved)
+			}
 			rename[op] = shared[in.Alias]
 		}
 		prefix := "member_" + strconv.Itoa(i) + "/"
@@ -100,16 +121,24 @@ func EnsembleGraph(members []*loader.GraphDef, sigs []Signature, how Combine) (*
 			case "VarHandleOp", "VariableV2", "Variable", "ReadVariableOp":
 				return nil, Signature{}, fmt.Errorf("savedmodel: ensemble member %d: node %q is a %s: the graph must be frozen", i, n.GetName(), n.GetOp())
 			}
-			if to, ok := rename[n.GetName()]; ok {
-				if i == 0 {
-					c := proto.Clone(n).(*nodepb.NodeDef)
-					c.Name = to
-					out.Node = append(out.Node, c)
-				}
-				continue
+			if _, ok := rename[n.GetName()]; ok {
+				continue // replaced by the shared placeholder
 			}
 			c := proto.Clone(n).(*nodepb.NodeDef)
 			c.Name = prefix + n.GetName()
+			if cls := c.GetAttr()["_class"].GetList(); cls != nil {
+				// Colocation constraints name nodes too ("loc:@node").
+				for k, v := range cls.S {
+					if loc, ok := strings.CutPrefix(string(v), "loc:@"); ok {
+						if to, ok := rename[loc]; ok {
+							loc = to
+						} else {
+							loc = prefix + loc
+						}
+						cls.S[k] = []byte("loc:@" + loc)
+					}
+				}
+			}
 			for k, in := range c.Input {
 				ctrl := strings.HasPrefix(in, "^")
 				op, port, _ := strings.Cut(strings.TrimPrefix(in, "^"), ":")
@@ -227,8 +256,28 @@ func sameSpecs(kind string, want, got []TensorSpec) error {
 		if g.DType != w.DType {
 			return fmt.Errorf("%s %q is %s, the first member's is %s", kind, w.Alias, g.DType, w.DType)
 		}
+		if !compatibleShapes(w.Shape, g.Shape) {
+			return fmt.Errorf("%s %q has shape %v, the first member's is %v", kind, w.Alias, g.Shape, w.Shape)
+		}
 	}
 	return nil
+}
+
+// compatibleShapes reports whether two shapes (nil: unknown rank, -1:
+// unknown dimension) can describe the same tensor.
+func compatibleShapes(a, b []int64) bool {
+	if a == nil || b == nil {
+		return true
+	}
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] >= 0 && b[i] >= 0 && a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 var unsafeNodeChars = regexp.MustCompile(`[^A-Za-z0-9_.\-/]`)
@@ -270,6 +319,14 @@ func (b *nodes) add(name, op string, inputs []string, attrs ...attr) string {
 	}
 	b.def.Node = append(b.def.Node, n)
 	return name
+}
+
+func (b *nodes) placeholder(name string, dt tf.DataType, shape []int64) string {
+	sh := &tspb.TensorShapeProto{UnknownRank: shape == nil}
+	for _, d := range shape {
+		sh.Dim = append(sh.Dim, &tspb.TensorShapeProto_Dim{Size: d})
+	}
+	return b.add(name, "Placeholder", nil, typeAttr("dtype", dt), attr{"shape", &attrpb.AttrValue{Value: &attrpb.AttrValue_Shape{Shape: sh}}})
 }
 
 func (b *nodes) constInt(name string, v int32) string {

@@ -10,6 +10,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	attrpb "github.com/wamuir/graft/tensorflow/core/framework/attr_value_go_proto"
+	graphpb "github.com/wamuir/graft/tensorflow/core/framework/graph_go_proto"
+	nodepb "github.com/wamuir/graft/tensorflow/core/framework/node_def_go_proto"
+	tspb "github.com/wamuir/graft/tensorflow/core/framework/tensor_shape_go_proto"
+	typespb "github.com/wamuir/graft/tensorflow/core/framework/types_go_proto"
 
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/savedmodel"
@@ -130,4 +135,60 @@ func TestEnsembleExport(t *testing.T) {
 	_, err := savedmodel.ParseCombine("median")
 	require.ErrorContains(t, err, `combine "median"`)
 	require.ErrorContains(t, savedmodel.ExportEnsemble(filepath.Join(t.TempDir(), "one"), members[:1], savedmodel.CombineMean), "at least 2 members")
+}
+
+// identityMember is a frozen graph y = Identity(Identity(x)) whose nodes
+// carry colocation constraints, as graphs frozen by TensorFlow do.
+func identityMember(t *testing.T, in, out string, shape []int64) (*loader.GraphDef, savedmodel.Signature) {
+	t.Helper()
+	dims := &tspb.TensorShapeProto{}
+	for _, d := range shape {
+		dims.Dim = append(dims.Dim, &tspb.TensorShapeProto_Dim{Size: d})
+	}
+	float := &attrpb.AttrValue{Value: &attrpb.AttrValue_Type{Type: typespb.DataType_DT_FLOAT}}
+	loc := func(n string) *attrpb.AttrValue {
+		return &attrpb.AttrValue{Value: &attrpb.AttrValue_List{List: &attrpb.AttrValue_ListValue{S: [][]byte{[]byte("loc:@" + n)}}}}
+	}
+	def := &graphpb.GraphDef{Node: []*nodepb.NodeDef{
+		{Name: "x", Op: "Placeholder", Attr: map[string]*attrpb.AttrValue{"dtype": float, "shape": {Value: &attrpb.AttrValue_Shape{Shape: dims}}}},
+		{Name: "h", Op: "Identity", Input: []string{"x"}, Attr: map[string]*attrpb.AttrValue{"T": float, "_class": loc("x")}},
+		{Name: "y", Op: "Identity", Input: []string{"h"}, Attr: map[string]*attrpb.AttrValue{"T": float, "_class": loc("h")}},
+	}}
+	g, err := loader.NewGraphDef(def)
+	require.NoError(t, err)
+	return g, savedmodel.Signature{Key: savedmodel.DefaultSignatureKey, MethodName: savedmodel.PredictMethodName,
+		Inputs:  []savedmodel.TensorSpec{{Alias: in, Name: "x:0", DType: tf.Float, Shape: shape}},
+		Outputs: []savedmodel.TensorSpec{{Alias: out, Name: "y:0", DType: tf.Float, Shape: shape}}}
+}
+
+// TestEnsembleGraphChecks: colocation constraints follow the renamed
+// nodes (TensorFlow refuses to import a graph colocated with a missing
+// node), and members whose shapes differ, aliases that collide as node
+// names, and inputs that are not placeholders are refused by name.
+func TestEnsembleGraphChecks(t *testing.T) {
+	a, sa := identityMember(t, "x", "y", []int64{-1, 2})
+	b, sb := identityMember(t, "x", "y", []int64{-1, 2})
+	g, sig, err := savedmodel.EnsembleGraph([]*loader.GraphDef{a, b}, []savedmodel.Signature{sa, sb}, savedmodel.CombineMean)
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "ens")
+	require.NoError(t, savedmodel.Export(dir, g, sig))
+	require.Equal(t, []float64{1, -2, 3.5, 4}, runModel(t, dir, []float32{1, -2, 3.5, 4}, []int64{2, 2}, "y"))
+
+	c, sc := identityMember(t, "x", "y", []int64{-1, 3})
+	_, _, err = savedmodel.EnsembleGraph([]*loader.GraphDef{a, c}, []savedmodel.Signature{sa, sc}, savedmodel.CombineMean)
+	require.ErrorContains(t, err, `input "x" has shape [-1 3], the first member's is [-1 2]`)
+
+	// "x!" and "x?" both become the node name ensemble_input/x_.
+	d, sd := identityMember(t, "x", "y", []int64{-1, 2})
+	extra := []savedmodel.TensorSpec{{Alias: "x!", Name: "h:0", DType: tf.Float}, {Alias: "x?", Name: "h:0", DType: tf.Float}}
+	sd.Inputs = append(sd.Inputs, extra...)
+	sa2 := sa
+	sa2.Inputs = append(slices.Clone(sa.Inputs), extra...)
+	_, _, err = savedmodel.EnsembleGraph([]*loader.GraphDef{a, d}, []savedmodel.Signature{sa2, sd}, savedmodel.CombineMean)
+	require.ErrorContains(t, err, `inputs "x!" and "x?" both map to node "ensemble_input/x_"`)
+
+	sn := sa
+	sn.Inputs = []savedmodel.TensorSpec{{Alias: "x", Name: "h:0", DType: tf.Float, Shape: []int64{-1, 2}}}
+	_, _, err = savedmodel.EnsembleGraph([]*loader.GraphDef{a, b}, []savedmodel.Signature{sn, sb}, savedmodel.CombineMean)
+	require.ErrorContains(t, err, `not a placeholder's output 0`)
 }
