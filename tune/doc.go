@@ -47,7 +47,8 @@
 // space.json (the space, defaults filled in), study.json (every trial:
 // parameters, status, the objective after each epoch, best and final
 // values, wall time, stop reason, error, export; and the scheduler's
-// reports in order), trials.csv and trials.parquet (one row per trial),
+// reports in order), trials.csv and trials.parquet (one row per trial,
+// the parameters as params_<name> columns),
 // trials/<id>/model and trials/<id>/export, tensorboard/<id>/, and best/,
 // a copy of the export of the completed trial with the best final
 // objective. A trial is written to study.json with its parameters before

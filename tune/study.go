@@ -172,6 +172,13 @@ func (s *Study) Run(ctx context.Context) (*Result, error) {
 	if err := s.Space.Check(); err != nil {
 		return nil, fmt.Errorf("tune: space: %w", err)
 	}
+	// Exports and model dirs are recorded absolute, so that the study can
+	// be resumed and its trials read from any working directory.
+	abs, err := filepath.Abs(s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("tune: study dir %s: %w", s.Dir, err)
+	}
+	s = &Study{Dir: abs, Space: s.Space, Base: s.Base, Data: s.Data, CPUs: s.CPUs, OnEvent: s.OnEvent, Logger: s.Logger}
 	r := &runner{s: s, log: s.Logger, sign: 1, sampler: newSampler(s.Space), running: map[string]bool{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)

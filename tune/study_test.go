@@ -118,7 +118,7 @@ func TestStudy(t *testing.T) {
 	f.Close()
 	require.NoError(t, err)
 	require.Len(t, rows, 9)
-	require.Equal(t, []string{"id", "status", "learning_rate", "batch_size", "optimizer", "val_accuracy", "best_val_accuracy",
+	require.Equal(t, []string{"id", "status", "params_learning_rate", "params_batch_size", "params_optimizer", "val_accuracy", "best_val_accuracy",
 		"best_epoch", "epochs", "wall_seconds", "stop_reason", "error", "export"}, rows[0])
 	pf, err := file.OpenParquetFile(filepath.Join(dir, "trials.parquet"), false)
 	require.NoError(t, err)

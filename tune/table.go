@@ -19,8 +19,8 @@ import (
 )
 
 // writeTables writes trials.csv and trials.parquet: one row per trial with
-// its id, status, one column per parameter (float64 for double, int64 for
-// int, string for categorical), the final and best objective, the best
+// its id, status, one column per parameter named params_<name> (float64
+// for double, int64 for int, string for categorical), the final and best objective, the best
 // epoch, epochs run, wall seconds, stop reason, error and export path.
 func writeTables(dir string, sp *Space, trials []*Trial) error {
 	fields := []arrow.Field{{Name: "id", Type: arrow.BinaryTypes.String}, {Name: "status", Type: arrow.BinaryTypes.String}}
@@ -32,7 +32,7 @@ func writeTables(dir string, sp *Space, trials []*Trial) error {
 		case "int":
 			t = arrow.PrimitiveTypes.Int64
 		}
-		fields = append(fields, arrow.Field{Name: p.Name, Type: t, Nullable: true})
+		fields = append(fields, arrow.Field{Name: "params_" + p.Name, Type: t, Nullable: true})
 	}
 	obj := sp.Objective.ObjectiveMetricName
 	fields = append(fields,

@@ -78,10 +78,18 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if job.Estimator.Bundle, err = filepath.Abs(e.Bundle); err != nil {
 			return err
 		}
+		if !strings.Contains(job.Data, "://") {
+			// --resume may run from another directory.
+			if job.Data, err = filepath.Abs(job.Data); err != nil {
+				return err
+			}
+		}
 		if err := os.MkdirAll(*dir, 0o755); err != nil {
 			return err
 		}
-		if _, err := os.Stat(filepath.Join(*dir, "tune.json")); err == nil {
+		// A study that recorded no trial yet (its first run failed its
+		// checks) may be started again with other flags.
+		if _, err := os.Stat(filepath.Join(*dir, "study.json")); err == nil {
 			return fmt.Errorf("%w: %s already holds a study: resume it with --resume %s, or choose another --study", errUsage, *dir, *dir)
 		}
 		b, _ := json.MarshalIndent(job, "", "  ")

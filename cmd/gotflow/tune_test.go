@@ -60,10 +60,29 @@ parameters:
   - {name: batch_size, parameterType: int, feasibleSpace: {min: 2, max: 8}}
 `), 0o644))
 	root := testmodels.Root()
-	args := []string{"tune", "--space", space, "--study", dir, "--bundle", filepath.Join(root, "loader/testdata/bundles/mlp"),
-		"--data", filepath.Join(root, "estimator/testdata/fit/data.arrow"), "--epochs", "8", "--validation-split", "0.25"}
+	// The study and the data are named relative to the first run's
+	// directory; the resume runs from another one.
+	data, err := os.ReadFile(filepath.Join(root, "estimator/testdata/fit/data.arrow"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(dir), "data.arrow"), data, 0o644))
+	args := []string{"tune", "--space", space, "--study", "study", "--bundle", filepath.Join(root, "loader/testdata/bundles/mlp"),
+		"--data", "data.arrow", "--epochs", "8", "--validation-split", "0.25"}
+	env := append(os.Environ(), "GOTFLOW_TEST_MAIN=1", "TF_CPP_MIN_LOG_LEVEL=3")
+
+	// A first run that fails its checks leaves the directory free for a
+	// run with other flags.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("objective: {type: maximize, objectiveMetricName: val_f1}\nalgorithm: {algorithmName: random}\nmaxTrialCount: 2\n"+
+		"parameters:\n  - {name: batch_size, parameterType: int, feasibleSpace: {min: 2, max: 8}}\n"), 0o644))
+	first := exec.CommandContext(ctx, os.Args[0], append([]string{"tune", "--space", bad}, args[3:]...)...)
+	first.Env, first.Dir = env, filepath.Dir(dir)
+	first.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	b, err := first.CombinedOutput()
+	require.Error(t, err, "%s", b)
+	require.Contains(t, string(b), "val_f1")
+
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "GOTFLOW_TEST_MAIN=1", "TF_CPP_MIN_LOG_LEVEL=3")
+	cmd.Env, cmd.Dir = env, filepath.Dir(dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -95,9 +114,9 @@ parameters:
 	require.Less(t, len(studyTrials(dir)), 8, "killed mid-way:\n%s", out.String())
 
 	resume := exec.CommandContext(ctx, os.Args[0], "tune", "--resume", dir)
-	resume.Env = cmd.Env
+	resume.Env, resume.Dir = cmd.Env, t.TempDir()
 	resume.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	b, err := resume.CombinedOutput()
+	b, err = resume.CombinedOutput()
 	require.NoError(t, err, "%s", b)
 	require.Contains(t, string(b), "all 8 trials run")
 	after := studyTrials(dir)
@@ -105,6 +124,10 @@ parameters:
 	for i, tr := range after {
 		require.Equal(t, "trial-000"+string(rune('0'+i)), tr.ID)
 		require.True(t, tr.Finished(), "%s is %s", tr.ID, tr.Status)
+		if tr.Status == tune.Completed {
+			require.True(t, filepath.IsAbs(tr.Export), "%s exported to %s", tr.ID, tr.Export)
+			require.FileExists(t, filepath.Join(tr.Export, "frozen.pb"))
+		}
 	}
 	for _, tr := range before {
 		if tr.Finished() {
