@@ -570,16 +570,28 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 				if !looked {
 					// The first share of this run: the shards' state may
 					// hold part of it already (a restarted job).
-					looked = true
-					at, err := resumePosition(ctx, client, plan, epoch)
+					at, found, err := resumePosition(ctx, client, plan)
 					if err != nil {
 						return err
 					}
-					if skip = min(at.Batches, len(batches)); skip > 0 {
+					switch {
+					case !found:
+						looked = true
+					case at.Epoch < epoch:
+						// The share starts afresh; the steps go on.
+						looked, w.steps = true, at.Steps
+					case at.Epoch == epoch:
+						looked, skip, w.steps = true, min(at.Batches, len(batches)), at.Steps
+					default:
+						// The shards hold a later epoch's pushes: this
+						// share was trained on in full. Look again at the
+						// next epoch.
+						skip = len(batches)
+					}
+					if skip > 0 {
 						for _, n := range batches[:skip] {
 							consumed += n
 						}
-						w.steps = at.Steps
 						a.Advance(int64(consumed), int64(w.steps), 0)
 						log.Info("resuming within the epoch", "epoch", epoch+1, "batches_done", skip, "rows_done", consumed)
 					}
@@ -628,25 +640,24 @@ type workerPosition struct {
 	Steps   int    `json:"steps"`   // the worker's steps
 }
 
-// resumePosition is the position this worker's share of epoch had reached
-// in the shards' state: the earliest any shard holds (with several shards,
-// a push some applied and others did not when the job stopped is then
-// trained on again), or the start of the share when a shard holds none
-// for this plan and epoch.
-func resumePosition(ctx context.Context, client *ps.Client, plan string, epoch int) (workerPosition, error) {
+// resumePosition is the position this worker's share had reached in the
+// shards' state: the earliest any shard holds (with several shards, a push
+// some applied and others did not when the job stopped is then trained on
+// again). found is false when a shard holds none for this plan: the job
+// starts afresh.
+func resumePosition(ctx context.Context, client *ps.Client, plan string) (at workerPosition, found bool, err error) {
 	all, err := client.Positions(ctx)
 	if err != nil {
-		return workerPosition{}, fmt.Errorf("estimator: read the workers' positions from the parameter servers: %w", err)
+		return workerPosition{}, false, fmt.Errorf("estimator: read the workers' positions from the parameter servers: %w", err)
 	}
-	var at workerPosition
 	for i, b := range all {
 		var p workerPosition
-		if b == nil || json.Unmarshal(b, &p) != nil || p.Plan != plan || p.Epoch != epoch {
-			return workerPosition{}, nil
+		if b == nil || json.Unmarshal(b, &p) != nil || p.Plan != plan {
+			return workerPosition{}, false, nil
 		}
-		if i == 0 || p.Batches < at.Batches {
+		if i == 0 || p.Epoch < at.Epoch || p.Epoch == at.Epoch && p.Batches < at.Batches {
 			at = p
 		}
 	}
-	return at, nil
+	return at, len(all) > 0, nil
 }
