@@ -14,6 +14,9 @@ import (
 type observation struct {
 	params map[string]Value
 	value  float64
+	// stopped trials ended early: they rank after every completed trial
+	// (their value is from fewer epochs), as Optuna ranks pruned trials.
+	stopped bool
 }
 
 // sampler proposes the parameters of trial id (0-based), knowing the
@@ -165,7 +168,15 @@ func (t *tpeSampler) sample(id int, done []observation) (map[string]Value, error
 	if len(obs) < max(t.startup, 2) {
 		return (&randomSampler{ps: t.ps, seed: t.seed}).sample(id, nil)
 	}
-	slices.SortStableFunc(obs, func(a, b observation) int { return cmp.Compare(a.value, b.value) })
+	slices.SortStableFunc(obs, func(a, b observation) int {
+		if a.stopped != b.stopped {
+			if a.stopped {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(a.value, b.value)
+	})
 	nGood := min(max(int(math.Ceil(t.gamma*float64(len(obs)))), 1), len(obs)-1)
 	good, bad := obs[:nGood], obs[nGood:]
 	rng := rand.New(rand.NewPCG(t.seed^0x5851f42d4c957f2d, uint64(id)))

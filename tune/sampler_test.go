@@ -50,6 +50,11 @@ func TestGridCoversExactlyTheGrid(t *testing.T) {
 	require.Equal(t, want, seen)
 	_, err := smp.sample(s.MaxTrialCount, nil)
 	require.ErrorContains(t, err, "past its end")
+
+	// An end point at or below zero, which rounding overshoots, is kept.
+	pts, err := gridPoints(Parameter{Name: "shift", ParameterType: "double", FeasibleSpace: FeasibleSpace{Min: "-0.3", Max: "0", Step: "0.1"}})
+	require.NoError(t, err)
+	require.Len(t, pts, 4)
 }
 
 func TestRandomSampler(t *testing.T) {

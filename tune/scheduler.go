@@ -61,8 +61,10 @@ func newASHA(maxT, grace int, rf float64) *asha {
 		rf = 2
 	}
 	a := &asha{rf: rf}
-	for m := float64(grace); int(m) < maxT; m *= rf {
-		a.rungs = append(a.rungs, rung{milestone: int(m), recorded: map[string]float64{}})
+	for m := float64(grace); m < float64(maxT); m *= rf {
+		// A trial is at rung grace·rf^k once its epochs reach it: with a
+		// fractional rf, at the next whole epoch.
+		a.rungs = append(a.rungs, rung{milestone: int(math.Ceil(m - 1e-9)), recorded: map[string]float64{}})
 	}
 	slices.Reverse(a.rungs)
 	return a

@@ -14,6 +14,9 @@ import (
 func TestASHAPromotion(t *testing.T) {
 	a := newASHA(9, 1, 3)
 	require.Equal(t, []int{1, 3}, a.milestones())
+	// With a fractional factor a rung is reached at the next whole epoch
+	// (1, 2.5, 6.25 of 10 epochs).
+	require.Equal(t, []int{1, 3, 7}, newASHA(10, 1, 2.5).milestones())
 	// Lower is better; rewards are the negated values.
 	stop, _ := a.report("t0", 1, 0.5) // first at rung 1: no cutoff
 	require.False(t, stop)

@@ -499,8 +499,8 @@ func gridPoints(p Parameter) ([]Value, error) {
 		if logScale {
 			x = lo * math.Pow(step, float64(k))
 		}
-		if x > hi*(1+1e-12) {
-			break
+		if !logScale && x > hi+1e-9*step || logScale && x > hi*(1+1e-9) {
+			break // the tolerance keeps an end point that rounding overshoots
 		}
 		if len(out) >= 1<<20 {
 			return nil, errors.New("the grid has more than 2^20 points for this parameter")

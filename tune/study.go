@@ -480,7 +480,7 @@ func (r *runner) next(ctx context.Context) (*Trial, string) {
 	var done []observation
 	for _, t := range r.st.Trials {
 		if (t.Status == Completed || t.Status == Stopped) && len(t.Metrics) > 0 {
-			done = append(done, observation{params: t.Params, value: r.sign * float64(t.Final)})
+			done = append(done, observation{params: t.Params, value: r.sign * float64(t.Final), stopped: t.Status == Stopped})
 		}
 	}
 	params, err := r.sampler.sample(id, done)
