@@ -86,6 +86,10 @@ done
 
 log "installing scripts/requirements.txt into .venv"
 "${pip[@]}" install -r "$root/scripts/requirements.txt" || die "could not install scripts/requirements.txt"
+# The TF Serving client stubs (the serving tests' reference client). Its
+# metadata asks for the full tensorflow package, which tensorflow-cpu
+# already provides: no dependencies.
+"${pip[@]}" install --no-deps "tensorflow-serving-api==$installed" || die "could not install tensorflow-serving-api==$installed"
 
 log "laying out $tfdir from $site"
 rm -rf "$tfdir/lib" "$tfdir/include"
