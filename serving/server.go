@@ -446,26 +446,39 @@ func selectOutputs(sig *savedmodel.Signature, filter []string) ([]string, error)
 
 // run runs the signature once.
 func (s *Server) run(ctx context.Context, v *version, sig *savedmodel.Signature, in map[string]*Tensor, outs []string) (map[string]*Tensor, error) {
-	feeds := make(map[string]*tf.Tensor, len(in))
+	g := v.sm.Graph()
+	feeds := make([]tf.Feed, 0, len(in))
 	defer func() {
-		for _, t := range feeds {
-			t.Close()
+		for _, f := range feeds {
+			f.Tensor.Close()
 		}
 	}()
-	for alias, t := range in {
+	// Sorted feeds keep TensorFlow's executor cache to one entry per
+	// signature.
+	for _, alias := range sortedKeys(in) {
 		spec, _ := sig.Input(alias)
-		x, err := t.toTF()
+		o, err := g.Output(spec.Name)
+		if err != nil {
+			return nil, Internal("input %q: %v", alias, err)
+		}
+		x, err := in[alias].toTF()
 		if err != nil {
 			return nil, InvalidArgument("input %q: %v", alias, err)
 		}
-		feeds[spec.Name] = x
+		// Shapes are checked by the kernels, as TF Serving leaves them:
+		// a [n] batch flows through a [-1,1] graph's elementwise ops.
+		feeds = append(feeds, tf.Feed{Output: o, Tensor: x, AnyShape: true})
 	}
-	fetch := make([]string, len(outs))
+	fetch := make([]tf.Output, len(outs))
 	for i, alias := range outs {
 		spec, _ := sig.Output(alias)
-		fetch[i] = spec.Name
+		o, err := g.Output(spec.Name)
+		if err != nil {
+			return nil, Internal("output %q: %v", alias, err)
+		}
+		fetch[i] = o
 	}
-	res, err := v.sm.Run(ctx, feeds, fetch...)
+	res, err := v.sm.Session().Run(ctx, feeds, fetch, nil)
 	if err != nil {
 		return nil, AsStatus(unwrapTF(err))
 	}

@@ -21,6 +21,12 @@ import (
 type Feed struct {
 	Output Output
 	Tensor *Tensor
+	// AnyShape skips the check of the tensor's shape against the graph's
+	// static shape for Output, leaving it to the kernels at run time (as
+	// TensorFlow's C++ Session and TF Serving do; a tensor of another
+	// rank can then flow through elementwise ops). The dtype is still
+	// checked.
+	AnyShape bool
 }
 
 // Session runs a Graph. Run may be called from many goroutines at once.
@@ -202,6 +208,9 @@ func checkFeeds(feeds []Feed) error {
 		}
 		if want, got := f.Output.DataType(), f.Tensor.DataType(); want != got {
 			return errorf(InvalidArgument, f.Output.Name(), "feed has dtype %s, the graph expects %s", got, want)
+		}
+		if f.AnyShape {
+			continue
 		}
 		shape, ok, err := f.Output.Shape()
 		if err != nil || !ok {
