@@ -574,7 +574,7 @@ func TestMetricsHandler(t *testing.T) {
 	for _, want := range []string{
 		`gotflow_ps_version{shard="0"} 3`,
 		`gotflow_ps_updates_total{shard="0"} 3`,
-		`gotflow_ps_rejections_total{shard="0",reason="non_finite"} 1`,
+		`gotflow_ps_rejections_total{reason="non_finite",shard="0"} 1`,
 		`gotflow_ps_staleness_bucket{shard="0",le="0"} 3`,
 		`gotflow_ps_staleness_count{shard="0"} 3`,
 		`gotflow_ps_bytes_in_total{shard="0"} 32`,

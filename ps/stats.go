@@ -1,13 +1,15 @@
 package ps
 
 import (
-	"fmt"
 	"maps"
 	"math/bits"
 	"net/http"
-	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gotflow/gotflow/ps/pspb"
 )
@@ -22,6 +24,7 @@ type serverStats struct {
 	bytesIn, bytesOut, snapshots                atomic.Uint64
 	droppedStragglers                           atomic.Uint64
 	staleness                                   []atomic.Uint64
+	stalenessSum                                atomic.Uint64
 	rejMu                                       sync.Mutex
 	rejections                                  map[string]uint64
 }
@@ -41,6 +44,7 @@ func (st *serverStats) observeStaleness(s uint64) {
 		b = stalenessBuckets - 1
 	}
 	st.staleness[b].Add(1)
+	st.stalenessSum.Add(s)
 }
 
 // Stats are the counters of one shard.
@@ -115,52 +119,75 @@ func (s *Server) Stats() Stats { return statsFromProto(s.statsProto()) }
 
 // MetricsHandler serves the shard's counters in the Prometheus text format
 // (gotflow_ps_* metrics with a shard label). Mount it on an HTTP server of
-// your choice; the ps package starts none.
+// your choice; the ps package starts none. To add them to a registry of
+// your own, register Collector instead.
 func (s *Server) MetricsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		st := s.Stats()
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		l := fmt.Sprintf(`shard="%d"`, st.Shard)
-		counter := func(name, help string, v uint64) {
-			fmt.Fprintf(w, "# HELP gotflow_ps_%s %s\n# TYPE gotflow_ps_%s counter\ngotflow_ps_%s{%s} %d\n", name, help, name, name, l, v)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collector())
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// Collector returns a Prometheus collector of the shard's counters, read
+// when scraped.
+func (s *Server) Collector() prometheus.Collector { return &statsCollector{s: s} }
+
+type statsCollector struct{ s *Server }
+
+type metricDesc struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	get  func(st *Stats) uint64
+}
+
+var (
+	psMetrics = []metricDesc{
+		{psDesc("version", "Gradient updates applied."), prometheus.GaugeValue, func(st *Stats) uint64 { return st.Version }},
+		{psDesc("step", "Sync steps completed."), prometheus.GaugeValue, func(st *Stats) uint64 { return st.Step }},
+		{psDesc("parts", "Variable parts held."), prometheus.GaugeValue, func(st *Stats) uint64 { return uint64(st.Parts) }},
+		{psDesc("pushes_total", "Push requests decoded."), prometheus.CounterValue, func(st *Stats) uint64 { return st.Pushes }},
+		{psDesc("updates_total", "Gradient updates applied."), prometheus.CounterValue, func(st *Stats) uint64 { return st.Updates }},
+		{psDesc("assigns_total", "Assignments applied."), prometheus.CounterValue, func(st *Stats) uint64 { return st.Assigns }},
+		{psDesc("duplicate_pushes_total", "Retried pushes answered without applying."), prometheus.CounterValue, func(st *Stats) uint64 { return st.Duplicates }},
+		{psDesc("pulls_total", "Pulls served."), prometheus.CounterValue, func(st *Stats) uint64 { return st.Pulls }},
+		{psDesc("bytes_in_total", "Tensor payload bytes received."), prometheus.CounterValue, func(st *Stats) uint64 { return st.BytesIn }},
+		{psDesc("bytes_out_total", "Tensor payload bytes sent."), prometheus.CounterValue, func(st *Stats) uint64 { return st.BytesOut }},
+		{psDesc("snapshots_total", "Snapshots written."), prometheus.CounterValue, func(st *Stats) uint64 { return st.Snapshots }},
+		{psDesc("dropped_stragglers_total", "Sync pushes missing when a step was applied without them."), prometheus.CounterValue, func(st *Stats) uint64 { return st.DroppedStragglers }},
+	}
+	rejectionsDesc = prometheus.NewDesc("gotflow_ps_rejections_total", "Requests rejected, by reason.", []string{"shard", "reason"}, nil)
+	stalenessDesc  = prometheus.NewDesc("gotflow_ps_staleness", "Staleness of applied pushes in versions.", []string{"shard"}, nil)
+)
+
+func psDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("gotflow_ps_"+name, help, []string{"shard"}, nil)
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range psMetrics {
+		ch <- m.desc
+	}
+	ch <- rejectionsDesc
+	ch <- stalenessDesc
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	shard := strconv.Itoa(st.Shard)
+	for _, m := range psMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.get(&st)), shard)
+	}
+	for reason, n := range st.Rejections {
+		ch <- prometheus.MustNewConstMetric(rejectionsDesc, prometheus.CounterValue, float64(n), shard, reason)
+	}
+	// Bucket i > 0 counts staleness in [2^(i-1), 2^i): its upper bound is
+	// 2^i - 1; the last bucket is +Inf.
+	buckets := map[float64]uint64{}
+	var cum uint64
+	for i, n := range st.Staleness {
+		cum += n
+		if i < len(st.Staleness)-1 {
+			buckets[float64(uint64(1)<<i-1)] = cum
 		}
-		gauge := func(name, help string, v uint64) {
-			fmt.Fprintf(w, "# HELP gotflow_ps_%s %s\n# TYPE gotflow_ps_%s gauge\ngotflow_ps_%s{%s} %d\n", name, help, name, name, l, v)
-		}
-		gauge("version", "Gradient updates applied.", st.Version)
-		gauge("step", "Sync steps completed.", st.Step)
-		gauge("parts", "Variable parts held.", uint64(st.Parts))
-		counter("pushes_total", "Push requests decoded.", st.Pushes)
-		counter("updates_total", "Gradient updates applied.", st.Updates)
-		counter("assigns_total", "Assignments applied.", st.Assigns)
-		counter("duplicate_pushes_total", "Retried pushes answered without applying.", st.Duplicates)
-		counter("pulls_total", "Pulls served.", st.Pulls)
-		counter("bytes_in_total", "Tensor payload bytes received.", st.BytesIn)
-		counter("bytes_out_total", "Tensor payload bytes sent.", st.BytesOut)
-		counter("snapshots_total", "Snapshots written.", st.Snapshots)
-		counter("dropped_stragglers_total", "Sync pushes missing when a step was applied without them.", st.DroppedStragglers)
-		fmt.Fprintf(w, "# HELP gotflow_ps_rejections_total Requests rejected, by reason.\n# TYPE gotflow_ps_rejections_total counter\n")
-		reasons := make([]string, 0, len(st.Rejections))
-		for r := range st.Rejections {
-			reasons = append(reasons, r)
-		}
-		sort.Strings(reasons)
-		for _, r := range reasons {
-			fmt.Fprintf(w, "gotflow_ps_rejections_total{%s,reason=%q} %d\n", l, r, st.Rejections[r])
-		}
-		fmt.Fprintf(w, "# HELP gotflow_ps_staleness Staleness of applied pushes in versions.\n# TYPE gotflow_ps_staleness histogram\n")
-		var cum uint64
-		for i, c := range st.Staleness {
-			cum += c
-			if i == len(st.Staleness)-1 {
-				break
-			}
-			le := uint64(0)
-			if i > 0 {
-				le = 1<<i - 1
-			}
-			fmt.Fprintf(w, "gotflow_ps_staleness_bucket{%s,le=\"%d\"} %d\n", l, le, cum)
-		}
-		fmt.Fprintf(w, "gotflow_ps_staleness_bucket{%s,le=\"+Inf\"} %d\ngotflow_ps_staleness_count{%s} %d\n", l, cum, l, cum)
-	})
+	}
+	ch <- prometheus.MustNewConstHistogram(stalenessDesc, cum, float64(c.s.stats.stalenessSum.Load()), buckets, shard)
 }
