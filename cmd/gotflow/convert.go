@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/gotflow/gotflow/scripts/converter"
 )
 
 func init() {
@@ -28,12 +32,14 @@ MODEL is a .keras file or path/to/module.py:function returning a keras.Model.
 The bundle directory gets manifest.json, train.pb, infer.pb, eval.pb and
 weights.safetensors (see loader/schema/bundle-v1.schema.json).
 
-The conversion runs in the project's Python: $GOTFLOW_PYTHON, or
-<repo>/.venv/bin/python (created by make). Run 'gotflow convert keras -h'
-for all flags of a source.
+The converter is carried in this binary and runs with $GOTFLOW_PYTHON, else
+the .venv of a gotflow checkout around it, else python3 on PATH; that Python
+needs tensorflow (or tensorflow-cpu) and numpy. Run 'gotflow convert keras
+-h' for all flags of a source.
 `
 
-// runConvert runs scripts/converter in the project's Python environment.
+// runConvert runs the Python converter (carried in the binary, see
+// scripts/converter) with the user's Python.
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, convertUsage)
@@ -42,18 +48,21 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return nil
 	}
-	root, err := converterRoot()
+	src, err := converterSources()
 	if err != nil {
 		return err
 	}
-	py, err := converterPython(root)
+	py, err := converterPython()
 	if err != nil {
+		return err
+	}
+	if err := checkPythonHas(ctx, py, "tensorflow", "numpy"); err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, py, append([]string{"-m", "converter"}, args...)...)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath(filepath.Join(root, "scripts")))
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+pythonPath(src))
 	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
@@ -74,19 +83,82 @@ func pythonPath(dir string) string {
 	return dir
 }
 
-// converterRoot finds the repository holding scripts/converter: $GOTFLOW_ROOT,
-// else the first parent of the working directory or of the executable
-// that has it.
-func converterRoot() (string, error) {
-	has := func(dir string) bool {
-		_, err := os.Stat(filepath.Join(dir, "scripts", "converter", "__main__.py"))
-		return err == nil
-	}
+// converterSources returns the directory to put on PYTHONPATH: with
+// $GOTFLOW_ROOT, that repository's scripts/ (for working on the
+// converter); otherwise the sources carried in this binary, written once
+// to the user's cache directory.
+func converterSources() (string, error) {
 	if r := os.Getenv("GOTFLOW_ROOT"); r != "" {
-		if !has(r) {
+		if _, err := os.Stat(filepath.Join(r, "scripts", "converter", "__main__.py")); err != nil {
 			return "", fmt.Errorf("GOTFLOW_ROOT=%s has no scripts/converter", r)
 		}
-		return r, nil
+		return filepath.Join(r, "scripts"), nil
+	}
+	return extractConverter()
+}
+
+// extractConverter writes the embedded sources to
+// <cache>/gotflow/converter-<hash>/converter/ unless they are there, and
+// returns the directory above converter/. The directory appears whole
+// (written beside, then renamed), so concurrent runs never see half of it.
+func extractConverter() (string, error) {
+	files, err := fs.Glob(converter.Sources, "*.py")
+	if err != nil || len(files) == 0 {
+		return "", fmt.Errorf("this gotflow binary carries no converter sources (%v)", err)
+	}
+	h := sha256.New()
+	for _, f := range files {
+		b, err := converter.Sources.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %d\n", f, len(b))
+		h.Write(b)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	base := filepath.Join(cache, "gotflow")
+	dir := filepath.Join(base, "converter-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if _, err := os.Stat(filepath.Join(dir, "converter", "__main__.py")); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", fmt.Errorf("convert: cache directory for the converter: %w", err)
+	}
+	tmp, err := os.MkdirTemp(base, ".converter-")
+	if err != nil {
+		return "", fmt.Errorf("convert: cache directory for the converter: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.MkdirAll(filepath.Join(tmp, "converter"), 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range files {
+		b, _ := converter.Sources.ReadFile(f)
+		if err := os.WriteFile(filepath.Join(tmp, "converter", f), b, 0o644); err != nil {
+			return "", fmt.Errorf("convert: write the converter to %s: %w", tmp, err)
+		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(filepath.Join(dir, "converter", "__main__.py")); serr == nil {
+			return dir, nil // another run put it there first
+		}
+		return "", fmt.Errorf("convert: install the converter in %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// converterPython returns $GOTFLOW_PYTHON, else the .venv of a gotflow
+// checkout above the working directory or the executable, else python3
+// on PATH.
+func converterPython() (string, error) {
+	if py := os.Getenv("GOTFLOW_PYTHON"); py != "" {
+		return checkExecutable(py, "GOTFLOW_PYTHON")
 	}
 	var starts []string
 	if wd, err := os.Getwd(); err == nil {
@@ -99,8 +171,11 @@ func converterRoot() (string, error) {
 	}
 	for _, dir := range starts {
 		for {
-			if has(dir) {
-				return dir, nil
+			py := filepath.Join(dir, ".venv", "bin", "python")
+			if _, err := os.Stat(filepath.Join(dir, "scripts", "converter", "__main__.py")); err == nil {
+				if _, err := os.Stat(py); err == nil {
+					return checkExecutable(py, "the project's .venv")
+				}
 			}
 			parent := filepath.Dir(dir)
 			if parent == dir {
@@ -109,21 +184,18 @@ func converterRoot() (string, error) {
 			dir = parent
 		}
 	}
-	return "", fmt.Errorf("cannot find the gotflow repository (scripts/converter) above %s: run gotflow from the repository or set GOTFLOW_ROOT", strings.Join(starts, " or "))
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		return "", errors.New("no Python found: set GOTFLOW_PYTHON to a Python with tensorflow and numpy (pip install tensorflow-cpu), or put python3 on PATH")
+	}
+	return py, nil
 }
 
-// converterPython returns $GOTFLOW_PYTHON or <root>/.venv/bin/python.
-func converterPython(root string) (string, error) {
-	py := os.Getenv("GOTFLOW_PYTHON")
-	from := "GOTFLOW_PYTHON"
-	if py == "" {
-		py = filepath.Join(root, ".venv", "bin", "python")
-		from = "the project's .venv"
-	}
+func checkExecutable(py, from string) (string, error) {
 	st, err := os.Stat(py)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("python from %s not found at %s: run 'make' (scripts/install-libtensorflow.sh creates .venv with TensorFlow) or set GOTFLOW_PYTHON", from, py)
+			return "", fmt.Errorf("python from %s not found at %s: run 'make' in a gotflow checkout (it creates .venv with TensorFlow) or set GOTFLOW_PYTHON", from, py)
 		}
 		return "", err
 	}
@@ -131,4 +203,18 @@ func converterPython(root string) (string, error) {
 		return "", fmt.Errorf("python from %s at %s is not an executable file", from, py)
 	}
 	return py, nil
+}
+
+// checkPythonHas fails with what to install when py lacks a module (it
+// looks them up without importing them: fast).
+func checkPythonHas(ctx context.Context, py string, modules ...string) error {
+	code := "import importlib.util, sys\nmissing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]\nprint(' '.join(missing))\n"
+	out, err := exec.CommandContext(ctx, py, append([]string{"-c", code}, modules...)...).Output()
+	if err != nil {
+		return fmt.Errorf("run %s: %w", py, err)
+	}
+	if missing := strings.Fields(string(out)); len(missing) > 0 {
+		return fmt.Errorf("%s lacks %s, which gotflow convert needs: pip install tensorflow-cpu numpy (into that Python), or set GOTFLOW_PYTHON to one that has them", py, strings.Join(missing, " and "))
+	}
+	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +61,52 @@ func TestConvertUsage(t *testing.T) {
 	err := commands["convert"].run(context.Background(), nil, &stdout, &stderr)
 	require.ErrorIs(t, err, errUsage)
 	require.Contains(t, stderr.String(), "gotflow convert keras MODEL")
+}
+
+// TestConvertFromAnyDirectory runs convert as an installed binary would:
+// from a directory outside any checkout, without GOTFLOW_ROOT. The
+// converter comes from the binary (written to the cache directory once);
+// a Python without TensorFlow is refused with what to install.
+func TestConvertFromAnyDirectory(t *testing.T) {
+	root := testmodels.Root()
+	venv := filepath.Join(root, ".venv", "bin", "python")
+	if os.Getenv("GOTFLOW_PYTHON") != "" {
+		venv = os.Getenv("GOTFLOW_PYTHON")
+	}
+	if _, err := os.Stat(venv); err != nil {
+		t.Skipf("no Python environment: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	elsewhere, cache := t.TempDir(), t.TempDir()
+	model := filepath.Join(elsewhere, "models.py")
+	b, err := os.ReadFile(filepath.Join(root, "scripts", "converter", "tests", "models.py"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(model, b, 0o644))
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOTFLOW_ROOT=") && !strings.HasPrefix(kv, "GOTFLOW_PYTHON=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GOTFLOW_TEST_MAIN=1", "XDG_CACHE_HOME="+cache, "GOTFLOW_PYTHON="+venv)
+	cmd := exec.CommandContext(ctx, os.Args[0], "convert", "tf1", "models.py:tf1_graph", "--input", "x:0", "--label", "y:0", "-o", "bundle")
+	cmd.Dir, cmd.Env = elsewhere, env
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	_, err = loader.LoadBundle(filepath.Join(elsewhere, "bundle"))
+	require.NoError(t, err)
+	found, _ := filepath.Glob(filepath.Join(cache, "gotflow", "converter-*", "converter", "__main__.py"))
+	require.Len(t, found, 1, "the converter is written to the cache once")
+
+	// A Python that has no TensorFlow.
+	bare := filepath.Join(t.TempDir(), "python")
+	require.NoError(t, os.WriteFile(bare, []byte("#!/bin/sh\nexec /usr/bin/env -i python3 -S -I \"$@\"\n"), 0o755))
+	env[len(env)-1] = "GOTFLOW_PYTHON=" + bare
+	cmd = exec.CommandContext(ctx, os.Args[0], "convert", "tf1", "models.py:tf1_graph", "--input", "x:0", "-o", "bundle2")
+	cmd.Dir, cmd.Env = elsewhere, env
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "lacks tensorflow")
+	require.Contains(t, string(out), "pip install tensorflow-cpu")
 }
