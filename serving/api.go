@@ -44,7 +44,8 @@ type Request struct {
 	NoBatch bool
 }
 
-// Response is a Request's result.
+// Response is a Request's result. Its tensors belong to the caller: the
+// server never reuses or pools them.
 type Response struct {
 	Model     string
 	Version   int64
@@ -78,8 +79,11 @@ type Metadata struct {
 
 // Signature is one signature of a served version.
 type Signature struct {
-	Key     string
-	Method  string
+	Key    string
+	Method string
+	// Servable is false for a signature with sparse or composite
+	// tensors, which Predict refuses.
+	Servable bool
 	Inputs  []TensorInfo
 	Outputs []TensorInfo
 }

@@ -26,8 +26,9 @@ type Config struct {
 	// IntraOpThreads and InterOpThreads size each session's thread pools
 	// (0: TensorFlow's default).
 	IntraOpThreads, InterOpThreads int
-	// MaxRequestBytes bounds a request body or gRPC message (default 64
-	// MiB).
+	// MaxRequestBytes bounds a request body or a received gRPC message
+	// (default 64 MiB): each Flight record batch is one message, so it
+	// bounds those too.
 	MaxRequestBytes int64
 	// RequestTimeout bounds a request without its own deadline (TF
 	// Serving's rest_api_timeout_in_ms; default 30s).

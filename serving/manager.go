@@ -352,6 +352,7 @@ func (s *Server) open(ctx context.Context, v *version) error {
 				*list.to = append(*list.to, TensorInfo{Name: t.Alias, DType: t.DType, Shape: slices.Clone(t.Shape)})
 			}
 		}
+		ms.Servable = dense
 		v.meta.Signatures[key] = ms
 		if dense {
 			v.sigs[key] = sig

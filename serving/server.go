@@ -55,6 +55,7 @@ type Server struct {
 	mu       sync.Mutex
 	closed   bool
 	draining bool
+	onClose  []func()
 	polled   chan struct{} // closed after the first scan of every model
 }
 
@@ -642,6 +643,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// OnClose registers f to run when the server closes, after the ports stop
+// and before the models are freed: front ends release what they hold.
+func (s *Server) OnClose(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onClose = append(s.onClose, f)
+}
+
 // Close stops serving at once and frees every model, once the requests
 // holding them return. It is idempotent.
 func (s *Server) Close() error {
@@ -652,12 +661,16 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	hs := s.http
+	hooks := s.onClose
 	s.mu.Unlock()
 	s.cancel()
 	if hs != nil {
 		hs.Close()
 	}
 	s.grpc.Stop()
+	for _, f := range hooks {
+		f()
+	}
 	s.wg.Wait() // the poller and unloads in progress
 	var errs []error
 	for _, name := range s.names {

@@ -119,6 +119,7 @@ func TestPredictHalfPlusTwo(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, md.SignatureDefs, 6)
 	require.Equal(t, []serving.TensorInfo{{Name: "x", DType: tf.Float, Shape: []int64{-1, 1}}}, md.Signatures["serving_default"].Inputs)
+	require.True(t, md.Signatures["serving_default"].Servable)
 	st, err := s.ModelStatus("half_plus_two", 0, "")
 	require.NoError(t, err)
 	require.Equal(t, []serving.VersionStatus{{Version: 123, State: serving.StateAvailable}}, st)

@@ -13,6 +13,7 @@ import (
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/ps"
 	"github.com/gotflow/gotflow/serving"
+	"github.com/gotflow/gotflow/serving/flight"
 	"github.com/gotflow/gotflow/serving/tfserving"
 )
 
@@ -185,4 +186,5 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // registerFrontEnds mounts every API on the server's ports.
 func registerFrontEnds(s *serving.Server) {
 	tfserving.RegisterREST(s)
+	flight.Register(s)
 }
