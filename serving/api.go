@@ -84,8 +84,8 @@ type Signature struct {
 	// Servable is false for a signature with sparse or composite
 	// tensors, which Predict refuses.
 	Servable bool
-	Inputs  []TensorInfo
-	Outputs []TensorInfo
+	Inputs   []TensorInfo
+	Outputs  []TensorInfo
 }
 
 // TensorInfo is a signature tensor: its alias, type and shape (-1 for an
