@@ -205,6 +205,9 @@ func (s *Server) MaxBatchSize() int {
 	return s.cfg.Batching.MaxBatchSize
 }
 
+// MaxRequestBytes is the largest request body or gRPC message accepted.
+func (s *Server) MaxRequestBytes() int64 { return s.cfg.MaxRequestBytes }
+
 // Live reports whether the server takes requests (false once shutting
 // down).
 func (s *Server) Live() bool {
@@ -571,13 +574,14 @@ func (s *Server) httpHandler() http.Handler {
 	})
 }
 
-// openPath is what answers without a token: liveness and readiness.
+// openPath is what answers without a token: liveness and readiness
+// probes, the server's and a model's.
 func openPath(p string) bool {
 	switch p {
 	case "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready":
 		return true
 	}
-	return false
+	return strings.HasPrefix(p, "/v2/models/") && strings.HasSuffix(p, "/ready") && !strings.Contains(p, "..")
 }
 
 func (s *Server) checkToken(ctx context.Context, method string) error {

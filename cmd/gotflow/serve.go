@@ -14,6 +14,7 @@ import (
 	"github.com/gotflow/gotflow/ps"
 	"github.com/gotflow/gotflow/serving"
 	"github.com/gotflow/gotflow/serving/flight"
+	"github.com/gotflow/gotflow/serving/kserve"
 	"github.com/gotflow/gotflow/serving/tfserving"
 )
 
@@ -186,5 +187,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // registerFrontEnds mounts every API on the server's ports.
 func registerFrontEnds(s *serving.Server) {
 	tfserving.RegisterREST(s)
+	kserve.Register(s)
 	flight.Register(s)
 }
