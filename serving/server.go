@@ -285,15 +285,18 @@ func (s *Server) model(name string) (*model, error) {
 // ModelStatus returns the states of a model's versions: all of them with
 // version 0 and no label, newest first.
 func (s *Server) ModelStatus(name string, version int64, label string) ([]VersionStatus, error) {
-	m, err := s.model(name)
-	if err != nil {
-		return nil, err
+	m := s.models[name]
+	if m == nil {
+		if name == "" {
+			return nil, InvalidArgument("Missing model name in request.")
+		}
+		return nil, NotFound("Could not find any versions of model %s", name)
 	}
 	return m.status(version, label)
 }
 
 // Metadata describes a served version of a model (the newest with
-// version 0 and no label).
+// version 0 and no label). It is shared: callers must not modify it.
 func (s *Server) Metadata(name string, version int64, label string) (*Metadata, error) {
 	m, err := s.model(name)
 	if err != nil {

@@ -186,6 +186,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // registerFrontEnds mounts every API on the server's ports.
 func registerFrontEnds(s *serving.Server) {
+	tfserving.Register(s)
 	tfserving.RegisterREST(s)
 	kserve.Register(s)
 	flight.Register(s)
