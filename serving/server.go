@@ -96,6 +96,9 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(min(cfg.MaxRequestBytes, 1<<31-1))),
 		grpc.MaxSendMsgSize(1<<31 - 1),
+		// Windows large enough for a Flight record batch or a large
+		// tensor in one round trip (the default starts at 64 KiB).
+		grpc.InitialWindowSize(8 << 20), grpc.InitialConnWindowSize(32 << 20),
 		grpc.ChainUnaryInterceptor(s.unaryAuth),
 		grpc.ChainStreamInterceptor(s.streamAuth),
 	}

@@ -36,7 +36,17 @@ type options struct {
 	mem      memory.Allocator
 	jobBytes int64
 	jobTTL   time.Duration
+	inFlight int
 }
+
+// DefaultInFlight is how many record batches of one DoExchange stream
+// run at once by default: one runs while the next is decoded and the last
+// encoded and sent.
+const DefaultInFlight = 2
+
+// WithInFlight sets how many record batches of one DoExchange stream run
+// at once (default DefaultInFlight); answers keep the batches' order.
+func WithInFlight(n int) Option { return func(o *options) { o.inFlight = max(n, 1) } }
 
 // WithAllocator sets the allocator of the Arrow IPC readers and writers
 // (default memory.DefaultAllocator).
@@ -57,16 +67,18 @@ type Service struct {
 	mem  memory.Allocator
 	jobs *jobStore
 	log  *slog.Logger
+	// inFlight is how many batches of one exchange run at once.
+	inFlight int
 }
 
 // Register registers the Flight service on s.GRPC(); call it before
 // s.Serve.
 func Register(s *serving.Server, opts ...Option) *Service {
-	o := options{mem: memory.DefaultAllocator, jobBytes: DefaultJobBytes, jobTTL: DefaultJobTTL}
+	o := options{mem: memory.DefaultAllocator, jobBytes: DefaultJobBytes, jobTTL: DefaultJobTTL, inFlight: DefaultInFlight}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	svc := &Service{srv: s, mem: o.mem, jobs: newJobStore(o.jobBytes, o.jobTTL), log: s.Logger().With("api", serving.APIFlight)}
+	svc := &Service{srv: s, mem: o.mem, jobs: newJobStore(o.jobBytes, o.jobTTL), log: s.Logger().With("api", serving.APIFlight), inFlight: o.inFlight}
 	flight.RegisterFlightServiceServer(s.GRPC(), svc)
 	s.OnClose(svc.Close)
 	return svc
@@ -352,20 +364,72 @@ func (s *Service) DoExchange(stream flight.FlightService_DoExchangeServer) (err 
 	if err != nil {
 		return err
 	}
-	defer rdr.Release()
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(p.out), ipc.WithAllocator(s.mem))
-	for rdr.Next() {
-		out, md, err := s.run(stream.Context(), p, rdr.RecordBatch())
-		if err != nil {
-			return err
+	// Batches run while the next ones are read and the earlier ones sent:
+	// the reader starts each batch's run and queues its result, and this
+	// loop sends the results in the order the batches came.
+	type result struct {
+		out arrow.RecordBatch
+		md  []byte
+		err error
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	results := make(chan chan result, max(s.inFlight-2, 0))
+	readDone := make(chan error, 1)
+	go func() {
+		defer close(results)
+		defer rdr.Release()
+		for rdr.Next() {
+			rec := rdr.RecordBatch()
+			rec.Retain()
+			f := make(chan result, 1)
+			runOne := func() {
+				defer rec.Release()
+				out, md, err := s.run(ctx, p, rec)
+				f <- result{out, md, err}
+			}
+			if s.inFlight > 1 {
+				go runOne()
+			} else {
+				runOne()
+			}
+			select {
+			case results <- f:
+			case <-ctx.Done():
+				if r := <-f; r.out != nil {
+					r.out.Release()
+				}
+				readDone <- ctx.Err()
+				return
+			}
 		}
-		err = w.WriteWithAppMetadata(out, md)
-		out.Release()
+		readDone <- readErr(rdr.Err())
+	}()
+	drain := func() {
+		cancel()
+		go func() {
+			for f := range results {
+				if r := <-f; r.out != nil {
+					r.out.Release()
+				}
+			}
+		}()
+	}
+	for f := range results {
+		r := <-f
+		if r.err != nil {
+			drain()
+			return r.err
+		}
+		err := w.WriteWithAppMetadata(r.out, r.md)
+		r.out.Release()
 		if err != nil {
+			drain()
 			return err
 		}
 	}
-	if err := readErr(rdr.Err()); err != nil {
+	if err := <-readDone; err != nil {
 		return err
 	}
 	return w.Close()
