@@ -35,6 +35,24 @@ func (n jsonNum) float() (float64, error) {
 	return strconv.ParseFloat(string(n), 64)
 }
 
+// numArray is an array whose elements are all numbers.
+type numArray []jsonNum
+
+// asList returns an array's elements (a numArray's boxed one by one).
+func asList(v jsonValue) ([]jsonValue, bool) {
+	switch l := v.(type) {
+	case []jsonValue:
+		return l, true
+	case numArray:
+		out := make([]jsonValue, len(l))
+		for i, n := range l {
+			out[i] = n
+		}
+		return out, true
+	}
+	return nil, false
+}
+
 type jsonObject struct {
 	keys []string
 	vals map[string]jsonValue
@@ -136,6 +154,16 @@ func (p *jsonParser) value() (jsonValue, error) {
 }
 
 func (p *jsonParser) number() (jsonValue, error) {
+	n, err := p.numberText()
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// numberText reads a number and returns its text (a substring of the
+// input: no copy).
+func (p *jsonParser) numberText() (jsonNum, error) {
 	start := p.i
 	if p.s[p.i] == '-' {
 		p.i++
@@ -149,12 +177,12 @@ func (p *jsonParser) number() (jsonValue, error) {
 		return n
 	}
 	if digits() == 0 {
-		return nil, p.errorf("invalid number")
+		return "", p.errorf("invalid number")
 	}
 	if p.i < len(p.s) && p.s[p.i] == '.' {
 		p.i++
 		if digits() == 0 {
-			return nil, p.errorf("invalid number")
+			return "", p.errorf("invalid number")
 		}
 	}
 	if p.i < len(p.s) && (p.s[p.i] == 'e' || p.s[p.i] == 'E') {
@@ -163,10 +191,23 @@ func (p *jsonParser) number() (jsonValue, error) {
 			p.i++
 		}
 		if digits() == 0 {
-			return nil, p.errorf("invalid number")
+			return "", p.errorf("invalid number")
 		}
 	}
 	return jsonNum(p.s[start:p.i]), nil
+}
+
+// startsNumber reports whether a plain number (not NaN or Infinity)
+// starts at p.i.
+func (p *jsonParser) startsNumber() bool {
+	if p.i >= len(p.s) {
+		return false
+	}
+	c := p.s[p.i]
+	if c == '-' && p.i+1 < len(p.s) {
+		c = p.s[p.i+1]
+	}
+	return c >= '0' && c <= '9'
 }
 
 func (p *jsonParser) str() (string, error) {
@@ -253,18 +294,36 @@ func (p *jsonParser) array() (jsonValue, error) {
 	}
 	defer func() { p.depth-- }()
 	p.i++ // [
-	out := []jsonValue{}
 	p.space()
 	if p.i < len(p.s) && p.s[p.i] == ']' {
 		p.i++
-		return out, nil
+		return []jsonValue{}, nil
 	}
+	// Numbers are gathered as text until something else appears; an
+	// array of numbers only stays a numArray.
+	var nums numArray
+	var out []jsonValue
 	for {
-		v, err := p.value()
-		if err != nil {
-			return nil, err
+		p.space()
+		if out == nil && p.startsNumber() {
+			n, err := p.numberText()
+			if err != nil {
+				return nil, err
+			}
+			nums = append(nums, n)
+		} else {
+			if out == nil {
+				out = make([]jsonValue, len(nums), len(nums)+1)
+				for i, n := range nums {
+					out[i] = n
+				}
+			}
+			v, err := p.value()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
 		}
-		out = append(out, v)
 		p.space()
 		if p.i >= len(p.s) {
 			return nil, p.errorf("unterminated array")
@@ -274,6 +333,9 @@ func (p *jsonParser) array() (jsonValue, error) {
 			p.i++
 		case ']':
 			p.i++
+			if out == nil {
+				return nums, nil
+			}
 			return out, nil
 		default:
 			return nil, p.errorf("expected , or ] in array, got %q", p.peekText())

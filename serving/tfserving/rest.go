@@ -302,6 +302,9 @@ func isB64(v jsonValue) bool {
 // a list of objects with every input.
 func decodeRows(sig serving.Signature, v jsonValue) (map[string]*serving.Tensor, error) {
 	rows, ok := v.([]jsonValue)
+	if nums, isNums := v.(numArray); isNums {
+		ok, rows = len(nums) > 0, []jsonValue{nums[0]}
+	}
 	if !ok {
 		return nil, serving.InvalidArgument("Expecting 'instances' to be an list/array")
 	}
@@ -316,7 +319,7 @@ func decodeRows(sig serving.Signature, v jsonValue) (map[string]*serving.Tensor,
 		if len(sig.Inputs) != 1 {
 			return nil, serving.InvalidArgument("The signature has %d inputs (%s): each instance must be an object with every input", len(sig.Inputs), inputNames(sig))
 		}
-		t, err := decodeTensor(sig.Inputs[0].Name, rows, sig.Inputs[0].DType)
+		t, err := decodeTensor(sig.Inputs[0].Name, v, sig.Inputs[0].DType)
 		if err != nil {
 			return nil, err
 		}
@@ -409,6 +412,10 @@ func inputNames(sig serving.Signature) string {
 func decodeTensor(name string, v jsonValue, dt tf.DataType) (*serving.Tensor, error) {
 	var shape []int64
 	for cur := v; ; {
+		if nums, ok := cur.(numArray); ok {
+			shape = append(shape, int64(len(nums)))
+			break
+		}
 		l, ok := cur.([]jsonValue)
 		if !ok {
 			break
@@ -432,8 +439,21 @@ func decodeTensor(name string, v jsonValue, dt tf.DataType) (*serving.Tensor, er
 	idx := 0
 	var walk func(v jsonValue, depth int, at []int) error
 	walk = func(v jsonValue, depth int, at []int) error {
+		if nums, ok := v.(numArray); ok && depth == len(shape)-1 {
+			// The innermost rows: numbers straight into the tensor.
+			if int64(len(nums)) != shape[depth] {
+				return serving.InvalidArgument("input %q: ragged list: the element at %v has %d elements where the first has %d (a tensor's rows must all have the same shape)", name, at, len(nums), shape[depth])
+			}
+			for i, n := range nums {
+				if err := setNum(t, idx, n, dt); err != nil {
+					return serving.InvalidArgument("input %q at %v: %v", name, append(at, i), err)
+				}
+				idx++
+			}
+			return nil
+		}
 		if depth < len(shape) {
-			l, ok := v.([]jsonValue)
+			l, ok := asList(v)
 			if !ok || int64(len(l)) != shape[depth] {
 				got := "a value"
 				if ok {
@@ -448,7 +468,7 @@ func decodeTensor(name string, v jsonValue, dt tf.DataType) (*serving.Tensor, er
 			}
 			return nil
 		}
-		if _, isList := v.([]jsonValue); isList {
+		if _, isList := asList(v); isList {
 			return serving.InvalidArgument("input %q: ragged list: the element at %v is a list where the first is a value", name, at)
 		}
 		if err := setLeaf(t, idx, v, dt); err != nil {
@@ -494,6 +514,17 @@ func setLeaf(t *serving.Tensor, i int, v jsonValue, dt tf.DataType) error {
 	n, ok := v.(jsonNum)
 	if !ok {
 		return errors.New("expected a number for a " + dt.String() + " tensor")
+	}
+	return setNum(t, i, n, dt)
+}
+
+// setNum stores a number as element i of a numeric tensor.
+func setNum(t *serving.Tensor, i int, n jsonNum, dt tf.DataType) error {
+	switch dt {
+	case tf.String:
+		return errors.New("expected a string or {\"b64\": ...} for a string tensor")
+	case tf.Bool:
+		return errors.New("expected true or false for a bool tensor")
 	}
 	switch dt {
 	case tf.Float, tf.Double, tf.Half, tf.BFloat16:
@@ -695,7 +726,7 @@ func (h *restHandler) classifyRegress(ctx context.Context, p restPath, body stri
 		sigKey = s
 	}
 	exv, ok := obj.get("examples")
-	exs, isList := exv.([]jsonValue)
+	exs, isList := asList(exv)
 	if !ok || !isList {
 		return nil, serving.InvalidArgument("'examples' key must be a list of objects (one per tf.Example)")
 	}
@@ -837,7 +868,7 @@ func writeRegression(b *jsonWriter, resp *serving.Response, n int) error {
 func features(o *jsonObject) (map[string]*expb.Feature, error) {
 	out := make(map[string]*expb.Feature, len(o.keys))
 	for _, k := range o.keys {
-		vals, ok := o.vals[k].([]jsonValue)
+		vals, ok := asList(o.vals[k])
 		if !ok {
 			vals = []jsonValue{o.vals[k]}
 		}

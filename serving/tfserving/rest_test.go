@@ -81,6 +81,8 @@ func TestRESTHalfPlusTwo(t *testing.T) {
 		{":predict", `{"inputs": {"x": [[1.0], [2.0]]}}`, `{"outputs":[[2.5],[3.0]]}`},
 		{":predict", `{"instances": [{"x": 1}, {"x": -4e1}]}`, `{"predictions":[2.5,-18.0]}`},
 		{":predict", `{"instances": [NaN, Infinity, -Infinity]}`, `{"predictions":[NaN,Infinity,-Infinity]}`},
+		{":predict", `{"instances": [[1.0], [NaN], [-2e0]]}`, `{"predictions":[[2.5],[NaN],[1.0]]}`},
+		{":predict", `{"inputs": {"x": [[1], [2.5]]}}`, `{"outputs":[[2.5],[3.25]]}`},
 		{":predict", `{"signature_name": "regress_x2_to_y3", "instances": [[1.0], [4.0]]}`, `{"predictions":[[3.5],[5.0]]}`},
 		{":classify", `{"signature_name": "classify_x_to_y", "examples": [{"x": 1.0}, {"x": 2.0}]}`, `{"result":[[["",2.5]],[["",3.0]]]}`},
 		{":regress", `{"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}, {"x": 2.0}]}`, `{"result":[2.5,3.0]}`},
