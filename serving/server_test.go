@@ -158,8 +158,9 @@ func TestPredictHalfPlusTwo(t *testing.T) {
 // versions appear one after another (20 of them). Every request succeeds,
 // each answer is one of the versions' (never a mix or an error), the
 // answers move to each new version, every old version ends up closed,
-// and the process's RSS after the last reload is within a margin of what
-// it was after the fifth (no C memory kept per reload).
+// the process's RSS after the last reload is within a margin of what it
+// was after the fifth, and exactly one session and graph (the newest
+// version's) are open: none is kept per reload.
 func TestHotReloadUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 reloads")
@@ -167,6 +168,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	ctx := testCtx(t, 3*time.Minute)
 	base := t.TempDir()
 	affine(t, base, 1, 1, 1)
+	before := tf.Live()
 	s := newServer(t, ctx, serving.Config{PollInterval: 10 * time.Millisecond, Models: []serving.ModelConfig{{Name: "m", BasePath: base}}})
 
 	var newest atomic.Int64
@@ -222,6 +224,13 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	rss := rssBytes(t)
 	t.Logf("requests %d, RSS after reload 5: %.1f MiB, after 20: %.1f MiB", requests.Load(), float64(rss5)/(1<<20), float64(rss)/(1<<20))
 	require.Less(t, rss-rss5, int64(40<<20), "RSS grew by %.1f MiB over 15 reloads", float64(rss-rss5)/(1<<20))
+	live := tf.Live()
+	require.Equal(t, before.Sessions+1, live.Sessions, "one session (the newest version's) is open after 20 reloads")
+	require.Equal(t, before.Graphs+1, live.Graphs)
+	require.Equal(t, before.Tensors, live.Tensors, "no tensor is left open")
+	require.NoError(t, s.Close())
+	require.Equal(t, before, tf.Live(), "Close frees the last version")
+	require.Zero(t, tf.Leaked().Sessions)
 }
 
 func rssBytes(t *testing.T) int64 {

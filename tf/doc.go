@@ -9,8 +9,11 @@
 // # Ownership
 //
 // Tensor, Graph, Session and Server own C memory and have an idempotent
-// Close; call it. Finalizers only catch leaks: LiveTensors and LeakedTensors
-// count tensors not yet closed and tensors the garbage collector had to free.
+// Close; call it. Tensors, graphs and sessions are all freed that one way
+// and counted alike: Live counts those not yet closed, Leaked those the
+// garbage collector had to free (a cleanup frees and counts them; it is a
+// leak detector, not the mechanism). LiveTensors and LeakedTensors are the
+// tensors' counts.
 // Session.Run borrows its feeds; the caller owns (and closes) the tensors Run
 // returns. Slices from Tensor.Bytes and Data alias C memory and are valid
 // until the tensor's Close. NewTensorFromBuffer aliases caller memory

@@ -25,7 +25,12 @@ type Graph struct {
 
 func newGraph() *Graph {
 	g := &Graph{c: C.TF_NewGraph()}
-	g.cleanup = runtime.AddCleanup(g, func(c *C.TF_Graph) { C.TF_DeleteGraph(c) }, g.c)
+	live.graphs.Add(1)
+	g.cleanup = runtime.AddCleanup(g, func(c *C.TF_Graph) {
+		leaked.graphs.Add(1)
+		live.graphs.Add(-1)
+		C.TF_DeleteGraph(c)
+	}, g.c)
 	return g
 }
 
@@ -129,6 +134,7 @@ func (g *Graph) Close() error {
 	}
 	g.cleanup.Stop()
 	C.TF_DeleteGraph(g.c)
+	live.graphs.Add(-1)
 	g.c = nil
 	return nil
 }

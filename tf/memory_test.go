@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -151,4 +153,43 @@ func TestServerCloseInProcess(t *testing.T) {
 	target, err := started.Target()
 	require.NoError(t, err, "it keeps serving")
 	require.True(t, strings.HasPrefix(target, "grpc://"))
+}
+
+// TestObjectsCounted: graphs and sessions are counted like tensors: Close
+// frees them (Live back to where it was, twice is harmless), and one the
+// program forgets is freed by the collector and counted in Leaked.
+func TestObjectsCounted(t *testing.T) {
+	before := tf.Live()
+	exp := testmodels.MustLoadExpected(t, "mlp_frozen")
+	def, err := os.ReadFile(filepath.Join(testmodels.Dir("mlp_frozen"), exp.Info.Graph))
+	require.NoError(t, err)
+	g, err := tf.ImportGraphDef(def)
+	require.NoError(t, err)
+	s, err := tf.NewSession(g)
+	require.NoError(t, err)
+	now := tf.Live()
+	require.Equal(t, before.Graphs+1, now.Graphs)
+	require.Equal(t, before.Sessions+1, now.Sessions)
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close())
+	require.NoError(t, g.Close())
+	require.NoError(t, g.Close())
+	require.Equal(t, before, tf.Live())
+
+	leaked := tf.Leaked()
+	func() {
+		g, err := tf.ImportGraphDef(def)
+		require.NoError(t, err)
+		_, err = tf.NewSession(g)
+		require.NoError(t, err)
+	}()
+	for range 10 {
+		runtime.GC()
+		if l := tf.Leaked(); l.Sessions > leaked.Sessions && l.Graphs > leaked.Graphs {
+			break
+		}
+	}
+	require.Equal(t, leaked.Sessions+1, tf.Leaked().Sessions, "a forgotten session is collected and counted")
+	require.Equal(t, leaked.Graphs+1, tf.Leaked().Graphs, "a forgotten graph is collected and counted")
+	require.Equal(t, before, tf.Live())
 }

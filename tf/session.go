@@ -36,6 +36,7 @@ type Session struct {
 	graph   *Graph
 	closed  bool
 	running sync.WaitGroup
+	cleanup runtime.Cleanup
 }
 
 // newCSessionOptions builds TF_SessionOptions; the caller deletes them.
@@ -87,7 +88,17 @@ func NewSession(g *Graph, opts ...SessionOption) (*Session, error) {
 
 func newSession(c *C.TF_Session, g *Graph) *Session {
 	s := &Session{c: c, graph: g}
-	runtime.SetFinalizer(s, (*Session).Close)
+	live.sessions.Add(1)
+	// A session the program forgot is freed when collected, and counted:
+	// Leaked tells the tests.
+	s.cleanup = runtime.AddCleanup(s, func(c *C.TF_Session) {
+		leaked.sessions.Add(1)
+		live.sessions.Add(-1)
+		st := newStatus()
+		defer st.delete()
+		C.TF_CloseSession(c, st.c)
+		C.TF_DeleteSession(c, st.c)
+	}, c)
 	return s
 }
 
@@ -240,7 +251,8 @@ func (s *Session) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.running.Wait()
-	runtime.SetFinalizer(s, nil)
+	s.cleanup.Stop()
+	live.sessions.Add(-1)
 	st := newStatus()
 	defer st.delete()
 	C.TF_CloseSession(s.c, st.c)

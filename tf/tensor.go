@@ -43,18 +43,13 @@ import (
 // copy them silently.
 const Alignment = 64
 
-var (
-	liveTensors   atomic.Int64
-	leakedTensors atomic.Int64
-)
-
 // LiveTensors returns the number of tensors created by this package and not
 // yet freed. Tests use it to check that every tensor is closed.
-func LiveTensors() int64 { return liveTensors.Load() }
+func LiveTensors() int64 { return live.tensors.Load() }
 
 // LeakedTensors returns the number of tensors that were garbage collected
 // without Close. A correct program keeps it at zero.
-func LeakedTensors() int64 { return leakedTensors.Load() }
+func LeakedTensors() int64 { return leaked.tensors.Load() }
 
 // Tensor is a TensorFlow tensor in C memory. It must be freed with Close; a
 // finalizer frees a forgotten tensor and counts it in LeakedTensors.
@@ -77,10 +72,10 @@ func wrapTensor(c *C.TF_Tensor) *Tensor {
 		shape[i] = int64(C.TF_Dim(c, C.int(i)))
 	}
 	t := &Tensor{c: c, dtype: DataType(C.TF_TensorType(c)), shape: shape}
-	liveTensors.Add(1)
+	live.tensors.Add(1)
 	t.cleanup = runtime.AddCleanup(t, func(c *C.TF_Tensor) {
-		leakedTensors.Add(1)
-		liveTensors.Add(-1)
+		leaked.tensors.Add(1)
+		live.tensors.Add(-1)
 		C.TF_DeleteTensor(c)
 	}, c)
 	return t
@@ -341,7 +336,7 @@ func (t *Tensor) Close() error {
 	}
 	t.cleanup.Stop()
 	C.TF_DeleteTensor(t.c)
-	liveTensors.Add(-1)
+	live.tensors.Add(-1)
 	return nil
 }
 
