@@ -3,8 +3,6 @@ package feeder
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -13,6 +11,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/gotflow/gotflow/internal/atomicfile"
 )
 
 // Sink writes records to a file that appears under its final name only when
@@ -61,7 +61,7 @@ func (w writeOnly) Write(p []byte) (int, error) { return w.w.Write(p) }
 
 type fileSink struct {
 	path   string
-	tmp    *os.File
+	tmp    *atomicfile.File
 	schema *arrow.Schema
 	write  func(arrow.RecordBatch) error
 	finish func() error
@@ -69,15 +69,8 @@ type fileSink struct {
 }
 
 func newFileSink(path string) (*fileSink, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: create %s: %w", path, err)
-	}
-	// CreateTemp makes the file private (0600); the result is an ordinary
-	// data file.
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
 		return nil, fmt.Errorf("feeder: create %s: %w", path, err)
 	}
 	return &fileSink{path: path, tmp: tmp}, nil
@@ -101,23 +94,12 @@ func (s *fileSink) Close() error {
 		return nil
 	}
 	s.done = true
-	err := s.finish()
-	if err == nil {
-		err = s.tmp.Sync()
-	}
-	if cerr := s.tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(s.tmp.Name(), s.path)
-	}
-	if err != nil {
-		os.Remove(s.tmp.Name())
+	if err := s.finish(); err != nil {
+		s.tmp.Abort()
 		return fmt.Errorf("feeder: finish %s: %w", s.path, err)
 	}
-	if d, derr := os.Open(filepath.Dir(s.path)); derr == nil {
-		d.Sync()
-		d.Close()
+	if err := s.tmp.Commit(); err != nil {
+		return fmt.Errorf("feeder: finish %s: %w", s.path, err)
 	}
 	return nil
 }
@@ -128,8 +110,8 @@ func (s *fileSink) Abort() error {
 	}
 	s.done = true
 	s.finish()
-	s.tmp.Close()
-	return os.Remove(s.tmp.Name())
+	s.tmp.Abort()
+	return nil
 }
 
 func sinkOpts(opts []SinkOption) sinkOptions {
@@ -163,8 +145,7 @@ func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink,
 	)
 	w, err := pqarrow.NewFileWriter(schema, writeOnly{s.tmp}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(o.mem)))
 	if err != nil {
-		s.tmp.Close()
-		os.Remove(s.tmp.Name())
+		s.tmp.Abort()
 		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
 	}
 	s.schema = schema
@@ -245,8 +226,7 @@ func CreateIPC(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, err
 	}
 	w, err := ipc.NewFileWriter(writeOnly{s.tmp}, ipc.WithSchema(schema), ipc.WithAllocator(o.mem))
 	if err != nil {
-		s.tmp.Close()
-		os.Remove(s.tmp.Name())
+		s.tmp.Abort()
 		return nil, fmt.Errorf("feeder: ipc %s: %w", path, err)
 	}
 	s.write = w.Write

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protodelim"
 
+	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -110,12 +111,10 @@ func (s *Server) writeSnapshot() (*pspb.SnapshotResponse, error) {
 	if err := s.checkNotNewer(path, st.header); err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(s.o.snapshotDir, filepath.Base(path)+".*.tmp")
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("ps: snapshot: %w", err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
 	crc := crc32.New(castagnoli)
 	bw := bufio.NewWriterSize(f, 1<<20)
 	w := io.MultiWriter(bw, crc)
@@ -128,17 +127,10 @@ func (s *Server) writeSnapshot() (*pspb.SnapshotResponse, error) {
 	if err == nil {
 		err = bw.Flush()
 	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(s.o.snapshotDir)
+	if err != nil {
+		f.Abort()
+	} else {
+		err = f.Commit() // fsync, rename over the previous one, fsync the directory
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ps: snapshot %s: %w", path, err)
@@ -214,14 +206,7 @@ func writeRecords(w io.Writer, st capturedState) (int, error) {
 	return n, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // crcReader hashes the bytes it hands out.
 type crcReader struct {
@@ -301,11 +286,11 @@ func (s *Server) rollBack() (string, error) {
 // snapshot are dropped under the same locks, before any push can follow.
 func (s *Server) restoreLatest(rollback bool) (string, uint64, error) {
 	path := s.snapshotPath()
-	if tmps, _ := filepath.Glob(path + ".*.tmp"); len(tmps) > 0 {
-		for _, t := range tmps {
-			if strings.HasSuffix(t, ".tmp") {
-				os.Remove(t)
-			}
+	old, _ := filepath.Glob(path + ".*.tmp")
+	hidden, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp"))
+	for _, t := range append(old, hidden...) {
+		if strings.HasSuffix(t, ".tmp") {
+			os.Remove(t)
 		}
 	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {

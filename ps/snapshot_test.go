@@ -231,11 +231,15 @@ func TestSnapshotCorruptionAndLeftovers(t *testing.T) {
 	// which the next start removes without reading.
 	leftover := r.GetPath() + ".123.tmp"
 	require.NoError(t, os.WriteFile(leftover, []byte("half"), 0o644))
+	hidden := filepath.Join(filepath.Dir(r.GetPath()), "."+filepath.Base(r.GetPath())+".456.tmp")
+	require.NoError(t, os.WriteFile(hidden, []byte("half"), 0o644))
 	s2, err := NewServer(sgd1(), WithSnapshotDir(dir, 0, 0))
 	require.NoError(t, err)
 	require.Equal(t, 1, s2.Stats().Parts)
 	require.NoError(t, s2.Stop())
 	_, err = os.Stat(leftover)
+	require.True(t, errors.Is(err, os.ErrNotExist))
+	_, err = os.Stat(hidden)
 	require.True(t, errors.Is(err, os.ErrNotExist))
 
 	// Damaged snapshots are refused with the reason, never half-loaded.

@@ -1,5 +1,8 @@
 // Package atomicfile replaces files whole: a reader sees the old content
-// or the new one, never a mix, and a crash leaves one of the two.
+// or the new one, never a mix, and a crash leaves one of the two. Every
+// file gotflow writes for a user goes through it, so all of them get the
+// same treatment: written beside the target, mode 0644, fsynced, renamed
+// over it, and the directory fsynced.
 package atomicfile
 
 import (
@@ -17,38 +20,91 @@ func WriteFile(path string, data []byte) error {
 	})
 }
 
-// Write calls fill with a temporary file beside path, then syncs it,
-// renames it over path and syncs the directory. On any error path is left
-// as it was and the temporary file is removed.
+// Write calls fill with a temporary file beside path, then commits it
+// (see File.Commit). On any error path is left as it was and the
+// temporary file is removed.
 func Write(path string, fill func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	f, err := Create(path)
 	if err != nil {
+		return err
+	}
+	if err := fill(writerOnly{f}); err != nil {
+		f.Abort()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp := f.Name()
-	err = fill(writerOnly{f})
-	if err == nil {
-		err = f.Chmod(0o644)
+	return f.Commit()
+}
+
+// File is a file being written in place of path: nothing is visible at
+// path until Commit.
+type File struct {
+	path string
+	f    *os.File
+	done bool
+}
+
+// Create starts writing a file that will replace path.
+func Create(path string) (*File, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	if err == nil {
-		err = f.Sync()
+	return &File{path: path, f: f}, nil
+}
+
+// Write writes to the temporary file.
+func (f *File) Write(p []byte) (int, error) { return f.f.Write(p) }
+
+// Name is the temporary file's path.
+func (f *File) Name() string { return f.f.Name() }
+
+// Commit gives the file mode 0644, syncs it, renames it over path and
+// syncs the directory. After an error path is as it was.
+func (f *File) Commit() error {
+	if f.done {
+		return fmt.Errorf("write %s: already committed or aborted", f.path)
 	}
-	if cerr := f.Close(); err == nil {
+	f.done = true
+	tmp := f.f.Name()
+	err := f.f.Chmod(0o644)
+	if err == nil {
+		err = f.f.Sync()
+	}
+	if cerr := f.f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = os.Rename(tmp, f.path)
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", f.path, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+	if err := SyncDir(filepath.Dir(f.path)); err != nil {
+		return fmt.Errorf("write %s: sync its directory: %w", f.path, err)
 	}
 	return nil
+}
+
+// Abort drops the temporary file; path is left as it was. It is a no-op
+// after Commit.
+func (f *File) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.f.Close()
+	os.Remove(f.f.Name())
+}
+
+// SyncDir fsyncs a directory, so that a rename in it survives a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // writerOnly hides the file's Close from fill: writers that close what
