@@ -54,8 +54,9 @@ test-race:
 	echo "race: $$(echo $$pkgs | wc -w) packages"; \
 	$(GO) test -race -count=1 $$pkgs
 
-test-python:
+test-python: build
 	@if [ -d scripts/converter/tests ]; then cd scripts/converter && $(PYTHON) -m pytest -q tests; fi
+	@if [ -d spark/tests ]; then GOTFLOW_BIN=$(GOTFLOW) $(PYTHON) -m pytest -q spark/tests; fi
 
 bench: install ## Run the benchmarks; results go to bench/results/<area>.json.
 	@for d in bench/*/; do \

@@ -186,9 +186,12 @@ func (e TaskEnv) HostsCoordinator() bool { return e.ListenAddr != "" }
 // TrainerJob is what the coordinating trainer needs to build the Monitor
 // when it hosts one (TF_CONFIG clusters): the rows and epochs of the job.
 type TrainerJob struct {
-	Rows   int64
-	Epochs int
-	Hooks  MonitorHooks
+	Rows int64
+	// RankRows, if set, are the rows each trainer holds itself
+	// (MonitorConfig.RankRows).
+	RankRows []int64
+	Epochs   int
+	Hooks    MonitorHooks
 	// Linger is how long the coordinator keeps answering heartbeats after
 	// the job ended so every trainer hears "stop" (default 3 × interval).
 	Linger time.Duration
@@ -241,7 +244,7 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 		}
 	}
 	m, err := NewMonitor(MonitorConfig{
-		Trainers: trainers, Rows: job.Rows, Epochs: job.Epochs,
+		Trainers: trainers, Rows: job.Rows, RankRows: job.RankRows, Epochs: job.Epochs,
 		Interval: env.Heartbeat.Interval, Timeout: env.Heartbeat.Timeout, StartTimeout: env.Heartbeat.StartTimeout,
 		Hooks: job.Hooks,
 	})

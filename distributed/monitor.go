@@ -100,6 +100,12 @@ type MonitorConfig struct {
 	// epoch. Zero means no data plan: replies carry no ranges and the job
 	// ends only through Stop.
 	Rows int64
+	// RankRows, if set, gives each trainer its own rows instead: rank i is
+	// dealt rows [sum(RankRows[:i]), sum(RankRows[:i+1])) every epoch, the
+	// rows of data only it holds (a Spark task's partition). Rows must be
+	// their sum. Nobody else can train on a dead rank's rows, so a trainer
+	// declared dead stops the job as failed.
+	RankRows []int64
 	// Epochs is the number of passes over Rows (default 1).
 	Epochs int
 	// Interval is how often tasks beat (default 500ms).
@@ -170,6 +176,21 @@ func (c MonitorConfig) Validate() error {
 	}
 	if c.Epochs < 0 {
 		return fmt.Errorf("distributed: monitor epochs %d, expected >= 1", c.Epochs)
+	}
+	if c.RankRows != nil {
+		if len(c.RankRows) != len(c.Trainers) {
+			return fmt.Errorf("distributed: monitor has rows for %d ranks and %d trainers, expected one count per trainer", len(c.RankRows), len(c.Trainers))
+		}
+		var sum int64
+		for i, n := range c.RankRows {
+			if n < 0 {
+				return fmt.Errorf("distributed: monitor rank %d has %d rows, expected >= 0", i, n)
+			}
+			sum += n
+		}
+		if sum != c.Rows {
+			return fmt.Errorf("distributed: monitor ranks hold %d rows in all but Rows is %d", sum, c.Rows)
+		}
 	}
 	for name, d := range map[string]time.Duration{"interval": c.Interval, "timeout": c.Timeout, "start timeout": c.StartTimeout} {
 		if d < 0 {
@@ -250,7 +271,11 @@ func (m *Monitor) newEpochLocked(e int) {
 	for i, s := range m.tasks {
 		alive[i] = !s.Dead
 	}
-	m.plan = newWorkPlanAlive(m.cfg.Rows, alive)
+	if m.cfg.RankRows != nil {
+		m.plan = newWorkPlanOwn(m.cfg.RankRows, alive)
+	} else {
+		m.plan = newWorkPlanAlive(m.cfg.Rows, alive)
+	}
 	m.changedLocked()
 }
 
@@ -405,7 +430,10 @@ func (m *Monitor) declareDeadLocked(rank int, reason string) {
 		done = s.RowsDone
 	}
 	var receivers []Task
-	if m.plan.Alive(rank) {
+	if m.cfg.RankRows != nil && !m.stopped {
+		// Its rows are on its own machine: nobody can take them over.
+		m.stopLocked("trainer "+s.Task.String()+" died ("+reason+"); its rows are its own data, which no other trainer holds", true)
+	} else if m.plan.Alive(rank) {
 		got, err := m.plan.Reassign(rank, done)
 		if err != nil {
 			// The last trainer died: nobody can take its rows.

@@ -192,3 +192,17 @@ func newWorkPlanAlive(rows int64, alive []bool) *WorkPlan {
 	}
 	return p
 }
+
+// newWorkPlanOwn gives each live rank i its own rows [sum(rows[:i]),
+// sum(rows[:i+1])); dead ranks get nothing.
+func newWorkPlanOwn(rows []int64, alive []bool) *WorkPlan {
+	p := &WorkPlan{work: make([][]Range, len(alive)), alive: slices.Clone(alive)}
+	var at int64
+	for i, n := range rows {
+		if alive[i] && n > 0 {
+			p.work[i] = []Range{{at, at + n}}
+		}
+		at += n
+	}
+	return p
+}

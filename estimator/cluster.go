@@ -45,6 +45,14 @@ type WorkerJob struct {
 	// FirstEpoch is the epoch a resumed job starts at (the job runs
 	// Estimator.Epochs - FirstEpoch epochs).
 	FirstEpoch int `json:"first_epoch,omitempty"`
+	// LocalRows, if set, makes every trainer train on its own Data (a
+	// Spark task's partition, say) rather than on its share of one dataset
+	// all trainers read: LocalRows[r] is how many rows rank r's data holds.
+	// The steps per epoch are equalised over these counts (rows beyond
+	// the smallest share's steps are dropped), and a trainer that dies
+	// fails the job, since no other trainer has its rows. It needs
+	// Estimator.ValidationSplit 0.
+	LocalRows []int64 `json:"local_rows,omitempty"`
 	// Insecure lets the chief of a TF_CONFIG job serve heartbeats on its
 	// cluster address without a coordinator token (`gotflow worker
 	// --insecure`).
@@ -466,7 +474,11 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		return err
 	}
 	defer p.close()
-	if job.Rows > 0 && p.data.ds.NumRows() != int64(job.Rows) {
+	local, err := job.localPlan(env, p.data)
+	if err != nil {
+		return err
+	}
+	if local == nil && job.Rows > 0 && p.data.ds.NumRows() != int64(job.Rows) {
 		return fmt.Errorf("estimator: worker read %d rows from %v, the job has %d", p.data.ds.NumRows(), job.Data, job.Rows)
 	}
 	opts, err := e.PSAuth.ClientOptions()
@@ -491,6 +503,9 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 		pullEvery = 1
 	}
 	tjob := distributed.TrainerJob{Rows: p.data.rows, Epochs: orDefault(e.Epochs, DefaultEpochs) - job.FirstEpoch, Insecure: job.Insecure}
+	if local != nil {
+		tjob.Rows, tjob.RankRows = local.total, job.LocalRows
+	}
 	// The heartbeats to the chief use the PS credentials' TLS as well.
 	// (A local launcher's coordinator is on loopback, behind its token.)
 	if e.PSAuth.TLS() && env.TFConfig {
@@ -553,14 +568,33 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			// ranges, and a dead worker's unconsumed rows are exactly
 			// what is reassigned.
 			epoch := job.FirstEpoch + work.Epoch
-			order, shares, firsts, layouts, _ := e.shares(p.data, epoch, max(env.Workers, 1))
+			var (
+				order   []feeder.Piece
+				rows    []int64 // rows of each rank's share
+				firsts  []int64
+				layouts [][]int
+				offset  int64 // the epoch row this worker's order starts at
+			)
+			if local != nil {
+				order, rows, firsts, layouts = e.epochOrder(p.data, epoch), job.LocalRows, local.firsts, local.layouts
+				offset = firsts[env.Rank]
+			} else {
+				var shares [][]feeder.Piece
+				order, shares, firsts, layouts, _ = e.shares(p.data, epoch, max(env.Workers, 1))
+				for _, s := range shares {
+					rows = append(rows, feeder.RowsOf(s))
+				}
+			}
 			var pieces []feeder.Piece
 			for _, rg := range work.Ranges {
-				pieces = append(pieces, feeder.RangePieces(order, rg.Start, rg.End)...)
+				if rg.Start < offset || rg.End-offset > feeder.RowsOf(order) {
+					return fmt.Errorf("estimator: worker %s was dealt rows [%d, %d) but holds rows [%d, %d) only", env.Task, rg.Start, rg.End, offset, offset+feeder.RowsOf(order))
+				}
+				pieces = append(pieces, feeder.RangePieces(order, rg.Start-offset, rg.End-offset)...)
 			}
 			first, batches := work.Ranges[0].Start, []int(nil)
-			if rk := env.Rank; len(work.Ranges) == 1 && rk >= 0 && rk < len(shares) &&
-				work.Ranges[0] == (distributed.Range{Start: firsts[rk], End: firsts[rk] + feeder.RowsOf(shares[rk])}) {
+			if rk := env.Rank; len(work.Ranges) == 1 && rk >= 0 && rk < len(rows) &&
+				work.Ranges[0] == (distributed.Range{Start: firsts[rk], End: firsts[rk] + rows[rk]}) {
 				// The worker's own share: the step count every worker runs.
 				batches = layouts[rk]
 			}
@@ -660,4 +694,45 @@ func resumePosition(ctx context.Context, client *ps.Client, plan string) (at wor
 		}
 	}
 	return at, len(all) > 0, nil
+}
+
+// localPlan is how a worker of a job with LocalRows trains on its own data.
+type localPlan struct {
+	total   int64
+	firsts  []int64 // the epoch row each rank's rows start at
+	layouts [][]int // each rank's batch sizes, equal step counts
+}
+
+// localPlan checks a LocalRows job against the worker's data and plans its
+// epochs; nil when the job has no LocalRows.
+func (j *WorkerJob) localPlan(env distributed.TaskEnv, t *trainSet) (*localPlan, error) {
+	if j.LocalRows == nil {
+		return nil, nil
+	}
+	e := &j.Estimator
+	if e.ValidationSplit > 0 {
+		return nil, fmt.Errorf("estimator: a job whose trainers hold their own rows (local_rows) needs ValidationSplit 0, got %g: hold out rows before the split", e.ValidationSplit)
+	}
+	if len(j.LocalRows) != env.Workers {
+		return nil, fmt.Errorf("estimator: the job has row counts for %d trainers (local_rows) but %d trainers", len(j.LocalRows), env.Workers)
+	}
+	if env.Rank < 0 || env.Rank >= len(j.LocalRows) {
+		return nil, fmt.Errorf("estimator: task %s has rank %d, outside the job's %d trainers", env.Task, env.Rank, len(j.LocalRows))
+	}
+	if got, want := t.rows, j.LocalRows[env.Rank]; got != want {
+		return nil, fmt.Errorf("estimator: worker %s read %d rows from %v, the job says its rank %d holds %d", env.Task, got, j.Data, env.Rank, want)
+	}
+	p := &localPlan{firsts: make([]int64, len(j.LocalRows)), layouts: make([][]int, len(j.LocalRows))}
+	for i, n := range j.LocalRows {
+		if n < 1 {
+			return nil, fmt.Errorf("estimator: trainer rank %d holds no rows (local_rows); every trainer needs data", i)
+		}
+		p.firsts[i] = p.total
+		p.total += n
+	}
+	steps := feeder.EqualSteps(j.LocalRows, e.batchSize())
+	for i, n := range j.LocalRows {
+		p.layouts[i] = feeder.BatchLayout(n, steps.Steps, e.batchSize())
+	}
+	return p, nil
 }

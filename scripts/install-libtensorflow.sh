@@ -84,6 +84,17 @@ for v in $versions; do
 done
 [[ -n "$installed" ]] || die "no usable $wheel version among: $versions"
 
+# Spark (gotflow_spark's tests and benchmark) needs a Java runtime: install
+# one through apt only when there is none.
+if ! command -v java >/dev/null 2>&1; then
+  log "no java on PATH: installing openjdk-17-jre-headless for pyspark"
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -q || die "apt-get update failed (needed to install a Java runtime for pyspark)"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q openjdk-17-jre-headless \
+    || die "could not install openjdk-17-jre-headless; install a Java 17+ runtime for pyspark"
+fi
+
 log "installing scripts/requirements.txt into .venv"
 "${pip[@]}" install -r "$root/scripts/requirements.txt" || die "could not install scripts/requirements.txt"
 # The TF Serving client stubs (the serving tests' reference client). Its

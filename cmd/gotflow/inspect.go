@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -27,6 +28,10 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.PrintDefaults()
 	}
 	kind := fs.String("kind", "", "model kind: saved_model, frozen_graph, checkpoint or bundle (default: detect)")
+	asJSON := fs.Bool("json", false, "print, as JSON, the inputs and outputs `gotflow predict` would use with the same --tags, --signature and --raw")
+	tags := fs.String("tags", "", "with --json: comma-separated tag set of the meta graph (default serve)")
+	signature := fs.String("signature", "", "with --json: signature key (default serving_default)")
+	raw := fs.Bool("raw", false, "with --json: name inputs and outputs by graph tensor (op:idx)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -42,7 +47,75 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	}
+	if *asJSON {
+		return inspectJSON(ctx, stdout, &estimator.TFModel{Path: path, Kind: k, TagSet: splitTags(*tags), SignatureDefKey: *signature, RawTensorNames: *raw})
+	}
+	if *tags != "" || *signature != "" || *raw {
+		return fmt.Errorf("%w: --tags, --signature and --raw go with --json", errUsage)
+	}
 	return inspectModel(ctx, stdout, path, k)
+}
+
+// splitTags parses a comma-separated tag set; empty parts are dropped.
+func splitTags(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// jsonSpec is one input or output in `inspect --json`.
+type jsonSpec struct {
+	Name   string  `json:"name"`   // the name predict's --map and --out-map use
+	Tensor string  `json:"tensor"` // the graph tensor, op:idx
+	DType  string  `json:"dtype"`  // numpy-style: float32, int64, string, …
+	Shape  []int64 `json:"shape"`  // -1 for unknown dimensions; null for an unknown rank
+}
+
+// jsonModel is the document `inspect --json` prints.
+type jsonModel struct {
+	Model     string     `json:"model"`
+	Kind      string     `json:"kind"`
+	Signature string     `json:"signature,omitempty"` // empty for raw tensor names
+	Inputs    []jsonSpec `json:"inputs"`
+	Outputs   []jsonSpec `json:"outputs"`
+}
+
+// inspectJSON loads m as predict would and prints the inputs it feeds and
+// the outputs it appends when no mapping is given.
+func inspectJSON(ctx context.Context, w io.Writer, m *estimator.TFModel) error {
+	defer m.Close()
+	r, err := m.Open(ctx)
+	if err != nil {
+		return err
+	}
+	doc := jsonModel{Model: m.Path, Kind: m.Kind, Inputs: []jsonSpec{}, Outputs: []jsonSpec{}}
+	ins, outs := r.Inputs(), r.Outputs()
+	if s := r.Signature(); s != nil {
+		doc.Signature, ins, outs = s.Key, s.Inputs, s.Outputs
+	}
+	conv := func(specs []savedmodel.TensorSpec) []jsonSpec {
+		out := make([]jsonSpec, 0, len(specs))
+		for _, s := range specs {
+			name := s.Alias
+			if name == "" {
+				name = s.Name
+			}
+			dt := "invalid"
+			if s.DType != 0 {
+				dt = s.DType.String()
+			}
+			out = append(out, jsonSpec{Name: name, Tensor: s.Name, DType: dt, Shape: s.Shape})
+		}
+		return out
+	}
+	doc.Inputs, doc.Outputs = conv(ins), conv(outs)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
 }
 
 // inspectModel prints what the model at path holds.

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
@@ -50,6 +53,7 @@ type predictFlags struct {
 	model, kind, signature, tags, weights string
 	input, output, where                  string
 	raw, binary, quiet, cast              bool
+	ipc, outputsOnly                      bool
 	batch, threads, interOp, inFlight     int
 	readers                               int
 	show                                  int
@@ -62,6 +66,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	f.inMap.name, f.outMap.name = "COLUMN=INPUT", "OUTPUT=COLUMN"
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gotflow predict --model MODEL --data DATA --output OUT [flags]")
+		fmt.Fprintln(stderr, "       gotflow predict --model MODEL --ipc [flags] < in.arrows > out.arrows")
 		fmt.Fprintln(stderr)
 		fmt.Fprintln(stderr, "Runs MODEL over every row of DATA (.parquet, .arrow/.ipc/.feather, .arrows,")
 		fmt.Fprintln(stderr, ".csv, or a directory or glob of them) and writes the rows with the model's")
@@ -69,6 +74,10 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "OUT appears only when complete. Without --map, each input is fed from the")
 		fmt.Fprintln(stderr, "column of the same name; without --out-map, every output is appended under")
 		fmt.Fprintln(stderr, "its own name.")
+		fmt.Fprintln(stderr)
+		fmt.Fprintln(stderr, "With --ipc, an Arrow IPC stream is read from stdin and one written to stdout,")
+		fmt.Fprintln(stderr, "batch by batch as results come (the mode gotflow_spark's GotflowModel runs);")
+		fmt.Fprintln(stderr, "errors go to stderr and the exit status is non-zero.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -93,16 +102,39 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&f.binary, "binary-strings", false, "write string outputs as binary columns (for bytes that are not UTF-8)")
 	fs.IntVar(&f.show, "show", 0, "print the first N output rows' appended columns to stdout")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
+	fs.BoolVar(&f.ipc, "ipc", false, "read an Arrow IPC stream on stdin, write one on stdout (no --data, --output)")
+	fs.BoolVar(&f.outputsOnly, "outputs-only", false, "write only the output columns, not the input columns before them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := f.check(fs); err != nil {
 		return err
 	}
+	if f.ipc {
+		return predictIPC(ctx, &f, os.Stdin, stdout)
+	}
 	return predict(ctx, &f, stdout, stderr)
 }
 
 func (f *predictFlags) check(fs *flag.FlagSet) error {
+	if f.ipc {
+		if f.input != "" || f.output != "" || f.where != "" || f.show != 0 {
+			return fmt.Errorf("%w: --ipc reads stdin and writes stdout; drop --data, --output, --where and --show", errUsage)
+		}
+		if f.model == "" {
+			return fmt.Errorf("%w: --model required", errUsage)
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		}
+		if f.batch <= 0 {
+			return fmt.Errorf("%w: --batch-size %d; want > 0", errUsage, f.batch)
+		}
+		if f.threads < 0 || f.interOp < 0 || f.inFlight < 0 {
+			return fmt.Errorf("%w: --threads, --inter-op-threads and --in-flight must be >= 0", errUsage)
+		}
+		return nil
+	}
 	var missing []string
 	for name, v := range map[string]string{"--model": f.model, "--data": f.input, "--output": f.output} {
 		if v == "" {
@@ -193,18 +225,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 		}
 		total = 0 // unknown until read
 	}
-	m := &estimator.TFModel{
-		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
-		InputMapping: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch,
-		IntraOpThreads: f.threads, InterOpThreads: f.interOp, InFlight: f.inFlight, BinaryStrings: f.binary, Cast: f.cast,
-	}
-	if f.tags != "" {
-		for _, t := range strings.Split(f.tags, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				m.TagSet = append(m.TagSet, t)
-			}
-		}
-	}
+	m := f.tfModel()
 	defer m.Close()
 	prog := newPredictProgress(stderr, total, f.quiet)
 	m.Hooks.OnBatch = func(b estimator.BatchInfo) { prog.update(b.TotalRows) }
@@ -217,6 +238,11 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if err := s.Err(); err != nil {
 		return err
 	}
+	nIn := schema.NumFields() - len(s.OutputColumns())
+	if f.outputsOnly {
+		schema = outputSchema(schema, nIn)
+		nIn = 0
+	}
 	sink, err := createSink(f.output, schema)
 	if err != nil {
 		return err
@@ -226,14 +252,21 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 			sink.Abort()
 		}
 	}()
-	nIn := schema.NumFields() - len(s.OutputColumns())
 	shown := 0
 	for s.Next() {
 		rec := s.RecordBatch()
-		if err := sink.Write(rec); err != nil {
+		if f.outputsOnly {
+			rec = outputColumns(rec, rec.Schema().NumFields()-len(s.OutputColumns()))
+		}
+		err := sink.Write(rec)
+		if f.outputsOnly {
+			rec.Release()
+			rec = nil
+		}
+		if err != nil {
 			return fmt.Errorf("write %s: %w", f.output, err)
 		}
-		if shown < f.show {
+		if rec != nil && shown < f.show {
 			if shown == 0 {
 				printHeader(stdout, schema, nIn)
 			}
@@ -253,6 +286,84 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 		return fmt.Errorf("finish %s: %w", f.output, err)
 	}
 	prog.done(s.Rows(), f.output, time.Since(start))
+	return nil
+}
+
+// tfModel is the model the flags describe.
+func (f *predictFlags) tfModel() *estimator.TFModel {
+	return &estimator.TFModel{
+		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
+		InputMapping: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch, TagSet: splitTags(f.tags),
+		IntraOpThreads: f.threads, InterOpThreads: f.interOp, InFlight: f.inFlight, BinaryStrings: f.binary, Cast: f.cast,
+	}
+}
+
+// outputSchema keeps the fields of schema from index from on.
+func outputSchema(schema *arrow.Schema, from int) *arrow.Schema {
+	md := schema.Metadata()
+	return arrow.NewSchema(schema.Fields()[from:], &md)
+}
+
+// outputColumns returns a new record with rec's columns from index from on;
+// the caller releases it.
+func outputColumns(rec arrow.RecordBatch, from int) arrow.RecordBatch {
+	return array.NewRecordBatch(outputSchema(rec.Schema(), from), rec.Columns()[from:], rec.NumRows())
+}
+
+// predictIPC runs the model over the Arrow IPC stream on in and writes the
+// results to out as an Arrow IPC stream, each batch as soon as it is
+// computed: the input is never held whole, and a reader of out sees the
+// first results while it is still writing in. An empty input stream (the
+// schema and no batch) gives an output stream with the schema alone.
+func predictIPC(ctx context.Context, f *predictFlags, in io.Reader, out io.Writer) error {
+	src, err := feeder.NewIPCStream(in)
+	if err != nil {
+		return fmt.Errorf("predict --ipc: read stdin: %w", err)
+	}
+	m := f.tfModel()
+	defer m.Close()
+	s, err := m.Transform(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	schema := s.Schema()
+	if err := s.Err(); err != nil {
+		return err
+	}
+	nIn := schema.NumFields() - len(s.OutputColumns())
+	if f.outputsOnly {
+		schema = outputSchema(schema, nIn)
+	}
+	bw := bufio.NewWriterSize(out, 1<<16)
+	w := ipc.NewWriter(bw, ipc.WithSchema(schema))
+	write := func(rec arrow.RecordBatch) error {
+		if f.outputsOnly {
+			rec = outputColumns(rec, nIn)
+			defer rec.Release()
+		}
+		if err := w.Write(rec); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	for s.Next() {
+		if err := write(s.RecordBatch()); err != nil {
+			return fmt.Errorf("predict --ipc: write stdout: %w", err)
+		}
+	}
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("predict --ipc: write stdout: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("predict --ipc: write stdout: %w", err)
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/gotflow/gotflow/distributed"
@@ -21,6 +22,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("worker", stderr)
 	jobPath := fs.String("job", "", "job file (ModelDir/job.json written by train --cluster processes); without it, the job is described by train's flags")
 	t := addTrainFlags(fs)
+	localRows := fs.String("local-rows", "", "N0,N1,…: every trainer trains on its own --data (a Spark task's partition), rank r's holding Nr rows; the coordinator deals each rank its own rows")
 	insecure := fs.Bool("insecure", false, "as the chief of a TF_CONFIG job: serve heartbeats on the cluster address without a coordinator token ("+distributed.EnvToken+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -60,8 +62,27 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			job.Where = &estimator.RowFilter{Column: col, Value: val}
 		}
 	}
+	if *localRows != "" {
+		if job.LocalRows, err = parseRowCounts(*localRows); err != nil {
+			return err
+		}
+	}
 	job.Insecure = job.Insecure || *insecure
 	ctx, cancel := distributed.WithParent(ctx)
 	defer cancel()
 	return estimator.RunWorker(ctx, job, env, log)
+}
+
+// parseRowCounts parses --local-rows: comma-separated counts >= 1.
+func parseRowCounts(s string) ([]int64, error) {
+	parts := strings.Split(s, ",")
+	out := make([]int64, len(parts))
+	for i, p := range parts {
+		n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%w: --local-rows %q: entry %d is %q, want a row count >= 1", errUsage, s, i, p)
+		}
+		out[i] = n
+	}
+	return out, nil
 }
