@@ -48,6 +48,10 @@ type task struct {
 	out     map[string]*Tensor
 	err     error
 	done    chan struct{}
+	// reading counts the task's pieces a worker has taken and is still
+	// copying from in; the caller's tensors are not read once it is zero
+	// and no piece is queued.
+	reading sync.WaitGroup
 }
 
 // piece is rows [lo, hi) of a task, in one batch.
@@ -78,13 +82,23 @@ func batchKey(sig *savedmodel.Signature, in map[string]*Tensor, outs []string) s
 	return b.String()
 }
 
-// batcherFor returns the version's batcher for this kind of request.
+// maxBatchers bounds the batchers of one version (one per signature,
+// inner shapes and output filter): a request of a kind beyond it runs
+// alone, so that clients cannot make the server start goroutines without
+// end.
+const maxBatchers = 32
+
+// batcherFor returns the version's batcher for this kind of request, or
+// nil when the version has as many batchers as it may.
 func (s *Server) batcherFor(v *version, sig *savedmodel.Signature, in map[string]*Tensor, outs []string) *batcher {
 	key := batchKey(sig, in, outs)
 	v.bmu.Lock()
 	defer v.bmu.Unlock()
 	if b := v.batchers[key]; b != nil {
 		return b
+	}
+	if len(v.batchers) >= maxBatchers || v.batchers == nil {
+		return nil
 	}
 	b := &batcher{s: s, v: v, sig: sig, outs: outs, p: *s.cfg.Batching, changed: make(chan struct{})}
 	b.wg.Add(b.p.NumBatchThreads)
@@ -117,15 +131,29 @@ func rowsOf(in map[string]*Tensor) (int, error) {
 	return rows, nil
 }
 
-// submit queues the request's rows and waits for their results.
-func (b *batcher) submit(ctx context.Context, in map[string]*Tensor) (map[string]*Tensor, error) {
+// batched runs a request through the version's batcher for its kind, or
+// alone when it cannot be batched (no rows, more rows than the whole
+// queue holds, or too many kinds of request already).
+func (s *Server) batched(ctx context.Context, v *version, sig *savedmodel.Signature, in map[string]*Tensor, outs []string) (map[string]*Tensor, error) {
 	rows, err := rowsOf(in)
 	if err != nil {
 		return nil, err
 	}
-	if rows == 0 {
-		return b.s.run(ctx, b.v, b.sig, in, b.outs)
+	p := s.cfg.Batching
+	if rows == 0 || (rows+p.MaxBatchSize-1)/p.MaxBatchSize > p.MaxEnqueuedBatches {
+		return s.run(ctx, v, sig, in, outs)
 	}
+	b := s.batcherFor(v, sig, in, outs)
+	if b == nil {
+		return s.run(ctx, v, sig, in, outs)
+	}
+	return b.submit(ctx, in, rows)
+}
+
+// submit queues the request's rows and waits for their results. If ctx
+// ends first, the rows still queued are withdrawn and submit returns once
+// no worker reads the request's tensors any more.
+func (b *batcher) submit(ctx context.Context, in map[string]*Tensor, rows int) (map[string]*Tensor, error) {
 	t := &task{ctx: ctx, in: in, rows: rows, done: make(chan struct{})}
 	if err := b.enqueue(t); err != nil {
 		return nil, err
@@ -134,8 +162,36 @@ func (b *batcher) submit(ctx context.Context, in map[string]*Tensor) (map[string
 	case <-t.done:
 		return t.out, t.err
 	case <-ctx.Done():
+		b.withdraw(t)
+		t.reading.Wait()
 		return nil, AsStatus(ctx.Err())
 	}
+}
+
+// withdraw removes the task's pieces from the batches still queued.
+func (b *batcher) withdraw(t *task) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept := b.queue[:0]
+	for _, bt := range b.queue {
+		live := bt.pieces[:0]
+		for _, p := range bt.pieces {
+			if p.t == t {
+				bt.rows -= p.hi - p.lo
+			} else {
+				live = append(live, p)
+			}
+		}
+		clear(bt.pieces[len(live):])
+		bt.pieces = live
+		if len(live) > 0 {
+			kept = append(kept, bt)
+		}
+	}
+	clear(b.queue[len(kept):])
+	b.queue = kept
+	b.v.setQueued(b, len(b.queue))
+	b.notify()
 }
 
 // enqueue places the task's rows, all or nothing.
@@ -215,7 +271,7 @@ func (b *batcher) enqueue(t *task) error {
 		t.pending++
 		lo += n
 	}
-	b.s.metrics.queue.WithLabelValues(b.v.model, strconv.FormatInt(b.v.n, 10)).Set(float64(len(b.queue)))
+	b.v.setQueued(b, len(b.queue))
 	b.notify()
 	return nil
 }
@@ -245,10 +301,20 @@ func (b *batcher) worker() {
 				continue
 			}
 			head := b.queue[0]
+			if len(head.pieces) == 0 {
+				// Withdrawn whole: drop it.
+				b.queue[0] = nil
+				b.queue = b.queue[1:]
+				continue
+			}
 			wait := b.p.BatchTimeout - time.Since(head.created)
 			if head.closed || wait <= 0 || b.stopped {
 				next = head
+				b.queue[0] = nil
 				b.queue = b.queue[1:]
+				for _, p := range next.pieces {
+					p.t.reading.Add(1)
+				}
 				break
 			}
 			ch := b.changed
@@ -265,7 +331,7 @@ func (b *batcher) worker() {
 			timer.Stop()
 			b.mu.Lock()
 		}
-		b.s.metrics.queue.WithLabelValues(b.v.model, strconv.FormatInt(b.v.n, 10)).Set(float64(len(b.queue)))
+		b.v.setQueued(b, len(b.queue))
 		b.mu.Unlock()
 		b.run(next)
 	}
@@ -276,6 +342,7 @@ func (b *batcher) run(bt *batch) {
 	var live []piece
 	for _, p := range bt.pieces {
 		if p.t.ctx.Err() != nil {
+			p.t.reading.Done()
 			p.t.finish(p, nil, 0, AsStatus(p.t.ctx.Err()))
 			continue
 		}
@@ -305,7 +372,11 @@ func (b *batcher) run(bt *batch) {
 			pad := sliceRows(first, live[0].lo, live[0].lo+1)
 			parts = append(parts, repeatRows(pad, padded-rows))
 		}
-		in[alias] = concatRows(parts)
+		in[alias] = concatRows(parts, true)
+	}
+	// The batch has its own copy: the requests' tensors are free.
+	for _, p := range live {
+		p.t.reading.Done()
 	}
 	b.s.metrics.batch.WithLabelValues(b.v.model, strconv.FormatInt(b.v.n, 10)).Observe(float64(padded))
 	ctx, cancel := context.WithTimeout(b.s.ctx, b.s.cfg.RequestTimeout)
@@ -353,7 +424,15 @@ func (t *task) finish(p piece, out map[string]*Tensor, off int, err error) {
 			}
 		}
 		for alias, o := range out {
-			copyRows(t.out[alias], p.lo, o, off, n)
+			if !slices.Equal(o.Shape[1:], t.out[alias].Shape[1:]) {
+				t.err = Errorf(codes.FailedPrecondition, "output %q has rows of shape %v in one batch and %v in another: the request's rows cannot be split across batches (send smaller requests, or turn enable_large_batch_splitting off)", alias, o.Shape[1:], t.out[alias].Shape[1:])
+				break
+			}
+		}
+		if t.err == nil {
+			for alias, o := range out {
+				copyRows(t.out[alias], p.lo, o, off, n)
+			}
 		}
 	}
 	t.pending--
@@ -395,11 +474,13 @@ func repeatRows(row *Tensor, n int) *Tensor {
 	for i := range parts {
 		parts[i] = row
 	}
-	return concatRows(parts)
+	return concatRows(parts, false)
 }
 
-func concatRows(parts []*Tensor) *Tensor {
-	if len(parts) == 1 {
+// concatRows joins tensors along the first dimension; with always, a
+// single part is copied too.
+func concatRows(parts []*Tensor, always bool) *Tensor {
+	if len(parts) == 1 && !always {
 		return parts[0]
 	}
 	shape := slices.Clone(parts[0].Shape)

@@ -82,7 +82,7 @@ type BatchingParameters struct {
 	// BatchTimeout is how long a batch that is not full waits for more
 	// requests (batch_timeout_micros; default 0: run as soon as a thread
 	// is free).
-	BatchTimeout time.Duration `json:"batch_timeout_micros"`
+	BatchTimeout time.Duration `json:"batch_timeout"`
 	// NumBatchThreads is how many batches run at once (default: the
 	// number of CPUs).
 	NumBatchThreads int `json:"num_batch_threads"`
@@ -105,6 +105,9 @@ type BatchingParameters struct {
 func (b BatchingParameters) withDefaults(cpus int) BatchingParameters {
 	if b.MaxBatchSize <= 0 {
 		b.MaxBatchSize = 1000
+		if n := len(b.AllowedBatchSizes); n > 0 {
+			b.MaxBatchSize = b.AllowedBatchSizes[n-1]
+		}
 	}
 	if b.NumBatchThreads <= 0 {
 		b.NumBatchThreads = max(cpus, 1)

@@ -55,6 +55,28 @@ type version struct {
 
 	bmu      sync.Mutex
 	batchers map[string]*batcher
+
+	qmu      sync.Mutex
+	queuedBy map[*batcher]int // batches waiting, per batcher
+	metrics  *metrics
+}
+
+// setQueued records a batcher's queue length and sets the version's queue
+// depth gauge to the sum over its batchers.
+func (v *version) setQueued(b *batcher, n int) {
+	v.qmu.Lock()
+	defer v.qmu.Unlock()
+	if v.queuedBy == nil {
+		v.queuedBy = map[*batcher]int{}
+	}
+	v.queuedBy[b] = n
+	total := 0
+	for _, q := range v.queuedBy {
+		total += q
+	}
+	if v.metrics != nil {
+		v.metrics.queue.WithLabelValues(v.model, strconv.FormatInt(v.n, 10)).Set(float64(total))
+	}
 }
 
 func newModel(cfg ModelConfig) *model {
@@ -216,9 +238,10 @@ func (s *Server) syncModel(ctx context.Context, m *model) {
 	for _, n := range want {
 		m.mu.Lock()
 		v := m.versions[n]
+		busy := v != nil && (v.state == StateAvailable || v.state == StateLoading || v.state == StateUnloading)
 		failedStamp, failed := m.failed[n]
 		m.mu.Unlock()
-		if v != nil && (v.state == StateAvailable || v.state == StateLoading) {
+		if busy {
 			continue
 		}
 		stamp := dirStamp(onDisk[n])
@@ -226,12 +249,16 @@ func (s *Server) syncModel(ctx context.Context, m *model) {
 			continue
 		}
 		if err := s.load(ctx, m, n, onDisk[n]); err != nil {
+			if ctx.Err() != nil {
+				// Cut short, not broken: the next scan tries again.
+				m.mu.Lock()
+				delete(m.versions, n)
+				m.mu.Unlock()
+				return
+			}
 			m.mu.Lock()
 			m.failed[n] = stamp
 			m.mu.Unlock()
-			if ctx.Err() != nil {
-				return
-			}
 			s.log.Error("version failed to load; the versions serving before stay up", "model", m.cfg.Name, "version", n, "dir", onDisk[n], "err", err)
 		}
 	}
@@ -282,6 +309,7 @@ func (s *Server) unload(m *model, v *version) {
 	v.state = StateEnd
 	v.sm = nil
 	m.mu.Unlock()
+	s.metrics.forget(m.cfg.Name, v.n)
 	if err != nil {
 		s.log.Warn("closing version", "model", m.cfg.Name, "version", v.n, "err", err)
 	} else {
@@ -291,7 +319,7 @@ func (s *Server) unload(m *model, v *version) {
 
 // load loads one version and makes it available.
 func (s *Server) load(ctx context.Context, m *model, n int64, dir string) error {
-	v := &version{model: m.cfg.Name, n: n, dir: dir, state: StateLoading, batchers: map[string]*batcher{}}
+	v := &version{model: m.cfg.Name, n: n, dir: dir, state: StateLoading, batchers: map[string]*batcher{}, metrics: s.metrics}
 	m.mu.Lock()
 	m.versions[n] = v
 	m.mu.Unlock()
@@ -364,7 +392,7 @@ func (s *Server) open(ctx context.Context, v *version) error {
 func (v *version) stopBatchers() {
 	v.bmu.Lock()
 	bs := v.batchers
-	v.batchers = map[string]*batcher{}
+	v.batchers = nil // no new batchers: requests still arriving run alone
 	v.bmu.Unlock()
 	for _, b := range bs {
 		b.stop()

@@ -76,6 +76,15 @@ func (m *metrics) setVersions(md *model) {
 	m.versions.WithLabelValues(md.cfg.Name).Set(float64(n))
 }
 
+// forget drops an unloaded version's series.
+func (m *metrics) forget(model string, version int64) {
+	l := prometheus.Labels{"model": model, "version": strconv.FormatInt(version, 10)}
+	m.requests.DeletePartialMatch(l)
+	m.latency.DeletePartialMatch(l)
+	m.batch.DeletePartialMatch(l)
+	m.queue.DeletePartialMatch(l)
+}
+
 // Registry is the server's Prometheus registry (served at /metrics on the
 // HTTP port), for callers that add their own collectors.
 func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }

@@ -208,6 +208,12 @@ func (s *Server) MaxBatchSize() int {
 	return s.cfg.Batching.MaxBatchSize
 }
 
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // MaxRequestBytes is the largest request body or gRPC message accepted.
 func (s *Server) MaxRequestBytes() int64 { return s.cfg.MaxRequestBytes }
 
@@ -329,7 +335,9 @@ func (s *Server) Predict(ctx context.Context, req *Request) (resp *Response, err
 		}
 		s.metrics.request(name, resp, api, err, time.Since(start))
 	}()
-	if !s.Live() {
+	// While draining, requests already accepted still run: Shutdown's
+	// graceful stops refuse the new ones.
+	if s.isClosed() {
 		return nil, Errorf(codes.Unavailable, "the server is shutting down")
 	}
 	m, err := s.model(req.Model)
@@ -366,7 +374,7 @@ func (s *Server) Predict(ctx context.Context, req *Request) (resp *Response, err
 	}
 	var res map[string]*Tensor
 	if s.cfg.Batching != nil && !req.NoBatch {
-		res, err = s.batcherFor(v, sig, req.Inputs, outs).submit(ctx, req.Inputs)
+		res, err = s.batched(ctx, v, sig, req.Inputs, outs)
 	} else {
 		res, err = s.run(ctx, v, sig, req.Inputs, outs)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,14 @@ func predictX(ctx context.Context, s *serving.Server, model string, xs ...float3
 
 func codeOf(err error) codes.Code { return serving.Code(err) }
 
+func ones(n int) []int64 {
+	s := make([]int64, n)
+	for i := range s {
+		s[i] = 1
+	}
+	return s
+}
+
 // TestPredictHalfPlusTwo runs TF's half_plus_two through the server core:
 // y = 0.5x + 2, the other signatures by key, and bad requests refused
 // with the code and message TF Serving gives, the server answering after
@@ -141,6 +150,8 @@ func TestPredictHalfPlusTwo(t *testing.T) {
 		{"wrong shape", serving.Request{Model: "half_plus_two", Inputs: map[string]*serving.Tensor{"x": serving.NewTensor([]int64{1, 2}, []float32{1, 2})}}, codes.InvalidArgument, "does not match the signature's [-1 1]"},
 		{"short buffer", serving.Request{Model: "half_plus_two", Inputs: map[string]*serving.Tensor{"x": {DType: tf.Float, Shape: []int64{2, 1}, Data: make([]byte, 4)}}}, codes.InvalidArgument, "4 bytes of float32 for shape [2 1], want 8"},
 		{"unknown output", serving.Request{Model: "half_plus_two", Outputs: []string{"z"}, Inputs: map[string]*serving.Tensor{"x": x}}, codes.InvalidArgument, "output tensor alias not found in signature: z"},
+		// TensorFlow aborts the process on a rank above 254.
+		{"rank 300", serving.Request{Model: "half_plus_two", Inputs: map[string]*serving.Tensor{"x": serving.NewTensor(ones(300), []float32{1})}}, codes.InvalidArgument, "rank 300 is more than TensorFlow's maximum of 254"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.Predict(ctx, &tc.req)
@@ -373,4 +384,37 @@ func TestBatcherOverload(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []float32{7}, y)
 	_ = errors.New
+}
+
+// TestBatcherLimits: a request larger than the whole queue runs alone
+// (it can never fit, so "retry later" would be wrong); requests of many
+// kinds (inner shapes) do not start goroutines without end; and a request
+// whose deadline passes while it waits is withdrawn, its tensors no
+// longer read once Predict returns.
+func TestBatcherLimits(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	base := t.TempDir()
+	affine(t, base, 1, 2, 1)
+	s := newServer(t, ctx, serving.Config{Models: []serving.ModelConfig{{Name: "m", BasePath: base}},
+		Batching: &serving.BatchingParameters{MaxBatchSize: 2, BatchTimeout: time.Second, NumBatchThreads: 2, MaxEnqueuedBatches: 2}})
+	y, _, err := predictX(ctx, s, "m", 1, 2, 3, 4, 5)
+	require.NoError(t, err, "5 rows need 3 batches of 2, more than the queue's 2")
+	require.Equal(t, []float32{3, 5, 7, 9, 11}, y)
+
+	x := make([]float32, 1)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err = s.Predict(short, &serving.Request{Model: "m", Inputs: map[string]*serving.Tensor{"x": serving.NewTensor([]int64{1, 1}, x)}})
+	require.Equal(t, codes.DeadlineExceeded, codeOf(err), "%v", err)
+	y, _, err = predictX(ctx, s, "m", 3, 4)
+	require.NoError(t, err)
+	require.Equal(t, []float32{7, 9}, y)
+
+	before := runtime.NumGoroutine()
+	for k := range 100 {
+		// Inner shapes the graph refuses: each is a kind of its own (two
+		// rows fill a batch, so none waits for the timeout).
+		s.Predict(ctx, &serving.Request{Model: "m", Inputs: map[string]*serving.Tensor{"x": serving.NewTensor([]int64{2, 1, int64(k + 1)}, make([]float32, 2*(k+1)))}})
+	}
+	require.Less(t, runtime.NumGoroutine()-before, 80, "batchers are bounded")
 }

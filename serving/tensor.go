@@ -34,6 +34,9 @@ func (t *Tensor) Check(name string) error {
 	if !t.DType.Valid() {
 		return InvalidArgument("input %q: unsupported data type %s", name, t.DType)
 	}
+	if len(t.Shape) > tf.MaxRank {
+		return InvalidArgument("input %q: rank %d is more than TensorFlow's maximum of %d dimensions", name, len(t.Shape), tf.MaxRank)
+	}
 	n := int64(1)
 	for _, d := range t.Shape {
 		if d < 0 {

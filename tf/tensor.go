@@ -81,8 +81,16 @@ func wrapTensor(c *C.TF_Tensor) *Tensor {
 	return t
 }
 
+// MaxRank is the most dimensions a TensorFlow tensor may have
+// (TensorShape's limit; a larger rank aborts TensorFlow).
+const MaxRank = 254
+
 // numElements checks a shape and returns its element count.
 func numElements(shape []int64) (int64, error) {
+	if len(shape) > MaxRank {
+		// TensorFlow aborts the process on such a shape.
+		return 0, errorf(InvalidArgument, "shape", "rank %d is more than TensorFlow's maximum of %d dimensions", len(shape), MaxRank)
+	}
 	n := int64(1)
 	for i, d := range shape {
 		if d < 0 {

@@ -161,11 +161,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stderr, "gotflow serve: warning: model %q has no loadable version yet; it is served once one appears\n", m)
 		}
 	}
-	fmt.Fprintf(stdout, "serving %s: gRPC on %s", strings.Join(srv.Models(), ", "), grpcLis.Addr())
+	line := fmt.Sprintf("serving %s: gRPC on %s", strings.Join(srv.Models(), ", "), grpcLis.Addr())
 	if restLis != nil {
-		fmt.Fprintf(stdout, ", REST on %s", restLis.Addr())
+		line += fmt.Sprintf(", REST on %s", restLis.Addr())
 	}
-	fmt.Fprintln(stdout)
+	fmt.Fprintln(stdout, line) // one write: programs read the addresses from it
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(grpcLis, restLis) }()
 	select {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -68,10 +69,10 @@ func TestServeAndDrain(t *testing.T) {
 	exited := make(chan error, 1)
 	line := make(chan string, 1)
 	go func() {
-		b := make([]byte, 4096)
-		n, _ := io.ReadAtLeast(stdout, b, 1)
-		line <- string(b[:n])
-		io.Copy(io.Discard, stdout)
+		rd := bufio.NewReader(stdout)
+		l, _ := rd.ReadString('\n')
+		line <- l
+		io.Copy(io.Discard, rd)
 		exited <- cmd.Wait()
 	}()
 	var first string
