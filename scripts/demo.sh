@@ -42,7 +42,7 @@ ln -s "$PWD/$out/model/saved_model" "$out/serve/digits/1"
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 deadline=$((SECONDS + 60))   # the server prints its addresses once the model is loaded
-until grep -q 'REST on' "$out/serve.out"; do
+until grep -qs 'REST on' "$out/serve.out"; do
   if ! kill -0 "$server" 2>/dev/null || ((SECONDS > deadline)); then
     echo "gotflow serve did not come up within 60 s:" >&2; quiet <"$out/serve.err" >&2; exit 1
   fi
