@@ -273,12 +273,7 @@ func (s *Server) syncModel(ctx context.Context, m *model) {
 	if anyWanted {
 		for _, v := range m.versions {
 			if v.state == StateAvailable && !slices.Contains(want, v.n) {
-				v.state = StateUnloading
-				v.drained = make(chan struct{})
-				if v.inflight == 0 {
-					close(v.drained)
-					v.drained = nil
-				}
+				v.retireLocked()
 				retire = append(retire, v)
 			}
 		}
@@ -295,8 +290,20 @@ func (s *Server) syncModel(ctx context.Context, m *model) {
 	s.metrics.setVersions(m)
 }
 
+// retireLocked stops the version taking requests: it is UNLOADING, and
+// drained is closed once the requests holding it have returned. The
+// model's mu is held.
+func (v *version) retireLocked() {
+	v.state = StateUnloading
+	v.drained = make(chan struct{})
+	if v.inflight == 0 {
+		close(v.drained)
+		v.drained = nil
+	}
+}
+
 // unload waits for the version's requests to finish, then frees it.
-func (s *Server) unload(m *model, v *version) {
+func (s *Server) unload(m *model, v *version) error {
 	m.mu.Lock()
 	ch := v.drained
 	m.mu.Unlock()
@@ -312,9 +319,10 @@ func (s *Server) unload(m *model, v *version) {
 	s.metrics.forget(m.cfg.Name, v.n)
 	if err != nil {
 		s.log.Warn("closing version", "model", m.cfg.Name, "version", v.n, "err", err)
-	} else {
-		s.log.Info("version unloaded", "model", m.cfg.Name, "version", v.n)
+		return fmt.Errorf("serving: close model %s version %d: %w", m.cfg.Name, v.n, err)
 	}
+	s.log.Info("version unloaded", "model", m.cfg.Name, "version", v.n)
+	return nil
 }
 
 // load loads one version and makes it available.

@@ -697,18 +697,15 @@ func (s *Server) Close() error {
 		var vs []*version
 		for _, v := range m.versions {
 			if v.state == StateAvailable {
-				v.state = StateUnloading
-				v.drained = make(chan struct{})
-				if v.inflight == 0 {
-					close(v.drained)
-					v.drained = nil
-				}
+				v.retireLocked()
 				vs = append(vs, v)
 			}
 		}
 		m.mu.Unlock()
 		for _, v := range vs {
-			s.unload(m, v)
+			if err := s.unload(m, v); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

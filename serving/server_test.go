@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,22 +21,15 @@ import (
 	typespb "github.com/wamuir/graft/tensorflow/core/framework/types_go_proto"
 	"google.golang.org/grpc/codes"
 
+	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/serving"
 	"github.com/gotflow/gotflow/tf"
 )
 
-// halfPlusTwo copies TF's half_plus_two SavedModel (shipped in graft's
-// module) into base/<version>.
-func halfPlusTwo(t *testing.T, base string, version int) {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
-	require.NoError(t, err)
-	src := filepath.Join(strings.TrimSpace(string(out)), "tensorflow/testdata/saved_model/half_plus_two/00000123")
-	dst := filepath.Join(base, fmt.Sprint(version))
-	require.NoError(t, os.CopyFS(dst, os.DirFS(src)))
-}
+// halfPlusTwo copies TF's half_plus_two SavedModel into base/<version>.
+func halfPlusTwo(t *testing.T, base string, version int) { testmodels.HalfPlusTwo(t, base, version) }
 
 // affine exports a SavedModel computing y = a·x + b (x float32 [-1,1])
 // into base/<version>, atomically (written beside, then renamed), as a

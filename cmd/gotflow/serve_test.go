@@ -51,11 +51,8 @@ func TestServeAndDrain(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
-	require.NoError(t, err)
 	base := t.TempDir()
-	require.NoError(t, os.CopyFS(filepath.Join(base, "123"),
-		os.DirFS(filepath.Join(strings.TrimSpace(string(out)), "tensorflow/testdata/saved_model/half_plus_two/00000123"))))
+	testmodels.HalfPlusTwo(t, base, 123)
 
 	cmd := exec.CommandContext(ctx, os.Args[0], "serve", "--model_base_path", base, "--model_name", "half_plus_two",
 		"--port", "0", "--rest_api_port", "0", "--enable_batching")

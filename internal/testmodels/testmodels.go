@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
+	"testing"
 )
 
 // Format is the value of the "format" field that LoadExpected accepts.
@@ -360,4 +364,22 @@ func (in *Info) Signature(tags []string, key string) (*Signature, error) {
 		}
 	}
 	return nil, fmt.Errorf("testmodels: no signature %q under tags %v", key, tags)
+}
+
+// HalfPlusTwo copies TensorFlow's half_plus_two SavedModel, which graft's
+// module ships in its testdata, into base/<version>: serving_default x → y
+// = 0.5x + 2 (float32 [-1,1]); classify_x2_to_y3 and regress_x2_to_y3 on a
+// float32 "inputs" giving 0.5x + 3; classify_x_to_y and regress_x_to_y on
+// serialized tf.Examples with a float feature "x". It is the model TF
+// Serving's own tests and documentation use.
+func HalfPlusTwo(t testing.TB, base string, version int) {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
+	if err != nil {
+		t.Fatalf("testmodels: find graft's module: %v", err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(out)), "tensorflow", "testdata", "saved_model", "half_plus_two", "00000123")
+	if err := os.CopyFS(filepath.Join(base, strconv.Itoa(version)), os.DirFS(src)); err != nil {
+		t.Fatalf("testmodels: copy half_plus_two: %v", err)
+	}
 }

@@ -51,15 +51,8 @@ type env struct {
 	mem    *memory.CheckedAllocator
 }
 
-// halfPlusTwo copies TF's half_plus_two SavedModel (in graft's module)
-// into base/123.
-func halfPlusTwo(t *testing.T, base string) {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
-	require.NoError(t, err)
-	src := filepath.Join(strings.TrimSpace(string(out)), "tensorflow/testdata/saved_model/half_plus_two/00000123")
-	require.NoError(t, os.CopyFS(filepath.Join(base, "123"), os.DirFS(src)))
-}
+// halfPlusTwo copies TF's half_plus_two SavedModel into base/123.
+func halfPlusTwo(t *testing.T, base string) { testmodels.HalfPlusTwo(t, base, 123) }
 
 // fixture copies a Python-made SavedModel of scripts/fixtures into
 // base/<version>.

@@ -13,9 +13,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/serving"
 	"github.com/gotflow/gotflow/serving/kserve"
 	pb "github.com/gotflow/gotflow/serving/kserve/inferencepb"
@@ -34,15 +32,8 @@ import (
 
 const model = "half_plus_two"
 
-// halfPlusTwo copies TF's half_plus_two SavedModel (shipped in graft's
-// module) into base/<version>.
-func halfPlusTwo(t *testing.T, base string, version int) {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
-	require.NoError(t, err)
-	src := filepath.Join(strings.TrimSpace(string(out)), "tensorflow/testdata/saved_model/half_plus_two/00000123")
-	require.NoError(t, os.CopyFS(filepath.Join(base, strconv.Itoa(version)), os.DirFS(src)))
-}
+// halfPlusTwo copies TF's half_plus_two SavedModel into base/<version>.
+func halfPlusTwo(t *testing.T, base string, version int) { testmodels.HalfPlusTwo(t, base, version) }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	typespb "github.com/wamuir/graft/tensorflow/core/framework/types_go_proto"
 	tslpb "github.com/wamuir/graft/tensorflow/tsl/protobuf/for_core_protos_go_proto"
 
+	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/serving"
 	"github.com/gotflow/gotflow/serving/tfserving"
 	pb "github.com/gotflow/gotflow/serving/tfserving/tfservingpb"
@@ -41,13 +41,8 @@ const model = "half_plus_two"
 // tf.Examples with a float feature "x" giving y ("scores", "outputs").
 func halfPlusTwoModel(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
-	require.NoError(t, err)
-	src := filepath.Join(strings.TrimSpace(string(out)), "tensorflow/testdata/saved_model/half_plus_two/00000123")
 	base := t.TempDir()
-	require.NoError(t, os.CopyFS(filepath.Join(base, "123"), os.DirFS(src)))
+	testmodels.HalfPlusTwo(t, base, 123)
 	return base
 }
 

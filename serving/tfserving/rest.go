@@ -218,23 +218,33 @@ func sortedSigKeys(md *serving.Metadata) []string {
 	return keys
 }
 
-// predict decodes a predict body, runs it and encodes the response.
-func (h *restHandler) predict(ctx context.Context, p restPath, body string) ([]byte, error) {
+// parseRequest parses a request body: a JSON object, with the signature
+// it names (default serving_default).
+func parseRequest(body string) (*jsonObject, string, error) {
 	v, err := parseJSON(body)
 	if err != nil {
-		return nil, serving.InvalidArgument("%v", err)
+		return nil, "", serving.InvalidArgument("%v", err)
 	}
 	obj, ok := v.(*jsonObject)
 	if !ok {
-		return nil, serving.InvalidArgument("JSON Value: %s Is not an object", abbrev(body))
+		return nil, "", serving.InvalidArgument("JSON Value: %s Is not an object", abbrev(body))
 	}
 	sigKey := serving.DefaultSignature
 	if sv, ok := obj.get("signature_name"); ok {
 		s, ok := sv.(string)
 		if !ok {
-			return nil, serving.InvalidArgument("'signature_name' key must be a string value.")
+			return nil, "", serving.InvalidArgument("'signature_name' key must be a string value.")
 		}
 		sigKey = s
+	}
+	return obj, sigKey, nil
+}
+
+// predict decodes a predict body, runs it and encodes the response.
+func (h *restHandler) predict(ctx context.Context, p restPath, body string) ([]byte, error) {
+	obj, sigKey, err := parseRequest(body)
+	if err != nil {
+		return nil, err
 	}
 	instances, hasRows := obj.get("instances")
 	inputs, hasCols := obj.get("inputs")
@@ -709,21 +719,9 @@ func isUTF8(b []byte) bool { return utf8Valid(b) }
 // classifyRegress serves :classify and :regress: the examples become
 // serialized tf.Example protos fed to the signature's "inputs".
 func (h *restHandler) classifyRegress(ctx context.Context, p restPath, body string) ([]byte, error) {
-	v, err := parseJSON(body)
+	obj, sigKey, err := parseRequest(body)
 	if err != nil {
-		return nil, serving.InvalidArgument("%v", err)
-	}
-	obj, ok := v.(*jsonObject)
-	if !ok {
-		return nil, serving.InvalidArgument("JSON Value: %s Is not an object", abbrev(body))
-	}
-	sigKey := serving.DefaultSignature
-	if sv, ok := obj.get("signature_name"); ok {
-		s, ok := sv.(string)
-		if !ok {
-			return nil, serving.InvalidArgument("'signature_name' key must be a string value.")
-		}
-		sigKey = s
+		return nil, err
 	}
 	exv, ok := obj.get("examples")
 	exs, isList := asList(exv)

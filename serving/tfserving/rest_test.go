@@ -7,28 +7,19 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/serving"
 	"github.com/gotflow/gotflow/serving/tfserving"
 )
 
-// copyHalfPlusTwo copies TF's half_plus_two SavedModel (shipped in
-// graft's module) into base/123.
-func copyHalfPlusTwo(t *testing.T, base string) {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/wamuir/graft").Output()
-	require.NoError(t, err)
-	src := filepath.Join(strings.TrimSpace(string(out)), "tensorflow/testdata/saved_model/half_plus_two/00000123")
-	require.NoError(t, os.CopyFS(filepath.Join(base, "123"), os.DirFS(src)))
-}
+// copyHalfPlusTwo copies TF's half_plus_two SavedModel into base/123.
+func copyHalfPlusTwo(t *testing.T, base string) { testmodels.HalfPlusTwo(t, base, 123) }
 
 // startREST serves half_plus_two's REST API on a loopback port.
 func startREST(t *testing.T, cfg serving.Config) string {
