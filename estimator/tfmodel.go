@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/savedmodel"
@@ -206,6 +207,12 @@ type TFModel struct {
 	// InputMapping maps a column to the input it feeds. Inputs it does not
 	// mention are fed from the column of the same name, if there is one.
 	InputMapping map[string]string `json:"input_mapping,omitempty"`
+	// Inputs are full input mappings: for a column, the input it feeds and
+	// how (dtype, row shape, Fill for nulls, Cast, Length and Pad for
+	// variable-length lists), in feeder.ParseMapping's syntax on the
+	// command line (`--map 'pixels=x shape=28,28,1 fill=0 len=784 cast'`).
+	// InputMapping is the short form; an input may be named in only one.
+	Inputs feeder.Mapping `json:"inputs,omitempty"`
 	// OutputMapping maps an output to the column it is appended as. Empty
 	// appends every signature output under its own name. Columns are
 	// appended in the order of the output names.
@@ -291,6 +298,15 @@ func (m *TFModel) Validate() error {
 			return fmt.Errorf("estimator: columns %q and %q are both mapped to input %q", prev, col, in)
 		}
 		ins[in] = col
+	}
+	for _, in := range m.Inputs {
+		if in.Tensor == "" || in.Column == "" {
+			return fmt.Errorf("estimator: Inputs has an empty name (%q → %q)", in.Column, in.Tensor)
+		}
+		if prev, dup := ins[in.Tensor]; dup {
+			return fmt.Errorf("estimator: columns %q and %q are both mapped to input %q", prev, in.Column, in.Tensor)
+		}
+		ins[in.Tensor] = in.Column
 	}
 	return nil
 }

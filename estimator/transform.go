@@ -45,6 +45,11 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	for col, input := range m.InputMapping {
 		byInput[input] = col
 	}
+	full := map[string]feeder.Input{} // inputs mapped with options
+	for _, in := range m.Inputs {
+		byInput[in.Tensor] = in.Column
+		full[in.Tensor] = in
+	}
 	// Inputs not mapped explicitly are fed from the column of the same name.
 	var specs []savedmodel.TensorSpec
 	if sig != nil {
@@ -120,6 +125,10 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	targets := make([]feeder.Target, len(p.inNames))
 	for i, name := range p.inNames {
 		mapping[i] = feeder.Input{Column: p.inCols[i], Tensor: name, Cast: m.Cast}
+		if in, ok := full[name]; ok {
+			in.Cast = in.Cast || m.Cast
+			mapping[i] = in
+		}
 		targets[i] = feeder.Target{Name: name, DType: p.inEps[i].DType, Shape: p.inEps[i].Shape}
 	}
 	fp, err := feeder.NewPlan(in, mapping, targets)

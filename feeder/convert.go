@@ -148,7 +148,7 @@ func (c *colPlan) applyNulls(levels []level, dst []byte, rowBase, rowElems int64
 		}
 	}
 	if first >= 0 {
-		return colErr(c.in.Column, rowBase+first, ErrNull, "set Fill to replace nulls")
+		return colErr(c.in.Column, rowBase+first, ErrNull, "map it with fill=VALUE (feeder.Input.Fill) to replace nulls")
 	}
 	return nil
 }
@@ -269,7 +269,7 @@ func (c *colPlan) fillList(col arrow.Array, off, n, width int, dst []byte, rowBa
 		row := dst[r*width*w : (r+1)*width*w]
 		if valid != nil && !bitutil.BitIsSet(valid, j) {
 			if c.fill == nil {
-				return colErr(c.in.Column, rowBase+int64(r), ErrNull, "set Fill to replace nulls")
+				return colErr(c.in.Column, rowBase+int64(r), ErrNull, "map it with fill=VALUE (feeder.Input.Fill) to replace nulls")
 			}
 			fillElems(row, c.fill, width)
 			continue
@@ -280,7 +280,7 @@ func (c *colPlan) fillList(col arrow.Array, off, n, width int, dst []byte, rowBa
 		}
 		l := e - b
 		if l != width && c.in.Length == 0 {
-			return colErr(c.in.Column, rowBase+int64(r), ErrRagged, "%d elements, want %d like the batch's first row or the target shape (set Length to pad/truncate)", l, width)
+			return colErr(c.in.Column, rowBase+int64(r), ErrRagged, "%d elements, want %d like the batch's first row or the target shape (map it with len=N, feeder.Input.Length, to pad or truncate)", l, width)
 		}
 		k := min(l, width)
 		start := child.Offset() + b
@@ -296,7 +296,7 @@ func (c *colPlan) fillList(col arrow.Array, off, n, width int, dst []byte, rowBa
 					continue
 				}
 				if c.fill == nil {
-					return colErr(c.in.Column, rowBase+int64(r), ErrNull, "null list element %d; set Fill to replace nulls", i)
+					return colErr(c.in.Column, rowBase+int64(r), ErrNull, "null list element %d; map it with fill=VALUE (feeder.Input.Fill) to replace nulls", i)
 				}
 				copy(row[i*w:(i+1)*w], c.fill)
 			}
@@ -346,7 +346,7 @@ func (c *colPlan) fillStrings(col arrow.Array, off, n int, vals [][]byte, rowBas
 		i := off + r
 		if col.IsNull(i) {
 			if !c.hasFill {
-				return colErr(c.in.Column, rowBase+int64(r), ErrNull, "set Fill to replace nulls")
+				return colErr(c.in.Column, rowBase+int64(r), ErrNull, "map it with fill=VALUE (feeder.Input.Fill) to replace nulls")
 			}
 			vals[r] = c.fillStr
 			continue
@@ -358,7 +358,7 @@ func (c *colPlan) fillStrings(col arrow.Array, off, n int, vals [][]byte, rowBas
 			}
 			if values.IsNull(k) {
 				if !c.hasFill {
-					return colErr(c.in.Column, rowBase+int64(r), ErrNull, "set Fill to replace nulls")
+					return colErr(c.in.Column, rowBase+int64(r), ErrNull, "map it with fill=VALUE (feeder.Input.Fill) to replace nulls")
 				}
 				vals[r] = c.fillStr
 				continue

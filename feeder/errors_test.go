@@ -96,7 +96,7 @@ func TestConvertErrors(t *testing.T) {
 		plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "v", Tensor: "x"}}, nil)
 		require.NoError(t, err)
 		_, err = plan.Convert(rec)
-		requireColumnError(t, err, feeder.ErrNull, "v", 2, "set Fill")
+		requireColumnError(t, err, feeder.ErrNull, "v", 2, "fill=VALUE")
 	})
 	t.Run("null_string_without_fill", func(t *testing.T) {
 		mem, _ := cMem(t)
@@ -105,7 +105,7 @@ func TestConvertErrors(t *testing.T) {
 		plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "s", Tensor: "x"}}, nil)
 		require.NoError(t, err)
 		_, err = plan.Convert(rec)
-		requireColumnError(t, err, feeder.ErrNull, "s", 1, "set Fill")
+		requireColumnError(t, err, feeder.ErrNull, "s", 1, "fill=VALUE")
 	})
 	t.Run("null_row_of_list", func(t *testing.T) {
 		mem, _ := cMem(t)
@@ -114,7 +114,7 @@ func TestConvertErrors(t *testing.T) {
 		plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "v", Tensor: "x"}}, nil)
 		require.NoError(t, err)
 		_, err = plan.Convert(rec)
-		requireColumnError(t, err, feeder.ErrNull, "v", 2, "set Fill")
+		requireColumnError(t, err, feeder.ErrNull, "v", 2, "fill=VALUE")
 	})
 	t.Run("ragged_list", func(t *testing.T) {
 		mem, _ := cMem(t)
@@ -155,7 +155,7 @@ func TestConvertErrors(t *testing.T) {
 			b.Close()
 		}
 		_, err = f.Next(ctx)
-		requireColumnError(t, err, feeder.ErrNull, "v", 4, "set Fill")
+		requireColumnError(t, err, feeder.ErrNull, "v", 4, "fill=VALUE")
 	})
 }
 

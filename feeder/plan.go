@@ -459,7 +459,7 @@ func (c *colPlan) resolveShape(want []int64) ([]int64, error) {
 	if !natKnown {
 		// a list without Length: only [-1] or [n] can be fed; n is checked per batch.
 		if len(want) != 1 {
-			return nil, colErr(c.in.Column, -1, ErrShape, "a variable-length list feeds rank-2 tensors, target %q wants rows of shape %v (set Length to pad/truncate)", c.target, want)
+			return nil, colErr(c.in.Column, -1, ErrShape, "a variable-length list feeds rank-2 tensors, target %q wants rows of shape %v (map it with len=N, feeder.Input.Length, to pad or truncate)", c.target, want)
 		}
 		return slices.Clone(want), nil
 	}

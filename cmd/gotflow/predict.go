@@ -24,6 +24,34 @@ func init() {
 	register(command{name: "predict", summary: "run a model over Parquet/Arrow/CSV data, appending its outputs", run: runPredict})
 }
 
+// mappingFlag is a repeatable --map in feeder.ParseMapping's syntax:
+// `column=input [dtype=T] [shape=D,...] [fill=V] [cast] [len=N] [pad=V]`,
+// several separated by ';'.
+type mappingFlag struct{ m feeder.Mapping }
+
+func (f *mappingFlag) String() string {
+	if len(f.m) == 0 {
+		return ""
+	}
+	return f.m.String()
+}
+
+func (f *mappingFlag) Set(v string) error {
+	m, err := feeder.ParseMapping(v)
+	if err != nil {
+		return fmt.Errorf("want COLUMN=INPUT [dtype=T] [shape=D,..] [fill=V] [cast] [len=N] [pad=V]: %w", err)
+	}
+	for _, in := range m {
+		for _, old := range f.m {
+			if old.Column == in.Column && old.Tensor == in.Tensor {
+				return fmt.Errorf("%q=%q given twice", in.Column, in.Tensor)
+			}
+		}
+		f.m = append(f.m, in)
+	}
+	return nil
+}
+
 // pairs is a repeatable "a=b" flag.
 type pairs struct {
 	name string
@@ -57,13 +85,14 @@ type predictFlags struct {
 	batch, threads, interOp, inFlight     int
 	readers                               int
 	show                                  int
-	inMap, outMap                         pairs
+	inMap                                 mappingFlag
+	outMap                                pairs
 }
 
 func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("predict", stderr)
 	var f predictFlags
-	f.inMap.name, f.outMap.name = "COLUMN=INPUT", "OUTPUT=COLUMN"
+	f.outMap.name = "OUTPUT=COLUMN"
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gotflow predict --model MODEL --data DATA --output OUT [flags]")
 		fmt.Fprintln(stderr, "       gotflow predict --model MODEL --ipc [flags] < in.arrows > out.arrows")
@@ -91,7 +120,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&f.input, "input", "", "the same as --data")
 	fs.StringVar(&f.where, "where", "", "column=value: predict only the rows whose column equals value (e.g. split=heldout)")
 	fs.StringVar(&f.output, "output", "", "output file (required)")
-	fs.Var(&f.inMap, "map", "COLUMN=INPUT: feed INPUT from COLUMN (repeatable)")
+	fs.Var(&f.inMap, "map", "COLUMN=INPUT [dtype=T] [shape=D,..] [fill=V] [cast] [len=N] [pad=V]: feed INPUT from COLUMN, and how (repeatable, or ';'-separated)")
 	fs.Var(&f.outMap, "out-map", "OUTPUT=COLUMN: append OUTPUT as COLUMN (repeatable)")
 	fs.IntVar(&f.batch, "batch-size", estimator.DefaultBatchSize, "rows per run")
 	fs.IntVar(&f.threads, "threads", 0, "TensorFlow intra-op threads (0: one per core)")
@@ -293,7 +322,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 func (f *predictFlags) tfModel() *estimator.TFModel {
 	return &estimator.TFModel{
 		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
-		InputMapping: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch, TagSet: splitTags(f.tags),
+		Inputs: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch, TagSet: splitTags(f.tags),
 		IntraOpThreads: f.threads, InterOpThreads: f.interOp, InFlight: f.inFlight, BinaryStrings: f.binary, Cast: f.cast,
 	}
 }

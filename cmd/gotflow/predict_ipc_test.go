@@ -190,7 +190,6 @@ func TestPredictIPCErrors(t *testing.T) {
 		defer cancel()
 		schema, recs := irisRecords(t, 150)
 		f := predictFlags{model: exampleModel, batch: 8, ipc: true}
-		f.inMap.name = "COLUMN=INPUT"
 		require.NoError(t, f.inMap.Set("nope=sepal_length"))
 		err := predictIPC(ctx, &f, bytes.NewReader(ipcStream(t, schema, recs)), io.Discard)
 		require.ErrorContains(t, err, `"nope"`)

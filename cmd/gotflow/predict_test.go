@@ -221,3 +221,79 @@ func TestPredictKeepsListColumns(t *testing.T) {
 		require.Len(t, probs, rows*10)
 	}
 }
+
+// TestPredictFullMapping feeds a ragged, nullable float64 list column
+// through `--map 'f=features fill=0 len=32 pad=0 cast'`: the predictions
+// equal those of the same rows padded, truncated and filled by hand into
+// a float32 [32] column.
+func TestPredictFullMapping(t *testing.T) {
+	const width = 32
+	dir := t.TempDir()
+	lengths := []int{32, 20, -1, 40} // -1: a null row
+	lb := array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float64)
+	vb := lb.ValueBuilder().(*array.Float64Builder)
+	fb := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	fvb := fb.ValueBuilder().(*array.Float32Builder)
+	for r, n := range lengths {
+		fb.Append(true)
+		if n < 0 {
+			lb.AppendNull()
+			fvb.AppendValues(make([]float32, width), nil)
+			continue
+		}
+		lb.Append(true)
+		row := make([]float32, width)
+		for k := range n {
+			v := float64(r*100+k) / 250
+			vb.Append(v)
+			if k < width {
+				row[k] = float32(v)
+			}
+		}
+		fvb.AppendValues(row, nil)
+	}
+	ragged, fixed := lb.NewArray(), fb.NewArray()
+	lb.Release()
+	fb.Release()
+	write := func(name string, col arrow.Array, field string) string {
+		schema := arrow.NewSchema([]arrow.Field{{Name: field, Type: col.DataType(), Nullable: true}}, nil)
+		rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(len(lengths)))
+		defer rec.Release()
+		path := filepath.Join(dir, name)
+		sink, err := feeder.CreateParquet(path, schema)
+		require.NoError(t, err)
+		require.NoError(t, sink.Write(rec))
+		require.NoError(t, sink.Close())
+		return path
+	}
+	in := write("ragged.parquet", ragged, "f")
+	ref := write("fixed.parquet", fixed, "features")
+	ragged.Release()
+	fixed.Release()
+
+	model := "../../scripts/fixtures/mlp_savedmodel"
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"predict", "--model", model, "--data", ref, "--output", filepath.Join(dir, "ref.arrow"), "--quiet"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	want, _ := readColumn(t, filepath.Join(dir, "ref.arrow"), "output_0")
+
+	// Without the mapping's options the ragged column is refused, and the
+	// message says what to write.
+	stderr.Reset()
+	code = run([]string{"predict", "--model", model, "--data", in, "--output", filepath.Join(dir, "bad.arrow"), "--map", "f=features cast", "--quiet"}, &stdout, &stderr)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, stderr.String(), "map it with len=N")
+
+	stderr.Reset()
+	code = run([]string{"predict", "--model", model, "--data", in, "--output", filepath.Join(dir, "out.arrow"),
+		"--map", "f=features fill=0 len=32 pad=0 cast", "--quiet"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	got, n := readColumn(t, filepath.Join(dir, "out.arrow"), "output_0")
+	require.EqualValues(t, len(lengths), n)
+	require.Equal(t, want, got)
+
+	stderr.Reset()
+	code = run([]string{"predict", "--model", model, "--data", in, "--output", filepath.Join(dir, "x.arrow"), "--map", "f=features len=zero"}, &stdout, &stderr)
+	require.NotEqual(t, 0, code)
+	require.Contains(t, stderr.String(), "len wants a positive integer")
+}
