@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/gotflow/gotflow/feeder"
@@ -101,6 +102,19 @@ func (e *TFEstimator) openTrainSet(p *prepared, ds *feeder.StreamDataset) (_ *tr
 func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, error) {
 	var mapping feeder.Mapping
 	var targets []feeder.Target
+	full := map[string]feeder.Input{}
+	for _, in := range e.Inputs {
+		full[in.Tensor] = in
+	}
+	bundle := map[string]bool{}
+	for _, s := range append(slices.Clone(p.b.Inputs), p.b.Labels...) {
+		bundle[s.Name] = true
+	}
+	for _, in := range e.Inputs {
+		if !bundle[in.Tensor] {
+			return nil, nil, fmt.Errorf("estimator: column %q is mapped to %q, which is neither an input nor a label of the bundle", in.Column, in.Tensor)
+		}
+	}
 	add := func(kind string, specs []loader.BundleTensor, m map[string]string) error {
 		byName := map[string]string{}
 		for col, t := range m {
@@ -113,7 +127,12 @@ func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, err
 			if !ok {
 				col = s.Name
 			}
-			mapping = append(mapping, feeder.Input{Column: col, Tensor: s.Name, Cast: e.Cast})
+			in := feeder.Input{Column: col, Tensor: s.Name, Cast: e.Cast}
+			if f, ok := full[s.Name]; ok {
+				in = f
+				in.Cast = in.Cast || e.Cast
+			}
+			mapping = append(mapping, in)
 			targets = append(targets, feeder.Target{Name: s.Name, DType: s.DType, Shape: s.Shape})
 		}
 		for col, t := range m {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/ps"
 )
 
@@ -41,6 +42,12 @@ type TFEstimator struct {
 	// column of the same name.
 	InputMapping map[string]string `json:"input_mapping,omitempty"`
 	LabelMapping map[string]string `json:"label_mapping,omitempty"`
+	// Inputs are full mappings for bundle inputs and labels: for a
+	// column, the tensor it feeds and how (dtype, row shape, Fill for
+	// nulls, Cast, Length and Pad for variable-length lists), in
+	// feeder.ParseMapping's syntax on the command line. InputMapping and
+	// LabelMapping are the short form; a tensor may be named in only one.
+	Inputs feeder.Mapping `json:"inputs,omitempty"`
 	// Cast allows lossy column conversions (float64 → float32, int64 →
 	// int32); lossless widening is always allowed.
 	Cast bool `json:"cast,omitempty"`
@@ -421,6 +428,22 @@ func (e *TFEstimator) Validate() error {
 		if other, dup := seen[col]; dup {
 			bad("column %q is mapped to both %s and label %s", col, other, l)
 		}
+	}
+	named := map[string]bool{}
+	for _, t := range e.InputMapping {
+		named[t] = true
+	}
+	for _, t := range e.LabelMapping {
+		named[t] = true
+	}
+	for _, in := range e.Inputs {
+		if in.Column == "" || in.Tensor == "" {
+			bad("Inputs has an empty column or tensor name (%q → %q)", in.Column, in.Tensor)
+		}
+		if named[in.Tensor] {
+			bad("tensor %q is mapped twice (InputMapping, LabelMapping and Inputs may each name it once)", in.Tensor)
+		}
+		named[in.Tensor] = true
 	}
 	if len(errs) == 0 {
 		return nil

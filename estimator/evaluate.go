@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/loader"
@@ -58,7 +59,7 @@ func (m *TFModel) Evaluate(ctx context.Context, data feeder.Source) (*EvalResult
 			return nil, err
 		}
 	}
-	e := &TFEstimator{InputMapping: m.InputMapping, LabelMapping: m.LabelMapping}
+	e := &TFEstimator{InputMapping: m.InputMapping, LabelMapping: m.LabelMapping, Inputs: append(slices.Clone(m.Inputs), m.Labels...)}
 	mapping, targets, err := e.mapping(&prepared{b: b})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -637,6 +638,14 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	}
 	for col, l := range r.e.LabelMapping {
 		m.LabelMapping[col] = l
+	}
+	// The full mappings: the inputs' for predict, the labels' for evaluate.
+	for _, in := range r.e.Inputs {
+		if slices.ContainsFunc(b.Labels, func(l loader.BundleTensor) bool { return l.Name == in.Tensor }) {
+			m.Labels = append(m.Labels, in)
+		} else {
+			m.Inputs = append(m.Inputs, in)
+		}
 	}
 	// The model's description sits next to it, for `gotflow predict`,
 	// `gotflow evaluate` and Load; Path is stored relative to it.

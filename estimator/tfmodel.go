@@ -223,6 +223,9 @@ type TFModel struct {
 	// bundle's loss and metrics.
 	Bundle       string            `json:"bundle,omitempty"`
 	LabelMapping map[string]string `json:"label_mapping,omitempty"`
+	// Labels are the labels' full mappings (as Inputs are the inputs'),
+	// for Evaluate.
+	Labels feeder.Mapping `json:"labels,omitempty"`
 	// Cast allows lossy conversions from columns to inputs (float64 →
 	// float32, int64 → int32, …), e.g. for CSV data, whose numbers are read
 	// as float64 and int64. Lossless widening is always allowed.

@@ -17,9 +17,9 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	model := fs.String("model", "", "trained model: the export directory of gotflow train (holds tfmodel.json)")
 	data := fs.String("data", "", "labelled data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
 	where := fs.String("where", "", "column=value: evaluate on the rows whose column equals value (e.g. split=heldout)")
-	inputs, labels := mapFlag{}, mapFlag{}
-	fs.Var(inputs, "map", "column=input: feed a column to a bundle input (default: as trained)")
-	fs.Var(labels, "label", "column=label: feed a column to a bundle label (default: as trained)")
+	var inputs, labels mappingFlag
+	fs.Var(&inputs, "map", "column=input [dtype=T] [shape=D,..] [fill=V] [cast] [len=N] [pad=V]: feed a column to a bundle input, and how (default: as trained)")
+	fs.Var(&labels, "label", "column=label [options as --map]: feed a column to a bundle label (default: as trained)")
 	batch := fs.Int("batch-size", estimator.DefaultBatchSize, "rows per run")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -32,11 +32,11 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer m.Close()
-	if len(inputs) > 0 {
-		m.InputMapping = inputs
+	if len(inputs.m) > 0 {
+		m.InputMapping, m.Inputs = inputs.short(), inputs.full()
 	}
-	if len(labels) > 0 {
-		m.LabelMapping = labels
+	if len(labels.m) > 0 {
+		m.LabelMapping, m.Labels = labels.short(), labels.full()
 	}
 	m.BatchSize = *batch
 	src, err := openData(*data, *where)

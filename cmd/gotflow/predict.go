@@ -24,34 +24,6 @@ func init() {
 	register(command{name: "predict", summary: "run a model over Parquet/Arrow/CSV data, appending its outputs", run: runPredict})
 }
 
-// mappingFlag is a repeatable --map in feeder.ParseMapping's syntax:
-// `column=input [dtype=T] [shape=D,...] [fill=V] [cast] [len=N] [pad=V]`,
-// several separated by ';'.
-type mappingFlag struct{ m feeder.Mapping }
-
-func (f *mappingFlag) String() string {
-	if len(f.m) == 0 {
-		return ""
-	}
-	return f.m.String()
-}
-
-func (f *mappingFlag) Set(v string) error {
-	m, err := feeder.ParseMapping(v)
-	if err != nil {
-		return fmt.Errorf("want COLUMN=INPUT [dtype=T] [shape=D,..] [fill=V] [cast] [len=N] [pad=V]: %w", err)
-	}
-	for _, in := range m {
-		for _, old := range f.m {
-			if old.Column == in.Column && old.Tensor == in.Tensor {
-				return fmt.Errorf("%q=%q given twice", in.Column, in.Tensor)
-			}
-		}
-		f.m = append(f.m, in)
-	}
-	return nil
-}
-
 // pairs is a repeatable "a=b" flag.
 type pairs struct {
 	name string
@@ -322,7 +294,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 func (f *predictFlags) tfModel() *estimator.TFModel {
 	return &estimator.TFModel{
 		Path: f.model, Kind: f.kind, SignatureDefKey: f.signature, RawTensorNames: f.raw, Weights: f.weights,
-		Inputs: f.inMap.m, OutputMapping: f.outMap.m, BatchSize: f.batch, TagSet: splitTags(f.tags),
+		InputMapping: f.inMap.short(), Inputs: f.inMap.full(), OutputMapping: f.outMap.m, BatchSize: f.batch, TagSet: splitTags(f.tags),
 		IntraOpThreads: f.threads, InterOpThreads: f.interOp, InFlight: f.inFlight, BinaryStrings: f.binary, Cast: f.cast,
 	}
 }

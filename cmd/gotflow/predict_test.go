@@ -154,7 +154,7 @@ func TestPredictErrorsLeaveNoOutput(t *testing.T) {
 	}{
 		"missing flags":     {[]string{}, 2, "--data, --model, --output required"},
 		"bad output ext":    {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.csv"}, 2, "unsupported extension"},
-		"bad map":           {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "x"}, 2, "want COLUMN=INPUT"},
+		"bad map":           {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "x"}, 2, "want COLUMN=TENSOR"},
 		"wrong signature":   {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--signature", "predict"}, 1, "(have: serve, serving_default)"},
 		"wrong tags":        {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--tags", "train"}, 1, `tags "{train}" not found`},
 		"unmapped input":    {[]string{"--model", "../../scripts/fixtures/tf2_savedmodel", "--input", exampleData, "--output", "OUT.parquet", "--map", "sepal_length=x"}, 1, `input(s) k not mapped to any column (InputMapping maps: sepal_length→x`},

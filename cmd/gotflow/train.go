@@ -25,34 +25,10 @@ func init() {
 }
 
 // mapFlag collects repeated "key=value" flags.
-type mapFlag map[string]string
-
-func (m mapFlag) String() string {
-	parts := make([]string, 0, len(m))
-	for k, v := range m {
-		parts = append(parts, k+"="+v)
-	}
-	return strings.Join(parts, ",")
-}
-
-func (m mapFlag) Set(s string) error {
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" || v == "" {
-			return fmt.Errorf("want column=name, got %q", kv)
-		}
-		if _, dup := m[k]; dup {
-			return fmt.Errorf("column %q is mapped twice", k)
-		}
-		m[k] = v
-	}
-	return nil
-}
-
 // trainFlags are the flags shared by train and worker.
 type trainFlags struct {
 	e                estimator.TFEstimator
-	inputs, labels   mapFlag
+	inputs, labels   mappingFlag
 	data, optJSON    *string
 	where            *string
 	patience         *int
@@ -64,13 +40,13 @@ type trainFlags struct {
 }
 
 func addTrainFlags(fs *flag.FlagSet) *trainFlags {
-	t := &trainFlags{inputs: mapFlag{}, labels: mapFlag{}, fs: fs}
+	t := &trainFlags{fs: fs}
 	e := &t.e
 	t.data = fs.String("data", "", "training data: a Parquet, Arrow IPC or CSV file, a directory or a glob")
 	t.where = fs.String("where", "", "column=value: train on the rows whose column equals value (e.g. split=train)")
 	fs.StringVar(&e.Bundle, "bundle", "", "model bundle directory (from gotflow convert)")
-	fs.Var(t.inputs, "map", "column=input: feed a column to a bundle input (repeatable; default: same names)")
-	fs.Var(t.labels, "label", "column=label: feed a column to a bundle label (repeatable; default: same names)")
+	fs.Var(&t.inputs, "map", "column=input [dtype=T] [shape=D,..] [fill=V] [cast] [len=N] [pad=V]: feed a column to a bundle input, and how (repeatable, ';' or a,b lists; default: same names)")
+	fs.Var(&t.labels, "label", "column=label [options as --map]: feed a column to a bundle label (repeatable; default: same names)")
 	fs.BoolVar(&e.Cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32)")
 	fs.IntVar(&e.Workers, "workers", 1, "data-parallel workers")
 	fs.IntVar(&e.NumPS, "ps", 1, "parameter-server shards")
@@ -139,7 +115,8 @@ func (t *trainFlags) estimator(stderr io.Writer) (*estimator.TFEstimator, error)
 		e.ShufflePerIter = false
 	}
 	e.Seed = *t.seed
-	e.InputMapping, e.LabelMapping = t.inputs, t.labels
+	e.InputMapping, e.LabelMapping = t.inputs.short(), t.labels.short()
+	e.Inputs = append(t.inputs.full(), t.labels.full()...)
 	if *t.optJSON != "" {
 		if !json.Valid([]byte(*t.optJSON)) {
 			return nil, fmt.Errorf("%w: --optimizer-options is not valid JSON", errUsage)
