@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ type predictFlags struct {
 	input, output, where                  string
 	raw, binary, quiet, cast              bool
 	ipc, outputsOnly                      bool
+	keep, drop                            string
 	batch, threads, interOp, inFlight     int
 	readers                               int
 	show                                  int
@@ -105,6 +107,8 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&f.ipc, "ipc", false, "read an Arrow IPC stream on stdin, write one on stdout (no --data, --output)")
 	fs.BoolVar(&f.outputsOnly, "outputs-only", false, "write only the output columns, not the input columns before them")
+	fs.StringVar(&f.keep, "keep", "", "comma-separated input columns to write before the outputs (default: all)")
+	fs.StringVar(&f.drop, "drop", "", "comma-separated input columns not to write (the others are kept)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -118,6 +122,9 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func (f *predictFlags) check(fs *flag.FlagSet) error {
+	if f.keep != "" && f.drop != "" || f.outputsOnly && (f.keep != "" || f.drop != "") {
+		return fmt.Errorf("%w: give one of --keep, --drop and --outputs-only", errUsage)
+	}
 	if f.ipc {
 		if f.input != "" || f.output != "" || f.where != "" || f.show != 0 {
 			return fmt.Errorf("%w: --ipc reads stdin and writes stdout; drop --data, --output, --where and --show", errUsage)
@@ -239,11 +246,12 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if err := s.Err(); err != nil {
 		return err
 	}
-	nIn := schema.NumFields() - len(s.OutputColumns())
-	if f.outputsOnly {
-		schema = outputSchema(schema, nIn)
-		nIn = 0
+	cols, err := f.passThrough(schema, schema.NumFields()-len(s.OutputColumns()))
+	if err != nil {
+		return err
 	}
+	schema = project(schema, cols)
+	nIn := schema.NumFields() - len(s.OutputColumns())
 	sink, err := createSink(f.output, schema)
 	if err != nil {
 		return err
@@ -255,23 +263,17 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	}()
 	shown := 0
 	for s.Next() {
-		rec := s.RecordBatch()
-		if f.outputsOnly {
-			rec = outputColumns(rec, rec.Schema().NumFields()-len(s.OutputColumns()))
-		}
+		rec := projectRecord(s.RecordBatch(), schema, cols)
 		err := sink.Write(rec)
-		if f.outputsOnly {
-			rec.Release()
-			rec = nil
-		}
-		if err != nil {
-			return fmt.Errorf("write %s: %w", f.output, err)
-		}
-		if rec != nil && shown < f.show {
+		if err == nil && shown < f.show {
 			if shown == 0 {
 				printHeader(stdout, schema, nIn)
 			}
 			shown += printRows(stdout, rec, nIn, shown, f.show-shown)
+		}
+		rec.Release()
+		if err != nil {
+			return fmt.Errorf("write %s: %w", f.output, err)
 		}
 	}
 	if err := s.Err(); err != nil {
@@ -300,15 +302,75 @@ func (f *predictFlags) tfModel() *estimator.TFModel {
 }
 
 // outputSchema keeps the fields of schema from index from on.
-func outputSchema(schema *arrow.Schema, from int) *arrow.Schema {
-	md := schema.Metadata()
-	return arrow.NewSchema(schema.Fields()[from:], &md)
+// passThrough returns the indices of the columns written: the input
+// columns --keep names (or all but those --drop names, or none with
+// --outputs-only), then every output column (from nIn on).
+func (f *predictFlags) passThrough(schema *arrow.Schema, nIn int) ([]int, error) {
+	var inputs []string
+	for _, fl := range schema.Fields()[:nIn] {
+		inputs = append(inputs, fl.Name)
+	}
+	names := func(flag, list string) (map[string]bool, error) {
+		set := map[string]bool{}
+		for _, c := range strings.Split(list, ",") {
+			if c = strings.TrimSpace(c); c == "" {
+				continue
+			}
+			if !slices.Contains(inputs, c) {
+				return nil, fmt.Errorf("%w: %s %q: no such input column (columns: %s)", errUsage, flag, c, strings.Join(inputs, ", "))
+			}
+			set[c] = true
+		}
+		return set, nil
+	}
+	var cols []int
+	switch {
+	case f.outputsOnly:
+	case f.keep != "":
+		keep, err := names("--keep", f.keep)
+		if err != nil {
+			return nil, err
+		}
+		for i, c := range inputs {
+			if keep[c] {
+				cols = append(cols, i)
+			}
+		}
+	default:
+		drop, err := names("--drop", f.drop)
+		if err != nil {
+			return nil, err
+		}
+		for i, c := range inputs {
+			if !drop[c] {
+				cols = append(cols, i)
+			}
+		}
+	}
+	for i := nIn; i < schema.NumFields(); i++ {
+		cols = append(cols, i)
+	}
+	return cols, nil
 }
 
-// outputColumns returns a new record with rec's columns from index from on;
-// the caller releases it.
-func outputColumns(rec arrow.RecordBatch, from int) arrow.RecordBatch {
-	return array.NewRecordBatch(outputSchema(rec.Schema(), from), rec.Columns()[from:], rec.NumRows())
+// project keeps the schema's fields at cols.
+func project(schema *arrow.Schema, cols []int) *arrow.Schema {
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		fields[i] = schema.Field(c)
+	}
+	md := schema.Metadata()
+	return arrow.NewSchema(fields, &md)
+}
+
+// projectRecord returns a new reference to rec's columns at cols, with
+// the projected schema; the caller releases it.
+func projectRecord(rec arrow.RecordBatch, schema *arrow.Schema, cols []int) arrow.RecordBatch {
+	arrs := make([]arrow.Array, len(cols))
+	for i, c := range cols {
+		arrs[i] = rec.Column(c)
+	}
+	return array.NewRecordBatch(schema, arrs, rec.NumRows())
 }
 
 // predictIPC runs the model over the Arrow IPC stream on in and writes the
@@ -332,17 +394,16 @@ func predictIPC(ctx context.Context, f *predictFlags, in io.Reader, out io.Write
 	if err := s.Err(); err != nil {
 		return err
 	}
-	nIn := schema.NumFields() - len(s.OutputColumns())
-	if f.outputsOnly {
-		schema = outputSchema(schema, nIn)
+	cols, err := f.passThrough(schema, schema.NumFields()-len(s.OutputColumns()))
+	if err != nil {
+		return err
 	}
+	schema = project(schema, cols)
 	bw := bufio.NewWriterSize(out, 1<<16)
 	w := ipc.NewWriter(bw, ipc.WithSchema(schema))
 	write := func(rec arrow.RecordBatch) error {
-		if f.outputsOnly {
-			rec = outputColumns(rec, nIn)
-			defer rec.Release()
-		}
+		rec = projectRecord(rec, schema, cols)
+		defer rec.Release()
 		if err := w.Write(rec); err != nil {
 			return err
 		}

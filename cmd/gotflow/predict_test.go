@@ -297,3 +297,44 @@ func TestPredictFullMapping(t *testing.T) {
 	require.NotEqual(t, 0, code)
 	require.Contains(t, stderr.String(), "len wants a positive integer")
 }
+
+// TestPredictKeepDrop: --keep and --drop choose the input columns written
+// before the outputs; unknown names and conflicting flags are refused.
+func TestPredictKeepDrop(t *testing.T) {
+	dir := t.TempDir()
+	fields := func(path string) []string {
+		src, err := feeder.OpenDataset(path)
+		require.NoError(t, err)
+		defer src.Close()
+		var out []string
+		for _, f := range src.Schema().Fields() {
+			out = append(out, f.Name)
+		}
+		return out
+	}
+	all := fields(exampleData)
+	require.Greater(t, len(all), 2)
+	for _, tc := range []struct {
+		flags []string
+		want  []string
+	}{
+		{[]string{"--keep", all[1]}, []string{all[1]}},
+		{[]string{"--drop", all[0]}, all[1:]},
+		{[]string{"--outputs-only"}, []string{}},
+	} {
+		out := filepath.Join(dir, "out.arrow")
+		var stdout, stderr bytes.Buffer
+		code := run(append([]string{"predict", "--model", exampleModel, "--data", exampleData, "--output", out, "--quiet"}, tc.flags...), &stdout, &stderr)
+		require.Equal(t, 0, code, stderr.String())
+		got := fields(out)
+		require.Equal(t, tc.want, got[:len(got)-1], "%v", tc.flags)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"predict", "--model", exampleModel, "--data", exampleData, "--output", filepath.Join(dir, "x.arrow"), "--keep", "nope"}, &stdout, &stderr)
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr.String(), `--keep "nope": no such input column`)
+	stderr.Reset()
+	code = run([]string{"predict", "--model", exampleModel, "--data", exampleData, "--output", filepath.Join(dir, "x.arrow"), "--keep", all[0], "--drop", all[1]}, &stdout, &stderr)
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr.String(), "give one of --keep, --drop and --outputs-only")
+}
