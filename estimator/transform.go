@@ -96,12 +96,22 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 
 	outMap := m.OutputMapping
 	if len(outMap) == 0 {
-		if sig == nil {
-			return nil, errors.New("estimator: the model has no signature; set OutputMapping (tensor name → column)")
-		}
 		outMap = map[string]string{}
-		for _, spec := range sig.Outputs {
-			outMap[spec.Alias] = spec.Alias
+		switch outs := r.Outputs(); {
+		case sig != nil:
+			for _, spec := range sig.Outputs {
+				outMap[spec.Alias] = spec.Alias
+			}
+		case len(outs) == 1:
+			// A graph with one obvious output (inspect lists it): no
+			// mapping needed; the column is named after its op.
+			outMap[outs[0].Name] = defaultName(outs[0])
+		default:
+			var names []string
+			for _, o := range outs {
+				names = append(names, o.Name)
+			}
+			return nil, fmt.Errorf("estimator: the model has no signature and %d candidate outputs (%s); set OutputMapping (tensor name → column; gotflow predict --out-map)", len(outs), strings.Join(names, ", "))
 		}
 	}
 	for out := range outMap {

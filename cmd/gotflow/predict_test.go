@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/csv"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/internal/tftest"
 	"github.com/stretchr/testify/require"
 )
@@ -337,4 +338,47 @@ func TestPredictKeepDrop(t *testing.T) {
 	code = run([]string{"predict", "--model", exampleModel, "--data", exampleData, "--output", filepath.Join(dir, "x.arrow"), "--keep", all[0], "--drop", all[1]}, &stdout, &stderr)
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr.String(), "give one of --keep, --drop and --outputs-only")
+}
+
+// TestPredictFrozenGraphOneOutput: a frozen graph whose one output nothing
+// reads (inspect lists it) needs no --out-map: the output is appended under
+// its op's name and equals what Python TensorFlow computed.
+func TestPredictFrozenGraphOneOutput(t *testing.T) {
+	exp := testmodels.MustLoadExpected(t, "mlp_frozen")
+	c, err := exp.Case("batch7")
+	require.NoError(t, err)
+	xs, err := c.Feeds["x:0"].AsFloat64()
+	require.NoError(t, err)
+	want, err := c.Fetches["probs:0"].AsFloat64()
+	require.NoError(t, err)
+	const width = 8
+	rows := len(xs) / width
+	b := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	vb := b.ValueBuilder().(*array.Float32Builder)
+	for r := range rows {
+		b.Append(true)
+		for k := range width {
+			vb.Append(float32(xs[r*width+k]))
+		}
+	}
+	col := b.NewArray()
+	b.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: col.DataType()}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(rows))
+	col.Release()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.parquet")
+	sink, err := feeder.CreateParquet(in, schema)
+	require.NoError(t, err)
+	require.NoError(t, sink.Write(rec))
+	require.NoError(t, sink.Close())
+	rec.Release()
+
+	out := filepath.Join(dir, "out.arrow")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"predict", "--model", testmodels.Dir("mlp_frozen"), "--data", in, "--output", out, "--quiet"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	got, n := readColumn(t, out, "probs")
+	require.EqualValues(t, rows, n)
+	require.InDeltaSlice(t, want, got, 1e-6)
 }
