@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -97,7 +98,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("gotflow "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: gotflow %s %s\n\n", name, synopses[name])
+		if c, ok := commands[name]; ok {
+			fmt.Fprintf(stderr, "%s.\n\n", strings.ToUpper(c.summary[:1])+c.summary[1:])
+		}
+		fs.PrintDefaults()
+	}
 	return fs
+}
+
+// synopses are the usage lines of the commands that print no usage of
+// their own.
+var synopses = map[string]string{
+	"train":    "--bundle BUNDLE --data DATA [--export DIR] [flags]",
+	"worker":   "[--job ModelDir/job.json | train's flags]   (started by train --cluster processes, or with TF_CONFIG)",
+	"evaluate": "--model EXPORT --data DATA [--where column=value] [flags]",
+	"ps":       "[--listen HOST:PORT] [--shard I/N] [--mode MODE] [--optimizer NAME|JSON|@file] [flags]",
+	"tune":     "--space SPACE --study DIR --bundle BUNDLE --data DATA [train flags] | --resume DIR",
+	"ensemble": "--members N -o DIR [train flags] | --from-study DIR --top K -o DIR",
+	"version":  "",
+	"inspect":  "MODEL [--json] [flags]",
 }
 
 // parseFlags parses args and wraps a parse failure as a usage error.

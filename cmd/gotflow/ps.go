@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	straggler := fs.String("straggler", "fail", "sync mode: what a step does at its timeout: fail (workers retry) or drop (apply what arrived)")
 	maxStale := fs.Uint64("max-staleness", 0, "bounded-staleness mode: largest accepted staleness in versions")
 	scaleStale := fs.Bool("staleness-scaling", false, "bounded-staleness mode: apply pushes beyond the bound with the learning rate divided by their staleness instead of rejecting them")
-	optimizer := fs.String("optimizer", `{"optimizer":"sgd"}`, "optimizer as JSON (SparkFlow optimizerOptions style), or @file")
+	optimizer := fs.String("optimizer", "sgd", "optimizer: a name as in train (sgd, momentum, adam, adamw, adagrad, rmsprop), JSON with its options (SparkFlow optimizerOptions style), or @file")
 	snapDir := fs.String("snapshot-dir", "", "directory for snapshots; the shard resumes from its snapshot there")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "snapshot after this many updates (0: never by count)")
 	snapInterval := fs.Duration("snapshot-interval", time.Minute, "snapshot this often when something changed (0: never by time)")
@@ -62,10 +63,14 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --mode: %v", errUsage, err)
 	}
 	optJSON := []byte(*optimizer)
-	if strings.HasPrefix(*optimizer, "@") {
-		if optJSON, err = os.ReadFile((*optimizer)[1:]); err != nil {
+	switch o := strings.TrimSpace(*optimizer); {
+	case strings.HasPrefix(o, "@"):
+		if optJSON, err = os.ReadFile(o[1:]); err != nil {
 			return fmt.Errorf("--optimizer: %w", err)
 		}
+	case !strings.HasPrefix(o, "{"):
+		// A name, as train's --optimizer takes it.
+		optJSON, _ = json.Marshal(map[string]string{"optimizer": o})
 	}
 	cfg, err := ps.ParseOptimizerConfig(optJSON)
 	if err != nil {

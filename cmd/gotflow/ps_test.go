@@ -75,7 +75,7 @@ func TestPSCommand(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, "ps-shard-0-of-1.snapshot"))
 	require.NoError(t, err)
 
-	for _, args := range [][]string{{"--shard", "2/2"}, {"--mode", "fast"}, {"--straggler", "wait"}, {"--optimizer", "{"}, {"extra"}} {
+	for _, args := range [][]string{{"--shard", "2/2"}, {"--mode", "fast"}, {"--straggler", "wait"}, {"--optimizer", "{"}, {"--optimizer", "nosuch"}, {"extra"}} {
 		err := runPS(ctx, args, io.Discard, io.Discard)
 		require.ErrorIs(t, err, errUsage, "%v", args)
 	}

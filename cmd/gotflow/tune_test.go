@@ -178,6 +178,13 @@ func TestHelpOnStdout(t *testing.T) {
 	require.Equal(t, 2, run(nil, &out, &errb))
 	require.Empty(t, out.String())
 	require.Contains(t, errb.String(), "usage: gotflow <command>")
+
+	// Every verb's -h starts with its usage line.
+	for name := range commands {
+		var out, errb syncBuffer
+		run([]string{name, "-h"}, &out, &errb)
+		require.Contains(t, out.String()+errb.String(), "usage: gotflow "+name, "gotflow %s -h", name)
+	}
 }
 
 // TestTrialTableRedraws: on a terminal the trial table is redrawn in
