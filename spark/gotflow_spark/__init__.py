@@ -1,12 +1,12 @@
 """gotflow as a pyspark.ml Estimator and Transformer.
 
 ``GotflowModel`` runs a TensorFlow model over a DataFrame with the gotflow
-binary (one ``gotflow predict --ipc`` process per task, fed through
-``mapInArrow``); ``GotflowEstimator`` trains a gotflow bundle in one barrier
-stage (``gotflow ps`` and ``gotflow worker`` processes, one worker per task)
-and returns a GotflowModel over the exported SavedModel. Neither needs
-TensorFlow in Python: the executors need the gotflow binary and
-libtensorflow (see the package README).
+binary (a scalar-iterator Arrow UDF over the feed columns, one ``gotflow
+predict --ipc`` process per task); ``GotflowEstimator`` trains a gotflow
+bundle in one barrier stage (``gotflow ps`` and ``gotflow worker``
+processes, one worker per task) and returns a GotflowModel over the
+exported SavedModel. Neither needs TensorFlow in Python: the executors need
+the gotflow binary and libtensorflow (see the package README).
 """
 
 from ._binary import BinaryNotFoundError

@@ -1,11 +1,12 @@
-"""The executor side of GotflowModel.transform: one ``gotflow predict
---ipc`` child per task, fed by a writer thread while the task reads its
-results."""
+"""The executor side of GotflowModel.transform: a scalar-iterator Arrow UDF
+over the feed columns that runs one ``gotflow predict --ipc --outputs-only``
+child per task, fed by a writer thread while the task reads the
+predictions back."""
 
-import os
 import queue
 import socket
 import threading
+from typing import Iterator, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,6 +15,10 @@ from ._binary import child_env, find_binary
 from ._child import Child, ChildError
 
 _END = object()
+# How long the reader waits for the writer's record of a batch it sent (the
+# writer records a batch before sending it, so this only passes on a bug or
+# when the child writes rows it was never sent).
+_PENDING_TIMEOUT = 60.0
 
 
 def _task_label():
@@ -34,13 +39,16 @@ def _argmax(values, width):
 
 
 class PartitionPredictor:
-    """A picklable function for ``mapInArrow``: runs the model over one
-    partition's record batches and yields them with the outputs appended.
+    """The body of the Arrow UDF: takes the iterator of one task's feed
+    batches (an Arrow array per feed column) and yields, for each of them in
+    order, an array of as many rows with the predictions.
 
     cfg keys: binary, library_path, model, tags, signature, batch_size,
-    threads, feeds [(temp column, model input, source column, width)],
-    outputs [(model output, column, arrow type)], argmax (column, source
-    column, width) or None, keep (indices of the columns passed through).
+    threads, feeds [(stream column, model input, source column, width)],
+    outputs [(model output, stream column, arrow type)], argmax (index in
+    outputs of the output it reads, width) or None, result_type (the Arrow type
+    of what the UDF returns: the single output's type, or a struct of the
+    outputs, then the argmax, in that order).
     """
 
     def __init__(self, cfg):
@@ -55,11 +63,23 @@ class PartitionPredictor:
             argv += ["--signature", c["signature"]]
         if threads:
             argv += ["--threads", str(threads)]
-        for temp, model_input, _, _ in c["feeds"]:
-            argv += ["--map", f"{temp}={model_input}"]
-        for out, col, _ in c["outputs"]:
-            argv += ["--out-map", f"{out}={col}"]
+        for name, model_input, _, _ in c["feeds"]:
+            argv += ["--map", f"{name}={model_input}"]
+        for out, name, _ in c["outputs"]:
+            argv += ["--out-map", f"{out}={name}"]
         return argv
+
+    def udf_function(self):
+        """The function to wrap with ``arrow_udf``; its type hints make it a
+        scalar iterator UDF (one argument per feed column)."""
+        if len(self.cfg["feeds"]) == 1:
+            def predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+                return self(batches)
+        else:
+            def predict(batches: Iterator[Tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+                return self(batches)
+        predict.__name__ = predict.__qualname__ = "gotflow_predict"
+        return predict
 
     def __call__(self, batches):
         it = iter(batches)
@@ -85,22 +105,24 @@ class PartitionPredictor:
             writer.join(timeout=30)
 
     def _write(self, first, rest, child, pending, failure):
-        """Writer thread: sends the feed columns of every batch to the
-        child's stdin and queues the batch for pairing with its results."""
+        """Writer thread: sends every batch of feed columns to the child's
+        stdin, recording the row count of each non-empty one (before sending
+        it) for the reader."""
         c = self.cfg
         names = [f[0] for f in c["feeds"]]
         w = None
         try:
             b = first
             while b is not None:
-                cols = []
-                for temp, model_input, source, width in c["feeds"]:
-                    col = b.column(b.schema.get_field_index(temp))
+                cols = list(b) if isinstance(b, (tuple, list)) else [b]
+                if len(cols) != len(names):
+                    raise ValueError(f"the UDF got {len(cols)} column(s) for {len(names)} model input(s)")
+                for col, (_, model_input, source, width) in zip(cols, c["feeds"]):
                     if width is not None and pa.types.is_list(col.type) and len(col) > 0:
                         _check_width(col, source, model_input, width)
-                    cols.append(col)
                 proj = pa.RecordBatch.from_arrays(cols, names=names)
-                pending.put(b)
+                if proj.num_rows:
+                    pending.put(proj.num_rows)
                 if w is None:
                     w = pa.ipc.new_stream(child.proc.stdin, proj.schema)
                 w.write_batch(proj)
@@ -119,35 +141,56 @@ class PartitionPredictor:
                 pass
             pending.put(_END)
 
-    def _read(self, child, pending, failure):
-        """Pairs the child's result batches with the queued input rows."""
+    def _result(self, parts):
+        """The UDF's array for one input batch from the child's output
+        slices that cover its rows."""
         c = self.cfg
-        keep = c["keep"]
-        out_types = [t for _, _, t in c["outputs"]]
-        cur, off = None, 0
+        cols = []
+        for i, (_, _, t) in enumerate(c["outputs"]):
+            pieces = [p.column(i) for p in parts]
+            a = pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+            cols.append(a if a.type == t else a.cast(t))
+        if c.get("argmax"):
+            j, width = c["argmax"]
+            cols.append(_argmax(cols[j].flatten(), width))
+        rt = c["result_type"]
+        if not pa.types.is_struct(rt):
+            return cols[0]
+        return pa.StructArray.from_arrays(cols, fields=[rt.field(k) for k in range(rt.num_fields)])
+
+    @staticmethod
+    def _next_count(pending):
+        try:
+            n = pending.get(timeout=_PENDING_TIMEOUT)
+        except queue.Empty:
+            raise ChildError("gotflow returned rows it was not sent") from None
+        if n is _END:
+            raise ChildError("gotflow returned more rows than it was sent")
+        return n
+
+    def _read(self, child, pending, failure):
+        """Yields one array per non-empty input batch, of exactly its row
+        count, cut from the child's output stream (which keeps the input's
+        row order); empty input batches get no array."""
+        want, parts, have = None, [], 0
         try:
             reader = pa.ipc.open_stream(child.proc.stdout)
             for out in reader:
-                outs = [_cast(out.column(i), t) for i, t in enumerate(out_types)]
-                if c.get("argmax"):
-                    col, src, width = c["argmax"]
-                    j = [o[1] for o in c["outputs"]].index(src)
-                    outs.append(_argmax(out.column(j).flatten(), width))
-                o, n = 0, out.num_rows
+                n = out.num_rows
+                if len(out.schema) != len(self.cfg["outputs"]):
+                    raise ChildError(f"gotflow returned {len(out.schema)} column(s), "
+                                     f"want {len(self.cfg['outputs'])}")
+                o = 0
                 while o < n:
-                    if cur is None or off == cur.num_rows:
-                        cur, off = pending.get(), 0
-                        if cur is _END:
-                            raise ChildError("gotflow returned more rows than it was sent")
-                    k = min(cur.num_rows - off, n - o)
-                    part = cur.slice(off, k)
-                    cols = [part.column(i) for i in keep] + [a.slice(o, k) for a in outs]
-                    names = [part.schema.field(i).name for i in keep] + [o_[1] for o_ in c["outputs"]]
-                    if c.get("argmax"):
-                        names.append(c["argmax"][0])
-                    yield pa.RecordBatch.from_arrays(cols, names=names)
-                    off += k
+                    if want is None:
+                        want, parts, have = self._next_count(pending), [], 0
+                    k = min(want - have, n - o)
+                    parts.append(out.slice(o, k))
+                    have += k
                     o += k
+                    if have == want:
+                        yield self._result(parts)
+                        want, parts, have = None, [], 0
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ChildError) as e:
             if failure:
                 raise failure[0]
@@ -164,20 +207,17 @@ class PartitionPredictor:
             raise failure[0]
         if code != 0:
             raise child.error("gotflow failed while predicting")
-        rest = 0 if cur is None or cur is _END else cur.num_rows - off
+        missing = 0 if want is None else want - have
         while True:
-            b = pending.get()
-            if b is _END:
+            try:
+                n = pending.get(timeout=_PENDING_TIMEOUT)
+            except queue.Empty:
+                raise child.error("the feed writer did not finish after gotflow's output ended") from None
+            if n is _END:
                 break
-            rest += b.num_rows
-        if rest:
-            raise child.error(f"gotflow returned {rest} fewer rows than it was sent")
-
-
-def _cast(a, t):
-    if a.type == t:
-        return a
-    return a.cast(t)
+            missing += n
+        if missing:
+            raise child.error(f"gotflow returned {missing} fewer rows than it was sent")
 
 
 def _check_width(col, source, model_input, width):

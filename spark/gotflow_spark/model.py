@@ -9,7 +9,9 @@ from pyspark.ml import Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_type
 
 from ._binary import driver_settings, ship_package
 from ._infer import PartitionPredictor
@@ -59,11 +61,15 @@ class GotflowModel(Model, _GotflowParams, MLReadable, MLWritable):
     """A TensorFlow model (SavedModel, frozen graph, checkpoint or gotflow
     bundle) applied to a DataFrame by the gotflow binary.
 
-    ``transform(df)`` runs one ``gotflow predict --ipc`` process per task
-    through ``df.mapInArrow``: the task streams the feed columns to it as an
-    Arrow IPC stream and appends the outputs it streams back to the rows.
-    Feed columns may be Spark ML vectors (dense or sparse), arrays of
-    numbers, numbers or strings.
+    ``transform(df)`` adds the model's outputs as columns through a scalar
+    iterator Arrow UDF (``pyspark.sql.functions.arrow_udf``) over the feed
+    columns only: each task runs one ``gotflow predict --ipc --outputs-only``
+    process, streams it the feed columns as an Arrow IPC stream and returns
+    just the outputs it streams back, which Spark joins to the rows. Several
+    outputs (and ``argmaxCol``) come back as one struct, split into their
+    columns, so the model runs once per row. Feed columns may be Spark ML
+    vectors (dense or sparse, converted in the JVM), arrays of numbers,
+    numbers or strings.
     """
 
     modelPath = Param(Params._dummy(), "modelPath", "the model gotflow loads (a path every executor can read)",
@@ -156,15 +162,19 @@ class GotflowModel(Model, _GotflowParams, MLReadable, MLWritable):
             argmax_cfg = (argmax, src_col, src_out.width())
         exprs, feed_cfg = [], []
         for i, (col, s, param) in enumerate(feeds):
-            temp = f"__gotflow_feed_{i}"
-            exprs.append(feed_column(dataset, col, s, param).alias(temp))
-            feed_cfg.append((temp, s.name, col, s.width() if s.shape is not None and len(s.shape) == 2 else None))
-        prepared = dataset.select("*", *exprs)
-        fields = list(dataset.schema.fields)
-        for out, col in outputs:
-            fields.append(T.StructField(col, out.spark_type(col), nullable=True))
+            exprs.append(feed_column(dataset, col, s, param))
+            feed_cfg.append((f"__gotflow_feed_{i}", s.name, col,
+                             s.width() if s.shape is not None and len(s.shape) == 2 else None))
+        # What the UDF returns: the single output as is, else a struct of
+        # the outputs (fields _0, _1, ...) followed by the argmax.
+        results = [(f"_{k}", col, out.spark_type(col)) for k, (out, col) in enumerate(outputs)]
         if argmax_cfg:
-            fields.append(T.StructField(argmax, T.DoubleType(), nullable=True))
+            results.append((f"_{len(results)}", argmax, T.DoubleType()))
+        if len(results) == 1:
+            return_type = results[0][2]
+        else:
+            return_type = T.StructType([T.StructField(f, t, nullable=True) for f, _, t in results])
+        out_cfg = [(o.name, f"__gotflow_out_{k}", o.arrow_type()) for k, (o, _) in enumerate(outputs)]
         settings = driver_settings(spark, self.getOrDefault(self.binary) or None)
         cfg = {
             "binary": settings["binary"], "library_path": settings["library_path"],
@@ -172,11 +182,26 @@ class GotflowModel(Model, _GotflowParams, MLReadable, MLWritable):
             else self.getOrDefault(self.modelPath),
             "tags": self.getOrDefault(self.tags), "signature": self.getOrDefault(self.signature),
             "batch_size": batch, "threads": self.getOrDefault(self.threads), "feeds": feed_cfg,
-            "outputs": [(o.name, c, o.arrow_type()) for o, c in outputs], "argmax": argmax_cfg,
-            "keep": list(range(len(dataset.columns))),
+            "outputs": out_cfg,
+            "argmax": ([c for _, c in outputs].index(argmax_cfg[1]), argmax_cfg[2]) if argmax_cfg else None,
+            "result_type": to_arrow_type(return_type, timezone="UTC"),
         }
+        try:
+            from pyspark.sql.functions import arrow_udf
+        except ImportError:
+            import pyspark
+
+            raise RuntimeError(f"GotflowModel.transform needs pyspark >= 4.1 (pyspark.sql.functions.arrow_udf); "
+                               f"this is pyspark {pyspark.__version__}") from None
         ship_package()
-        return prepared.mapInArrow(PartitionPredictor(cfg), T.StructType(fields))
+        predict = arrow_udf(PartitionPredictor(cfg).udf_function(), return_type)
+        if len(results) == 1:
+            return dataset.select("*", predict(*exprs).alias(results[0][1]))
+        temp = "__gotflow_result"
+        while temp in names:
+            temp += "_"
+        both = dataset.select("*", predict(*exprs).alias(temp))
+        return both.select("*", *[F.col(temp).getField(f).alias(col) for f, col, _ in results]).drop(temp)
 
     # -- persistence -----------------------------------------------------
 
