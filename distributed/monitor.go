@@ -430,10 +430,11 @@ func (m *Monitor) declareDeadLocked(rank int, reason string) {
 		done = s.RowsDone
 	}
 	var receivers []Task
-	if m.cfg.RankRows != nil && !m.stopped {
+	finished := m.cfg.RankRows != nil && done >= m.cfg.RankRows[rank] && m.epoch >= m.cfg.Epochs-1
+	if m.cfg.RankRows != nil && !m.stopped && !finished {
 		// Its rows are on its own machine: nobody can take them over.
 		m.stopLocked("trainer "+s.Task.String()+" died ("+reason+"); its rows are its own data, which no other trainer holds", true)
-	} else if m.plan.Alive(rank) {
+	} else if m.cfg.RankRows == nil && m.plan.Alive(rank) {
 		got, err := m.plan.Reassign(rank, done)
 		if err != nil {
 			// The last trainer died: nobody can take its rows.

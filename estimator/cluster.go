@@ -619,8 +619,8 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 					default:
 						// The shards hold a later epoch's pushes: this
 						// share was trained on in full. Look again at the
-						// next epoch.
-						skip = len(batches)
+						// next epoch; the step count is at least there.
+						skip, w.steps = len(batches), max(w.steps, at.Steps)
 					}
 					if skip > 0 {
 						for _, n := range batches[:skip] {

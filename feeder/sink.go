@@ -110,8 +110,7 @@ func (s *fileSink) Abort() error {
 	}
 	s.done = true
 	s.finish()
-	s.tmp.Abort()
-	return nil
+	return s.tmp.Abort()
 }
 
 func sinkOpts(opts []SinkOption) sinkOptions {

@@ -100,7 +100,8 @@ log "installing scripts/requirements.txt into .venv"
 # The TF Serving client stubs (the serving tests' reference client). Its
 # metadata asks for the full tensorflow package, which tensorflow-cpu
 # already provides: no dependencies.
-"${pip[@]}" install --no-deps "tensorflow-serving-api==$installed" || die "could not install tensorflow-serving-api==$installed"
+# Same minor version as TensorFlow (patch releases differ: 2.15.0 has 2.15.1).
+"${pip[@]}" install --no-deps "tensorflow-serving-api~=${installed%.*}.0" || die "could not install tensorflow-serving-api ${installed%.*}.x"
 
 log "laying out $tfdir from $site"
 rm -rf "$tfdir/lib" "$tfdir/include"

@@ -23,7 +23,16 @@ func (f *mappingFlag) String() string {
 
 func (f *mappingFlag) Set(v string) error {
 	if strings.Contains(v, ",") && !strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || r == ';' || r == '"' }) {
-		v = strings.ReplaceAll(v, ",", ";") // a,b lists of plain pairs
+		// a=x,b=y: a list of plain pairs (a column whose name has a comma
+		// is written quoted).
+		parts := strings.Split(v, ",")
+		pairs := true
+		for _, p := range parts {
+			pairs = pairs && strings.Contains(p, "=")
+		}
+		if pairs {
+			v = strings.Join(parts, ";")
+		}
 	}
 	m, err := feeder.ParseMapping(v)
 	if err != nil {

@@ -24,7 +24,6 @@ func init() {
 	register(command{name: "train", summary: "train a model bundle on Arrow/Parquet/CSV data and export it", run: runTrain})
 }
 
-// mapFlag collects repeated "key=value" flags.
 // trainFlags are the flags shared by train and worker.
 type trainFlags struct {
 	e                estimator.TFEstimator

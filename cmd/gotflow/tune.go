@@ -87,10 +87,13 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := os.MkdirAll(*dir, 0o755); err != nil {
 			return err
 		}
-		// A study that recorded no trial yet (its first run failed its
-		// checks) may be started again with other flags.
-		if _, err := os.Stat(filepath.Join(*dir, "study.json")); err == nil {
-			return fmt.Errorf("%w: %s already holds a study: resume it with --resume %s, or choose another --study", errUsage, *dir, *dir)
+		// A study that never started (its first run failed its checks,
+		// before space.json) may be started again with other flags; one
+		// that started belongs to its tune.json.
+		for _, f := range []string{"study.json", "space.json", "study.lock"} {
+			if _, err := os.Stat(filepath.Join(*dir, f)); err == nil {
+				return fmt.Errorf("%w: %s already holds a study: resume it with --resume %s, or choose another --study", errUsage, *dir, *dir)
+			}
 		}
 		b, _ := json.MarshalIndent(job, "", "  ")
 		if err := atomicfile.WriteFile(filepath.Join(*dir, "tune.json"), append(b, '\n')); err != nil {

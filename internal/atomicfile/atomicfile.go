@@ -59,7 +59,9 @@ func (f *File) Write(p []byte) (int, error) { return f.f.Write(p) }
 func (f *File) Name() string { return f.f.Name() }
 
 // Commit gives the file mode 0644, syncs it, renames it over path and
-// syncs the directory. After an error path is as it was.
+// syncs the directory. After an error before the rename, path is as it
+// was; a failure to sync the directory comes after it: path then holds
+// the new file, but the rename may not survive a crash.
 func (f *File) Commit() error {
 	if f.done {
 		return fmt.Errorf("write %s: already committed or aborted", f.path)
@@ -88,13 +90,13 @@ func (f *File) Commit() error {
 
 // Abort drops the temporary file; path is left as it was. It is a no-op
 // after Commit.
-func (f *File) Abort() {
+func (f *File) Abort() error {
 	if f.done {
-		return
+		return nil
 	}
 	f.done = true
 	f.f.Close()
-	os.Remove(f.f.Name())
+	return os.Remove(f.f.Name())
 }
 
 // SyncDir fsyncs a directory, so that a rename in it survives a crash.

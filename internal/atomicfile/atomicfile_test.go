@@ -23,8 +23,8 @@ func TestReplaceWhole(t *testing.T) {
 	require.NoError(t, err)
 	b, _ := os.ReadFile(path)
 	require.Equal(t, "old", string(b), "nothing visible before Commit")
-	f.Abort()
-	f.Abort()
+	require.NoError(t, f.Abort())
+	require.NoError(t, f.Abort(), "twice is harmless")
 	require.ErrorContains(t, f.Commit(), "already committed or aborted")
 
 	boom := errors.New("boom")
