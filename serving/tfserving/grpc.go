@@ -203,35 +203,45 @@ func (p *predictionService) Classify(ctx context.Context, req *pb.Classification
 }
 
 func (g *grpcService) classify(ctx context.Context, req *pb.ClassificationRequest) (*pb.ClassificationResponse, error) {
-	tg, err := targetOf(req.GetModelSpec())
+	tg, key, res, n, err := g.runExamples(ctx, req.GetModelSpec(), req.GetInput(), checkClassifySignature, classifyOutputs)
 	if err != nil {
 		return nil, err
 	}
-	md, err := g.s.Metadata(tg.name, tg.version, tg.label)
-	if err != nil {
-		return nil, err
-	}
-	key := signatureKey(req.GetModelSpec())
-	sig, ok := md.Signatures[key]
-	if !ok {
-		return nil, serving.InvalidArgument("No signature was found with the name: %s", key)
-	}
-	if err := checkClassifySignature(md, sig); err != nil {
-		return nil, err
-	}
-	examples, err := serializeInput(req.GetInput())
-	if err != nil {
-		return nil, err
-	}
-	res, err := g.run(ctx, tg, key, examples, classifyOutputs(sig))
-	if err != nil {
-		return nil, err
-	}
-	result, err := classificationResult(res, len(examples.Strings))
+	result, err := classificationResult(res, n)
 	if err != nil {
 		return nil, err
 	}
 	return &pb.ClassificationResponse{ModelSpec: responseSpec(tg.name, res.Version, key), Result: result}, nil
+}
+
+// runExamples runs the signature a Classify or Regress request names on
+// its serialized tf.Examples, once check accepts the signature; n is the
+// number of examples.
+func (g *grpcService) runExamples(ctx context.Context, spec *pb.ModelSpec, input *pb.Input,
+	check func(*serving.Metadata, serving.Signature) error, outputs func(serving.Signature) []string,
+) (tg target, key string, res *serving.Response, n int, err error) {
+	if tg, err = targetOf(spec); err != nil {
+		return
+	}
+	md, err := g.s.Metadata(tg.name, tg.version, tg.label)
+	if err != nil {
+		return
+	}
+	key = signatureKey(spec)
+	sig, ok := md.Signatures[key]
+	if !ok {
+		err = serving.InvalidArgument("No signature was found with the name: %s", key)
+		return
+	}
+	if err = check(md, sig); err != nil {
+		return
+	}
+	examples, err := serializeInput(input)
+	if err != nil {
+		return
+	}
+	res, err = g.run(ctx, tg, key, examples, outputs(sig))
+	return tg, key, res, len(examples.Strings), err
 }
 
 // Regress runs a regression signature on tf.Examples.
@@ -241,31 +251,12 @@ func (p *predictionService) Regress(ctx context.Context, req *pb.RegressionReque
 }
 
 func (g *grpcService) regress(ctx context.Context, req *pb.RegressionRequest) (*pb.RegressionResponse, error) {
-	tg, err := targetOf(req.GetModelSpec())
+	tg, key, res, n, err := g.runExamples(ctx, req.GetModelSpec(), req.GetInput(), checkRegressSignature,
+		func(serving.Signature) []string { return []string{regressOutputs} })
 	if err != nil {
 		return nil, err
 	}
-	md, err := g.s.Metadata(tg.name, tg.version, tg.label)
-	if err != nil {
-		return nil, err
-	}
-	key := signatureKey(req.GetModelSpec())
-	sig, ok := md.Signatures[key]
-	if !ok {
-		return nil, serving.InvalidArgument("No signature was found with the name: %s", key)
-	}
-	if err := checkRegressSignature(md, sig); err != nil {
-		return nil, err
-	}
-	examples, err := serializeInput(req.GetInput())
-	if err != nil {
-		return nil, err
-	}
-	res, err := g.run(ctx, tg, key, examples, []string{regressOutputs})
-	if err != nil {
-		return nil, err
-	}
-	result, err := regressionResult(res, len(examples.Strings))
+	result, err := regressionResult(res, n)
 	if err != nil {
 		return nil, err
 	}
