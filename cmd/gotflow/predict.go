@@ -237,20 +237,11 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	defer m.Close()
 	prog := newPredictProgress(stderr, total, f.quiet)
 	m.Hooks.OnBatch = func(b estimator.BatchInfo) { prog.update(b.TotalRows) }
-	s, err := m.Transform(ctx, src)
+	s, schema, cols, err := f.transform(ctx, m, src)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	schema = s.Schema()
-	if err := s.Err(); err != nil {
-		return err
-	}
-	cols, err := f.passThrough(schema, schema.NumFields()-len(s.OutputColumns()))
-	if err != nil {
-		return err
-	}
-	schema = project(schema, cols)
 	nIn := schema.NumFields() - len(s.OutputColumns())
 	sink, err := createSink(f.output, schema)
 	if err != nil {
@@ -301,7 +292,27 @@ func (f *predictFlags) tfModel() *estimator.TFModel {
 	}
 }
 
-// outputSchema keeps the fields of schema from index from on.
+// transform starts the model over src and works out the columns written:
+// the stream, the written schema and the stream columns it keeps. The
+// caller closes the stream (on error there is none to close).
+func (f *predictFlags) transform(ctx context.Context, m *estimator.TFModel, src feeder.Source) (*estimator.Stream, *arrow.Schema, []int, error) {
+	s, err := m.Transform(ctx, src)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	schema := s.Schema()
+	if err := s.Err(); err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	cols, err := f.passThrough(schema, schema.NumFields()-len(s.OutputColumns()))
+	if err != nil {
+		s.Close()
+		return nil, nil, nil, err
+	}
+	return s, project(schema, cols), cols, nil
+}
+
 // passThrough returns the indices of the columns written: the input
 // columns --keep names (or all but those --drop names, or none with
 // --outputs-only), then every output column (from nIn on).
@@ -385,20 +396,11 @@ func predictIPC(ctx context.Context, f *predictFlags, in io.Reader, out io.Write
 	}
 	m := f.tfModel()
 	defer m.Close()
-	s, err := m.Transform(ctx, src)
+	s, schema, cols, err := f.transform(ctx, m, src)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	schema := s.Schema()
-	if err := s.Err(); err != nil {
-		return err
-	}
-	cols, err := f.passThrough(schema, schema.NumFields()-len(s.OutputColumns()))
-	if err != nil {
-		return err
-	}
-	schema = project(schema, cols)
 	bw := bufio.NewWriterSize(out, 1<<16)
 	w := ipc.NewWriter(bw, ipc.WithSchema(schema))
 	write := func(rec arrow.RecordBatch) error {

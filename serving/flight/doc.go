@@ -91,9 +91,11 @@
 // the batch has at least Server.MaxBatchSize rows, so that large batches
 // skip the batcher) and writes one record batch of the outputs, the same
 // rows in the same order, with a BatchMetadata JSON as app_metadata
-// (model, version that ran, signature, rows, output shapes). Batches
-// run one at a time per stream, each on the version the descriptor names
-// at that moment. Empty batches get empty answers without running the
+// (model, version that ran, signature, rows, output shapes). Up to
+// WithInFlight batches of a stream run at once (default 2), answered in
+// the order they came, each on the version the descriptor names when it
+// runs: a reload during a stream moves its later batches to the new
+// version, and their BatchMetadata says so. Empty batches get empty answers without running the
 // model. A batch is one gRPC message: serving.Config.MaxRequestBytes
 // bounds its size.
 //
