@@ -16,36 +16,15 @@ import (
 	"github.com/gotflow/gotflow/scripts/converter"
 )
 
-func init() {
-	register(command{
-		name:    "convert",
-		summary: "convert a Keras model, TF1 graph function or SavedModel into a trainable bundle",
-		run:     runConvert,
-	})
-}
-
-const convertUsage = `usage: gotflow convert keras MODEL --loss LOSS [--metric M]... [--input name:dtype:shape]... [--label name:dtype:shape]... -o BUNDLE
-       gotflow convert tf1 MODULE.py:FUNCTION [--input x:0]... [--label y:0]... [--output name=tensor]... -o BUNDLE
-       gotflow convert savedmodel DIR --loss LOSS [--signature KEY] [--label name:dtype:shape] -o BUNDLE
-
-MODEL is a .keras file or path/to/module.py:function returning a keras.Model.
-The bundle directory gets manifest.json, train.pb, infer.pb, eval.pb and
-weights.safetensors (see loader/schema/bundle-v1.schema.json).
-
-The converter is carried in this binary and runs with $GOTFLOW_PYTHON, else
-the .venv of a gotflow checkout around it, else python3 on PATH; that Python
-needs tensorflow (or tensorflow-cpu) and numpy. Run 'gotflow convert keras
--h' for all flags of a source.
-`
-
 // runConvert runs the Python converter (carried in the binary, see
 // scripts/converter) with the user's Python.
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, convertUsage)
 		if len(args) == 0 {
+			commandUsage(stderr, "convert", nil)
 			return errUsage
 		}
+		commandUsage(stdout, "convert", nil)
 		return nil
 	}
 	src, err := converterSources()

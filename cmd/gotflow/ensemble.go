@@ -13,10 +13,6 @@ import (
 	"github.com/gotflow/gotflow/tune"
 )
 
-func init() {
-	register(command{name: "ensemble", summary: "train N models from seeds (or bootstrap samples), or take a study's top K, and export them as one", run: runEnsemble})
-}
-
 func runEnsemble(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ensemble", stderr)
 	t := addTrainFlags(fs)

@@ -8,10 +8,6 @@ import (
 	"github.com/gotflow/gotflow/estimator"
 )
 
-func init() {
-	register(command{name: "evaluate", summary: "compute a trained model's loss and metrics over labelled data", run: runEvaluate})
-}
-
 func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("evaluate", stderr)
 	model := fs.String("model", "", "trained model: the export directory of gotflow train (holds tfmodel.json)")

@@ -13,22 +13,10 @@ import (
 	"github.com/gotflow/gotflow/savedmodel"
 )
 
-func init() {
-	register(command{name: "inspect", summary: "show a model's tags, signatures, inputs and outputs", run: runInspect})
-}
-
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("inspect", stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gotflow inspect [flags] MODEL")
-		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "MODEL is a SavedModel directory, a frozen GraphDef (.pb), a TF1 checkpoint")
-		fmt.Fprintln(stderr, "(directory, prefix or .meta file) or a gotflow model bundle.")
-		fmt.Fprintln(stderr)
-		fs.PrintDefaults()
-	}
 	kind := fs.String("kind", "", "model kind: saved_model, frozen_graph, checkpoint or bundle (default: detect)")
-	asJSON := fs.Bool("json", false, "print, as JSON, the inputs and outputs `gotflow predict` would use with the same --tags, --signature and --raw")
+	asJSON := fs.Bool("json", false, "print, as JSON, the inputs and outputs 'gotflow predict' would use with the same --tags, --signature and --raw")
 	tags := fs.String("tags", "", "with --json: comma-separated tag set of the meta graph (default serve)")
 	signature := fs.String("signature", "", "with --json: signature key (default serving_default)")
 	raw := fs.Bool("raw", false, "with --json: name inputs and outputs by graph tensor (op:idx)")

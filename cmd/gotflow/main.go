@@ -12,54 +12,77 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 )
 
-// command is one gotflow subcommand.
+// command is one gotflow subcommand; commands.go lists them all.
 type command struct {
 	name    string
 	summary string
+	// synopsis are the usage lines, after "gotflow NAME ".
+	synopsis []string
+	// about describes the command in more than its summary (optional).
+	about string
 	// run executes the command with the arguments after its name. It writes
 	// results to stdout and diagnostics to stderr.
 	run func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
+// commands indexes commandTable by name.
 var commands = map[string]command{}
-
-func register(c command) {
-	if _, dup := commands[c.name]; dup {
-		panic("gotflow: command registered twice: " + c.name)
-	}
-	commands[c.name] = c
-}
 
 // errUsage marks errors caused by bad command-line arguments (exit code 2).
 var errUsage = errors.New("usage error")
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: gotflow <command> [flags]")
+	fmt.Fprintln(w, "usage: gotflow [-v] <command> [flags]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	for _, c := range commandTable {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'gotflow <command> -h' for the flags of a command.")
+	fmt.Fprintln(w, "Run 'gotflow <command> -h' for the flags of a command. -v, before the")
+	fmt.Fprintln(w, "command or among its flags, also shows TensorFlow's own log lines.")
+}
+
+// commandUsage writes a command's help: its usage lines, summary and
+// description, then its flags when fs is not nil.
+func commandUsage(w io.Writer, name string, fs *flag.FlagSet) {
+	c := commands[name]
+	lines := c.synopsis
+	if len(lines) == 0 {
+		lines = []string{""}
+	}
+	for i, l := range lines {
+		lead := "usage:"
+		if i > 0 {
+			lead = "      "
+		}
+		fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf("%s gotflow %s %s", lead, name, l), " "))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "%s.\n", strings.ToUpper(c.summary[:1])+c.summary[1:])
+	if c.about != "" {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, c.about)
+	}
+	if fs == nil {
+		return
+	}
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "flags:")
+	fs.PrintDefaults()
 }
 
 func main() {
-	// TensorFlow's C++ logging is noisy at INFO; keep warnings and errors
-	// unless the user chose a level.
-	if _, set := os.LookupEnv("TF_CPP_MIN_LOG_LEVEL"); !set {
-		os.Setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-	}
+	// TensorFlow's log level was settled before Go started: see quiet.go.
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -68,7 +91,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if args[0] == "-v" || args[0] == "--v" {
+		// Only TensorFlow's start-up logging looks at it (quiet.go).
+		args = args[1:]
+		if len(args) == 0 {
+			usage(stderr)
+			return 2
+		}
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
 		usage(stdout) // asked for: the answer, on stdout
 		return 0
 	}
@@ -80,6 +111,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if helpRequested(args[1:]) {
+		// Help that was asked for is the answer: it goes to stdout.
+		stderr = stdout
+	}
 	if err := c.run(ctx, args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -94,36 +129,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // newFlagSet returns a flag set for a subcommand that reports errors instead
-// of exiting, writing its help to stderr.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+// of exiting, and whose -h prints commandUsage to w.
+func newFlagSet(name string, w io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("gotflow "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: gotflow %s %s\n\n", name, synopses[name])
-		if c, ok := commands[name]; ok {
-			fmt.Fprintf(stderr, "%s.\n\n", strings.ToUpper(c.summary[:1])+c.summary[1:])
-		}
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(w)
+	fs.Usage = func() { commandUsage(w, name, fs) }
 	return fs
 }
 
-// synopses are the usage lines of the commands that print no usage of
-// their own.
-var synopses = map[string]string{
-	"train":    "--bundle BUNDLE --data DATA [--export DIR] [flags]",
-	"worker":   "[--job ModelDir/job.json | train's flags]   (started by train --cluster processes, or with TF_CONFIG)",
-	"evaluate": "--model EXPORT --data DATA [--where column=value] [flags]",
-	"ps":       "[--listen HOST:PORT] [--shard I/N] [--mode MODE] [--optimizer NAME|JSON|@file] [flags]",
-	"tune":     "--space SPACE --study DIR --bundle BUNDLE --data DATA [train flags] | --resume DIR",
-	"ensemble": "--members N -o DIR [train flags] | --from-study DIR --top K -o DIR",
-	"version":  "",
-	"inspect":  "MODEL [--json] [flags]",
+// helpRequested reports whether the arguments of a command ask for its
+// help (before any "--").
+func helpRequested(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help", "--h":
+			return true
+		}
+	}
+	return false
 }
+
+// flagsParsed, when set (by tests), sees every verb's flag set once parsed.
+var flagsParsed func(*flag.FlagSet)
 
 // parseFlags parses args and wraps a parse failure as a usage error.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if flagsParsed != nil {
+		flagsParsed(fs)
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}

@@ -21,10 +21,6 @@ import (
 	"github.com/gotflow/gotflow/feeder"
 )
 
-func init() {
-	register(command{name: "predict", summary: "run a model over Parquet/Arrow/CSV data, appending its outputs", run: runPredict})
-}
-
 // pairs is a repeatable "a=b" flag.
 type pairs struct {
 	name string
@@ -67,23 +63,6 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("predict", stderr)
 	var f predictFlags
 	f.outMap.name = "OUTPUT=COLUMN"
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gotflow predict --model MODEL --data DATA --output OUT [flags]")
-		fmt.Fprintln(stderr, "       gotflow predict --model MODEL --ipc [flags] < in.arrows > out.arrows")
-		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "Runs MODEL over every row of DATA (.parquet, .arrow/.ipc/.feather, .arrows,")
-		fmt.Fprintln(stderr, ".csv, or a directory or glob of them) and writes the rows with the model's")
-		fmt.Fprintln(stderr, "outputs appended as columns to OUT (.parquet, .arrow/.ipc/.feather or .arrows).")
-		fmt.Fprintln(stderr, "OUT appears only when complete. Without --map, each input is fed from the")
-		fmt.Fprintln(stderr, "column of the same name; without --out-map, every output is appended under")
-		fmt.Fprintln(stderr, "its own name.")
-		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "With --ipc, an Arrow IPC stream is read from stdin and one written to stdout,")
-		fmt.Fprintln(stderr, "batch by batch as results come (the mode gotflow_spark's GotflowModel runs);")
-		fmt.Fprintln(stderr, "errors go to stderr and the exit status is non-zero.")
-		fmt.Fprintln(stderr)
-		fs.PrintDefaults()
-	}
 	fs.StringVar(&f.model, "model", "", "model: SavedModel directory, frozen GraphDef, TF1 checkpoint or bundle (required)")
 	fs.StringVar(&f.kind, "kind", "", "model kind: saved_model, frozen_graph, checkpoint or bundle (default: detect)")
 	fs.StringVar(&f.signature, "signature", "", "signature key (default serving_default)")

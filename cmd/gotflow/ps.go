@@ -17,10 +17,6 @@ import (
 	"github.com/gotflow/gotflow/ps"
 )
 
-func init() {
-	register(command{name: "ps", summary: "run one parameter-server shard", run: runPS})
-}
-
 func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ps", stderr)
 	listen := fs.String("listen", "127.0.0.1:7070", "address to serve gRPC on (loopback unless you say otherwise; with TF_CONFIG set, its port on every interface)")
@@ -31,7 +27,8 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	straggler := fs.String("straggler", "fail", "sync mode: what a step does at its timeout: fail (workers retry) or drop (apply what arrived)")
 	maxStale := fs.Uint64("max-staleness", 0, "bounded-staleness mode: largest accepted staleness in versions")
 	scaleStale := fs.Bool("staleness-scaling", false, "bounded-staleness mode: apply pushes beyond the bound with the learning rate divided by their staleness instead of rejecting them")
-	optimizer := fs.String("optimizer", "sgd", "optimizer: a name as in train (sgd, momentum, adam, adamw, adagrad, rmsprop), JSON with its options (SparkFlow optimizerOptions style), or @file")
+	optimizer := fs.String("optimizer", "sgd", "optimizer: sgd, momentum, adam, adamw, adagrad or rmsprop (as in train; a whole JSON configuration is accepted too)")
+	optOptions := fs.String("optimizer-options", "", "more optimizer settings (learning_rate, beta_1, clipnorm, ...) as JSON or @file, as in train")
 	snapDir := fs.String("snapshot-dir", "", "directory for snapshots; the shard resumes from its snapshot there")
 	snapEvery := fs.Uint64("snapshot-every", 1000, "snapshot after this many updates (0: never by count)")
 	snapInterval := fs.Duration("snapshot-interval", time.Minute, "snapshot this often when something changed (0: never by time)")
@@ -62,15 +59,9 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: --mode: %v", errUsage, err)
 	}
-	optJSON := []byte(*optimizer)
-	switch o := strings.TrimSpace(*optimizer); {
-	case strings.HasPrefix(o, "@"):
-		if optJSON, err = os.ReadFile(o[1:]); err != nil {
-			return fmt.Errorf("--optimizer: %w", err)
-		}
-	case !strings.HasPrefix(o, "{"):
-		// A name, as train's --optimizer takes it.
-		optJSON, _ = json.Marshal(map[string]string{"optimizer": o})
+	optJSON, err := optimizerJSON(*optimizer, *optOptions)
+	if err != nil {
+		return err
 	}
 	cfg, err := ps.ParseOptimizerConfig(optJSON)
 	if err != nil {
@@ -190,4 +181,52 @@ func parseShard(s string) (int, int, error) {
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
+}
+
+// jsonArg returns the JSON object a flag gives inline or, as @FILE, in a
+// file.
+func jsonArg(name, v string) ([]byte, error) {
+	b := []byte(v)
+	if f, ok := strings.CutPrefix(strings.TrimSpace(v), "@"); ok {
+		var err error
+		if b, err = os.ReadFile(f); err != nil {
+			return nil, fmt.Errorf("%w: --%s: %v", errUsage, name, err)
+		}
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return nil, fmt.Errorf("%w: --%s: want a JSON object such as '{\"learning_rate\":0.01}' or @file: %v", errUsage, name, err)
+	}
+	return b, nil
+}
+
+// optimizerJSON merges ps' --optimizer and --optimizer-options into the
+// JSON configuration ps.ParseOptimizerConfig reads. --optimizer may itself
+// be a whole configuration (JSON or @file), as SparkFlow passes it.
+func optimizerJSON(name, options string) ([]byte, error) {
+	cfg := map[string]json.RawMessage{}
+	if n := strings.TrimSpace(name); strings.HasPrefix(n, "{") || strings.HasPrefix(n, "@") {
+		b, err := jsonArg("optimizer", n)
+		if err != nil {
+			return nil, err
+		}
+		_ = json.Unmarshal(b, &cfg) // checked by jsonArg
+	} else {
+		cfg["optimizer"], _ = json.Marshal(n)
+	}
+	if options != "" {
+		b, err := jsonArg("optimizer-options", options)
+		if err != nil {
+			return nil, err
+		}
+		var more map[string]json.RawMessage
+		_ = json.Unmarshal(b, &more)
+		for k, v := range more {
+			if k == "optimizer" || k == "name" {
+				return nil, fmt.Errorf("%w: --optimizer-options: name the optimizer with --optimizer, not %q", errUsage, k)
+			}
+			cfg[k] = v
+		}
+	}
+	return json.Marshal(cfg)
 }

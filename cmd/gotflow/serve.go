@@ -18,26 +18,8 @@ import (
 	"github.com/gotflow/gotflow/serving/tfserving"
 )
 
-func init() {
-	register(command{name: "serve", summary: "serve SavedModels over TF Serving's REST and gRPC APIs, KServe V2 and Arrow Flight", run: runServe})
-}
-
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gotflow serve --model_base_path DIR [--model_name NAME] [--port P] [--rest_api_port Q] [flags]")
-		fmt.Fprintln(stderr, "       gotflow serve --model_config_file FILE [flags]")
-		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "Serves the newest version (a numbered subdirectory holding a SavedModel) of")
-		fmt.Fprintln(stderr, "each model, and the versions that appear later, with TF Serving's flags:")
-		fmt.Fprintln(stderr, "gRPC (TF Serving's PredictionService and ModelService, KServe V2's")
-		fmt.Fprintln(stderr, "GRPCInferenceService, Arrow Flight, gRPC health) on --port; REST (TF")
-		fmt.Fprintln(stderr, "Serving's /v1, KServe V2's /v2, /metrics, /healthz, /readyz) on")
-		fmt.Fprintln(stderr, "--rest_api_port. The bound addresses are printed on stdout. SIGTERM")
-		fmt.Fprintln(stderr, "drains the requests in flight (--drain_timeout), then exits.")
-		fmt.Fprintln(stderr)
-		fs.PrintDefaults()
-	}
 	host := fs.String("host", "127.0.0.1", "address to bind both ports on (a non-loopback address needs TLS and a token, or --insecure)")
 	port := fs.Int("port", 8500, "gRPC port (0: any free port)")
 	restPort := fs.Int("rest_api_port", 8501, "HTTP/REST port (0: any free port, -1: no REST)")

@@ -20,10 +20,6 @@ import (
 	"github.com/gotflow/gotflow/ps"
 )
 
-func init() {
-	register(command{name: "train", summary: "train a model bundle on Arrow/Parquet/CSV data and export it", run: runTrain})
-}
-
 // trainFlags are the flags shared by train and worker.
 type trainFlags struct {
 	e                estimator.TFEstimator
@@ -48,13 +44,14 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	fs.Var(&t.labels, "label", "column=label [options as --map]: feed a column to a bundle label (repeatable; default: same names)")
 	fs.BoolVar(&e.Cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32)")
 	fs.IntVar(&e.Workers, "workers", 1, "data-parallel workers")
-	fs.IntVar(&e.NumPS, "ps", 1, "parameter-server shards")
+	fs.IntVar(&e.NumPS, "num-ps", 1, "parameter-server shards")
+	fs.IntVar(&e.NumPS, "ps", 1, "the same as --num-ps")
 	fs.StringVar(&e.Cluster, "cluster", "in-process", "where workers and shards run: in-process (goroutines) or processes (gotflow worker/ps on loopback)")
 	fs.StringVar(&e.Mode, "mode", "hogwild", "update mode: hogwild, async-lock, sync or bounded-staleness")
 	fs.IntVar(&e.MaxStaleness, "max-staleness", 0, "versions a gradient may lag in bounded-staleness mode (default 4)")
 	fs.StringVar(&e.Optimizer, "optimizer", "adam", "sgd, momentum, adam, adamw, adagrad or rmsprop")
 	fs.Float64Var(&e.LearningRate, "lr", 0, "learning rate (default: the optimizer's Keras default)")
-	t.optJSON = fs.String("optimizer-options", "", `more optimizer settings as JSON, e.g. '{"beta_1":0.8,"clipnorm":1}'`)
+	t.optJSON = fs.String("optimizer-options", "", `more optimizer settings as JSON or @file, e.g. '{"beta_1":0.8,"clipnorm":1}'`)
 	fs.IntVar(&e.Epochs, "epochs", 1, "passes over the training data")
 	fs.IntVar(&e.Steps, "steps", 0, "stop each worker after this many steps (0: no limit)")
 	fs.IntVar(&e.BatchSize, "batch-size", estimator.DefaultTrainBatchSize, "rows per step and worker")
@@ -117,10 +114,11 @@ func (t *trainFlags) estimator(stderr io.Writer) (*estimator.TFEstimator, error)
 	e.InputMapping, e.LabelMapping = t.inputs.short(), t.labels.short()
 	e.Inputs = append(t.inputs.full(), t.labels.full()...)
 	if *t.optJSON != "" {
-		if !json.Valid([]byte(*t.optJSON)) {
-			return nil, fmt.Errorf("%w: --optimizer-options is not valid JSON", errUsage)
+		b, err := jsonArg("optimizer-options", *t.optJSON)
+		if err != nil {
+			return nil, err
 		}
-		e.OptimizerOptions = json.RawMessage(*t.optJSON)
+		e.OptimizerOptions = json.RawMessage(b)
 	}
 	if *t.patience >= 0 {
 		e.EarlyStopping = &estimator.EarlyStopping{Patience: *t.patience}

@@ -19,10 +19,6 @@ import (
 	"github.com/gotflow/gotflow/tune"
 )
 
-func init() {
-	register(command{name: "tune", summary: "search hyper-parameters: trials of train over a Katib-shaped space, with early stopping", run: runTune})
-}
-
 // tuneJob is DIR/tune.json: what `gotflow tune --resume DIR` needs besides
 // the space.
 type tuneJob struct {

@@ -177,13 +177,14 @@ func TestHelpOnStdout(t *testing.T) {
 	var out, errb syncBuffer
 	require.Equal(t, 2, run(nil, &out, &errb))
 	require.Empty(t, out.String())
-	require.Contains(t, errb.String(), "usage: gotflow <command>")
+	require.Contains(t, errb.String(), "usage: gotflow [-v] <command>")
 
 	// Every verb's -h starts with its usage line.
 	for name := range commands {
 		var out, errb syncBuffer
-		run([]string{name, "-h"}, &out, &errb)
-		require.Contains(t, out.String()+errb.String(), "usage: gotflow "+name, "gotflow %s -h", name)
+		require.Equal(t, 0, run([]string{name, "-h"}, &out, &errb))
+		require.Empty(t, errb.String(), "gotflow %s -h", name)
+		require.Contains(t, out.String(), "usage: gotflow "+name, "gotflow %s -h", name)
 	}
 }
 

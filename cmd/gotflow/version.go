@@ -14,10 +14,6 @@ import (
 // -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
-func init() {
-	register(command{name: "version", summary: "print gotflow's, TensorFlow's and the bindings' versions", run: runVersion})
-}
-
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("version", stderr)
 	if err := parseFlags(fs, args); err != nil {

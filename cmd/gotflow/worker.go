@@ -14,10 +14,6 @@ import (
 	"github.com/gotflow/gotflow/feeder"
 )
 
-func init() {
-	register(command{name: "worker", summary: "run one training worker of a job (train --cluster processes, or a TFJob replica)", run: runWorker})
-}
-
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("worker", stderr)
 	jobPath := fs.String("job", "", "job file (ModelDir/job.json written by train --cluster processes); without it, the job is described by train's flags")
