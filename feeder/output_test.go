@@ -79,33 +79,41 @@ func TestAppendOutputs(t *testing.T) {
 	_, err = feeder.AppendOutputs(short, out[:1], []feeder.Output{{Tensor: "img_out:0", Column: "y"}}, mem)
 	require.ErrorContains(t, err, "want a first dimension of 2 rows")
 
-	// write and read back; pyarrow reads the tensor column as its extension type
-	p := filepath.Join(t.TempDir(), "out.arrow")
-	sink, err := feeder.CreateIPC(p, res.Schema())
-	require.NoError(t, err)
-	require.NoError(t, sink.Write(res))
-	require.NoError(t, sink.Close())
-	back, err := feeder.OpenIPC(p, feeder.WithAllocator(mem))
-	require.NoError(t, err)
-	defer back.Close()
-	_, ok = back.Schema().Field(4).Type.(*feeder.FixedShapeTensorType)
-	require.True(t, ok, "read back as %s", back.Schema().Field(4).Type)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := back.Next(ctx)
-	require.NoError(t, err)
-	require.True(t, array.RecordEqual(res, r), "read back %v", r)
-	r.Release()
-	_, err = back.Next(ctx)
-	require.True(t, errors.Is(err, io.EOF))
-
+	// Write to Arrow IPC and to Parquet and read back: gotflow's readers
+	// and pyarrow read the tensor column as its extension type again.
 	py := filepath.Join("..", ".venv", "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Skip("no .venv python: skipping the pyarrow check")
-	}
-	script := `
-import sys, pyarrow as pa, numpy as np
-t = pa.ipc.open_file(sys.argv[1]).read_all()
+	for _, kind := range []string{"arrow", "parquet"} {
+		t.Run(kind, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "out."+kind)
+			create, open := feeder.CreateIPC, func(p string, o ...feeder.SourceOption) (feeder.Splitter, error) { return feeder.OpenIPC(p, o...) }
+			if kind == "parquet" {
+				create, open = feeder.CreateParquet, feeder.OpenParquet
+			}
+			sink, err := create(p, res.Schema())
+			require.NoError(t, err)
+			require.NoError(t, sink.Write(res))
+			require.NoError(t, sink.Close())
+			back, err := open(p, feeder.WithAllocator(mem))
+			require.NoError(t, err)
+			defer back.Close()
+			_, ok := back.Schema().Field(4).Type.(*feeder.FixedShapeTensorType)
+			require.True(t, ok, "read back as %s", back.Schema().Field(4).Type)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r, err := back.Next(ctx)
+			require.NoError(t, err)
+			require.True(t, array.RecordEqual(res, r), "read back %v", r)
+			r.Release()
+			_, err = back.Next(ctx)
+			require.True(t, errors.Is(err, io.EOF))
+
+			if _, err := os.Stat(py); err != nil {
+				t.Skip("no .venv python: skipping the pyarrow check")
+			}
+			script := `
+import sys, pyarrow as pa, pyarrow.parquet as pq, numpy as np
+p = sys.argv[1]
+t = pq.read_table(p) if p.endswith(".parquet") else pa.ipc.open_file(p).read_all()
 col = t.column("img_tensor").combine_chunks()
 assert isinstance(col.type, pa.FixedShapeTensorType), col.type
 assert col.type.shape == [2, 2], col.type.shape
@@ -116,8 +124,10 @@ assert t.column("word_out").to_pylist() == [b"a\x00b", "日本".encode(), b""]
 assert t.column("word_len").to_pylist() == [3, 6, 0]
 print("ok")
 `
-	cmd := exec.Command(py, "-c", script, p)
-	outb, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", outb)
-	require.Contains(t, string(outb), "ok")
+			cmd := exec.Command(py, "-c", script, p)
+			outb, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", outb)
+			require.Contains(t, string(outb), "ok")
+		})
+	}
 }

@@ -125,9 +125,9 @@ func sinkOpts(opts []SinkOption) sinkOptions {
 }
 
 // CreateParquet writes records of schema to a Parquet file at path.
-// Columns of the arrow.fixed_shape_tensor extension type cannot be written
-// to Parquet by arrow-go v18.8.0; write them to Arrow IPC (CreateIPC), or
-// append outputs as fixed-size lists (Output.TensorType unset).
+// Extension columns (arrow.fixed_shape_tensor) are written as their
+// storage, a fixed-size list, with the extension named in the stored Arrow
+// schema as pyarrow writes it, so that they read back as tensors.
 func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, error) {
 	o := sinkOpts(opts)
 	if o.rowGroup <= 0 {
@@ -142,7 +142,8 @@ func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink,
 		parquet.WithCompression(o.compression),
 		parquet.WithMaxRowGroupLength(o.rowGroup),
 	)
-	w, err := pqarrow.NewFileWriter(schema, writeOnly{s.tmp}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(o.mem)))
+	wschema, unwrap := parquetStorageSchema(schema)
+	w, err := pqarrow.NewFileWriter(wschema, writeOnly{s.tmp}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(o.mem)))
 	if err != nil {
 		s.tmp.Abort()
 		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
@@ -152,6 +153,10 @@ func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink,
 	// writer ignores the offset of sliced fixed-size-list columns: cut
 	// records into row groups here and compact each piece.
 	s.write = func(rec arrow.RecordBatch) error {
+		if unwrap {
+			rec = storageRecord(rec, wschema)
+			defer rec.Release()
+		}
 		n := rec.NumRows()
 		for off := int64(0); off == 0 || off < n; off += o.rowGroup {
 			end := min(off+o.rowGroup, n)
