@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -234,17 +235,17 @@ func TestSegmentedGradientApply(t *testing.T) {
 		})
 		require.Equal(t, g, back, "pieces %v", sizes)
 
-		s, err := NewServer(WithOptimizer(OptimizerConfig{Optimizer: "adam", Amsgrad: true, WeightDecay: 0.01}))
+		s, err := NewServer(WithOptimizer(optim.Config{Optimizer: "adam", Amsgrad: true, WeightDecay: 0.01}))
 		require.NoError(t, err)
 		mk := func() *part {
-			p := &part{values: make([]float32, n), slots: s.opt.newSlots(n), iterations: 4}
+			p := &part{values: make([]float32, n), slots: s.opt.NewSlots(n), iterations: 4}
 			for i := range p.values {
 				p.values[i] = float32(i) / 100
 			}
 			return p
 		}
 		whole, seg := mk(), mk()
-		s.opt.apply(whole.iterations, 1, whole.values, g, whole.slots)
+		s.opt.Apply(whole.iterations, 1, whole.values, g, whole.slots)
 		s.applyUpdate(update{p: seg, seg: c}, 1)
 		require.Equal(t, whole.values, seg.values, "pieces %v", sizes)
 		require.Equal(t, whole.slots, seg.slots, "pieces %v", sizes)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -33,7 +34,7 @@ func fuzzServer(t testing.TB, mode Mode) *Server {
 		fuzzShards = map[Mode]*Server{}
 		for _, m := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
 			s, err := NewServer(WithMode(m), WithMaxMessageBytes(1<<20), WithMaxStaleness(2),
-				WithOptimizer(OptimizerConfig{Optimizer: "adam", Amsgrad: true}))
+				WithOptimizer(optim.Config{Optimizer: "adam", Amsgrad: true}))
 			if err != nil {
 				panic(err)
 			}
@@ -172,7 +173,7 @@ func FuzzRegister(f *testing.F) {
 // FuzzReadSnapshot feeds arbitrary files to the snapshot reader.
 func FuzzReadSnapshot(f *testing.F) {
 	dir := f.TempDir()
-	s, err := NewServer(WithSnapshotDir(dir, 0, 0), WithOptimizer(OptimizerConfig{Optimizer: "adam"}))
+	s, err := NewServer(WithSnapshotDir(dir, 0, 0), WithOptimizer(optim.Config{Optimizer: "adam"}))
 	require.NoError(f, err)
 	_, err = s.register(context.Background(), seedRegister())
 	require.NoError(f, err)
@@ -186,22 +187,6 @@ func FuzzReadSnapshot(f *testing.F) {
 		p := filepath.Join(t.TempDir(), "snap")
 		require.NoError(t, os.WriteFile(p, data, 0o644))
 		_, _ = readSnapshot(p)
-	})
-}
-
-// FuzzParseOptimizerConfig feeds arbitrary JSON.
-func FuzzParseOptimizerConfig(f *testing.F) {
-	f.Add([]byte(`{"optimizer":"adam","beta1":0.9,"schedule":{"type":"cosine_decay","decay_steps":3}}`))
-	f.Add([]byte(`{"name":"rmsprop","decay":0.5,"momentum":0.1,"centered":true}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseOptimizerConfig(data)
-		if err != nil {
-			return
-		}
-		o, err := newOptimizer(c)
-		require.NoError(t, err)
-		w, g := []float32{1, -2}, []float32{0.5, 3}
-		o.apply(3, 1, w, g, o.newSlots(2))
 	})
 }
 

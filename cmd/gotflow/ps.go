@@ -15,6 +15,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 func init() {
@@ -72,7 +73,7 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// A name, as train's --optimizer takes it.
 		optJSON, _ = json.Marshal(map[string]string{"optimizer": o})
 	}
-	cfg, err := ps.ParseOptimizerConfig(optJSON)
+	cfg, err := optim.ParseConfig(optJSON)
 	if err != nil {
 		return fmt.Errorf("%w: --optimizer: %v", errUsage, err)
 	}
