@@ -114,7 +114,7 @@ func FuzzDecodePush(f *testing.F) {
 		stdErr := proto.Unmarshal(data, &std)
 		for _, mode := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
 			var msg pushMsg
-			if err := unmarshalPushMsg(splitSegments(data, 7, 5, 16384), &msg); err != nil {
+			if err := (wireCodec{}).Unmarshal(splitSegments(data, 7, 5, 16384), &msg); err != nil {
 				return
 			}
 			if stdErr == nil && mode == Hogwild {
@@ -211,7 +211,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 }
 
 // FuzzPullMsg feeds arbitrary pull responses, split into arbitrary
-// buffers, to the client's segment decoder.
+// buffers, to the client's decoder through the codec.
 func FuzzPullMsg(f *testing.F) {
 	msgs, _, err := encodePull([]pullPart{{"w", 0, []float32{1, 2, 3}}, {"big", 1, []float32{4, 5}}}, pspb.DType_DTYPE_FLOAT32, 1<<20, &pspb.ServerInfo{Version: 3})
 	require.NoError(f, err)
