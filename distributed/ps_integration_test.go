@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,7 +35,7 @@ func realPS(dir string) int {
 		return 2
 	}
 	srv, err := ps.NewServer(ps.WithShard(env.Task.Index, env.NumPS), ps.WithMode(ps.AsyncLock),
-		ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "sgd", LearningRate: 1}),
+		ps.WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1}),
 		ps.WithSnapshotDir(filepath.Join(dir, "snapshots"), 1, 0))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

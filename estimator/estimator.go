@@ -11,6 +11,7 @@ import (
 
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 // The values of TFEstimator.Cluster.
@@ -302,8 +303,8 @@ func (e *TFEstimator) syncTimeout() time.Duration {
 }
 
 // optimizer builds the parameter server's optimizer configuration.
-func (e *TFEstimator) optimizer() (ps.OptimizerConfig, error) {
-	c := ps.OptimizerConfig{Optimizer: e.Optimizer, LearningRate: e.LearningRate}
+func (e *TFEstimator) optimizer() (optim.Config, error) {
+	c := optim.Config{Optimizer: e.Optimizer, LearningRate: e.LearningRate}
 	if c.Optimizer == "" {
 		c.Optimizer = "adam"
 	}
@@ -328,7 +329,7 @@ func (e *TFEstimator) optimizer() (ps.OptimizerConfig, error) {
 		if err != nil {
 			return c, err
 		}
-		c, err = ps.ParseOptimizerConfig(all)
+		c, err = optim.ParseConfig(all)
 		if err != nil {
 			return c, fmt.Errorf("estimator: OptimizerOptions: %w", err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -134,7 +135,7 @@ type prepared struct {
 	data *trainSet
 	vars []ps.Variable // float32 variables, with initial values
 	mode ps.Mode
-	opt  ps.OptimizerConfig
+	opt  optim.Config
 }
 
 func (p *prepared) close() { p.data.close() }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 // loopbackShard serves one shard on a 127.0.0.1 port for benchmarks.
@@ -32,7 +34,7 @@ func BenchmarkPushPull(b *testing.B) {
 	for _, n := range []int{100_000, 1 << 20, 10 << 20} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			ctx := context.Background()
-			addr := loopbackShard(b, WithOptimizer(OptimizerConfig{LearningRate: 1e-6}))
+			addr := loopbackShard(b, WithOptimizer(optim.Config{LearningRate: 1e-6}))
 			c, err := Dial(ctx, []string{addr})
 			if err != nil {
 				b.Fatal(err)
@@ -100,31 +102,6 @@ func BenchmarkTCPEcho(b *testing.B) {
 	}
 }
 
-// BenchmarkOptimizerApply measures one update of 1M parameters.
-func BenchmarkOptimizerApply(b *testing.B) {
-	for _, name := range []string{"sgd", "momentum", "adam", "adagrad", "rmsprop"} {
-		b.Run(name, func(b *testing.B) {
-			o, err := newOptimizer(OptimizerConfig{Optimizer: name})
-			if err != nil {
-				b.Fatal(err)
-			}
-			const n = 1 << 20
-			w, g := make([]float32, n), make([]float32, n)
-			for i := range g {
-				g[i] = float32(i%13) / 13
-			}
-			slots := o.newSlots(n)
-			b.SetBytes(4 * n)
-			b.ReportAllocs()
-			var it uint64
-			for b.Loop() {
-				o.apply(it, 1, w, g, slots)
-				it++
-			}
-		})
-	}
-}
-
 // BenchmarkFP16Encode measures the half-precision transport conversion.
 func BenchmarkFP16Encode(b *testing.B) {
 	v := make([]float32, 1<<20)
@@ -145,7 +122,7 @@ func BenchmarkUpdates(b *testing.B) {
 		for _, clients := range []int{1, 4, 16} {
 			b.Run(fmt.Sprintf("%s/clients=%d", mode, clients), func(b *testing.B) {
 				ctx := context.Background()
-				opts := []ServerOption{WithMode(mode), WithOptimizer(OptimizerConfig{Optimizer: "adam"}), WithWorkers(clients), WithMaxStaleness(1 << 30)}
+				opts := []ServerOption{WithMode(mode), WithOptimizer(optim.Config{Optimizer: "adam"}), WithWorkers(clients), WithMaxStaleness(1 << 30)}
 				addrs := []string{loopbackShard(b, append(opts, WithShard(0, 2))...), loopbackShard(b, append(opts, WithShard(1, 2))...)}
 				vars := []Variable{{Name: "kernel", Shape: []int64{100, 96}, Trainable: true}, {Name: "bias", Shape: []int64{400}, Trainable: true}}
 				cls := make([]*Client, clients)

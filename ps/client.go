@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -58,7 +59,7 @@ type Client struct {
 	lay    *layout
 	cache  [][]*segChunk // latest pulled value of each part, [variable][chunk]
 	views  []shardView
-	cfg    OptimizerConfig
+	cfg    optim.Config
 	seq    uint64
 	// failed is the last push that returned an error: pushing the same
 	// tensors again reuses its idempotency keys, so shards that applied it
@@ -366,7 +367,7 @@ func (c *Client) Register(ctx context.Context, vars []Variable) error {
 				i, in.GetMode(), in.GetOptimizerJson(), mode, cfgJSON)
 		}
 	}
-	cfg, err := ParseOptimizerConfig([]byte(cfgJSON))
+	cfg, err := optim.ParseConfig([]byte(cfgJSON))
 	if err != nil {
 		return fmt.Errorf("ps: register: shard optimizer: %w", err)
 	}
@@ -399,7 +400,7 @@ func (c *Client) Variables() []Variable {
 }
 
 // Optimizer returns the optimizer configuration the shards run.
-func (c *Client) Optimizer() OptimizerConfig {
+func (c *Client) Optimizer() optim.Config {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cfg
@@ -615,7 +616,7 @@ func (c *Client) outgoing(ts []Tensor, kind pspb.PushKind) ([][]*pspb.Chunk, err
 		for k := range vals {
 			vals[k] = slices.Clone(vals[k])
 		}
-		clipGradients(c.cfg, vals)
+		c.cfg.ClipGradients(vals)
 	}
 	out := make([][]*pspb.Chunk, len(c.addrs))
 	for k, t := range ts {

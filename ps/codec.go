@@ -2,7 +2,6 @@ package ps
 
 import (
 	"encoding/binary"
-	"fmt"
 	"strings"
 	"unsafe"
 
@@ -18,9 +17,12 @@ import (
 // reads standard protobuf (any protobuf client interoperates), but handles
 // the messages that carry tensors itself so that tensor bytes are not
 // copied more than needed: outgoing chunk data is referenced rather than
-// copied into a marshal buffer, incoming chunk data aliases the received
-// message buffer, and pre-encoded messages (encodedMsg) pass through.
-// Every other message goes to the standard protobuf codec.
+// copied into a marshal buffer, pre-encoded messages (encodedMsg) pass
+// through, and pushes (pushMsg, on the shard) and pulls (pullMsg, on the
+// client) are decoded by segments.go with chunk data left in the received
+// buffers. Every other message, including the generated PushRequest,
+// PullResponse and PushPullResponse types, goes to the standard protobuf
+// codec.
 type wireCodec struct{}
 
 // encodedMsg is a message already in wire format, in pieces.
@@ -46,12 +48,6 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
-	case *pspb.PushRequest:
-		return unmarshalPushRequest(materialize(data), m)
-	case *pspb.PullResponse:
-		return unmarshalPullResponse(materialize(data), m)
-	case *pspb.PushPullResponse:
-		return unmarshalPushPullResponse(materialize(data), m)
 	case *pullMsg:
 		return unmarshalPullMsg(data, m)
 	case *pushMsg:
@@ -74,16 +70,6 @@ func makeNoZero(n int) []byte {
 	sb.WriteByte(0)
 	s := sb.String()
 	return unsafe.Slice(unsafe.StringData(s), sb.Cap())[:0]
-}
-
-// materialize copies a received message into one slice that the decoded
-// message may alias.
-func materialize(data mem.BufferSlice) []byte {
-	out := makeNoZero(data.Len())
-	for _, b := range data {
-		out = append(out, b.ReadOnlyData()...)
-	}
-	return out
 }
 
 // Field numbers, as in ps.proto.
@@ -176,159 +162,6 @@ func marshalPushRequest(m *pspb.PushRequest) (mem.BufferSlice, error) {
 		out = append(out, mem.SliceBuffer(head))
 	}
 	return out, nil
-}
-
-// fields calls f for each field of a message; bytes fields get their
-// content (aliasing b), varints their value.
-func fields(b []byte, f func(num protowire.Number, typ protowire.Type, v uint64, data []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		var v uint64
-		var data []byte
-		switch typ {
-		case protowire.VarintType:
-			v, n = protowire.ConsumeVarint(b)
-		case protowire.BytesType:
-			data, n = protowire.ConsumeBytes(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
-		}
-		b = b[n:]
-		if err := f(num, typ, v, data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func wrongType(num protowire.Number, typ protowire.Type) error {
-	return fmt.Errorf("field %d has wire type %d", num, typ)
-}
-
-// parseChunk decodes a Chunk; its Data aliases b.
-func parseChunk(b []byte) (*pspb.Chunk, error) {
-	c := &pspb.Chunk{}
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, data []byte) error {
-		switch num {
-		case fChunkName:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			c.Name = string(data)
-		case fChunkIndex:
-			if typ != protowire.VarintType {
-				return wrongType(num, typ)
-			}
-			c.Index = uint32(v)
-		case fChunkDtype:
-			if typ != protowire.VarintType {
-				return wrongType(num, typ)
-			}
-			c.Dtype = pspb.DType(int32(v))
-		case fChunkData:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			c.Data = data
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("chunk: %w", err)
-	}
-	return c, nil
-}
-
-func mergeMsg(data []byte, m proto.Message) error {
-	return proto.UnmarshalOptions{Merge: true}.Unmarshal(data, m)
-}
-
-func unmarshalPushRequest(b []byte, m *pspb.PushRequest) error {
-	m.Reset()
-	return fields(b, func(num protowire.Number, typ protowire.Type, _ uint64, data []byte) error {
-		switch num {
-		case fPushHeader:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			if m.Header == nil {
-				m.Header = &pspb.PushHeader{}
-			}
-			return mergeMsg(data, m.Header)
-		case fPushChunks:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			c, err := parseChunk(data)
-			if err != nil {
-				return err
-			}
-			m.Chunks = append(m.Chunks, c)
-		}
-		return nil
-	})
-}
-
-func parsePullResponse(b []byte, m *pspb.PullResponse) error {
-	return fields(b, func(num protowire.Number, typ protowire.Type, _ uint64, data []byte) error {
-		switch num {
-		case fPullChunks:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			c, err := parseChunk(data)
-			if err != nil {
-				return err
-			}
-			m.Chunks = append(m.Chunks, c)
-		case fPullInfo:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			if m.Info == nil {
-				m.Info = &pspb.ServerInfo{}
-			}
-			return mergeMsg(data, m.Info)
-		}
-		return nil
-	})
-}
-
-func unmarshalPullResponse(b []byte, m *pspb.PullResponse) error {
-	m.Reset()
-	return parsePullResponse(b, m)
-}
-
-func unmarshalPushPullResponse(b []byte, m *pspb.PushPullResponse) error {
-	m.Reset()
-	return fields(b, func(num protowire.Number, typ protowire.Type, _ uint64, data []byte) error {
-		switch num {
-		case fPushPullPush:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			if m.Push == nil {
-				m.Push = &pspb.PushResponse{}
-			}
-			return mergeMsg(data, m.Push)
-		case fPushPullPull:
-			if typ != protowire.BytesType {
-				return wrongType(num, typ)
-			}
-			if m.Pull == nil {
-				m.Pull = &pspb.PullResponse{}
-			}
-			return parsePullResponse(data, m.Pull)
-		}
-		return nil
-	})
 }
 
 // pullPart is one part to send in a pull.

@@ -1,19 +1,20 @@
 // Package ps is gotflow's parameter server: float32 variables sharded over
 // one or more gRPC servers, updated by gradients that workers push and read
-// by workers that pull, with Keras-exact optimizers applied on the server.
+// by workers that pull, with Keras-exact optimizers (package ps/optim)
+// applied on the server.
 //
 // # Servers
 //
 // A shard is a Server, built with NewServer and served with Serve on a
 // listener the caller opens (127.0.0.1 unless told otherwise; the
 // gotflow ps command does this). Options pick the update mode, the
-// optimizer (OptimizerConfig, also parsed from SparkFlow-style JSON with
-// ParseOptimizerConfig), the shard index, a snapshot directory, TLS and a
+// optimizer (an optim.Config, also parsed from SparkFlow-style JSON with
+// optim.ParseConfig), the shard index, a snapshot directory, TLS and a
 // bearer token (Credentials loads both from files, with ServerOptions for
 // a shard and ClientOptions for its clients):
 //
 //	srv, err := ps.NewServer(ps.WithShard(0, 2), ps.WithMode(ps.AsyncLock),
-//		ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam", LearningRate: 1e-3}),
+//		ps.WithOptimizer(optim.Config{Optimizer: "adam", LearningRate: 1e-3}),
 //		ps.WithSnapshotDir(dir, 1000, time.Minute))
 //	go srv.Serve(lis)
 //	defer srv.GracefulStop()
@@ -26,10 +27,12 @@
 // WithStalenessScaling applied with the learning rate divided by their
 // staleness).
 //
-// Optimizers keep their step count (Keras' iterations, used by bias
-// correction and learning-rate schedules) per variable chunk: it equals
-// Keras' count when every push carries every variable, as workers' pushes
-// of a model's gradients do.
+// A shard keeps each variable chunk's optimizer slots and step count
+// (Keras' iterations, used by bias correction and learning-rate schedules)
+// and hands them to optim's update: the count equals Keras' when every
+// push carries every variable, as workers' pushes of a model's gradients
+// do. The client applies gradient clipping (optim.Config.ClipGradients)
+// to whole variables before it pushes.
 //
 // NewLocalCluster runs n shards inside the process on in-memory listeners
 // (no ports) for single-process training; its Dial returns an ordinary
@@ -137,5 +140,6 @@
 // counted in Stats by reason and never change state. Client errors wrap
 // the status (status.Code and errors.As work) with the shard and address;
 // Aborted ones also wrap ErrStale. Validation done locally returns plain
-// errors naming the variable.
+// errors naming the variable. NewServer returns optim's error ("optim: …")
+// unwrapped for an invalid optimizer configuration.
 package ps

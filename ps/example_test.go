@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 // Two in-process shards, SGD with momentum configured from JSON, one
@@ -14,7 +15,7 @@ import (
 func ExampleNewLocalCluster() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opt, err := ps.ParseOptimizerConfig([]byte(`{"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9}`))
+	opt, err := optim.ParseConfig([]byte(`{"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9}`))
 	if err != nil {
 		log.Fatal(err)
 	}

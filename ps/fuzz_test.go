@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -33,7 +34,7 @@ func fuzzServer(t testing.TB, mode Mode) *Server {
 		fuzzShards = map[Mode]*Server{}
 		for _, m := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
 			s, err := NewServer(WithMode(m), WithMaxMessageBytes(1<<20), WithMaxStaleness(2),
-				WithOptimizer(OptimizerConfig{Optimizer: "adam", Amsgrad: true}))
+				WithOptimizer(optim.Config{Optimizer: "adam", Amsgrad: true}))
 			if err != nil {
 				panic(err)
 			}
@@ -113,7 +114,7 @@ func FuzzDecodePush(f *testing.F) {
 		stdErr := proto.Unmarshal(data, &std)
 		for _, mode := range []Mode{Hogwild, AsyncLock, Sync, BoundedStaleness} {
 			var msg pushMsg
-			if err := unmarshalPushMsg(splitSegments(data, 7, 5, 16384), &msg); err != nil {
+			if err := (wireCodec{}).Unmarshal(splitSegments(data, 7, 5, 16384), &msg); err != nil {
 				return
 			}
 			if stdErr == nil && mode == Hogwild {
@@ -172,7 +173,7 @@ func FuzzRegister(f *testing.F) {
 // FuzzReadSnapshot feeds arbitrary files to the snapshot reader.
 func FuzzReadSnapshot(f *testing.F) {
 	dir := f.TempDir()
-	s, err := NewServer(WithSnapshotDir(dir, 0, 0), WithOptimizer(OptimizerConfig{Optimizer: "adam"}))
+	s, err := NewServer(WithSnapshotDir(dir, 0, 0), WithOptimizer(optim.Config{Optimizer: "adam"}))
 	require.NoError(f, err)
 	_, err = s.register(context.Background(), seedRegister())
 	require.NoError(f, err)
@@ -186,22 +187,6 @@ func FuzzReadSnapshot(f *testing.F) {
 		p := filepath.Join(t.TempDir(), "snap")
 		require.NoError(t, os.WriteFile(p, data, 0o644))
 		_, _ = readSnapshot(p)
-	})
-}
-
-// FuzzParseOptimizerConfig feeds arbitrary JSON.
-func FuzzParseOptimizerConfig(f *testing.F) {
-	f.Add([]byte(`{"optimizer":"adam","beta1":0.9,"schedule":{"type":"cosine_decay","decay_steps":3}}`))
-	f.Add([]byte(`{"name":"rmsprop","decay":0.5,"momentum":0.1,"centered":true}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseOptimizerConfig(data)
-		if err != nil {
-			return
-		}
-		o, err := newOptimizer(c)
-		require.NoError(t, err)
-		w, g := []float32{1, -2}, []float32{0.5, 3}
-		o.apply(3, 1, w, g, o.newSlots(2))
 	})
 }
 
@@ -226,7 +211,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 }
 
 // FuzzPullMsg feeds arbitrary pull responses, split into arbitrary
-// buffers, to the client's segment decoder.
+// buffers, to the client's decoder through the codec.
 func FuzzPullMsg(f *testing.F) {
 	msgs, _, err := encodePull([]pullPart{{"w", 0, []float32{1, 2, 3}}, {"big", 1, []float32{4, 5}}}, pspb.DType_DTYPE_FLOAT32, 1<<20, &pspb.ServerInfo{Version: 3})
 	require.NoError(f, err)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 // TestRestartedWorkerPushesAfterRestore: a worker that comes back with the
@@ -15,7 +17,7 @@ func TestRestartedWorkerPushesAfterRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	opts := []ServerOption{WithMode(AsyncLock), WithOptimizer(OptimizerConfig{Optimizer: "sgd", LearningRate: 1}), WithSnapshotDir(dir, 0, 0)}
+	opts := []ServerOption{WithMode(AsyncLock), WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1}), WithSnapshotDir(dir, 0, 0)}
 	vars := []Variable{{Name: "w", Shape: []int64{2}, Trainable: true, Init: []float32{10, 20}}}
 	grad := []Tensor{{Name: "w", Values: []float32{1, 1}}}
 	pull := func(c *Client) []float32 {

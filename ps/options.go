@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 // Mode is how a shard applies concurrent pushes.
@@ -100,7 +102,7 @@ type serverOptions struct {
 	workers          int
 	syncTimeout      time.Duration
 	straggler        StragglerPolicy
-	optimizer        OptimizerConfig
+	optimizer        optim.Config
 	shard, numShards int
 	snapshotDir      string
 	snapshotEvery    uint64
@@ -122,7 +124,7 @@ func defaultServerOptions() serverOptions {
 		workers:         1,
 		syncTimeout:     time.Minute,
 		numShards:       1,
-		optimizer:       OptimizerConfig{Optimizer: "sgd"},
+		optimizer:       optim.Config{Optimizer: "sgd"},
 		maxMessageBytes: 64 << 20,
 		keyCacheSize:    1 << 16,
 		logger:          slog.New(slog.DiscardHandler),
@@ -159,7 +161,7 @@ func WithSyncTimeout(d time.Duration, p StragglerPolicy) ServerOption {
 
 // WithOptimizer sets the optimizer (default SGD with Keras' learning rate
 // 0.01).
-func WithOptimizer(c OptimizerConfig) ServerOption {
+func WithOptimizer(c optim.Config) ServerOption {
 	return serverOptionFunc(func(o *serverOptions) { o.optimizer = c })
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
@@ -39,7 +41,7 @@ func dialCluster(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...Cl
 	return c
 }
 
-func sgd1() ServerOption { return WithOptimizer(OptimizerConfig{Optimizer: "sgd", LearningRate: 1}) }
+func sgd1() ServerOption { return WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1}) }
 
 // testVars are two trainable variables, one split into 4 chunks of 256 by
 // WithChunkElements(256), and one non-trainable statistic.

@@ -14,10 +14,12 @@ import (
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
-// This file decodes pull responses on the client straight from the buffers
-// gRPC received them in, without first copying each message into one slice:
-// chunk payloads stay in those buffers (the client keeps a reference) until
-// they are decoded into the caller's tensors.
+// This file is the parameter server's one hand-written protobuf decoder. It
+// reads pushes on the shard (pushMsg) and pull and push-pull responses on
+// the client (pullMsg) straight from the buffers gRPC received them in,
+// without first copying each message into one slice: chunk payloads stay
+// in those buffers (a reference is kept) until they are applied or decoded
+// into the caller's tensors. wireCodec.Unmarshal is its entry point.
 
 // segChunk is a received chunk whose data lies in received buffers.
 type segChunk struct {
@@ -84,6 +86,10 @@ type segReader struct {
 }
 
 var errSegTruncated = errors.New("message truncated")
+
+func wrongType(num protowire.Number, typ protowire.Type) error {
+	return fmt.Errorf("field %d has wire type %d", num, typ)
+}
 
 func (r *segReader) byte() (byte, error) {
 	for r.i < len(r.segs) {
@@ -410,6 +416,8 @@ type pushMsg struct {
 	chunks []*segChunk
 }
 
+// unmarshalPushMsg decodes data into m, referencing data's buffers for
+// chunk payloads.
 func unmarshalPushMsg(data mem.BufferSlice, m *pushMsg) error {
 	r := &segReader{segs: data}
 	total := data.Len()

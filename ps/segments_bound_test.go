@@ -21,7 +21,7 @@ func TestUnknownFieldLengthDoesNotAllocate(t *testing.T) {
 	msg = protowire.AppendBytes(msg, chunk)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	err := unmarshalPushMsg(mem.BufferSlice{mem.SliceBuffer(msg)}, &pushMsg{})
+	err := wireCodec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(msg)}, &pushMsg{})
 	runtime.ReadMemStats(&after)
 	require.Error(t, err)
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "decoding %d bytes allocated %d bytes", len(msg), after.TotalAlloc-before.TotalAlloc)

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -53,7 +54,7 @@ type partKey struct {
 // with Serve and stop it with GracefulStop or Stop.
 type Server struct {
 	o   serverOptions
-	opt *optimizer
+	opt *optim.Optimizer
 	gs  *grpc.Server
 
 	// mu: pushes in AsyncLock, BoundedStaleness and Sync, assignments,
@@ -132,7 +133,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 	if o.maxMessageBytes < 1<<16 {
 		return nil, fmt.Errorf("ps: max message size %d bytes, want at least 64 KiB", o.maxMessageBytes)
 	}
-	opt, err := newOptimizer(o.optimizer)
+	opt, err := optim.New(o.optimizer)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +409,7 @@ func (s *Server) registerParts(req *pspb.RegisterRequest, log bool) (*pspb.Regis
 		if _, ok := s.parts[k]; ok {
 			continue
 		}
-		p.slots = s.opt.newSlots(len(p.values))
+		p.slots = s.opt.NewSlots(len(p.values))
 		p.cursor = s.clock.Add(1)
 		s.parts[k] = p
 		s.order = append(s.order, p)
@@ -791,7 +792,7 @@ func updateElements(ups []update) int {
 func (s *Server) applyUpdate(u update, lrScale float32) {
 	p := u.p
 	if u.vals != nil || u.seg == nil {
-		s.opt.apply(p.iterations, lrScale, p.values, u.vals, p.slots)
+		s.opt.Apply(p.iterations, lrScale, p.values, u.vals, p.slots)
 		return
 	}
 	sub := make([][]float32, len(p.slots))
@@ -799,7 +800,7 @@ func (s *Server) applyUpdate(u update, lrScale float32) {
 		for k, sl := range p.slots {
 			sub[k] = sl[off : off+len(g)]
 		}
-		s.opt.apply(p.iterations, lrScale, p.values[off:off+len(g)], g, sub)
+		s.opt.Apply(p.iterations, lrScale, p.values[off:off+len(g)], g, sub)
 	})
 }
 
@@ -938,7 +939,7 @@ func (s *Server) completeStep(st *syncStep, n int) {
 		for i := range g {
 			g[i] /= div
 		}
-		s.opt.apply(p.iterations, 1, p.values, g, p.slots)
+		s.opt.Apply(p.iterations, 1, p.values, g, p.slots)
 		p.iterations++
 	})
 	for _, p := range st.order {

@@ -307,6 +307,7 @@ func (s *Server) restoreLatest(rollback bool) (string, uint64, error) {
 	if h.GetOptimizerJson() != s.o.optimizer.JSON() {
 		return path, 0, fmt.Errorf("ps: snapshot %s was taken with optimizer %s, this server runs %s", path, h.GetOptimizerJson(), s.o.optimizer.JSON())
 	}
+	slotNames := s.opt.Slots()
 	parts := make(map[partKey]*part, len(st.parts))
 	order := make([]*part, 0, len(st.parts))
 	for _, sp := range st.parts {
@@ -318,14 +319,14 @@ func (s *Server) restoreLatest(rollback bool) (string, uint64, error) {
 		if err := decodeInto(p.values, chunk); err != nil {
 			return path, 0, fmt.Errorf("ps: snapshot %s: %w", path, err)
 		}
-		if len(sp.GetSlots()) != len(s.opt.slots) {
-			return path, 0, fmt.Errorf("ps: snapshot %s: %s has %d optimizer slots, want %d", path, chunkName(chunk), len(sp.GetSlots()), len(s.opt.slots))
+		if len(sp.GetSlots()) != len(slotNames) {
+			return path, 0, fmt.Errorf("ps: snapshot %s: %s has %d optimizer slots, want %d", path, chunkName(chunk), len(sp.GetSlots()), len(slotNames))
 		}
 		p.slots = make([][]float32, len(sp.GetSlots()))
 		for i, b := range sp.GetSlots() {
 			p.slots[i] = make([]float32, len(p.values))
 			if err := decodeInto(p.slots[i], &pspb.Chunk{Name: chunk.Name, Index: chunk.Index, Dtype: pspb.DType_DTYPE_FLOAT32, Data: b}); err != nil {
-				return path, 0, fmt.Errorf("ps: snapshot %s: slot %s: %w", path, s.opt.slots[i], err)
+				return path, 0, fmt.Errorf("ps: snapshot %s: slot %s: %w", path, slotNames[i], err)
 			}
 		}
 		p.iterations = sp.GetIterations()

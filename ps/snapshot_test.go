@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -135,7 +136,7 @@ func runTestServer(spec string) int {
 func TestSnapshotRestoreExact(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	dir := t.TempDir()
-	adam := WithOptimizer(OptimizerConfig{Optimizer: "adam", LearningRate: 0.01})
+	adam := WithOptimizer(optim.Config{Optimizer: "adam", LearningRate: 0.01})
 	lc := newCluster(t, 2, adam, WithSnapshotDir(dir, 0, 0))
 	vars := testVars()
 	c := dialCluster(t, ctx, lc, WithChunkElements(256))

@@ -185,15 +185,3 @@ func allFinite(v []float32) (int, bool) {
 	}
 	return 0, true
 }
-
-// viewFloat32 returns the float32 payload of c without copying when the
-// platform is little-endian and the bytes are 4-byte aligned. The view
-// aliases c.Data.
-func viewFloat32(c *pspb.Chunk, n int) ([]float32, bool) {
-	d := c.GetData()
-	if !littleEndian || c.GetDtype() != pspb.DType_DTYPE_FLOAT32 || n == 0 || len(d) != 4*n ||
-		uintptr(unsafe.Pointer(&d[0]))%4 != 0 {
-		return nil, false
-	}
-	return unsafe.Slice((*float32)(unsafe.Pointer(&d[0])), n), true
-}

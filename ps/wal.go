@@ -577,7 +577,7 @@ func (s *Server) replay(r walRecord) error {
 		if r.kind == walAssign {
 			copy(p.values, wp.values)
 		} else {
-			s.opt.apply(p.iterations, r.lrScale, p.values, wp.values, p.slots)
+			s.opt.Apply(p.iterations, r.lrScale, p.values, wp.values, p.slots)
 			p.iterations++
 		}
 		p.cursor = s.clock.Add(1)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/gotflow/gotflow/internal/benchfmt"
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 func main() {
@@ -226,7 +227,7 @@ func serve(n int, opts ...ps.ServerOption) ([]string, func(), error) {
 // shard and, interleaved call by call so that both see the same machine
 // load, iters TCP echoes of the same 4n bytes.
 func roundTrips(ctx context.Context, echoAddr string, n, iters int) (own, peer []time.Duration, err error) {
-	addrs, stop, err := serve(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "sgd", LearningRate: 1e-6}))
+	addrs, stop, err := serve(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1e-6}))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -319,7 +320,7 @@ func startEcho() (net.Listener, error) {
 // updatesPerSecond runs clients workers doing PushPull in a loop for dur
 // and returns the shards' applied updates per second and pushes per second.
 func updatesPerSecond(ctx context.Context, m ps.Mode, clients int, dur time.Duration, extra []ps.ServerOption) (float64, float64, error) {
-	opts := append([]ps.ServerOption{ps.WithMode(m), ps.WithOptimizer(ps.OptimizerConfig{Optimizer: "adam"})}, extra...)
+	opts := append([]ps.ServerOption{ps.WithMode(m), ps.WithOptimizer(optim.Config{Optimizer: "adam"})}, extra...)
 	switch m {
 	case ps.Sync:
 		opts = append(opts, ps.WithWorkers(clients), ps.WithSyncTimeout(10*time.Second, ps.StragglerFail))

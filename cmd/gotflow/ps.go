@@ -15,6 +15,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/ps"
+	"github.com/gotflow/gotflow/ps/optim"
 )
 
 func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -63,7 +64,7 @@ func runPS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := ps.ParseOptimizerConfig(optJSON)
+	cfg, err := optim.ParseConfig(optJSON)
 	if err != nil {
 		return fmt.Errorf("%w: --optimizer: %v", errUsage, err)
 	}

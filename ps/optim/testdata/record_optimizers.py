@@ -1,11 +1,12 @@
-"""Records Keras optimizer states for the ps package's parity tests.
+"""Records Keras optimizer states for the optim package's parity tests
+(and the ps package's, which replay them through a cluster).
 
 Run from the repository root with the project's virtualenv:
 
-    .venv/bin/python ps/testdata/record_optimizers.py
+    .venv/bin/python ps/optim/testdata/record_optimizers.py
 
-It writes ps/testdata/optimizer_parity.json. Each case holds the optimizer
-configuration in gotflow's JSON form (the same text ps.ParseOptimizerConfig
+It writes ps/optim/testdata/optimizer_parity.json. Each case holds the optimizer
+configuration in gotflow's JSON form (the same text optim.ParseConfig
 reads), the initial variables, the gradients of every step, the variables
 after every step and the optimizer slots after the last step, all float32.
 """
