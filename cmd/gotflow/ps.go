@@ -202,7 +202,7 @@ func jsonArg(name, v string) ([]byte, error) {
 }
 
 // optimizerJSON merges ps' --optimizer and --optimizer-options into the
-// JSON configuration ps.ParseOptimizerConfig reads. --optimizer may itself
+// JSON configuration optim.ParseConfig reads. --optimizer may itself
 // be a whole configuration (JSON or @file), as SparkFlow passes it.
 func optimizerJSON(name, options string) ([]byte, error) {
 	cfg := map[string]json.RawMessage{}
