@@ -59,11 +59,11 @@ func LeakedTensors() int64 { return leaked[kindTensor].Load() }
 // A Tensor is not safe for concurrent use with its own Close. Slices returned
 // by Bytes and Data alias the C memory and are valid until Close.
 type Tensor struct {
-	c       *C.TF_Tensor
-	dtype   DataType
-	shape   []int64
-	closed  atomic.Bool
-	life    lifetime
+	c      *C.TF_Tensor
+	dtype  DataType
+	shape  []int64
+	closed atomic.Bool
+	life   lifetime
 }
 
 // wrapTensor takes ownership of c.
