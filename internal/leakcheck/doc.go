@@ -7,6 +7,8 @@
 //	func TestMain(m *testing.M) { leakcheck.Main(m, tfleak.Objects()) }
 //
 // It links neither cgo nor package tf, so cgo-free packages can use it.
+// No goroutine is ignored by default; IgnoreGoroutine lets one through
+// and must say why. Verify runs the same checks on demand.
 //
 // # Ownership
 //

@@ -100,3 +100,17 @@ func TestVerify(t *testing.T) {
 	arr.Release()
 	require.NoError(t, leakcheck.Verify())
 }
+
+func waitOn(c chan struct{}) { <-c }
+
+// TestIgnoreGoroutine: a goroutine Verify reports is let through by an
+// ignore naming its function, and an ignore needs a reason.
+func TestIgnoreGoroutine(t *testing.T) {
+	c := make(chan struct{})
+	defer close(c)
+	go waitOn(c)
+	require.ErrorContains(t, leakcheck.Verify(), "leakcheck_test.waitOn")
+	require.NoError(t, leakcheck.Verify(leakcheck.IgnoreGoroutine(
+		"github.com/gotflow/gotflow/internal/leakcheck_test.waitOn", "this test closes c on return")))
+	require.Panics(t, func() { leakcheck.IgnoreGoroutine("x.y", "") })
+}
