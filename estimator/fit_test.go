@@ -12,11 +12,11 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/tf"
@@ -177,7 +177,7 @@ func floatLabels(t *testing.T) feeder.Source {
 	t.Helper()
 	src := fitData(t)
 	defer src.Close()
-	mem := memory.NewGoAllocator()
+	mem := leakcheck.Allocator()
 	var recs []arrow.RecordBatch
 	for {
 		rec, err := src.Next(testCtx(t))

@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/internal/tftest"
 	"github.com/gotflow/gotflow/tf"
@@ -288,7 +289,7 @@ func TestTransformErrors(t *testing.T) {
 	c, err := exp.Case("serving_default_batch5")
 	require.NoError(t, err)
 	dir := testmodels.Dir("tf2_savedmodel")
-	mem := memory.DefaultAllocator
+	mem := leakcheck.Allocator()
 
 	t.Run("unmapped required input", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x": "x"}}
@@ -524,7 +525,7 @@ func TestHooksSeeEveryBatch(t *testing.T) {
 	m := &estimator.TFModel{Path: testmodels.Dir("tf2_savedmodel"), BatchSize: 2, InFlight: 3,
 		Hooks: estimator.Hooks{OnBatch: func(b estimator.BatchInfo) { seen = append(seen, b) }}}
 	defer m.Close()
-	s, err := m.Transform(testCtx(t), reader(t, memory.DefaultAllocator, map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5))
+	s, err := m.Transform(testCtx(t), reader(t, leakcheck.Allocator(), map[string]*testmodels.Array{"x": c.Feeds["x"], "k": c.Feeds["k"]}, 5))
 	require.NoError(t, err)
 	for s.Next() {
 	}
@@ -546,7 +547,7 @@ func TestBundleStyleMatchesPython(t *testing.T) {
 	kind, err := estimator.DetectKind(m.Path)
 	require.NoError(t, err)
 	require.Equal(t, estimator.KindBundle, kind)
-	s, err := m.Transform(testCtx(t), reader(t, memory.DefaultAllocator, exp.Inputs, 4))
+	s, err := m.Transform(testCtx(t), reader(t, leakcheck.Allocator(), exp.Inputs, 4))
 	require.NoError(t, err)
 	nums, strs, rows := collect(t, s)
 	require.NoError(t, s.Close())
@@ -604,7 +605,7 @@ func TestOpenOrderedKeepsRowOrder(t *testing.T) {
 // groups of rowGroup rows (Parquet) or as an IPC file when rowGroup is 0.
 func writeSeq(t *testing.T, path string, next *int64, n, rowGroup int) {
 	t.Helper()
-	b := array.NewInt64Builder(memory.DefaultAllocator)
+	b := array.NewInt64Builder(leakcheck.Allocator())
 	for range n {
 		b.Append(*next)
 		*next++
@@ -634,7 +635,7 @@ func TestOpenOrderedFastPathValues(t *testing.T) {
 	for _, withNull := range []bool{false, true} {
 		t.Run(fmt.Sprint("null=", withNull), func(t *testing.T) {
 			const rows, width = 3000, 5
-			mem := memory.DefaultAllocator
+			mem := leakcheck.Allocator()
 			var schema *arrow.Schema
 			// makeRec builds rows [start, start+n) from scratch: arrow-go
 			// v18.8.0's Parquet writer ignores the offset of a sliced

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -63,7 +64,7 @@ func TestEmptyCSVWithSchemaAndColumns(t *testing.T) {
 // TestMalformedListBitmap: a list column whose validity bitmap is shorter
 // than its rows is an error naming the column, not a panic.
 func TestMalformedListBitmap(t *testing.T) {
-	mem := memory.NewGoAllocator()
+	mem := leakcheck.Allocator()
 	vb := array.NewFloat32Builder(mem)
 	vb.AppendValues(make([]float32, 40), nil)
 	values := vb.NewArray()
@@ -93,7 +94,7 @@ func TestMalformedListBitmap(t *testing.T) {
 // TestIPCStreamLargeSchema reads a stream whose schema message is larger
 // than the reader's buffer, which is verified in full, not skipped.
 func TestIPCStreamLargeSchema(t *testing.T) {
-	mem := memory.NewGoAllocator()
+	mem := leakcheck.Allocator()
 	var fields []arrow.Field
 	for i := range 2000 {
 		fields = append(fields, arrow.Field{Name: fmt.Sprintf("a_rather_long_column_name_to_grow_the_schema_%05d", i), Type: arrow.PrimitiveTypes.Int32})

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -43,10 +44,10 @@ func writeStreamFiles(t *testing.T, dir string, sizes [][]int) int {
 		sink, err := feeder.CreateParquet(path, streamSchema, feeder.RowGroupRows(int64(maxG)))
 		require.NoError(t, err)
 		for _, n := range groups {
-			ib := array.NewInt64Builder(memory.DefaultAllocator)
-			xb := array.NewFixedSizeListBuilder(memory.DefaultAllocator, 4, arrow.PrimitiveTypes.Float32)
+			ib := array.NewInt64Builder(leakcheck.Allocator())
+			xb := array.NewFixedSizeListBuilder(leakcheck.Allocator(), 4, arrow.PrimitiveTypes.Float32)
 			vb := xb.ValueBuilder().(*array.Float32Builder)
-			sb := array.NewStringBuilder(memory.DefaultAllocator)
+			sb := array.NewStringBuilder(leakcheck.Allocator())
 			for range n {
 				ib.Append(int64(id))
 				xb.Append(true)
@@ -238,10 +239,13 @@ func TestStreamBadInput(t *testing.T) {
 		other := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int32}}, nil)
 		sink, err := feeder.CreateParquet(filepath.Join(dir, "split=train", "zz.parquet"), other)
 		require.NoError(t, err)
-		b := array.NewInt32Builder(memory.DefaultAllocator)
+		b := array.NewInt32Builder(leakcheck.Allocator())
+		defer b.Release()
 		b.Append(1)
 		col := b.NewArray()
+		defer col.Release()
 		rec := array.NewRecordBatch(other, []arrow.Array{col}, 1)
+		defer rec.Release()
 		require.NoError(t, sink.Write(rec))
 		require.NoError(t, sink.Close())
 		_, err = feeder.ScanDataset(dir, feeder.ScanConfig{})

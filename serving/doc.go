@@ -52,9 +52,9 @@
 //
 // All methods are safe for concurrent use. NewServer starts one polling
 // goroutine, each batcher NumBatchThreads goroutines, each unloading
-// version one goroutine; Close waits for all of them. Serve blocks until
-// Shutdown or Close. Front ends register their gRPC services (GRPC) and
-// HTTP routes (Mux) before Serve.
+// version one goroutine, the HTTP port one per connection; Close waits for
+// all of them. Serve blocks until Shutdown or Close. Front ends register
+// their gRPC services (GRPC) and HTTP routes (Mux) before Serve.
 //
 // # Errors
 //

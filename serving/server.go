@@ -47,6 +47,10 @@ type Server struct {
 	health  *health.Server
 	mux     *http.ServeMux
 	http    *http.Server
+	// conns counts the HTTP connections whose goroutine has not ended:
+	// http.Server.Close does not wait for them (one that answered a
+	// too-large body lingers half a second before it closes), Close does.
+	conns sync.WaitGroup
 
 	ctx    context.Context // cancelled by Close: stops polling and loads
 	cancel context.CancelFunc
@@ -538,7 +542,8 @@ func (s *Server) Serve(grpcLis, httpLis net.Listener) error {
 		if s.cfg.TLS != nil {
 			httpLis = tls.NewListener(httpLis, s.cfg.TLS)
 		}
-		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+			ConnState: s.trackConn}
 	}
 	hs := s.http
 	s.mu.Unlock()
@@ -566,6 +571,17 @@ func (s *Server) Serve(grpcLis, httpLis net.Listener) error {
 		}
 	}
 	return first
+}
+
+// trackConn counts an HTTP connection from its accept until its goroutine
+// ends (StateClosed is set last, after any lingering close).
+func (s *Server) trackConn(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.conns.Add(1)
+	case http.StateHijacked, http.StateClosed:
+		s.conns.Done()
+	}
 }
 
 // httpHandler wraps the mux with the token check and the size limit.
@@ -683,7 +699,10 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	if hs != nil {
+		// Close returns once Serve stopped accepting, so no connection is
+		// added after it; then wait for the goroutines of those it closed.
 		hs.Close()
+		s.conns.Wait()
 	}
 	s.grpc.Stop()
 	for _, f := range hooks {

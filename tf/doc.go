@@ -9,11 +9,16 @@
 // # Ownership
 //
 // Tensor, Graph, Session and Server own C memory and have an idempotent
-// Close; call it. Tensors, graphs and sessions are all freed that one way
-// and counted alike: Live counts those not yet closed, Leaked those the
-// garbage collector had to free (a cleanup frees and counts them; it is a
-// leak detector, not the mechanism). LiveTensors and LeakedTensors are the
-// tensors' counts.
+// Close; call it: it is the only way their C memory is freed. Tensors,
+// graphs and sessions share one lifetime record and are counted alike:
+// Live counts those not yet closed, Leaked those the garbage collector
+// found unreachable before Close. The cleanup the collector runs only
+// counts; it never calls TensorFlow, so a forgotten object's C memory stays
+// allocated (and in Live) until the process ends. LiveTensors and
+// LeakedTensors are the tensors' counts; internal/leakcheck checks at the
+// end of each package's tests that Live is zero. This package uses only
+// graft's generated protocol buffers, not its tensorflow package, whose
+// finalizers do call TensorFlow: none of them is linked into gotflow.
 // Session.Run borrows its feeds; the caller owns (and closes) the tensors Run
 // returns. Slices from Tensor.Bytes and Data alias C memory and are valid
 // until the tensor's Close. NewTensorFromBuffer aliases caller memory

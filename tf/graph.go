@@ -18,19 +18,14 @@ import (
 // Graph is a TensorFlow computation graph in C memory. Close frees it once
 // no Session uses it any more (TensorFlow keeps it alive for open sessions).
 type Graph struct {
-	mu      sync.Mutex
-	c       *C.TF_Graph
-	cleanup runtime.Cleanup
+	mu   sync.Mutex
+	c    *C.TF_Graph
+	life lifetime
 }
 
 func newGraph() *Graph {
 	g := &Graph{c: C.TF_NewGraph()}
-	live.graphs.Add(1)
-	g.cleanup = runtime.AddCleanup(g, func(c *C.TF_Graph) {
-		leaked.graphs.Add(1)
-		live.graphs.Add(-1)
-		C.TF_DeleteGraph(c)
-	}, g.c)
+	g.life = track(g, kindGraph)
 	return g
 }
 
@@ -132,9 +127,8 @@ func (g *Graph) Close() error {
 	if g.c == nil {
 		return nil
 	}
-	g.cleanup.Stop()
+	g.life.release()
 	C.TF_DeleteGraph(g.c)
-	live.graphs.Add(-1)
 	g.c = nil
 	return nil
 }

@@ -36,7 +36,7 @@ type Session struct {
 	graph   *Graph
 	closed  bool
 	running sync.WaitGroup
-	cleanup runtime.Cleanup
+	life    lifetime
 }
 
 // newCSessionOptions builds TF_SessionOptions; the caller deletes them.
@@ -88,17 +88,9 @@ func NewSession(g *Graph, opts ...SessionOption) (*Session, error) {
 
 func newSession(c *C.TF_Session, g *Graph) *Session {
 	s := &Session{c: c, graph: g}
-	live.sessions.Add(1)
-	// A session the program forgot is freed when collected, and counted:
-	// Leaked tells the tests.
-	s.cleanup = runtime.AddCleanup(s, func(c *C.TF_Session) {
-		leaked.sessions.Add(1)
-		live.sessions.Add(-1)
-		st := newStatus()
-		defer st.delete()
-		C.TF_CloseSession(c, st.c)
-		C.TF_DeleteSession(c, st.c)
-	}, c)
+	// A session the program forgot is only counted when collected (Leaked
+	// tells the tests); its C memory stays allocated.
+	s.life = track(s, kindSession)
 	return s
 }
 
@@ -251,8 +243,7 @@ func (s *Session) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.running.Wait()
-	s.cleanup.Stop()
-	live.sessions.Add(-1)
+	s.life.release()
 	st := newStatus()
 	defer st.delete()
 	C.TF_CloseSession(s.c, st.c)

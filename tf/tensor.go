@@ -45,23 +45,25 @@ const Alignment = 64
 
 // LiveTensors returns the number of tensors created by this package and not
 // yet freed. Tests use it to check that every tensor is closed.
-func LiveTensors() int64 { return live.tensors.Load() }
+func LiveTensors() int64 { return live[kindTensor].Load() }
 
-// LeakedTensors returns the number of tensors that were garbage collected
-// without Close. A correct program keeps it at zero.
-func LeakedTensors() int64 { return leaked.tensors.Load() }
+// LeakedTensors returns the number of tensors that the garbage collector
+// found unreachable before their Close (see Leaked). A correct program
+// keeps it at zero.
+func LeakedTensors() int64 { return leaked[kindTensor].Load() }
 
 // Tensor is a TensorFlow tensor in C memory. It must be freed with Close; a
-// finalizer frees a forgotten tensor and counts it in LeakedTensors.
+// forgotten tensor is never freed, only counted in LeakedTensors once the
+// garbage collector finds it.
 //
 // A Tensor is not safe for concurrent use with its own Close. Slices returned
 // by Bytes and Data alias the C memory and are valid until Close.
 type Tensor struct {
-	c       *C.TF_Tensor
-	dtype   DataType
-	shape   []int64
-	closed  atomic.Bool
-	cleanup runtime.Cleanup
+	c      *C.TF_Tensor
+	dtype  DataType
+	shape  []int64
+	closed atomic.Bool
+	life   lifetime
 }
 
 // wrapTensor takes ownership of c.
@@ -72,12 +74,7 @@ func wrapTensor(c *C.TF_Tensor) *Tensor {
 		shape[i] = int64(C.TF_Dim(c, C.int(i)))
 	}
 	t := &Tensor{c: c, dtype: DataType(C.TF_TensorType(c)), shape: shape}
-	live.tensors.Add(1)
-	t.cleanup = runtime.AddCleanup(t, func(c *C.TF_Tensor) {
-		leaked.tensors.Add(1)
-		live.tensors.Add(-1)
-		C.TF_DeleteTensor(c)
-	}, c)
+	t.life = track(t, kindTensor)
 	return t
 }
 
@@ -342,9 +339,8 @@ func (t *Tensor) Close() error {
 	if t == nil || t.closed.Swap(true) {
 		return nil
 	}
-	t.cleanup.Stop()
+	t.life.release()
 	C.TF_DeleteTensor(t.c)
-	live.tensors.Add(-1)
 	return nil
 }
 

@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/tune"
 )
@@ -123,7 +123,7 @@ func TestStudy(t *testing.T) {
 	pf, err := file.OpenParquetFile(filepath.Join(dir, "trials.parquet"), false)
 	require.NoError(t, err)
 	defer pf.Close()
-	rd, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	rd, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, leakcheck.Allocator())
 	require.NoError(t, err)
 	tbl, err := rd.ReadTable(context.Background())
 	require.NoError(t, err)

@@ -13,8 +13,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/csv"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/internal/tftest"
 	"github.com/stretchr/testify/require"
@@ -188,7 +188,7 @@ func TestPredictKeepsListColumns(t *testing.T) {
 	const rows, width = 100, 32
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.parquet")
-	b := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	b := array.NewFixedSizeListBuilder(leakcheck.Allocator(), width, arrow.PrimitiveTypes.Float32)
 	vb := b.ValueBuilder().(*array.Float32Builder)
 	for r := range rows {
 		b.Append(true)
@@ -231,9 +231,9 @@ func TestPredictFullMapping(t *testing.T) {
 	const width = 32
 	dir := t.TempDir()
 	lengths := []int{32, 20, -1, 40} // -1: a null row
-	lb := array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float64)
+	lb := array.NewListBuilder(leakcheck.Allocator(), arrow.PrimitiveTypes.Float64)
 	vb := lb.ValueBuilder().(*array.Float64Builder)
-	fb := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	fb := array.NewFixedSizeListBuilder(leakcheck.Allocator(), width, arrow.PrimitiveTypes.Float32)
 	fvb := fb.ValueBuilder().(*array.Float32Builder)
 	for r, n := range lengths {
 		fb.Append(true)
@@ -353,7 +353,7 @@ func TestPredictFrozenGraphOneOutput(t *testing.T) {
 	require.NoError(t, err)
 	const width = 8
 	rows := len(xs) / width
-	b := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	b := array.NewFixedSizeListBuilder(leakcheck.Allocator(), width, arrow.PrimitiveTypes.Float32)
 	vb := b.ValueBuilder().(*array.Float32Builder)
 	for r := range rows {
 		b.Append(true)

@@ -26,7 +26,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	arrowflight "github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 	tensorpb "github.com/wamuir/graft/tensorflow/core/framework/tensor_go_proto"
 	tspb "github.com/wamuir/graft/tensorflow/core/framework/tensor_shape_go_proto"
@@ -35,6 +34,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/serving"
 	"github.com/gotflow/gotflow/serving/kserve/inferencepb"
@@ -119,7 +119,7 @@ func TestServeAgreesWithPredict(t *testing.T) {
 	for i := range data {
 		data[i] = float32((i*7919)%1000)/500 - 1
 	}
-	lb := array.NewFixedSizeListBuilder(memory.DefaultAllocator, width, arrow.PrimitiveTypes.Float32)
+	lb := array.NewFixedSizeListBuilder(leakcheck.Allocator(), width, arrow.PrimitiveTypes.Float32)
 	lb.ValueBuilder().(*array.Float32Builder).AppendValues(data, nil)
 	for range rows {
 		lb.Append(true)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gotflow/gotflow/internal/leakcheck"
+	"github.com/gotflow/gotflow/internal/leakcheck/tfleak"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/tune"
 )
@@ -23,7 +25,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("GOTFLOW_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// The tests fail when they leave a TensorFlow object open, Arrow
+	// memory on leakcheck.Allocator or a goroutine behind.
+	leakcheck.Main(m, tfleak.Objects())
 }
 
 func studyTrials(dir string) []*tune.Trial {
