@@ -9,6 +9,8 @@ import (
 	"net"
 	"os/exec"
 	"time"
+
+	"github.com/gotflow/gotflow/internal/control"
 )
 
 // ProcessLauncher runs every task as a local process (normally the gotflow
@@ -37,11 +39,11 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	if l.Command == nil {
 		return JobResult{}, errors.New("distributed: ProcessLauncher has no Command")
 	}
-	m, err := NewMonitor(cfg.monitorConfig())
+	m, err := control.NewMonitor(cfg.monitorConfig())
 	if err != nil {
 		return JobResult{}, err
 	}
-	psLis := make([]*LoopbackListener, 0, cfg.NumPS)
+	psLis := make([]*control.LoopbackListener, 0, cfg.NumPS)
 	defer func() {
 		for _, l := range psLis {
 			l.Close()
@@ -49,7 +51,7 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	}()
 	psAddrs := make([]string, 0, cfg.NumPS)
 	for range cfg.NumPS {
-		l, err := ListenLoopback()
+		l, err := control.ListenLoopback()
 		if err != nil {
 			return JobResult{}, err
 		}
@@ -60,11 +62,11 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	if err != nil {
 		return JobResult{}, fmt.Errorf("distributed: listen for heartbeats: %w", err)
 	}
-	token, err := NewToken()
+	token, err := control.NewToken()
 	if err != nil {
 		return JobResult{}, fmt.Errorf("distributed: coordinator token: %w", err)
 	}
-	srv := NewHeartbeatServer(m, RequireToken(token))
+	srv := control.NewHeartbeatServer(m, control.RequireToken(token))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	defer func() {
@@ -77,10 +79,10 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 		env.PSAddrs, env.CoordinatorAddr, env.Token = psAddrs, coordAddr, token
 		return env
 	}
-	runner := ProcessRunner{Command: func(t Task, attempt int) (*exec.Cmd, error) {
+	runner := control.ProcessRunner{Command: func(t Task, attempt int) (*exec.Cmd, error) {
 		cmd, err := l.Command(withAddrs(t, attempt))
 		if err == nil && cmd != nil && t.Role == RolePS && t.Index < len(psLis) {
-			PassListener(cmd, psLis[t.Index])
+			control.PassListener(cmd, psLis[t.Index])
 		}
 		return cmd, err
 	}}
