@@ -138,12 +138,14 @@ func TaskEnvFromTFConfig(cfg TFConfig) (TaskEnv, error) {
 	return e, nil
 }
 
-// TrainerJob is what the coordinating trainer needs to build the Monitor
-// when it hosts one (TF_CONFIG clusters): the rows and epochs of the job.
+// TrainerJob is what the coordinating trainer needs to build the
+// coordinator when it hosts one (TF_CONFIG clusters): the rows and epochs
+// of the job.
 type TrainerJob struct {
 	Rows int64
-	// RankRows, if set, are the rows each trainer holds itself
-	// (MonitorConfig.RankRows).
+	// RankRows, if set, are the rows each trainer holds itself: rank i is
+	// dealt rows [sum(RankRows[:i]), sum(RankRows[:i+1])) every epoch, Rows
+	// must be their sum, and a trainer declared dead fails the job.
 	RankRows []int64
 	Epochs   int
 	Hooks    MonitorHooks
@@ -164,9 +166,12 @@ type TrainerJob struct {
 }
 
 // RunTrainer runs one trainer of a job started by a ProcessLauncher or by
-// TF_CONFIG: when env.HostsCoordinator it builds the Monitor from job,
-// serves it on env.ListenAddr and beats into it directly; otherwise it
-// dials env.CoordinatorAddr. body runs as in RunAgent.
+// TF_CONFIG: when env.HostsCoordinator it builds the coordinator from
+// job, serves it on env.ListenAddr and beats into it directly; otherwise
+// it dials env.CoordinatorAddr. body gets an Agent that is already
+// beating; an error body returns is reported to the coordinator (so the
+// task's rows are reassigned at once), and RunTrainer returns once the
+// agent stopped.
 func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx context.Context, a *Agent) error) error {
 	if !env.Task.Trains() {
 		return fmt.Errorf("distributed: RunTrainer for task %s, expected a chief or worker", env.Task)

@@ -21,7 +21,11 @@ type JobConfig struct {
 
 	Heartbeat HeartbeatConfig
 	// MaxPSRestarts, StopGrace, KillWait and FinishTimeout are passed to the
-	// Supervisor (see SupervisorConfig; zero selects its defaults).
+	// supervisor of the tasks (internal/control's SupervisorConfig; zero
+	// selects its defaults): how often one PS shard may be restarted (3),
+	// how long tasks get between SIGTERM and SIGKILL (5s), how long to wait
+	// after SIGKILL (5s), and how long trainers may take to exit once the
+	// job is over (30s).
 	MaxPSRestarts int
 	StopGrace     time.Duration
 	KillWait      time.Duration
@@ -100,13 +104,13 @@ func (c JobConfig) env(t Task, attempt int) TaskEnv {
 
 // JobResult is what a launched job reports.
 type JobResult struct {
-	Reason     string               // why the job stopped, from the control.Monitor
-	Status     []control.TaskStatus // final status of each trainer, by rank
-	Supervisor control.SupervisorResult
+	Reason     string                   // why the job stopped, from the coordinator
+	Status     []control.TaskStatus     // final status of each trainer, by rank
+	Supervisor control.SupervisorResult // every attempt's exit, PS restarts, trainers reported dead
 }
 
-// Launcher runs a job's tasks under a Monitor and a Supervisor until the
-// job completes, fails or ctx is cancelled, and returns only once every
+// Launcher runs a job's tasks under the heartbeat coordinator and a
+// supervisor until the job completes, fails or ctx is cancelled, and returns only once every
 // task it started has stopped. InProcessLauncher and ProcessLauncher
 // implement it.
 type Launcher interface {
@@ -122,7 +126,7 @@ type PSFunc func(ctx context.Context, env TaskEnv) error
 
 // InProcessLauncher runs every task as a goroutine of this process: PS
 // shards through PS, trainers through Trainer with an Agent that beats
-// straight into the Monitor (no ports).
+// straight into the coordinator (no ports).
 type InProcessLauncher struct {
 	PS      PSFunc // required when NumPS > 0
 	Trainer TrainerFunc

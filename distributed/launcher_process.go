@@ -16,15 +16,15 @@ import (
 // ProcessLauncher runs every task as a local process (normally the gotflow
 // binary as `gotflow ps` / `gotflow worker`) on loopback. It binds a
 // listening socket per PS shard itself, on port 0, and hands it to every
-// attempt of that shard (PassListener), so a restarted PS serves on the
-// same address and no other process can take the port meanwhile. It serves
-// the Monitor over gRPC on 127.0.0.1 behind a fresh random token, and
-// hands the addresses and the token to Command through TaskEnv (pass
-// env.Environ() to the child).
+// attempt of that shard (GOTFLOW_LISTEN_FD), so a restarted PS serves on
+// the same address and no other process can take the port meanwhile. It
+// serves the coordinator's heartbeats over gRPC on 127.0.0.1 behind a
+// fresh random token, and hands the addresses and the token to Command
+// through TaskEnv (pass env.Environ() to the child).
 type ProcessLauncher struct {
-	// Command returns the command for one task attempt. Trainers must run
-	// an Agent against env.CoordinatorAddr (see DialCoordinator, RunAgent);
-	// PS shards must serve on the listener they inherit (Listen), whose
+	// Command returns the command for one task attempt. Trainers must beat
+	// to the coordinator at env.CoordinatorAddr (RunTrainer does); PS
+	// shards must serve on the listener they inherit (Listen), whose
 	// address is env.PSAddrs[env.Task.Index].
 	Command func(env TaskEnv) (*exec.Cmd, error)
 	// Ready, if set, returns once PS shard env.Task serves.

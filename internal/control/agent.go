@@ -56,7 +56,7 @@ func (w Work) Rows() int64 {
 //	go agent.Run(ctx)
 //	for {
 //		w, err := agent.Next(ctx)
-//		if errors.Is(err, distributed.ErrStopped) { break } // job over
+//		if errors.Is(err, ErrStopped) { break } // job over
 //		if err != nil { return err }
 //		for _, r := range w.Ranges { /* train on rows r; agent.Advance(n, step, loss) */ }
 //	}

@@ -94,7 +94,7 @@ var ErrUnknownTask = errors.New("distributed: heartbeat from a task that is not 
 // select the defaults.
 type MonitorConfig struct {
 	// Trainers are the tasks that compute gradients, in rank order (see
-	// ClusterSpec.TrainingTasks). Required.
+	// distributed.ClusterSpec.TrainingTasks). Required.
 	Trainers []Task
 	// Rows is the number of training rows, split over the trainers each
 	// epoch. Zero means no data plan: replies carry no ranges and the job

@@ -14,7 +14,8 @@ type TaskEnv struct {
 	Workers int
 	NumPS   int
 	// PSAddrs and CoordinatorAddr are the loopback addresses of the PS
-	// shards and of the heartbeat server; set by ProcessLauncher only.
+	// shards and of the heartbeat server; set by distributed.ProcessLauncher
+	// only.
 	PSAddrs         []string
 	CoordinatorAddr string
 	// Heartbeat is the job's heartbeat timing, for the task's Agent.
@@ -37,8 +38,8 @@ type HeartbeatConfig struct {
 	StartTimeout time.Duration
 }
 
-// Environment variables a ProcessLauncher sets for its tasks (see
-// TaskEnv.Environ). Under Kubernetes TF_CONFIG takes their place.
+// Environment variables a distributed.ProcessLauncher sets for its tasks
+// (see TaskEnv.Environ). Under Kubernetes TF_CONFIG takes their place.
 const (
 	EnvTask        = "GOTFLOW_TASK"        // "worker:1"
 	EnvAttempt     = "GOTFLOW_ATTEMPT"     // "0"
@@ -49,7 +50,7 @@ const (
 )
 
 // Environ returns e as environment variables (EnvTask …) for a child
-// process; TaskEnvFromEnviron reads them back.
+// process; distributed.TaskEnvFromEnviron reads them back.
 func (e TaskEnv) Environ() []string {
 	return []string{
 		EnvTask + "=" + e.Task.String(),
