@@ -9,58 +9,39 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/gotflow/gotflow/internal/control"
 )
 
-// Role is the job a task plays in a cluster. The names are TensorFlow's job
-// names as they appear in TF_CONFIG.
-type Role string
+// Role is the job a task plays in a cluster: chief, worker, ps or
+// evaluator, TensorFlow's job names as they appear in TF_CONFIG (which
+// may also say "master" for the chief).
+type Role = control.Role
 
+// The roles of a cluster's tasks.
 const (
 	// RoleChief is the worker that also coordinates: it runs the heartbeat
 	// monitor, writes summaries and exports the model. TFJob's legacy
 	// "master" replica type is read as RoleChief.
-	RoleChief Role = "chief"
+	RoleChief = control.RoleChief
 	// RoleWorker computes gradients on its partition of the data.
-	RoleWorker Role = "worker"
+	RoleWorker = control.RoleWorker
 	// RolePS serves one shard of the parameters.
-	RolePS Role = "ps"
+	RolePS = control.RolePS
 	// RoleEvaluator evaluates snapshots on held-out data; it is not part of
 	// the training cluster (TFJob leaves it out of "cluster").
-	RoleEvaluator Role = "evaluator"
+	RoleEvaluator = control.RoleEvaluator
 
 	// roleMaster is the TF1 / TFJob name for the chief.
 	roleMaster Role = "master"
 )
 
-// Roles lists the roles in the order cluster specs list jobs.
-var Roles = []Role{RoleChief, RoleWorker, RolePS, RoleEvaluator}
-
-// ParseRole parses a job name, accepting "master" as RoleChief.
-func ParseRole(s string) (Role, error) {
-	switch r := Role(strings.ToLower(strings.TrimSpace(s))); r {
-	case RoleChief, RoleWorker, RolePS, RoleEvaluator:
-		return r, nil
-	case roleMaster:
-		return RoleChief, nil
-	}
-	return "", fmt.Errorf("distributed: unknown task type %q (expected chief, master, worker, ps or evaluator)", s)
-}
-
 // Task identifies one task of a cluster: its role and its index within the
-// role's job.
-type Task struct {
-	Role  Role `json:"type"`
-	Index int  `json:"index"`
-}
-
-// String returns "role:index", e.g. "worker:1".
-func (t Task) String() string { return string(t.Role) + ":" + strconv.Itoa(t.Index) }
-
-// Device returns the task's TensorFlow device prefix, e.g. "/job:ps/task:0".
-func (t Task) Device() string { return "/job:" + string(t.Role) + "/task:" + strconv.Itoa(t.Index) }
-
-// Trains reports whether the task computes gradients (chief or worker).
-func (t Task) Trains() bool { return t.Role == RoleChief || t.Role == RoleWorker }
+// role's job, {"type":"worker","index":1} in TF_CONFIG. Its String method
+// returns "role:index" ("worker:1"), Device the TensorFlow device prefix
+// ("/job:worker/task:1"), and Trains whether it computes gradients (chief
+// or worker).
+type Task = control.Task
 
 // ClusterSpec maps each job to the addresses ("host:port") of its tasks, in
 // task-index order. It marshals to the "cluster" object of TF_CONFIG.
@@ -98,7 +79,7 @@ func (c ClusterSpec) Address(t Task) (string, error) {
 // Tasks returns every task of the spec: chief, workers, ps, evaluator.
 func (c ClusterSpec) Tasks() []Task {
 	var out []Task
-	for _, r := range Roles {
+	for _, r := range control.Roles {
 		for i := range c.Addresses(r) {
 			out = append(out, Task{Role: r, Index: i})
 		}
@@ -251,7 +232,7 @@ func ParseTFConfig(data []byte) (TFConfig, error) {
 	var cfg TFConfig
 	cfg.Environment, cfg.RPCLayer = raw.Environment, raw.RPCLayer
 	for job, addrs := range raw.Cluster {
-		r, err := ParseRole(job)
+		r, err := control.ParseRole(job)
 		if err != nil {
 			return TFConfig{}, fmt.Errorf("distributed: TF_CONFIG cluster has unknown job %q (expected chief, master, worker, ps or evaluator)", job)
 		}
@@ -272,7 +253,7 @@ func ParseTFConfig(data []byte) (TFConfig, error) {
 			cfg.Cluster.Evaluator = addrs
 		}
 	}
-	for _, r := range Roles { // empty jobs marshal as absent
+	for _, r := range control.Roles { // empty jobs marshal as absent
 		if a := cfg.Cluster.Addresses(r); a != nil && len(a) == 0 {
 			cfg.Cluster = cfg.Cluster.with(r, nil)
 		}
@@ -280,7 +261,7 @@ func ParseTFConfig(data []byte) (TFConfig, error) {
 	if raw.Task.Type == "" {
 		return TFConfig{}, errors.New("distributed: TF_CONFIG task has no \"type\" (expected chief, master, worker, ps or evaluator)")
 	}
-	r, err := ParseRole(raw.Task.Type)
+	r, err := control.ParseRole(raw.Task.Type)
 	if err != nil {
 		return TFConfig{}, fmt.Errorf("distributed: TF_CONFIG task: %w", err)
 	}
@@ -314,7 +295,7 @@ func (c TFConfig) Validate() error {
 	if err := c.Cluster.Validate(); err != nil {
 		return err
 	}
-	if _, err := ParseRole(string(c.Task.Role)); err != nil || c.Task.Role == roleMaster {
+	if _, err := control.ParseRole(string(c.Task.Role)); err != nil || c.Task.Role == roleMaster {
 		return fmt.Errorf("distributed: task type %q is not one of chief, worker, ps, evaluator", c.Task.Role)
 	}
 	n := len(c.Cluster.Addresses(c.Task.Role))

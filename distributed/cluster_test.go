@@ -24,7 +24,7 @@ func TestParseTFConfigKubeflow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, rank, "chief is rank 0, worker 0 rank 1, worker 1 rank 2")
 	require.Equal(t, 3, cfg.Cluster.NumTrainers())
-	require.Equal(t, []Task{{RoleChief, 0}, {RoleWorker, 0}, {RoleWorker, 1}}, cfg.Cluster.TrainingTasks())
+	require.Equal(t, []Task{{Role: RoleChief, Index: 0}, {Role: RoleWorker, Index: 0}, {Role: RoleWorker, Index: 1}}, cfg.Cluster.TrainingTasks())
 	coord, err := cfg.Cluster.Coordinator()
 	require.NoError(t, err)
 	require.Equal(t, Task{Role: RoleChief}, coord)
@@ -128,20 +128,10 @@ func TestClusterSpecJSON(t *testing.T) {
 	b, err := json.Marshal(spec)
 	require.NoError(t, err)
 	require.JSONEq(t, `{"worker":["127.0.0.1:5001"],"ps":["127.0.0.1:5002","127.0.0.1:5003"]}`, string(b))
-	require.Equal(t, []Task{{RoleWorker, 0}, {RolePS, 0}, {RolePS, 1}}, spec.Tasks())
+	require.Equal(t, []Task{{Role: RoleWorker, Index: 0}, {Role: RolePS, Index: 0}, {Role: RolePS, Index: 1}}, spec.Tasks())
 	_, err = spec.Address(Task{Role: RolePS, Index: 2})
 	require.ErrorContains(t, err, `task ps:2 is not in the cluster (job "ps" has 2 tasks)`)
 	require.ErrorContains(t, ClusterSpec{}.Validate(), "at least one")
-}
-
-func TestParseRole(t *testing.T) {
-	for in, want := range map[string]Role{"chief": RoleChief, "Master": RoleChief, " worker ": RoleWorker, "PS": RolePS, "evaluator": RoleEvaluator} {
-		r, err := ParseRole(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, r, in)
-	}
-	_, err := ParseRole("driver")
-	require.ErrorContains(t, err, `unknown task type "driver"`)
 }
 
 // FuzzParseTFConfig checks that parsing never panics and that whatever

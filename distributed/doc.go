@@ -1,10 +1,14 @@
 // Package distributed places parameter servers and workers and keeps them
-// alive: cluster specs and TF_CONFIG, roles and ranks, data partitioning,
-// heartbeats, and launchers that run a job's tasks as goroutines or as local
-// processes under a supervisor.
+// alive: cluster specs and TF_CONFIG, the job configuration, and launchers
+// that run a job's tasks as goroutines or as local processes, plus what a
+// task needs to join a job another process launched.
 //
-// The control plane (everything in this package) imports neither tf/ nor
-// cgo and builds with CGO_ENABLED=0.
+// The control plane the launchers run — the heartbeat coordinator, the
+// supervisor of the tasks, the row partitioning, the gRPC protocol — is in
+// internal/control; the few of its names a job or a trainer is written
+// with (Task, Role, TaskEnv, HeartbeatConfig, Agent, MonitorHooks,
+// SupervisorHooks, Handle) are aliases here. Neither package imports tf/
+// or cgo; both build with CGO_ENABLED=0.
 //
 // # Cluster specs and TF_CONFIG
 //
@@ -12,8 +16,8 @@
 // ParseTFConfig reads TF_CONFIG exactly as Kubeflow's TFJob operator writes
 // it, so the same gotflow binary runs as TFJob replicas; "master" is read as
 // "chief" and an evaluator may sit outside "cluster". Training tasks (chief
-// then workers) get ranks 0..N-1; the chief, or worker 0 without one, runs
-// the heartbeat Monitor.
+// then workers) get ranks 0..N-1; the chief, or worker 0 without one, hosts
+// the heartbeat coordinator.
 //
 // # Running a job
 //
@@ -21,66 +25,74 @@
 // over the trainers each epoch, Epochs) until it completes:
 // InProcessLauncher as goroutines with no ports, ProcessLauncher as local
 // processes on loopback (normally `gotflow ps` / `gotflow worker`, which
-// read their TaskEnv from the GOTFLOW_* variables it sets). Both run a
-// Monitor (the coordinator) and a Supervisor over the same Runner
-// interface. A trainer's body is a loop over Agent.Next / Agent.Advance;
-// RunAgent and RunTrainer wrap it. Under Kubernetes the same binary gets its
-// TaskEnv from TF_CONFIG and the chief hosts the Monitor (RunTrainer).
+// read their TaskEnv from the GOTFLOW_* variables it sets, with
+// TaskEnvFromEnviron). Both run the coordinator and a supervisor over the
+// job's tasks. A trainer's body is a loop over Agent.Next / Agent.Advance
+// (TrainerFunc, or RunTrainer's body in a trainer process). Under
+// Kubernetes the same binary gets its TaskEnv from TF_CONFIG and the chief
+// hosts the coordinator (RunTrainer).
 //
-// Each epoch the Monitor splits rows 0..Rows over the live trainers. A
+// Each epoch the coordinator splits rows 0..Rows over the live trainers. A
 // trainer declared dead (silent past the heartbeat timeout, failed, or its
 // process gone) has its unconsumed rows split over the survivors; later
-// epochs are split over the survivors only. Rows a dead trainer consumed
-// after its last heartbeat may be trained twice (at-least-once).
+// epochs are split over the survivors only (MonitorHooks.OnDead). Rows a
+// dead trainer consumed after its last heartbeat may be trained twice
+// (at-least-once).
 //
 // # Processes and their sockets
 //
-// ProcessLauncher binds each PS shard's socket itself (ListenLoopback, port
-// 0) and hands it to every attempt of that shard (PassListener, Listen in
-// the child, GOTFLOW_LISTEN_FD): no port is picked and bound later, so jobs
-// started at once never take each other's ports, and a restarted shard
-// serves at the same address. Every task a ProcessRunner starts dies with
-// its launcher, however the launcher dies: the kernel's parent-death signal
-// (SIGTERM, on Linux) and WithParent, which watches the parent id the
-// runner passes in GOTFLOW_PARENT_PID. A task that exits while the
-// Supervisor waits for it to be ready fails the job at once, and a task's
-// exit error quotes the last lines of its log file.
+// ProcessLauncher binds each PS shard's socket itself (on 127.0.0.1, port
+// 0) and hands it to every attempt of that shard, which serves on it by
+// calling Listen (GOTFLOW_LISTEN_FD): no port is picked and bound later,
+// so jobs started at once never take each other's ports, and a restarted
+// shard serves at the same address. Every task a ProcessLauncher starts
+// dies with it, however it dies: the kernel's parent-death signal
+// (SIGTERM, on Linux) and WithParent, which a task calls to watch the
+// parent id it was given (GOTFLOW_PARENT_PID). A task that exits while the
+// launcher waits for it to be ready (ProcessLauncher.Ready) fails the job
+// at once, and a task's exit error quotes the last lines of its log file.
 //
 // # Security
 //
 // ProcessLauncher serves heartbeats on 127.0.0.1 behind a random bearer
 // token it hands to its tasks (GOTFLOW_COORDINATOR_TOKEN). Under TF_CONFIG
 // the chief listens on every interface of its pod: set the same token on
-// every replica from a Secret, or add TLS through the grpc options of
-// NewHeartbeatServer and DialCoordinator. A heartbeat can declare its own
-// task failed, so an unauthenticated coordinator trusts its network.
+// every replica from a Secret, or add TLS (TrainerJob.ServerTLS and
+// ClientTLS); RunTrainer refuses to serve on a non-loopback address
+// without a token unless TrainerJob.Insecure is set. A heartbeat can
+// declare its own task failed, so an unauthenticated coordinator trusts
+// its network.
 //
 // # Ownership
 //
-// A Supervisor owns every task it starts: Run returns only after ending
-// them all — processes by process group, SIGTERM then SIGKILL after a grace
-// period; goroutines by cancelling their context (a goroutine that ignores
-// its context is named in Run's error after the kill wait instead of being
-// waited on forever). Launchers own their Monitor and heartbeat server. A Monitor owns its
-// WorkPlan; callers get copies. Close on a HeartbeatServer stops its gRPC
-// server; the listener passed to Serve is closed by it.
+// A launcher owns every task it starts: Launch returns only after ending
+// them all — processes by process group, SIGTERM then SIGKILL after
+// JobConfig.StopGrace; goroutines by cancelling their context (a goroutine
+// that ignores its context is named in Launch's error after the kill wait
+// instead of being waited on forever). Launchers and RunTrainer own the
+// coordinator, its heartbeat server and the sockets they bind, and close
+// them before returning. A JobResult and the slices in it belong to the
+// caller.
 //
 // # Concurrency
 //
-// Monitor, Supervisor and the launchers are safe for concurrent use. A
-// LoopbackListener stays open until Close (the launcher's, at the job's
-// end); WithParent's watch ends with its context. WorkPlan
-// is not; the Monitor serializes access to its own. Goroutines are started
-// only by types whose Stop/Close/Run-return waits for them. Every wait has a
-// deadline: heartbeats have per-RPC timeouts, a task silent for longer than
-// the heartbeat timeout is declared dead, and stopping a task escalates to
-// SIGKILL after the grace period.
+// The launchers are safe for concurrent use, and so is the Agent a trainer
+// body gets. Hooks are called from the launcher's goroutines, never with a
+// lock held, and must not block for long (MonitorHooks.OnEpochEnd may: the
+// trainers wait, beating, while it runs). Apart from WithParent's watch,
+// which ends with its context, goroutines are started only by calls that
+// wait for them before returning. Every wait has a deadline: heartbeats have per-RPC timeouts,
+// a task silent for longer than the heartbeat timeout is declared dead,
+// and stopping a task escalates to SIGKILL after the grace period.
 //
 // # Errors
 //
 // Bad specs, TF_CONFIG that is not JSON, unknown task types, out-of-range
 // indices and impossible partitions return errors prefixed "distributed:"
 // that name the offending value and what was expected, before any process
-// starts. A dead worker is reported through the Supervisor's hooks and in
-// its Result, not as a failure of the job, unless no trainer survives.
+// starts (JobConfig.Validate, ClusterSpec.Validate, TFConfig.Validate). A
+// dead worker is reported through the hooks and in JobResult, not as a
+// failure of the job, unless no trainer survives. A trainer's Agent.Next
+// returns an error wrapping ErrStopped when the job is over and
+// ErrCoordinatorLost when the coordinator stopped answering.
 package distributed

@@ -11,55 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gotflow/gotflow/internal/control"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
-// Environment variables a ProcessLauncher sets for its tasks (see
-// TaskEnv.Environ). Under Kubernetes TF_CONFIG takes their place.
-const (
-	EnvTask        = "GOTFLOW_TASK"        // "worker:1"
-	EnvAttempt     = "GOTFLOW_ATTEMPT"     // "0"
-	EnvWorkers     = "GOTFLOW_WORKERS"     // number of trainers
-	EnvPS          = "GOTFLOW_PS"          // comma-separated PS addresses
-	EnvCoordinator = "GOTFLOW_COORDINATOR" // heartbeat server address
-	EnvHeartbeat   = "GOTFLOW_HEARTBEAT"   // "interval,timeout,start-timeout" as Go durations
-)
-
-// Environ returns e as environment variables (EnvTask …) for a child
-// process; TaskEnvFromEnviron reads them back.
-func (e TaskEnv) Environ() []string {
-	return []string{
-		EnvTask + "=" + e.Task.String(),
-		EnvAttempt + "=" + strconv.Itoa(e.Attempt),
-		EnvWorkers + "=" + strconv.Itoa(e.Workers),
-		EnvPS + "=" + strings.Join(e.PSAddrs, ","),
-		EnvCoordinator + "=" + e.CoordinatorAddr,
-		EnvHeartbeat + "=" + e.Heartbeat.Interval.String() + "," + e.Heartbeat.Timeout.String() + "," + e.Heartbeat.StartTimeout.String(),
-		EnvToken + "=" + e.Token,
-	}
-}
-
-// ParseTask parses "role:index" (Task.String's form).
-func ParseTask(s string) (Task, error) {
-	role, idx, ok := strings.Cut(s, ":")
-	if !ok {
-		return Task{}, fmt.Errorf("distributed: task %q is not role:index", s)
-	}
-	r, err := ParseRole(role)
-	if err != nil {
-		return Task{}, err
-	}
-	i, err := strconv.Atoi(idx)
-	if err != nil || i < 0 {
-		return Task{}, fmt.Errorf("distributed: task %q has index %q, expected an integer >= 0", s, idx)
-	}
-	return Task{Role: r, Index: i}, nil
-}
-
 // ErrNoTaskEnv is returned by TaskEnvFromEnviron when neither GOTFLOW_TASK
 // nor TF_CONFIG is set.
-var ErrNoTaskEnv = errors.New("distributed: neither " + EnvTask + " nor " + TFConfigEnv + " is set")
+var ErrNoTaskEnv = errors.New("distributed: neither " + control.EnvTask + " nor " + TFConfigEnv + " is set")
 
 // TaskEnvFromEnviron reads the task's environment: the GOTFLOW_* variables
 // a ProcessLauncher sets, or else TF_CONFIG (TaskEnvFromTFConfig). lookup is
@@ -74,7 +33,7 @@ func TaskEnvFromEnviron(lookup func(string) (string, bool)) (TaskEnv, error) {
 		}
 		return ""
 	}
-	if get(EnvTask) == "" {
+	if get(control.EnvTask) == "" {
 		v := get(TFConfigEnv)
 		if v == "" {
 			return TaskEnv{}, ErrNoTaskEnv
@@ -84,25 +43,25 @@ func TaskEnvFromEnviron(lookup func(string) (string, bool)) (TaskEnv, error) {
 			return TaskEnv{}, err
 		}
 		env, err := TaskEnvFromTFConfig(cfg)
-		env.Token = get(EnvToken)
+		env.Token = get(control.EnvToken)
 		return env, err
 	}
-	t, err := ParseTask(get(EnvTask))
+	t, err := control.ParseTask(get(control.EnvTask))
 	if err != nil {
-		return TaskEnv{}, fmt.Errorf("%w (from %s)", err, EnvTask)
+		return TaskEnv{}, fmt.Errorf("%w (from %s)", err, control.EnvTask)
 	}
-	e := TaskEnv{Task: t, Rank: -1, CoordinatorAddr: get(EnvCoordinator), Token: get(EnvToken)}
-	if e.Attempt, err = atoiEnv(EnvAttempt, get(EnvAttempt), 0); err != nil {
+	e := TaskEnv{Task: t, Rank: -1, CoordinatorAddr: get(control.EnvCoordinator), Token: get(control.EnvToken)}
+	if e.Attempt, err = atoiEnv(control.EnvAttempt, get(control.EnvAttempt), 0); err != nil {
 		return TaskEnv{}, err
 	}
-	if e.Workers, err = atoiEnv(EnvWorkers, get(EnvWorkers), 1); err != nil {
+	if e.Workers, err = atoiEnv(control.EnvWorkers, get(control.EnvWorkers), 1); err != nil {
 		return TaskEnv{}, err
 	}
-	if ps := get(EnvPS); ps != "" {
+	if ps := get(control.EnvPS); ps != "" {
 		e.PSAddrs = strings.Split(ps, ",")
 		for _, a := range e.PSAddrs {
 			if err := checkAddress(a); err != nil {
-				return TaskEnv{}, fmt.Errorf("distributed: %s: %w", EnvPS, err)
+				return TaskEnv{}, fmt.Errorf("distributed: %s: %w", control.EnvPS, err)
 			}
 		}
 	}
@@ -114,20 +73,20 @@ func TaskEnvFromEnviron(lookup func(string) (string, bool)) (TaskEnv, error) {
 		e.Rank = t.Index + 1
 	}
 	if e.Rank >= e.Workers {
-		return TaskEnv{}, fmt.Errorf("distributed: task %s has rank %d but %s=%d", t, e.Rank, EnvWorkers, e.Workers)
+		return TaskEnv{}, fmt.Errorf("distributed: task %s has rank %d but %s=%d", t, e.Rank, control.EnvWorkers, e.Workers)
 	}
 	if t.Trains() && e.CoordinatorAddr == "" {
-		return TaskEnv{}, fmt.Errorf("distributed: trainer %s has no %s", t, EnvCoordinator)
+		return TaskEnv{}, fmt.Errorf("distributed: trainer %s has no %s", t, control.EnvCoordinator)
 	}
-	if hb := get(EnvHeartbeat); hb != "" {
+	if hb := get(control.EnvHeartbeat); hb != "" {
 		parts := strings.Split(hb, ",")
 		if len(parts) != 3 {
-			return TaskEnv{}, fmt.Errorf("distributed: %s=%q, expected interval,timeout,start-timeout", EnvHeartbeat, hb)
+			return TaskEnv{}, fmt.Errorf("distributed: %s=%q, expected interval,timeout,start-timeout", control.EnvHeartbeat, hb)
 		}
 		var ds [3]time.Duration
 		for i, p := range parts {
 			if ds[i], err = time.ParseDuration(p); err != nil || ds[i] < 0 {
-				return TaskEnv{}, fmt.Errorf("distributed: %s=%q: %q is not a duration >= 0", EnvHeartbeat, hb, p)
+				return TaskEnv{}, fmt.Errorf("distributed: %s=%q: %q is not a duration >= 0", control.EnvHeartbeat, hb, p)
 			}
 		}
 		e.Heartbeat = HeartbeatConfig{Interval: ds[0], Timeout: ds[1], StartTimeout: ds[2]}
@@ -179,16 +138,14 @@ func TaskEnvFromTFConfig(cfg TFConfig) (TaskEnv, error) {
 	return e, nil
 }
 
-// HostsCoordinator reports whether this task must run the Monitor and serve
-// heartbeats on ListenAddr (the chief under TF_CONFIG).
-func (e TaskEnv) HostsCoordinator() bool { return e.ListenAddr != "" }
-
-// TrainerJob is what the coordinating trainer needs to build the Monitor
-// when it hosts one (TF_CONFIG clusters): the rows and epochs of the job.
+// TrainerJob is what the coordinating trainer needs to build the
+// coordinator when it hosts one (TF_CONFIG clusters): the rows and epochs
+// of the job.
 type TrainerJob struct {
 	Rows int64
-	// RankRows, if set, are the rows each trainer holds itself
-	// (MonitorConfig.RankRows).
+	// RankRows, if set, are the rows each trainer holds itself: rank i is
+	// dealt rows [sum(RankRows[:i]), sum(RankRows[:i+1])) every epoch, Rows
+	// must be their sum, and a trainer declared dead fails the job.
 	RankRows []int64
 	Epochs   int
 	Hooks    MonitorHooks
@@ -209,32 +166,35 @@ type TrainerJob struct {
 }
 
 // RunTrainer runs one trainer of a job started by a ProcessLauncher or by
-// TF_CONFIG: when env.HostsCoordinator it builds the Monitor from job,
-// serves it on env.ListenAddr and beats into it directly; otherwise it
-// dials env.CoordinatorAddr. body runs as in RunAgent.
+// TF_CONFIG: when env.HostsCoordinator it builds the coordinator from
+// job, serves it on env.ListenAddr and beats into it directly; otherwise
+// it dials env.CoordinatorAddr. body gets an Agent that is already
+// beating; an error body returns is reported to the coordinator (so the
+// task's rows are reassigned at once), and RunTrainer returns once the
+// agent stopped.
 func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx context.Context, a *Agent) error) error {
 	if !env.Task.Trains() {
 		return fmt.Errorf("distributed: RunTrainer for task %s, expected a chief or worker", env.Task)
 	}
-	acfg := agentConfig(env)
+	acfg := control.AgentConfigFor(env)
 	if !env.HostsCoordinator() {
 		var opts []grpc.DialOption
 		if env.Token != "" {
-			opts = append(opts, SendToken(env.Token))
+			opts = append(opts, control.SendToken(env.Token))
 		}
 		if job.ClientTLS != nil {
 			opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(job.ClientTLS)))
 		}
-		c, err := DialCoordinator(env.CoordinatorAddr, opts...)
+		c, err := control.DialCoordinator(env.CoordinatorAddr, opts...)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		return RunAgent(ctx, c, acfg, body)
+		return control.RunAgent(ctx, c, acfg, body)
 	}
 	trainers := make([]Task, env.Workers)
 	for r := range trainers {
-		trainers[r] = TrainerTask(r)
+		trainers[r] = control.TrainerTask(r)
 	}
 	// Under TF_CONFIG the chief is rank 0 and workers follow; a cluster
 	// without a chief has worker 0 coordinating as rank 0.
@@ -243,7 +203,7 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 			trainers[r] = Task{Role: RoleWorker, Index: r}
 		}
 	}
-	m, err := NewMonitor(MonitorConfig{
+	m, err := control.NewMonitor(control.MonitorConfig{
 		Trainers: trainers, Rows: job.Rows, RankRows: job.RankRows, Epochs: job.Epochs,
 		Interval: env.Heartbeat.Interval, Timeout: env.Heartbeat.Timeout, StartTimeout: env.Heartbeat.StartTimeout,
 		Hooks: job.Hooks,
@@ -259,16 +219,16 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 	}
 	if ta, ok := lis.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() && env.Token == "" && !job.Insecure {
 		lis.Close()
-		return fmt.Errorf("distributed: coordinator %s would serve heartbeats on %s without a token: set %s on every replica (from a Secret), or pass --insecure", env.Task, lis.Addr(), EnvToken)
+		return fmt.Errorf("distributed: coordinator %s would serve heartbeats on %s without a token: set %s on every replica (from a Secret), or pass --insecure", env.Task, lis.Addr(), control.EnvToken)
 	}
 	var sopts []grpc.ServerOption
 	if env.Token != "" {
-		sopts = append(sopts, RequireToken(env.Token))
+		sopts = append(sopts, control.RequireToken(env.Token))
 	}
 	if job.ServerTLS != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(job.ServerTLS)))
 	}
-	srv := NewHeartbeatServer(m, sopts...)
+	srv := control.NewHeartbeatServer(m, sopts...)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	mctx, cancel := context.WithCancel(ctx)
@@ -276,14 +236,14 @@ func RunTrainer(ctx context.Context, env TaskEnv, job TrainerJob, body func(ctx 
 	monErr := make(chan error, 1)
 	go func() { monErr <- m.Run(mctx) }()
 
-	berr := RunAgent(ctx, m, acfg, body)
+	berr := control.RunAgent(ctx, m, acfg, body)
 	if berr != nil {
 		m.Stop(fmt.Sprintf("coordinator %s failed: %v", env.Task, berr), true)
 	}
 	// Keep answering until the job is over and the others heard it.
 	linger := job.Linger
 	if linger <= 0 {
-		linger = 3 * m.cfg.Interval
+		linger = 3 * m.Interval()
 	}
 	merr := <-monErr
 	t := time.NewTimer(linger)

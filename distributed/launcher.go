@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/gotflow/gotflow/internal/control"
 )
 
 // JobConfig places a training job: NumPS parameter-server shards and
@@ -19,7 +21,11 @@ type JobConfig struct {
 
 	Heartbeat HeartbeatConfig
 	// MaxPSRestarts, StopGrace, KillWait and FinishTimeout are passed to the
-	// Supervisor (see SupervisorConfig; zero selects its defaults).
+	// supervisor of the tasks (internal/control's SupervisorConfig; zero
+	// selects its defaults): how often one PS shard may be restarted (3),
+	// how long tasks get between SIGTERM and SIGKILL (5s), how long to wait
+	// after SIGKILL (5s), and how long trainers may take to exit once the
+	// job is over (30s).
 	MaxPSRestarts int
 	StopGrace     time.Duration
 	KillWait      time.Duration
@@ -28,14 +34,6 @@ type JobConfig struct {
 	MonitorHooks    MonitorHooks
 	SupervisorHooks SupervisorHooks
 	Logger          *slog.Logger
-}
-
-// HeartbeatConfig sets the heartbeat timing (zero selects the Monitor's
-// defaults: 500ms interval, 10× interval timeout, 60s start timeout).
-type HeartbeatConfig struct {
-	Interval     time.Duration
-	Timeout      time.Duration
-	StartTimeout time.Duration
 }
 
 // Validate checks the configuration before anything starts.
@@ -72,57 +70,25 @@ func (c JobConfig) Tasks() []Task {
 func (c JobConfig) Trainers() []Task {
 	out := make([]Task, 0, c.Workers)
 	for r := range c.Workers {
-		out = append(out, TrainerTask(r))
+		out = append(out, control.TrainerTask(r))
 	}
 	return out
 }
 
-// TrainerTask returns the task of rank r: chief:0 for rank 0, worker:r-1
-// otherwise.
-func TrainerTask(rank int) Task {
-	if rank == 0 {
-		return Task{Role: RoleChief}
-	}
-	return Task{Role: RoleWorker, Index: rank - 1}
-}
-
-func (c JobConfig) monitorConfig() MonitorConfig {
-	return MonitorConfig{
+func (c JobConfig) monitorConfig() control.MonitorConfig {
+	return control.MonitorConfig{
 		Trainers: c.Trainers(), Rows: c.Rows, Epochs: c.Epochs,
 		Interval: c.Heartbeat.Interval, Timeout: c.Heartbeat.Timeout, StartTimeout: c.Heartbeat.StartTimeout,
 		Hooks: c.MonitorHooks, Logger: c.Logger,
 	}
 }
 
-func (c JobConfig) supervisorConfig(r Runner, m *Monitor) SupervisorConfig {
-	return SupervisorConfig{
+func (c JobConfig) supervisorConfig(r control.Runner, m *control.Monitor) control.SupervisorConfig {
+	return control.SupervisorConfig{
 		Runner: r, Tasks: c.Tasks(), Monitor: m, MaxRestarts: c.MaxPSRestarts,
 		StopGrace: c.StopGrace, KillWait: c.KillWait, FinishTimeout: c.FinishTimeout,
 		Hooks: c.SupervisorHooks, Logger: c.Logger,
 	}
-}
-
-// TaskEnv is what one task is told about the job it belongs to.
-type TaskEnv struct {
-	Task    Task
-	Attempt int // 0, then 1, 2, … for a restarted PS
-	Rank    int // trainer rank; -1 for a PS
-	Workers int
-	NumPS   int
-	// PSAddrs and CoordinatorAddr are the loopback addresses of the PS
-	// shards and of the heartbeat server; set by ProcessLauncher only.
-	PSAddrs         []string
-	CoordinatorAddr string
-	// Heartbeat is the job's heartbeat timing, for the task's Agent.
-	Heartbeat HeartbeatConfig
-	// Token is the coordinator's bearer token ("" for none).
-	Token string
-	// ListenAddr is set for the task that hosts the coordinator itself
-	// (the chief under TF_CONFIG): it serves heartbeats there.
-	ListenAddr string
-	// TFConfig reports that the task's place came from TF_CONFIG (a
-	// cluster across machines) rather than from a local launcher.
-	TFConfig bool
 }
 
 func (c JobConfig) env(t Task, attempt int) TaskEnv {
@@ -138,13 +104,13 @@ func (c JobConfig) env(t Task, attempt int) TaskEnv {
 
 // JobResult is what a launched job reports.
 type JobResult struct {
-	Reason     string       // why the job stopped, from the Monitor
-	Status     []TaskStatus // final status of each trainer, by rank
-	Supervisor SupervisorResult
+	Reason     string                   // why the job stopped, from the coordinator
+	Status     []control.TaskStatus     // final status of each trainer, by rank
+	Supervisor control.SupervisorResult // every attempt's exit, PS restarts, trainers reported dead
 }
 
-// Launcher runs a job's tasks under a Monitor and a Supervisor until the
-// job completes, fails or ctx is cancelled, and returns only once every
+// Launcher runs a job's tasks under the heartbeat coordinator and a
+// supervisor until the job completes, fails or ctx is cancelled, and returns only once every
 // task it started has stopped. InProcessLauncher and ProcessLauncher
 // implement it.
 type Launcher interface {
@@ -160,7 +126,7 @@ type PSFunc func(ctx context.Context, env TaskEnv) error
 
 // InProcessLauncher runs every task as a goroutine of this process: PS
 // shards through PS, trainers through Trainer with an Agent that beats
-// straight into the Monitor (no ports).
+// straight into the coordinator (no ports).
 type InProcessLauncher struct {
 	PS      PSFunc // required when NumPS > 0
 	Trainer TrainerFunc
@@ -174,39 +140,26 @@ func (l InProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult
 	if l.Trainer == nil || (cfg.NumPS > 0 && l.PS == nil) {
 		return JobResult{}, errors.New("distributed: InProcessLauncher needs a Trainer, and a PS func when NumPS > 0")
 	}
-	m, err := NewMonitor(cfg.monitorConfig())
+	m, err := control.NewMonitor(cfg.monitorConfig())
 	if err != nil {
 		return JobResult{}, err
 	}
-	runner := InProcessRunner{Func: func(ctx context.Context, t Task, attempt int) error {
+	runner := control.InProcessRunner{Func: func(ctx context.Context, t Task, attempt int) error {
 		env := cfg.env(t, attempt)
 		if t.Role == RolePS {
 			return l.PS(ctx, env)
 		}
-		return RunAgent(ctx, m, agentConfig(env), func(ctx context.Context, a *Agent) error {
+		return control.RunAgent(ctx, m, control.AgentConfigFor(env), func(ctx context.Context, a *Agent) error {
 			return l.Trainer(ctx, env, a)
 		})
 	}}
 	return launch(ctx, cfg.supervisorConfig(runner, m), m)
 }
 
-func agentConfig(env TaskEnv) AgentConfig {
-	c := AgentConfig{Task: env.Task, Interval: env.Heartbeat.Interval}
-	if env.Heartbeat.Timeout > 0 {
-		c.RPCTimeout = env.Heartbeat.Timeout / 2
-		c.LostAfter = 3 * env.Heartbeat.Timeout
-	}
-	return c
-}
-
-// AgentConfigFor returns the AgentConfig a trainer process should use for
-// env (the job's heartbeat timing, its task).
-func AgentConfigFor(env TaskEnv) AgentConfig { return agentConfig(env) }
-
 // launch runs the monitor and a supervisor built from scfg, and assembles
 // the result.
-func launch(ctx context.Context, scfg SupervisorConfig, m *Monitor) (JobResult, error) {
-	sup, err := NewSupervisor(scfg)
+func launch(ctx context.Context, scfg control.SupervisorConfig, m *control.Monitor) (JobResult, error) {
+	sup, err := control.NewSupervisor(scfg)
 	if err != nil {
 		return JobResult{}, err
 	}
@@ -227,40 +180,4 @@ func launch(ctx context.Context, scfg SupervisorConfig, m *Monitor) (JobResult, 
 		err = merr
 	}
 	return out, err
-}
-
-// RunAgent runs a trainer body with an Agent beating to coord: it starts
-// the agent, calls body, reports body's error to the coordinator (so the
-// task's rows are reassigned at once) and returns after the agent stopped.
-func RunAgent(ctx context.Context, coord Coordinator, cfg AgentConfig, body func(ctx context.Context, a *Agent) error) error {
-	a, err := NewAgent(coord, cfg)
-	if err != nil {
-		return err
-	}
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(actx) }()
-	berr := body(actx, a)
-	if berr != nil {
-		a.Fail(berr.Error())
-		// Give the agent one beat to deliver the failure, bounded by its
-		// RPC timeout.
-		t := time.NewTimer(a.cfg.RPCTimeout + a.cfg.Interval)
-		select {
-		case <-runErr:
-			t.Stop()
-			return berr
-		case <-t.C:
-		}
-	}
-	cancel()
-	rerr := <-runErr
-	if berr != nil {
-		return berr
-	}
-	if rerr != nil && !errors.Is(rerr, context.Canceled) {
-		return rerr
-	}
-	return nil
 }

@@ -9,20 +9,22 @@ import (
 	"net"
 	"os/exec"
 	"time"
+
+	"github.com/gotflow/gotflow/internal/control"
 )
 
 // ProcessLauncher runs every task as a local process (normally the gotflow
 // binary as `gotflow ps` / `gotflow worker`) on loopback. It binds a
 // listening socket per PS shard itself, on port 0, and hands it to every
-// attempt of that shard (PassListener), so a restarted PS serves on the
-// same address and no other process can take the port meanwhile. It serves
-// the Monitor over gRPC on 127.0.0.1 behind a fresh random token, and
-// hands the addresses and the token to Command through TaskEnv (pass
-// env.Environ() to the child).
+// attempt of that shard (GOTFLOW_LISTEN_FD), so a restarted PS serves on
+// the same address and no other process can take the port meanwhile. It
+// serves the coordinator's heartbeats over gRPC on 127.0.0.1 behind a
+// fresh random token, and hands the addresses and the token to Command
+// through TaskEnv (pass env.Environ() to the child).
 type ProcessLauncher struct {
-	// Command returns the command for one task attempt. Trainers must run
-	// an Agent against env.CoordinatorAddr (see DialCoordinator, RunAgent);
-	// PS shards must serve on the listener they inherit (Listen), whose
+	// Command returns the command for one task attempt. Trainers must beat
+	// to the coordinator at env.CoordinatorAddr (RunTrainer does); PS
+	// shards must serve on the listener they inherit (Listen), whose
 	// address is env.PSAddrs[env.Task.Index].
 	Command func(env TaskEnv) (*exec.Cmd, error)
 	// Ready, if set, returns once PS shard env.Task serves.
@@ -37,11 +39,11 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	if l.Command == nil {
 		return JobResult{}, errors.New("distributed: ProcessLauncher has no Command")
 	}
-	m, err := NewMonitor(cfg.monitorConfig())
+	m, err := control.NewMonitor(cfg.monitorConfig())
 	if err != nil {
 		return JobResult{}, err
 	}
-	psLis := make([]*LoopbackListener, 0, cfg.NumPS)
+	psLis := make([]*control.LoopbackListener, 0, cfg.NumPS)
 	defer func() {
 		for _, l := range psLis {
 			l.Close()
@@ -49,7 +51,7 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	}()
 	psAddrs := make([]string, 0, cfg.NumPS)
 	for range cfg.NumPS {
-		l, err := ListenLoopback()
+		l, err := control.ListenLoopback()
 		if err != nil {
 			return JobResult{}, err
 		}
@@ -60,11 +62,11 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 	if err != nil {
 		return JobResult{}, fmt.Errorf("distributed: listen for heartbeats: %w", err)
 	}
-	token, err := NewToken()
+	token, err := control.NewToken()
 	if err != nil {
 		return JobResult{}, fmt.Errorf("distributed: coordinator token: %w", err)
 	}
-	srv := NewHeartbeatServer(m, RequireToken(token))
+	srv := control.NewHeartbeatServer(m, control.RequireToken(token))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	defer func() {
@@ -77,10 +79,10 @@ func (l ProcessLauncher) Launch(ctx context.Context, cfg JobConfig) (JobResult, 
 		env.PSAddrs, env.CoordinatorAddr, env.Token = psAddrs, coordAddr, token
 		return env
 	}
-	runner := ProcessRunner{Command: func(t Task, attempt int) (*exec.Cmd, error) {
+	runner := control.ProcessRunner{Command: func(t Task, attempt int) (*exec.Cmd, error) {
 		cmd, err := l.Command(withAddrs(t, attempt))
 		if err == nil && cmd != nil && t.Role == RolePS && t.Index < len(psLis) {
-			PassListener(cmd, psLis[t.Index])
+			control.PassListener(cmd, psLis[t.Index])
 		}
 		return cmd, err
 	}}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotflow/gotflow/internal/control"
 	"github.com/stretchr/testify/require"
 )
 
@@ -52,8 +53,8 @@ func TestInProcessLauncher(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "completed 2 epochs", res.Reason)
 	require.Equal(t, int32(2), psRuns.Load())
-	require.Equal(t, []Task{{RoleWorker, 0}}, res.Supervisor.Dead)
-	require.Equal(t, []Task{{RoleWorker, 0}}, deadSeen)
+	require.Equal(t, []Task{{Role: RoleWorker, Index: 0}}, res.Supervisor.Dead)
+	require.Equal(t, []Task{{Role: RoleWorker, Index: 0}}, deadSeen)
 	require.Equal(t, "failed: rank 1: bad batch", res.Status[1].DeadReason)
 	for e := range 2 {
 		require.Len(t, rec.seen[e], 240)
@@ -78,7 +79,7 @@ func TestJobConfigErrors(t *testing.T) {
 	require.ErrorContains(t, err, "needs a Trainer")
 	_, err = ProcessLauncher{}.Launch(context.Background(), JobConfig{Workers: 1})
 	require.ErrorContains(t, err, "no Command")
-	require.Equal(t, []Task{{RolePS, 0}, {RoleChief, 0}, {RoleWorker, 0}, {RoleWorker, 1}}, JobConfig{Workers: 3, NumPS: 1}.Tasks())
+	require.Equal(t, []Task{{Role: RolePS, Index: 0}, {Role: RoleChief, Index: 0}, {Role: RoleWorker, Index: 0}, {Role: RoleWorker, Index: 1}}, JobConfig{Workers: 3, NumPS: 1}.Tasks())
 }
 
 func TestProcessLauncher(t *testing.T) {
@@ -143,7 +144,7 @@ func TestTFConfigCluster(t *testing.T) {
 	require.NoError(t, err)
 	addrs := []string{coord.Addr().String(), "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
 	cluster := fmt.Sprintf(`{"chief":[%q],"worker":[%q,%q],"ps":[%q]}`, addrs[0], addrs[1], addrs[2], addrs[3])
-	tasks := []Task{{RoleChief, 0}, {RoleWorker, 0}, {RoleWorker, 1}}
+	tasks := []Task{{Role: RoleChief, Index: 0}, {Role: RoleWorker, Index: 0}, {Role: RoleWorker, Index: 1}}
 	rec := &rowLog{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -187,7 +188,7 @@ func TestTFConfigCluster(t *testing.T) {
 }
 
 func TestTaskEnvEnviron(t *testing.T) {
-	env := TaskEnv{Task: Task{RoleWorker, 1}, Attempt: 2, Rank: 2, Workers: 3, NumPS: 2,
+	env := TaskEnv{Task: Task{Role: RoleWorker, Index: 1}, Attempt: 2, Rank: 2, Workers: 3, NumPS: 2,
 		PSAddrs: []string{"127.0.0.1:5001", "127.0.0.1:5002"}, CoordinatorAddr: "127.0.0.1:5000", Heartbeat: fastHeartbeat, Token: "t0k"}
 	vars := map[string]string{}
 	for _, kv := range env.Environ() {
@@ -200,14 +201,14 @@ func TestTaskEnvEnviron(t *testing.T) {
 	require.Equal(t, env, got)
 
 	for _, tc := range []struct{ key, val, want string }{
-		{EnvTask, "worker", "is not role:index"},
-		{EnvTask, "trainer:0", `unknown task type "trainer"`},
-		{EnvWorkers, "2", "has rank 2 but GOTFLOW_WORKERS=2"},
-		{EnvWorkers, "x", `GOTFLOW_WORKERS="x", expected an integer`},
-		{EnvPS, "127.0.0.1", "is not host:port"},
-		{EnvHeartbeat, "1s,2s", "expected interval,timeout,start-timeout"},
-		{EnvHeartbeat, "1s,soon,3s", `"soon" is not a duration`},
-		{EnvCoordinator, "", "has no GOTFLOW_COORDINATOR"},
+		{control.EnvTask, "worker", "is not role:index"},
+		{control.EnvTask, "trainer:0", `unknown task type "trainer"`},
+		{control.EnvWorkers, "2", "has rank 2 but GOTFLOW_WORKERS=2"},
+		{control.EnvWorkers, "x", `GOTFLOW_WORKERS="x", expected an integer`},
+		{control.EnvPS, "127.0.0.1", "is not host:port"},
+		{control.EnvHeartbeat, "1s,2s", "expected interval,timeout,start-timeout"},
+		{control.EnvHeartbeat, "1s,soon,3s", `"soon" is not a duration`},
+		{control.EnvCoordinator, "", "has no GOTFLOW_COORDINATOR"},
 	} {
 		old := vars[tc.key]
 		vars[tc.key] = tc.val
@@ -236,7 +237,7 @@ func cutEq(kv string) (string, string, bool) {
 func TestCoordinatorRefusesOpenBindWithoutToken(t *testing.T) {
 	lis, err := net.Listen("tcp", "0.0.0.0:0")
 	require.NoError(t, err)
-	env := TaskEnv{Task: Task{RoleChief, 0}, Rank: 0, Workers: 1, ListenAddr: lis.Addr().String(), TFConfig: true, Heartbeat: fastHeartbeat}
+	env := TaskEnv{Task: Task{Role: RoleChief, Index: 0}, Rank: 0, Workers: 1, ListenAddr: lis.Addr().String(), TFConfig: true, Heartbeat: fastHeartbeat}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = RunTrainer(ctx, env, TrainerJob{Rows: 4, Epochs: 1, Listener: lis}, func(context.Context, *Agent) error { return nil })

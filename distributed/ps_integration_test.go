@@ -3,7 +3,6 @@
 package distributed
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotflow/gotflow/internal/control"
 	"github.com/gotflow/gotflow/ps"
 	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/stretchr/testify/require"
@@ -165,7 +165,7 @@ func TestProcessLauncherRestartsRealPS(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "completed 2 epochs", res.Reason)
 	require.Equal(t, int32(1), restarts.Load())
-	require.Equal(t, 1, res.Supervisor.Restarts[Task{RolePS, 0}])
+	require.Equal(t, 1, res.Supervisor.Restarts[Task{Role: RolePS, Index: 0}])
 	require.Empty(t, res.Supervisor.Dead)
 
 	cov := coveredRows(t, dir)
@@ -219,7 +219,7 @@ func fakeCLI(dir string) int {
 func TestGotflowCommands(t *testing.T) {
 	dir := t.TempDir()
 	var out strings.Builder
-	g := &GotflowCommands{
+	g := &control.GotflowCommands{
 		Binary: os.Args[0], PSArgs: []string{"--mode=async-lock"}, WorkerArgs: []string{"--epochs=1"},
 		Env:    []string{fakeRoleEnv + "=cli", fakeDirEnv + "=" + dir, fakeTryEnv + "=0"},
 		Output: &syncBuilder{b: &out},
@@ -236,9 +236,9 @@ func TestGotflowCommands(t *testing.T) {
 	require.Contains(t, got, "[worker:0] cli worker ok (rank 1 of 2)\n")
 	require.Equal(t, "10", strings.TrimSpace(readFile(t, filepath.Join(dir, "final.txt"))), "40 rows in chunks of 4, one push each")
 
-	_, err = g.Command(TaskEnv{Task: Task{RolePS, 1}, PSAddrs: []string{"127.0.0.1:1"}})
+	_, err = g.Command(TaskEnv{Task: Task{Role: RolePS, Index: 1}, PSAddrs: []string{"127.0.0.1:1"}})
 	require.ErrorContains(t, err, "no address for ps:1")
-	_, err = g.Command(TaskEnv{Task: Task{RoleEvaluator, 0}})
+	_, err = g.Command(TaskEnv{Task: Task{Role: RoleEvaluator, Index: 0}})
 	require.ErrorContains(t, err, "ps and trainer tasks only")
 }
 
@@ -258,15 +258,4 @@ func readFile(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	return string(b)
-}
-
-func TestPrefixWriter(t *testing.T) {
-	var sb strings.Builder
-	lw := &lockedWriter{w: &sb}
-	p := &prefixWriter{prefix: []byte("[x] "), out: lw}
-	p.Write([]byte("one\ntw"))
-	p.Write([]byte("o\nthree"))
-	require.Equal(t, "[x] one\n[x] two\n", sb.String())
-	p.Write(bytes.Repeat([]byte("a"), maxLine))
-	require.Equal(t, "[x] one\n[x] two\n[x] three"+strings.Repeat("a", maxLine)+"\n", sb.String())
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/control"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/ps"
@@ -172,7 +173,7 @@ func (r *run) fitProcesses(ctx context.Context, files []string, where *RowFilter
 	if tok, err := creds.LoadToken(); err != nil {
 		return nil, fmt.Errorf("estimator: PSAuth: %w", err)
 	} else if tok == "" {
-		if creds.Token, err = distributed.NewToken(); err != nil {
+		if creds.Token, err = control.NewToken(); err != nil {
 			return nil, fmt.Errorf("estimator: PS token: %w", err)
 		}
 	} else {
@@ -594,7 +595,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			}
 			first, batches := work.Ranges[0].Start, []int(nil)
 			if rk := env.Rank; len(work.Ranges) == 1 && rk >= 0 && rk < len(rows) &&
-				work.Ranges[0] == (distributed.Range{Start: firsts[rk], End: firsts[rk] + rows[rk]}) {
+				work.Ranges[0] == (control.Range{Start: firsts[rk], End: firsts[rk] + rows[rk]}) {
 				// The worker's own share: the step count every worker runs.
 				batches = layouts[rk]
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/control"
 	"github.com/gotflow/gotflow/internal/testmodels"
 )
 
@@ -193,15 +194,15 @@ func TestTFConfigJob(t *testing.T) {
 	// The test binds the sockets of the tasks that serve (the chief's
 	// coordinator and the ps) and hands them over, as a launcher does; the
 	// worker's address is only a name in the spec.
-	var lis []*distributed.LoopbackListener
+	var lis []*control.LoopbackListener
 	for range 2 {
-		l, err := distributed.ListenLoopback()
+		l, err := control.ListenLoopback()
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Close() })
 		lis = append(lis, l)
 	}
 	spec := distributed.ClusterSpec{Chief: []string{lis[0].Addr().String()}, Worker: []string{"127.0.0.1:1"}, PS: []string{lis[1].Addr().String()}}
-	serves := map[distributed.Role]*distributed.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
+	serves := map[distributed.Role]*control.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
 	dir := t.TempDir()
 	export := filepath.Join(dir, "export")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -212,7 +213,7 @@ func TestTFConfigJob(t *testing.T) {
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Env = append(os.Environ(), "TF_CONFIG="+string(cfg))
 		if l := serves[task.Role]; l != nil {
-			distributed.PassListener(cmd, l)
+			control.PassListener(cmd, l)
 		}
 		log, err := os.Create(filepath.Join(dir, task.String()+".log"))
 		require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/internal/control"
 )
 
 // splitFitData writes rows [0, cut) and [cut, 96) of the fit data to two
@@ -68,15 +69,15 @@ func TestTFConfigJobLocalRows(t *testing.T) {
 	bin := gotflowBinary(t)
 	dir := t.TempDir()
 	parts := splitFitData(t, dir, 40)
-	var lis []*distributed.LoopbackListener
+	var lis []*control.LoopbackListener
 	for range 2 {
-		l, err := distributed.ListenLoopback()
+		l, err := control.ListenLoopback()
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Close() })
 		lis = append(lis, l)
 	}
 	spec := distributed.ClusterSpec{Chief: []string{lis[0].Addr().String()}, Worker: []string{"127.0.0.1:1"}, PS: []string{lis[1].Addr().String()}}
-	serves := map[distributed.Role]*distributed.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
+	serves := map[distributed.Role]*control.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
 	export := filepath.Join(dir, "export")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -86,7 +87,7 @@ func TestTFConfigJobLocalRows(t *testing.T) {
 		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Env = append(os.Environ(), "TF_CONFIG="+string(cfg))
 		if l := serves[task.Role]; l != nil {
-			distributed.PassListener(cmd, l)
+			control.PassListener(cmd, l)
 		}
 		log, err := os.Create(filepath.Join(dir, task.String()+".log"))
 		require.NoError(t, err)

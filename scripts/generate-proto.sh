@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the committed protobuf code — ps/pspb (ps.proto),
-# distributed/distpb (coordinator.proto) and serving/tfserving/tfservingpb
+# internal/control/distpb (coordinator.proto) and serving/tfserving/tfservingpb
 # (TF Serving's protos under serving/tfserving/proto) — with the protoc
 # plugins pinned in go.mod. With --check, generates into a temporary
 # directory and exits non-zero if a committed file differs (or, for
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-protos=(ps/pspb/ps.proto distributed/distpb/coordinator.proto)
+protos=(ps/pspb/ps.proto internal/control/distpb/coordinator.proto)
 
 if ! command -v protoc >/dev/null; then
 	echo "generate-proto: protoc not found (apt-get install -y protobuf-compiler)" >&2

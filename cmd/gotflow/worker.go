@@ -12,6 +12,7 @@ import (
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/internal/control"
 )
 
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -19,7 +20,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	jobPath := fs.String("job", "", "job file (ModelDir/job.json written by train --cluster processes); without it, the job is described by train's flags")
 	t := addTrainFlags(fs)
 	localRows := fs.String("local-rows", "", "N0,N1,…: every trainer trains on its own --data (a Spark task's partition), rank r's holding Nr rows; the coordinator deals each rank its own rows")
-	insecure := fs.Bool("insecure", false, "as the chief of a TF_CONFIG job: serve heartbeats on the cluster address without a coordinator token ("+distributed.EnvToken+")")
+	insecure := fs.Bool("insecure", false, "as the chief of a TF_CONFIG job: serve heartbeats on the cluster address without a coordinator token ("+control.EnvToken+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

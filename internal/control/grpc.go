@@ -1,4 +1,4 @@
-package distributed
+package control
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gotflow/gotflow/distributed/distpb"
+	"github.com/gotflow/gotflow/internal/control/distpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"

@@ -1,4 +1,4 @@
-package distributed
+package control
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 )
 
 // GotflowCommands builds the commands of a local job run by the gotflow
-// binary, for ProcessLauncher.Command: PS shards run
+// binary, for distributed.ProcessLauncher.Command: PS shards run
 //
 //	gotflow ps --listen=<env.PSAddrs[i]> --shard=i/N <PSArgs…>
 //
@@ -21,7 +21,7 @@ import (
 //	gotflow worker <WorkerArgs…>
 //
 // with the job's TaskEnv in their environment (TaskEnv.Environ), where
-// `gotflow worker` reads it with TaskEnvFromEnviron.
+// `gotflow worker` reads it with distributed.TaskEnvFromEnviron.
 type GotflowCommands struct {
 	// Binary is the gotflow executable (default: this process's own).
 	Binary string
@@ -39,7 +39,7 @@ type GotflowCommands struct {
 	out  *lockedWriter
 }
 
-// Command implements ProcessLauncher.Command.
+// Command implements distributed.ProcessLauncher.Command.
 func (g *GotflowCommands) Command(env TaskEnv) (*exec.Cmd, error) {
 	bin := g.Binary
 	if bin == "" {

@@ -1,6 +1,6 @@
 //go:build unix
 
-package distributed
+package control
 
 import (
 	"bufio"
@@ -80,42 +80,6 @@ func fakeRole(role string) int {
 		}
 	case "worker", "hang":
 		return fakeWorker(role, dir, task, life)
-	case "trainer":
-		return fakeTrainer(dir)
-	case "realps":
-		return realPS(dir)
-	case "cli":
-		return fakeCLI(dir)
-	case "pstrainer":
-		return psTrainer(dir)
-	case "listener":
-		// A PS stand-in that serves on the listener the launcher handed it,
-		// at the address it told the others.
-		signal.Notify(term, syscall.SIGTERM)
-		env, err := TaskEnvFromEnviron(nil)
-		if err != nil {
-			return 2
-		}
-		lis, err := Listen(env.PSAddrs[env.Task.Index])
-		if err != nil || lis.Addr().String() != env.PSAddrs[env.Task.Index] {
-			return 2
-		}
-		defer lis.Close()
-		go func() {
-			for {
-				c, err := lis.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		select {
-		case <-term:
-			return 0
-		case <-life.C:
-			return 4
-		}
 	case "stubborn":
 		signal.Ignore(syscall.SIGTERM)
 		child := exec.Command(os.Args[0], "-test.run=^$")
@@ -218,54 +182,6 @@ func fakeWorker(role, dir, task string, life *time.Timer) int {
 }
 
 func parseTask(s string) (Task, error) { return ParseTask(s) }
-
-// fakeTrainer is a trainer process as `gotflow worker` would run one: its
-// job comes from the environment a ProcessLauncher set.
-func fakeTrainer(dir string) int {
-	env, err := TaskEnvFromEnviron(nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	log, err := os.OpenFile(filepath.Join(dir, env.Task.String()+".rows"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return 2
-	}
-	defer log.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), fakeLifetime)
-	defer cancel()
-	err = RunTrainer(ctx, env, TrainerJob{}, func(ctx context.Context, a *Agent) error {
-		return logRows(ctx, a, log)
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
-}
-
-// logRows consumes work from a, logging "epoch start end" per chunk of 4.
-func logRows(ctx context.Context, a *Agent, log *os.File) error {
-	var step int64
-	for {
-		w, err := a.Next(ctx)
-		if errors.Is(err, ErrStopped) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, r := range w.Ranges {
-			for i := r.Start; i < r.End; i += 4 {
-				end := min(i+4, r.End)
-				time.Sleep(2 * time.Millisecond)
-				fmt.Fprintf(log, "%d %d %d\n", w.Epoch, i, end)
-				step++
-				a.Advance(end-i, step, 0)
-			}
-		}
-	}
-}
 
 // fakeRunner runs the test binary as roles[t] for each task.
 func fakeRunner(dir, coord string, roles map[Task]string) ProcessRunner {

@@ -1,4 +1,4 @@
-package distributed
+package control
 
 import (
 	"context"
@@ -56,7 +56,7 @@ func (w Work) Rows() int64 {
 //	go agent.Run(ctx)
 //	for {
 //		w, err := agent.Next(ctx)
-//		if errors.Is(err, distributed.ErrStopped) { break } // job over
+//		if errors.Is(err, ErrStopped) { break } // job over
 //		if err != nil { return err }
 //		for _, r := range w.Ranges { /* train on rows r; agent.Advance(n, step, loss) */ }
 //	}
@@ -300,4 +300,53 @@ func (a *Agent) beatOnce(ctx context.Context) (done bool, err error) {
 		}
 	}
 	return false, nil
+}
+
+func agentConfig(env TaskEnv) AgentConfig {
+	c := AgentConfig{Task: env.Task, Interval: env.Heartbeat.Interval}
+	if env.Heartbeat.Timeout > 0 {
+		c.RPCTimeout = env.Heartbeat.Timeout / 2
+		c.LostAfter = 3 * env.Heartbeat.Timeout
+	}
+	return c
+}
+
+// AgentConfigFor returns the AgentConfig a trainer process should use for
+// env (the job's heartbeat timing, its task).
+func AgentConfigFor(env TaskEnv) AgentConfig { return agentConfig(env) }
+
+// RunAgent runs a trainer body with an Agent beating to coord: it starts
+// the agent, calls body, reports body's error to the coordinator (so the
+// task's rows are reassigned at once) and returns after the agent stopped.
+func RunAgent(ctx context.Context, coord Coordinator, cfg AgentConfig, body func(ctx context.Context, a *Agent) error) error {
+	a, err := NewAgent(coord, cfg)
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(actx) }()
+	berr := body(actx, a)
+	if berr != nil {
+		a.Fail(berr.Error())
+		// Give the agent one beat to deliver the failure, bounded by its
+		// RPC timeout.
+		t := time.NewTimer(a.cfg.RPCTimeout + a.cfg.Interval)
+		select {
+		case <-runErr:
+			t.Stop()
+			return berr
+		case <-t.C:
+		}
+	}
+	cancel()
+	rerr := <-runErr
+	if berr != nil {
+		return berr
+	}
+	if rerr != nil && !errors.Is(rerr, context.Canceled) {
+		return rerr
+	}
+	return nil
 }

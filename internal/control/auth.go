@@ -1,4 +1,4 @@
-package distributed
+package control
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 )
 
 // EnvToken carries the coordinator's bearer token to tasks. A
-// ProcessLauncher sets it to a fresh random token per job; under
-// Kubernetes, set it on every replica from a Secret.
+// distributed.ProcessLauncher sets it to a fresh random token per job;
+// under Kubernetes, set it on every replica from a Secret.
 const EnvToken = "GOTFLOW_COORDINATOR_TOKEN"
 
 // NewToken returns a random 256-bit token, hex encoded.

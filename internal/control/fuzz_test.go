@@ -1,10 +1,10 @@
-package distributed
+package control
 
 import (
 	"context"
 	"testing"
 
-	"github.com/gotflow/gotflow/distributed/distpb"
+	"github.com/gotflow/gotflow/internal/control/distpb"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 )

@@ -1,4 +1,4 @@
-package distributed
+package control
 
 import (
 	"context"
@@ -94,7 +94,7 @@ var ErrUnknownTask = errors.New("distributed: heartbeat from a task that is not 
 // select the defaults.
 type MonitorConfig struct {
 	// Trainers are the tasks that compute gradients, in rank order (see
-	// ClusterSpec.TrainingTasks). Required.
+	// distributed.ClusterSpec.TrainingTasks). Required.
 	Trainers []Task
 	// Rows is the number of training rows, split over the trainers each
 	// epoch. Zero means no data plan: replies carry no ranges and the job
@@ -500,6 +500,10 @@ func (m *Monitor) Epoch() int {
 	defer m.mu.Unlock()
 	return m.epoch
 }
+
+// Interval returns the heartbeat interval the Monitor asks tasks to keep
+// (MonitorConfig.Interval, or its default).
+func (m *Monitor) Interval() time.Duration { return m.cfg.Interval }
 
 // Check declares dead every live trainer silent for longer than the timeout
 // (or never heard from within the start timeout) at time now, and returns

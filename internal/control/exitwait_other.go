@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package distributed
+package control
 
 import "syscall"
 

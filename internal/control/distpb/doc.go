@@ -13,5 +13,5 @@
 //
 // # Errors
 //
-// The stubs return gRPC status errors; package distributed maps them.
+// The stubs return gRPC status errors; package control maps them.
 package distpb

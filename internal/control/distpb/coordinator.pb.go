@@ -426,7 +426,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\fCOMMAND_WAIT\x10\x02\x12\x10\n" +
 	"\fCOMMAND_STOP\x10\x032o\n" +
 	"\vCoordinator\x12`\n" +
-	"\tHeartbeat\x12(.gotflow.distributed.v1.HeartbeatRequest\x1a).gotflow.distributed.v1.HeartbeatResponseB/Z-github.com/gotflow/gotflow/distributed/distpbb\x06proto3"
+	"\tHeartbeat\x12(.gotflow.distributed.v1.HeartbeatRequest\x1a).gotflow.distributed.v1.HeartbeatResponseB4Z2github.com/gotflow/gotflow/internal/control/distpbb\x06proto3"
 
 var (
 	file_coordinator_proto_rawDescOnce sync.Once

@@ -1,6 +1,6 @@
 //go:build unix
 
-package distributed
+package control
 
 import (
 	"fmt"
