@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -81,11 +82,11 @@ func TestAppendOutputs(t *testing.T) {
 
 	// write and read back; pyarrow reads the tensor column as its extension type
 	p := filepath.Join(t.TempDir(), "out.arrow")
-	sink, err := feeder.CreateIPC(p, res.Schema())
+	sink, err := arrowio.CreateIPC(p, res.Schema())
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(res))
 	require.NoError(t, sink.Close())
-	back, err := feeder.OpenIPC(p, feeder.WithAllocator(mem))
+	back, err := arrowio.OpenIPC(p, arrowio.WithAllocator(mem))
 	require.NoError(t, err)
 	defer back.Close()
 	_, ok = back.Schema().Field(4).Type.(*feeder.FixedShapeTensorType)
