@@ -52,9 +52,9 @@ func Shuffle(bufferRows int, seed uint64) Option {
 	return optionFunc(func(o *options) { o.shuffle, o.seed = bufferRows, seed })
 }
 
-// Readers reads n parts of an arrowio.Splitter source in parallel and converts up to
-// n batches at a time. Records of different parts interleave in arrival
-// order. Default 1.
+// Readers reads n parts of an arrowio.Splitter source in parallel and
+// converts up to n batches at a time. Records of different parts interleave
+// in arrival order. Default 1.
 func Readers(n int) Option { return optionFunc(func(o *options) { o.readers = n }) }
 
 // Prefetch bounds the work in flight: n records read ahead per reader and n

@@ -21,8 +21,8 @@ type StreamConfig struct {
 	// Plan converts the dataset's records (its schema is the dataset's).
 	Plan *Plan
 	// BatchRows is the rows per batch (default 32); Batches, when set,
-	// gives the size of every batch instead (see arrowio.BatchLayout) and bounds
-	// the stream to their sum.
+	// gives the size of every batch instead (see arrowio.BatchLayout) and
+	// bounds the stream to their sum.
 	BatchRows int
 	Batches   []int
 	// Readers is how many pieces are decoded at once (default 1); batches
