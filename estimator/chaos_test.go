@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
 
@@ -334,7 +334,7 @@ func TestProcessesResumeWithinEpoch(t *testing.T) {
 	require.Equal(t, uint64(3*48), snapshotVersion(t, ref.ModelDir), "one update per sync step")
 
 	e := job()
-	src, err := feeder.OpenDataset("testdata/fit/data.arrow")
+	src, err := arrowio.OpenDataset("testdata/fit/data.arrow")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/control"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
@@ -35,7 +36,7 @@ type WorkerJob struct {
 	Estimator TFEstimator `json:"estimator"`
 	Data      []string    `json:"data"`
 	// Where, if set, keeps only the rows whose column equals a value
-	// (feeder.Where).
+	// (arrowio.Where).
 	Where *RowFilter `json:"where,omitempty"`
 	// Root, if set, is the directory the data was opened on: Hive
 	// partition keys (key=value directories) below it become columns.
@@ -67,16 +68,16 @@ type RowFilter struct {
 }
 
 // jobData finds the files (and row filter) behind a source opened with
-// feeder.OpenDataset, optionally wrapped by feeder.Where.
-func jobData(data feeder.Source) ([]string, *RowFilter, string, error) {
+// arrowio.OpenDataset, optionally wrapped by arrowio.Where.
+func jobData(data arrowio.Source) ([]string, *RowFilter, string, error) {
 	var where *RowFilter
-	if f, ok := data.(*feeder.Filtered); ok {
+	if f, ok := data.(*arrowio.Filtered); ok {
 		where = &RowFilter{Column: f.Column, Value: f.Value}
 		data = f.Unfiltered()
 	}
-	ds, ok := data.(*feeder.Dataset)
+	ds, ok := data.(*arrowio.Dataset)
 	if !ok {
-		return nil, nil, "", errors.New("data must be opened with feeder.OpenDataset (optionally filtered by feeder.Where): the files are read again")
+		return nil, nil, "", errors.New("data must be opened with arrowio.OpenDataset (optionally filtered by arrowio.Where): the files are read again")
 	}
 	for _, f := range ds.Files() {
 		switch strings.ToLower(filepath.Ext(f)) {
@@ -417,7 +418,7 @@ func (r *run) processEpochEnd(ctx context.Context, info EpochInfo, addrs []strin
 			return false, nil, err
 		}
 	}
-	sample := feeder.RangePieces(r.p.data.train, 0, 4096)
+	sample := arrowio.RangePieces(r.p.data.train, 0, 4096)
 	var err error
 	if info.Loss, info.Metrics, err = r.evaluate(ctx, sample); err != nil {
 		return false, nil, err
@@ -462,11 +463,11 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 	if len(env.PSAddrs) == 0 {
 		return errors.New("estimator: worker has no parameter-server addresses")
 	}
-	var scan feeder.ScanConfig
+	var scan arrowio.ScanConfig
 	if job.Where != nil {
 		scan.WhereColumn, scan.WhereValue = job.Where.Column, job.Where.Value
 	}
-	ds, err := feeder.ScanFiles(job.Data, job.Root, scan)
+	ds, err := arrowio.ScanFiles(job.Data, job.Root, scan)
 	if err != nil {
 		return fmt.Errorf("estimator: training data: %w", err)
 	}
@@ -570,7 +571,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 			// what is reassigned.
 			epoch := job.FirstEpoch + work.Epoch
 			var (
-				order   []feeder.Piece
+				order   []arrowio.Piece
 				rows    []int64 // rows of each rank's share
 				firsts  []int64
 				layouts [][]int
@@ -580,18 +581,18 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 				order, rows, firsts, layouts = e.epochOrder(p.data, epoch), job.LocalRows, local.firsts, local.layouts
 				offset = firsts[env.Rank]
 			} else {
-				var shares [][]feeder.Piece
+				var shares [][]arrowio.Piece
 				order, shares, firsts, layouts, _ = e.shares(p.data, epoch, max(env.Workers, 1))
 				for _, s := range shares {
-					rows = append(rows, feeder.RowsOf(s))
+					rows = append(rows, arrowio.RowsOf(s))
 				}
 			}
-			var pieces []feeder.Piece
+			var pieces []arrowio.Piece
 			for _, rg := range work.Ranges {
-				if rg.Start < offset || rg.End-offset > feeder.RowsOf(order) {
-					return fmt.Errorf("estimator: worker %s was dealt rows [%d, %d) but holds rows [%d, %d) only", env.Task, rg.Start, rg.End, offset, offset+feeder.RowsOf(order))
+				if rg.Start < offset || rg.End-offset > arrowio.RowsOf(order) {
+					return fmt.Errorf("estimator: worker %s was dealt rows [%d, %d) but holds rows [%d, %d) only", env.Task, rg.Start, rg.End, offset, offset+arrowio.RowsOf(order))
 				}
-				pieces = append(pieces, feeder.RangePieces(order, rg.Start-offset, rg.End-offset)...)
+				pieces = append(pieces, arrowio.RangePieces(order, rg.Start-offset, rg.End-offset)...)
 			}
 			first, batches := work.Ranges[0].Start, []int(nil)
 			if rk := env.Rank; len(work.Ranges) == 1 && rk >= 0 && rk < len(rows) &&
@@ -636,7 +637,7 @@ func RunWorker(ctx context.Context, job *WorkerJob, env distributed.TaskEnv, log
 					return b
 				}
 			}
-			s, err := p.data.ds.Stream(ctx, pieces, e.streamConfig(p.data, epoch, first, batches, skip))
+			s, err := feeder.NewStream(ctx, p.data.ds, pieces, e.streamConfig(p.data, epoch, first, batches, skip))
 			if err != nil {
 				return fmt.Errorf("estimator: %w", err)
 			}
@@ -731,9 +732,9 @@ func (j *WorkerJob) localPlan(env distributed.TaskEnv, t *trainSet) (*localPlan,
 		p.firsts[i] = p.total
 		p.total += n
 	}
-	steps := feeder.EqualSteps(j.LocalRows, e.batchSize())
+	steps := arrowio.EqualSteps(j.LocalRows, e.batchSize())
 	for i, n := range j.LocalRows {
-		p.layouts[i] = feeder.BatchLayout(n, steps.Steps, e.batchSize())
+		p.layouts[i] = arrowio.BatchLayout(n, steps.Steps, e.batchSize())
 	}
 	return p, nil
 }

@@ -18,7 +18,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/control"
 	"github.com/gotflow/gotflow/internal/testmodels"
 )
@@ -105,7 +105,7 @@ func processEstimator(t *testing.T) estimator.TFEstimator {
 
 func fitProcesses(t *testing.T, e *estimator.TFEstimator) (*estimator.TFModel, error) {
 	t.Helper()
-	src, err := feeder.OpenDataset("testdata/fit/data.arrow")
+	src, err := arrowio.OpenDataset("testdata/fit/data.arrow")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/loader"
 )
 
@@ -19,9 +20,9 @@ const DefaultShuffleBuffer = 256 << 20
 // trainSet is the training data as a streaming plan: the dataset projected
 // on the mapped columns, the plan that converts it, and its split.
 type trainSet struct {
-	ds         *feeder.StreamDataset
+	ds         *arrowio.StreamDataset
 	plan       *feeder.Plan
-	train, val []feeder.Piece
+	train, val []arrowio.Piece
 	rows       int64             // training rows
 	cache      *feeder.UnitCache // InMemory
 }
@@ -37,24 +38,24 @@ func (t *trainSet) close() {
 }
 
 // scanData lists the units of Fit's data: files opened with
-// feeder.OpenDataset (optionally filtered by feeder.Where) are streamed
+// arrowio.OpenDataset (optionally filtered by arrowio.Where) are streamed
 // from their files; any other source is read into memory once.
-func scanData(ctx context.Context, data feeder.Source) (*feeder.StreamDataset, error) {
-	cfg := feeder.ScanConfig{}
+func scanData(ctx context.Context, data arrowio.Source) (*arrowio.StreamDataset, error) {
+	cfg := arrowio.ScanConfig{}
 	src := data
-	if f, ok := data.(*feeder.Filtered); ok {
+	if f, ok := data.(*arrowio.Filtered); ok {
 		cfg.WhereColumn, cfg.WhereValue = f.Column, f.Value
 		src = f.Unfiltered()
 	}
-	if ds, ok := src.(*feeder.Dataset); ok {
+	if ds, ok := src.(*arrowio.Dataset); ok {
 		return ds.Scan(cfg)
 	}
-	return feeder.NewMemoryDataset(ctx, data)
+	return arrowio.NewMemoryDataset(ctx, data)
 }
 
 // openTrainSet checks the mappings against ds and the bundle and splits the
 // rows. It takes ownership of ds.
-func (e *TFEstimator) openTrainSet(p *prepared, ds *feeder.StreamDataset) (_ *trainSet, err error) {
+func (e *TFEstimator) openTrainSet(p *prepared, ds *arrowio.StreamDataset) (_ *trainSet, err error) {
 	t := &trainSet{ds: ds}
 	defer func() {
 		if err != nil {
@@ -82,7 +83,7 @@ func (e *TFEstimator) openTrainSet(p *prepared, ds *feeder.StreamDataset) (_ *tr
 		return nil, errors.New("estimator: the training data is empty")
 	}
 	t.train, t.val = t.ds.SplitTail(e.ValidationSplit)
-	t.rows = feeder.RowsOf(t.train)
+	t.rows = arrowio.RowsOf(t.train)
 	if e.ValidationSplit > 0 && len(t.val) == 0 {
 		return nil, fmt.Errorf("estimator: ValidationSplit %g of %d rows holds out no row; raise it or drop it", e.ValidationSplit, n)
 	}
@@ -92,7 +93,7 @@ func (e *TFEstimator) openTrainSet(p *prepared, ds *feeder.StreamDataset) (_ *tr
 	if e.InMemory {
 		t.cache = feeder.NewUnitCache()
 	}
-	if err := t.ds.CheckBudget(e.streamConfig(t, 0, 0, nil, 0)); err != nil {
+	if err := feeder.CheckBudget(t.ds, e.streamConfig(t, 0, 0, nil, 0)); err != nil {
 		return nil, fmt.Errorf("estimator: %w (ShuffleBuffer, gotflow train --shuffle-buffer)", err)
 	}
 	return t, nil
@@ -170,15 +171,15 @@ func (e *TFEstimator) shuffleBuffer() int64 {
 // permuted every epoch with ShufflePerIter, PartitionShuffles times over
 // the training with PartitionShuffles, else in file order. Every process of
 // a job computes the same order.
-func (e *TFEstimator) epochOrder(t *trainSet, epoch int) []feeder.Piece {
+func (e *TFEstimator) epochOrder(t *trainSet, epoch int) []arrowio.Piece {
 	switch {
 	case e.ShufflePerIter:
-		return feeder.EpochOrder(t.train, uint64(e.Seed), epoch, true)
+		return arrowio.EpochOrder(t.train, uint64(e.Seed), epoch, true)
 	case e.PartitionShuffles > 0:
 		epochs := orDefault(e.Epochs, DefaultEpochs)
-		return feeder.EpochOrder(t.train, uint64(e.Seed), epoch*(e.PartitionShuffles+1)/epochs, true)
+		return arrowio.EpochOrder(t.train, uint64(e.Seed), epoch*(e.PartitionShuffles+1)/epochs, true)
 	}
-	return feeder.EpochOrder(t.train, 0, 0, false)
+	return arrowio.EpochOrder(t.train, 0, 0, false)
 }
 
 // streamConfig configures the stream of one worker's share of an epoch:
@@ -191,28 +192,28 @@ func (e *TFEstimator) streamConfig(t *trainSet, epoch int, first int64, batches 
 		Seed:        uint64(e.Seed)*0x9e3779b97f4a7c15 ^ uint64(epoch+1)*0xbf58476d1ce4e5b9 ^ uint64(first+1)*0x94d049bb133111eb,
 	}
 	if t.cache == nil {
-		cfg.Limit = t.ds.Bound(cfg).Total
+		cfg.Limit = feeder.Bound(t.ds, cfg).Total
 	}
 	return cfg
 }
 
 // shares deals an epoch's training rows to world workers and equalises
 // their step counts: share i, its first epoch row and its batch sizes.
-func (e *TFEstimator) shares(t *trainSet, epoch, world int) (order []feeder.Piece, shares [][]feeder.Piece, firsts []int64, layouts [][]int, dropped int64) {
+func (e *TFEstimator) shares(t *trainSet, epoch, world int) (order []arrowio.Piece, shares [][]arrowio.Piece, firsts []int64, layouts [][]int, dropped int64) {
 	order = e.epochOrder(t, epoch)
-	shares = feeder.Deal(order, world)
+	shares = arrowio.Deal(order, world)
 	rows := make([]int64, world)
 	firsts = make([]int64, world)
 	var at int64
 	for i, s := range shares {
-		rows[i] = feeder.RowsOf(s)
+		rows[i] = arrowio.RowsOf(s)
 		firsts[i] = at
 		at += rows[i]
 	}
-	steps := feeder.EqualSteps(rows, e.batchSize())
+	steps := arrowio.EqualSteps(rows, e.batchSize())
 	layouts = make([][]int, world)
 	for i := range shares {
-		layouts[i] = feeder.BatchLayout(rows[i], steps.Steps, e.batchSize())
+		layouts[i] = arrowio.BatchLayout(rows[i], steps.Steps, e.batchSize())
 		dropped += steps.Dropped[i]
 	}
 	return order, shares, firsts, layouts, dropped
@@ -260,9 +261,9 @@ func (i PlanInfo) String() string {
 // planInfo describes t for world workers.
 func (e *TFEstimator) planInfo(t *trainSet, world int) PlanInfo {
 	_, _, _, layouts, dropped := e.shares(t, 0, world)
-	info := PlanInfo{Rows: t.rows, ValidationRows: feeder.RowsOf(t.val), Units: len(t.ds.Units()), Files: len(t.ds.Files()),
+	info := PlanInfo{Rows: t.rows, ValidationRows: arrowio.RowsOf(t.val), Units: len(t.ds.Units()), Files: len(t.ds.Files()),
 		Workers: world, DroppedRows: dropped, InMemory: e.InMemory, ShuffleBuffer: e.shuffleBuffer(),
-		Bound: t.ds.Bound(e.streamConfig(t, 0, 0, nil, 0))}
+		Bound: feeder.Bound(t.ds, e.streamConfig(t, 0, 0, nil, 0))}
 	if len(layouts) > 0 {
 		info.StepsPerEpoch = len(layouts[0])
 	}
@@ -271,9 +272,9 @@ func (e *TFEstimator) planInfo(t *trainSet, world int) PlanInfo {
 
 // batches streams pieces in order in batches of bs rows, calling fn with
 // each (fn must not keep the batch).
-func (e *TFEstimator) batches(ctx context.Context, t *trainSet, pieces []feeder.Piece, fn func(*feeder.StreamBatch) error) error {
+func (e *TFEstimator) batches(ctx context.Context, t *trainSet, pieces []arrowio.Piece, fn func(*feeder.StreamBatch) error) error {
 	cfg := feeder.StreamConfig{Plan: t.plan, BatchRows: e.batchSize(), Readers: orDefault(e.Readers, 1), Prefetch: orDefault(e.Prefetch, 2), Cache: t.cache}
-	s, err := t.ds.Stream(ctx, pieces, cfg)
+	s, err := feeder.NewStream(ctx, t.ds, pieces, cfg)
 	if err != nil {
 		return fmt.Errorf("estimator: %w", err)
 	}

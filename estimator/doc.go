@@ -9,15 +9,15 @@
 // # Training
 //
 // TFEstimator.Fit streams its data: it never holds the training set in
-// memory unless asked to (InMemory). Data opened with feeder.OpenDataset —
+// memory unless asked to (InMemory). Data opened with arrowio.OpenDataset —
 // a file, a directory, a glob, or a Hive-partitioned tree such as Spark
 // writes (`split=train/part-0.parquet`; the key becomes a column) — is
 // listed into units from the file footers alone: Parquet row groups, Arrow
-// IPC record batches, whole CSV files. A filter (feeder.Where, `train
+// IPC record batches, whole CSV files. A filter (arrowio.Where, `train
 // --where`) skips the row groups whose statistics exclude its value and
 // filters the rest while streaming. The last ValidationSplit of the rows,
 // in file order, is held out and streamed for evaluation after every
-// epoch. Any other feeder.Source is read into memory once.
+// epoch. Any other arrowio.Source is read into memory once.
 //
 // Every epoch has one plan, a pure function of (Seed, epoch, Workers): with
 // ShufflePerIter the units are permuted (differently every epoch) and the
@@ -121,18 +121,19 @@
 // most 2*InFlight batches are held at once, so memory stays flat however
 // many rows flow through.
 //
-// OpenOrdered is the source to give Transform for files: it decodes Parquet
-// row groups on several goroutines but delivers records in order, and reads
-// columns of fixed-width numbers (or fixed-size lists of them) without
-// nulls straight into C-allocated Arrow buffers that reach TensorFlow
-// without a copy. ReadRows sizes its records to whole batches of about 8 MiB.
+// arrowio.OpenOrdered is the source to give Transform for files: it
+// decodes Parquet row groups on several goroutines but delivers records in
+// order, and reads columns of fixed-width numbers (or fixed-size lists of
+// them) without nulls straight into C-allocated Arrow buffers that reach
+// TensorFlow without a copy. arrowio.RowsPerRecord sizes its records to
+// whole batches of about 8 MiB.
 //
 // # Ownership
 //
 // Fit owns everything it starts (sessions, shards, processes) and stops it
 // before returning, also on error; it closes its data source. The TFModel
 // it returns is the caller's. A TFModel owns the model it loads; Close
-// frees it. Transform takes ownership of its feeder.Source and closes it
+// frees it. Transform takes ownership of its arrowio.Source and closes it
 // when the stream is closed or released. Records returned by
 // Stream.RecordBatch are valid until the next call to Next; Retain them to
 // keep them.

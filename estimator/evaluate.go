@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -27,7 +28,7 @@ type EvalResult struct {
 // Keras' model.evaluate. A bundle converted without an eval graph is
 // evaluated with its training graph instead, where layers that behave
 // differently in training (dropout, batch-norm) do so.
-func (m *TFModel) Evaluate(ctx context.Context, data feeder.Source) (*EvalResult, error) {
+func (m *TFModel) Evaluate(ctx context.Context, data arrowio.Source) (*EvalResult, error) {
 	defer data.Close()
 	bundle := m.Bundle
 	if bundle == "" && m.Kind == KindBundle {

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/testmodels"
 )
 
@@ -26,9 +26,9 @@ type evalExpected struct {
 	} `json:"evaluate"`
 }
 
-func evalSource(t *testing.T, name string) feeder.Source {
+func evalSource(t *testing.T, name string) arrowio.Source {
 	t.Helper()
-	src, err := feeder.OpenIPC(filepath.Join("testdata", "eval", name))
+	src, err := arrowio.OpenIPC(filepath.Join("testdata", "eval", name))
 	require.NoError(t, err)
 	return src
 }

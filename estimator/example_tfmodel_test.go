@@ -8,6 +8,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/gotflow/gotflow/estimator"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/testmodels"
 )
 
@@ -23,7 +24,7 @@ func ExampleTFModel_Transform() {
 	}
 	defer m.Close()
 	files := []string{filepath.Join(dir, "iris.parquet")}
-	src, err := estimator.OpenOrdered(files, 2, 64)
+	src, err := arrowio.OpenOrdered(files, 2, 64)
 	if err != nil {
 		log.Fatal(err)
 	}

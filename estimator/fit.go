@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/filelock"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
@@ -38,8 +39,8 @@ type progress struct {
 }
 
 // Fit trains the bundle on data and returns a TFModel over the exported
-// model; Fit closes data. Data opened with feeder.OpenDataset (optionally
-// filtered by feeder.Where) is streamed from its files every epoch: its
+// model; Fit closes data. Data opened with arrowio.OpenDataset (optionally
+// filtered by arrowio.Where) is streamed from its files every epoch: its
 // units (Parquet row groups, IPC record batches) are dealt to the workers
 // and read in bounded memory (see ShuffleBuffer, Readers, Prefetch); any
 // other source is read into memory once.
@@ -50,7 +51,7 @@ type progress struct {
 // With Cluster InProcess (the default) workers run as goroutines against
 // an in-process parameter server of NumPS shards; with Cluster Processes
 // they run as `gotflow worker` and `gotflow ps` processes (see Cluster).
-func (e *TFEstimator) Fit(ctx context.Context, data feeder.Source) (*TFModel, error) {
+func (e *TFEstimator) Fit(ctx context.Context, data arrowio.Source) (*TFModel, error) {
 	defer data.Close()
 	if err := e.Validate(); err != nil {
 		return nil, err
@@ -142,7 +143,7 @@ func (p *prepared) close() { p.data.close() }
 
 // prepare loads the bundle and checks the mappings against ds, which it
 // takes over.
-func (e *TFEstimator) prepare(ds *feeder.StreamDataset) (*prepared, error) {
+func (e *TFEstimator) prepare(ds *arrowio.StreamDataset) (*prepared, error) {
 	b, err := loader.LoadBundle(e.Bundle)
 	if err != nil {
 		ds.Close()
@@ -294,7 +295,7 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 					}
 				}()
 				cfg := e.streamConfig(r.p.data, epoch, firsts[i], layouts[i], skip)
-				s, err := r.p.data.ds.Stream(ectx, shares[i], cfg)
+				s, err := feeder.NewStream(ectx, r.p.data.ds, shares[i], cfg)
 				if err != nil {
 					errs[i] = fmt.Errorf("estimator: worker %d: %w", i, err)
 					return
@@ -532,7 +533,7 @@ func (r *run) saveProgress() error {
 // current weights, weighting each batch by its rows. It runs the bundle's
 // eval graph (training behaviour off, as Keras' model.evaluate), or its
 // training graph for a bundle without one.
-func (r *run) evaluate(ctx context.Context, pieces []feeder.Piece) (float64, map[string]float64, error) {
+func (r *run) evaluate(ctx context.Context, pieces []arrowio.Piece) (float64, map[string]float64, error) {
 	w := r.eval
 	st, err := w.evalStep()
 	if err != nil {

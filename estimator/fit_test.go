@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/internal/testmodels"
@@ -45,9 +45,9 @@ func loadFitExpected(t *testing.T) fitExpected {
 	return e
 }
 
-func fitData(t *testing.T) feeder.Source {
+func fitData(t *testing.T) arrowio.Source {
 	t.Helper()
-	src, err := feeder.OpenIPC("testdata/fit/data.arrow")
+	src, err := arrowio.OpenIPC("testdata/fit/data.arrow")
 	require.NoError(t, err)
 	return src
 }
@@ -131,7 +131,7 @@ func TestFitBadInput(t *testing.T) {
 	cases := []struct {
 		name string
 		edit func(e *estimator.TFEstimator)
-		data func(t *testing.T) feeder.Source
+		data func(t *testing.T) arrowio.Source
 		want string
 	}{
 		{"no bundle", func(e *estimator.TFEstimator) { e.Bundle = "" }, fitData, "Bundle is required"},
@@ -173,7 +173,7 @@ func TestFitBadInput(t *testing.T) {
 
 // floatLabels is the fit data with y as float64, which the int32 label of
 // the bundle's loss cannot take without Cast.
-func floatLabels(t *testing.T) feeder.Source {
+func floatLabels(t *testing.T) arrowio.Source {
 	t.Helper()
 	src := fitData(t)
 	defer src.Close()
@@ -195,7 +195,7 @@ func floatLabels(t *testing.T) feeder.Source {
 		ycol.Release()
 		rec.Release()
 	}
-	out, err := feeder.FromRecords(recs[0].Schema(), recs...)
+	out, err := arrowio.FromRecords(recs[0].Schema(), recs...)
 	require.NoError(t, err)
 	for _, r := range recs {
 		r.Release()
@@ -203,12 +203,12 @@ func floatLabels(t *testing.T) feeder.Source {
 	return out
 }
 
-func emptyData(t *testing.T) feeder.Source {
+func emptyData(t *testing.T) arrowio.Source {
 	t.Helper()
 	src := fitData(t)
 	schema := src.Schema()
 	src.Close()
-	out, err := feeder.FromRecords(schema)
+	out, err := arrowio.FromRecords(schema)
 	require.NoError(t, err)
 	return out
 }
@@ -338,13 +338,13 @@ func TestFitReadersKeepOrder(t *testing.T) {
 	}
 	src.Close()
 	for i, r := range recs {
-		sink, err := feeder.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%d.parquet", i)), r.Schema(), feeder.RowGroupRows(16))
+		sink, err := arrowio.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%d.parquet", i)), r.Schema(), arrowio.RowGroupRows(16))
 		require.NoError(t, err)
 		require.NoError(t, sink.Write(r))
 		require.NoError(t, sink.Close())
 		r.Release()
 	}
-	ds, err := feeder.OpenDataset(dir)
+	ds, err := arrowio.OpenDataset(dir)
 	require.NoError(t, err)
 	require.Len(t, ds.Files(), len(recs))
 	est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, Readers: 3, BatchSize: 16, Optimizer: "sgd", LearningRate: 0.1,

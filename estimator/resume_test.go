@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 // TestFitResumesFromModelDir trains one epoch, then asks for two with the
@@ -113,7 +113,7 @@ func TestFitInMemorySameAsStreaming(t *testing.T) {
 		if err != nil {
 			break
 		}
-		sink, err := feeder.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%d.parquet", i)), r.Schema(), feeder.RowGroupRows(7))
+		sink, err := arrowio.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%d.parquet", i)), r.Schema(), arrowio.RowGroupRows(7))
 		require.NoError(t, err)
 		require.NoError(t, sink.Write(r))
 		require.NoError(t, sink.Close())
@@ -122,7 +122,7 @@ func TestFitInMemorySameAsStreaming(t *testing.T) {
 	src.Close()
 	var preds [][]float64
 	for _, inMemory := range []bool{false, true} {
-		ds, err := feeder.OpenDataset(dir)
+		ds, err := arrowio.OpenDataset(dir)
 		require.NoError(t, err)
 		est := estimator.TFEstimator{Bundle: mlpBundle, Workers: 1, Readers: 2, BatchSize: 8, Optimizer: "sgd", LearningRate: 0.1,
 			Epochs: 3, Mode: "async-lock", ShufflePerIter: true, Seed: 5, InMemory: inMemory, ExportDir: t.TempDir()}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/internal/tftest"
@@ -81,7 +81,7 @@ func column(t testing.TB, mem memory.Allocator, a *testmodels.Array) arrow.Array
 
 // reader builds a source over the named columns, cut into records of at
 // most chunk rows.
-func reader(t testing.TB, mem memory.Allocator, cols map[string]*testmodels.Array, chunk int) feeder.Source {
+func reader(t testing.TB, mem memory.Allocator, cols map[string]*testmodels.Array, chunk int) arrowio.Source {
 	t.Helper()
 	var names []string
 	for k := range cols {
@@ -107,7 +107,7 @@ func reader(t testing.TB, mem memory.Allocator, cols map[string]*testmodels.Arra
 		recs = append(recs, full.NewSlice(off, min(off+int64(chunk), rows)))
 	}
 	full.Release()
-	rr, err := feeder.FromRecords(schema, recs...)
+	rr, err := arrowio.FromRecords(schema, recs...)
 	require.NoError(t, err)
 	for _, r := range recs {
 		r.Release()
@@ -496,7 +496,7 @@ func TestNullStopsStreamAfterEarlierBatches(t *testing.T) {
 	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: col.DataType(), Nullable: true}}, nil)
 	rec := array.NewRecordBatch(schema, []arrow.Array{col}, 6)
 	col.Release()
-	src, err := feeder.FromRecords(schema, rec)
+	src, err := arrowio.FromRecords(schema, rec)
 	require.NoError(t, err)
 	rec.Release()
 
@@ -555,166 +555,6 @@ func TestBundleStyleMatchesPython(t *testing.T) {
 	require.NotEmpty(t, exp.Outputs)
 	for k, want := range exp.Outputs {
 		requireMatches(t, want, nums[k], strs[k], k)
-	}
-}
-
-func TestOpenOrderedKeepsRowOrder(t *testing.T) {
-	dir := t.TempDir()
-	var files []string
-	next := int64(0)
-	// two Parquet files of several row groups, and an IPC file
-	for i, n := range []int{1000, 2500} {
-		path := filepath.Join(dir, fmt.Sprintf("part%d.parquet", i))
-		writeSeq(t, path, &next, n, 300)
-		files = append(files, path)
-	}
-	ipcPath := filepath.Join(dir, "part2.arrow")
-	writeSeq(t, ipcPath, &next, 700, 0)
-	files = append(files, ipcPath)
-
-	for _, readers := range []int{1, 2, 3} {
-		src, err := estimator.OpenOrdered(files, readers, 128)
-		require.NoError(t, err)
-		var want int64
-		for {
-			rec, err := src.Next(testCtx(t))
-			if err != nil {
-				require.ErrorIs(t, err, io.EOF)
-				break
-			}
-			for _, v := range rec.Column(0).(*array.Int64).Int64Values() {
-				require.Equal(t, want, v, "readers=%d", readers)
-				want++
-			}
-			rec.Release()
-		}
-		require.Equal(t, next, want)
-		require.NoError(t, src.Close())
-	}
-	// closing early leaks nothing and does not block
-	src, err := estimator.OpenOrdered(files, 2, 64)
-	require.NoError(t, err)
-	rec, err := src.Next(testCtx(t))
-	require.NoError(t, err)
-	rec.Release()
-	require.NoError(t, src.Close())
-	require.NoError(t, src.Close())
-}
-
-// writeSeq writes n rows of consecutive int64 ids starting at *next, in row
-// groups of rowGroup rows (Parquet) or as an IPC file when rowGroup is 0.
-func writeSeq(t *testing.T, path string, next *int64, n, rowGroup int) {
-	t.Helper()
-	b := array.NewInt64Builder(leakcheck.Allocator())
-	for range n {
-		b.Append(*next)
-		*next++
-	}
-	col := b.NewArray()
-	b.Release()
-	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}}, nil)
-	rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(n))
-	col.Release()
-	defer rec.Release()
-	var sink feeder.Sink
-	var err error
-	if rowGroup > 0 {
-		sink, err = feeder.CreateParquet(path, schema, feeder.RowGroupRows(int64(rowGroup)))
-	} else {
-		sink, err = feeder.CreateIPC(path, schema)
-	}
-	require.NoError(t, err)
-	require.NoError(t, sink.Write(rec))
-	require.NoError(t, sink.Close())
-}
-
-// TestOpenOrderedFastPathValues reads fixed-size-list and flat columns
-// through the direct Parquet decoder and, with a null present, through the
-// general reader, and checks every value.
-func TestOpenOrderedFastPathValues(t *testing.T) {
-	for _, withNull := range []bool{false, true} {
-		t.Run(fmt.Sprint("null=", withNull), func(t *testing.T) {
-			const rows, width = 3000, 5
-			mem := leakcheck.Allocator()
-			var schema *arrow.Schema
-			// makeRec builds rows [start, start+n) from scratch: arrow-go
-			// v18.8.0's Parquet writer ignores the offset of a sliced
-			// fixed-size list and writes the values from the start.
-			makeRec := func(start, n int) arrow.RecordBatch {
-				lb := array.NewFixedSizeListBuilder(mem, width, arrow.PrimitiveTypes.Float32)
-				vb := lb.ValueBuilder().(*array.Float32Builder)
-				db := array.NewFloat64Builder(mem)
-				ib := array.NewInt32Builder(mem)
-				for r := start; r < start+n; r++ {
-					lb.Append(true)
-					for k := range width {
-						vb.Append(float32(r*width + k))
-					}
-					if withNull && r == 1234 {
-						db.AppendNull()
-					} else {
-						db.Append(float64(r) / 4)
-					}
-					ib.Append(int32(-r))
-				}
-				cols := []arrow.Array{lb.NewArray(), db.NewArray(), ib.NewArray()}
-				lb.Release()
-				db.Release()
-				ib.Release()
-				schema = arrow.NewSchema([]arrow.Field{
-					{Name: "v", Type: cols[0].DataType(), Nullable: true},
-					{Name: "d", Type: cols[1].DataType(), Nullable: true},
-					{Name: "i", Type: cols[2].DataType(), Nullable: true}}, nil)
-				rec := array.NewRecordBatch(schema, cols, int64(n))
-				for _, c := range cols {
-					c.Release()
-				}
-				return rec
-			}
-			first := makeRec(0, 700)
-			path := filepath.Join(t.TempDir(), "data.parquet")
-			sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(700))
-			require.NoError(t, err)
-			require.NoError(t, sink.Write(first))
-			first.Release()
-			for off := 700; off < rows; off += 700 {
-				part := makeRec(off, min(700, rows-off))
-				require.NoError(t, sink.Write(part))
-				part.Release()
-			}
-			require.NoError(t, sink.Close())
-
-			src, err := estimator.OpenOrdered([]string{path}, 2, 256)
-			require.NoError(t, err)
-			defer src.Close()
-			r := 0
-			for {
-				rec, err := src.Next(testCtx(t))
-				if err != nil {
-					require.ErrorIs(t, err, io.EOF)
-					break
-				}
-				require.LessOrEqual(t, rec.NumRows(), int64(256))
-				l := rec.Column(0).(*array.FixedSizeList)
-				vals := l.ListValues().(*array.Float32)
-				d := rec.Column(1).(*array.Float64)
-				in := rec.Column(2).(*array.Int32)
-				for j := 0; j < int(rec.NumRows()); j++ {
-					for k := range width {
-						require.Equal(t, float32(r*width+k), vals.Value((l.Offset()+j)*width+k))
-					}
-					if withNull && r == 1234 {
-						require.True(t, d.IsNull(j))
-					} else {
-						require.Equal(t, float64(r)/4, d.Value(j))
-					}
-					require.Equal(t, int32(-r), in.Value(j))
-					r++
-				}
-				rec.Release()
-			}
-			require.Equal(t, rows, r)
-		})
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -196,7 +197,7 @@ func mappingString(m map[string]string) string {
 // released (Close or Release) to stop its goroutines. Mapping errors
 // (unmapped input, missing column, dtype mismatch) are returned here, before
 // any row is read; src is closed then too.
-func (m *TFModel) Transform(ctx context.Context, src feeder.Source) (*Stream, error) {
+func (m *TFModel) Transform(ctx context.Context, src arrowio.Source) (*Stream, error) {
 	r, err := m.Open(ctx)
 	if err != nil {
 		src.Close()
@@ -579,38 +580,4 @@ func fieldNames(s *arrow.Schema) string {
 		names[i] = f.Name
 	}
 	return strings.Join(names, ", ")
-}
-
-// ReadRows suggests how many rows a source should read per record for
-// Transform with batchSize: records of about 8 MiB (at most 65536 rows),
-// rounded up to a whole number of batches. Wide rows (images) read in huge records make Parquet
-// readers grow and copy their buffers repeatedly; narrow rows gain nothing
-// from records smaller than that. Pass it as feeder.ReadRows.
-func ReadRows(schema *arrow.Schema, batchSize int) int {
-	rowBytes := 0
-	for _, f := range schema.Fields() {
-		rowBytes += fieldBytes(f.Type)
-	}
-	n := 65536
-	if rowBytes > 0 {
-		n = min(n, max(1024, (8<<20)/rowBytes))
-	}
-	if batchSize <= 0 {
-		return n
-	}
-	// A whole number of batches per record: no batch straddles two records,
-	// so each is a slice of one record that TensorFlow can use in place.
-	return max(1, (n+batchSize-1)/batchSize) * batchSize
-}
-
-// fieldBytes estimates the bytes one row of t takes (16 for variable-width
-// values).
-func fieldBytes(t arrow.DataType) int {
-	switch t := t.(type) {
-	case *arrow.FixedSizeListType:
-		return int(t.Len()) * fieldBytes(t.Elem())
-	case arrow.FixedWidthDataType:
-		return max(1, t.BitWidth()/8)
-	}
-	return 16
 }

@@ -1,18 +1,17 @@
 package feeder
 
 import (
-	"slices"
-	"sync"
-	"unsafe"
-
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/arrow/memory/mallocator"
+
+	"github.com/gotflow/gotflow/internal/cmem"
 )
 
 // NewCAllocator returns an Arrow allocator backed by C malloc (arrow-go's
 // mallocator, 64-byte aligned) whose allocations are recorded so that the
 // conversion can prove a buffer lives outside the Go heap and hand it to
-// TensorFlow without a copy. It is the default allocator of every source.
+// TensorFlow without a copy. It is the default allocator of every source
+// (package arrowio) and of the Feeder.
 func NewCAllocator() memory.Allocator {
 	return TrackCMemory(mallocator.NewMallocator())
 }
@@ -23,97 +22,9 @@ func NewCAllocator() memory.Allocator {
 // eligible for zero-copy; every other buffer is copied. Wrapping an allocator
 // that returns Go memory breaks the cgo pointer rules: don't.
 func TrackCMemory(mem memory.Allocator) memory.Allocator {
-	return &cAllocator{mem: mem}
+	return cmem.Track(mem)
 }
 
-type cAllocator struct {
-	mem memory.Allocator
-}
-
-// liveRange is one live C allocation [start, end).
-type liveRange struct{ start, end uintptr }
-
-// cRanges holds the live allocations of every tracking allocator, sorted by
-// start. The set is small (one entry per live Arrow buffer) and a lookup is a
-// binary search under a read lock.
-var cRanges struct {
-	sync.RWMutex
-	r []liveRange
-}
-
-func sliceRange(b []byte) (liveRange, bool) {
-	if cap(b) == 0 {
-		return liveRange{}, false
-	}
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	return liveRange{p, p + uintptr(cap(b))}, true
-}
-
-func cmpStart(e liveRange, t uintptr) int {
-	switch {
-	case e.start < t:
-		return -1
-	case e.start > t:
-		return 1
-	}
-	return 0
-}
-
-func addRange(b []byte) {
-	lr, ok := sliceRange(b)
-	if !ok {
-		return
-	}
-	cRanges.Lock()
-	i, _ := slices.BinarySearchFunc(cRanges.r, lr.start, cmpStart)
-	cRanges.r = slices.Insert(cRanges.r, i, lr)
-	cRanges.Unlock()
-}
-
-func removeRange(b []byte) {
-	lr, ok := sliceRange(b)
-	if !ok {
-		return
-	}
-	cRanges.Lock()
-	i, found := slices.BinarySearchFunc(cRanges.r, lr.start, cmpStart)
-	if found {
-		cRanges.r = slices.Delete(cRanges.r, i, i+1)
-	}
-	cRanges.Unlock()
-}
-
-// inCMemory reports whether [p, p+n) lies inside one live tracked allocation.
-func inCMemory(p unsafe.Pointer, n int) bool {
-	a := uintptr(p)
-	cRanges.RLock()
-	defer cRanges.RUnlock()
-	r := cRanges.r
-	// the last range whose start <= a
-	i, found := slices.BinarySearchFunc(r, a, cmpStart)
-	if !found {
-		i--
-	}
-	if i < 0 || i >= len(r) {
-		return false
-	}
-	return a >= r[i].start && a+uintptr(n) <= r[i].end
-}
-
-func (c *cAllocator) Allocate(size int) []byte {
-	b := c.mem.Allocate(size)
-	addRange(b)
-	return b
-}
-
-func (c *cAllocator) Reallocate(size int, b []byte) []byte {
-	removeRange(b)
-	nb := c.mem.Reallocate(size, b)
-	addRange(nb)
-	return nb
-}
-
-func (c *cAllocator) Free(b []byte) {
-	removeRange(b)
-	c.mem.Free(b)
-}
+// defaultAllocator is the process-wide C allocator used when none is given,
+// shared with arrowio's sources.
+func defaultAllocator() memory.Allocator { return cmem.Default() }

@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -89,7 +90,7 @@ func BenchmarkConvertImages(b *testing.B) {
 func BenchmarkParquetToTensors(b *testing.B) {
 	mem := feeder.NewCAllocator()
 	path := filepath.Join(b.TempDir(), "images.parquet")
-	sink, err := feeder.CreateParquet(path, imageRecord(memory.DefaultAllocator, 1).Schema(), feeder.RowGroupRows(2048))
+	sink, err := arrowio.CreateParquet(path, imageRecord(memory.DefaultAllocator, 1).Schema(), arrowio.RowGroupRows(2048))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func BenchmarkParquetToTensors(b *testing.B) {
 }
 
 func drainParquet(path string, readers int) (int, error) {
-	src, err := feeder.OpenParquet(path, feeder.ReadRows(2048))
+	src, err := arrowio.OpenParquet(path, arrowio.ReadRows(2048))
 	if err != nil {
 		return 0, err
 	}

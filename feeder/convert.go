@@ -8,6 +8,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/bitutil"
 
+	"github.com/gotflow/gotflow/internal/cmem"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -534,7 +535,7 @@ func (p *Plan) alias(c *colPlan, segs []segment, shape []int64) (*tf.Tensor, str
 	if uintptr(ptr)%tf.Alignment != 0 {
 		return nil, fmt.Sprintf("the data at offset %d is not %d-byte aligned", leaf.start, tf.Alignment)
 	}
-	if !inCMemory(ptr, len(data)) {
+	if !cmem.Contains(ptr, len(data)) {
 		return nil, "the buffer is not from a C allocator (use NewCAllocator)"
 	}
 	col.Retain()

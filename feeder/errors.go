@@ -3,14 +3,16 @@ package feeder
 import (
 	"errors"
 	"fmt"
+
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 // Sentinel errors; a ColumnError wraps one of them.
 var (
 	// ErrMissingColumn: a mapped column is not in the schema.
-	ErrMissingColumn = errors.New("missing column")
+	ErrMissingColumn = arrowio.ErrMissingColumn
 	// ErrType: a column's type cannot feed the target (or only lossily, without Cast).
-	ErrType = errors.New("type mismatch")
+	ErrType = arrowio.ErrType
 	// ErrShape: a column's row shape does not fit the target shape.
 	ErrShape = errors.New("shape mismatch")
 	// ErrNull: a null value and no Fill configured.
@@ -19,15 +21,15 @@ var (
 	ErrRagged = errors.New("ragged list")
 	// ErrNotZeroCopy: RequireZeroCopy was set and a column would be copied.
 	ErrNotZeroCopy = errors.New("not zero-copy")
-	// ErrSchemaChanged: a record's schema differs from the one the plan was made for.
-	ErrSchemaChanged = errors.New("schema changed mid-stream")
+	// ErrSchemaChanged: a record's schema differs from the one the plan was
+	// made for (arrowio's sources wrap the same value).
+	ErrSchemaChanged = arrowio.ErrSchemaChanged
 	// ErrMalformed: a reader (arrow-go's IPC, Parquet or CSV reader) failed
-	// on corrupt input by panicking; the panic was turned into this error.
-	// arrow-go v18.8.0 can leak the message body it was decoding when that
-	// happens, so a process reading untrusted files should not rely on its
-	// Arrow allocator returning to zero after ErrMalformed.
-	ErrMalformed = errors.New("malformed input")
-	// ErrClosed: use of a closed Feeder, source or sink.
+	// on corrupt input by panicking; the panic was turned into this error
+	// (arrowio.ErrMalformed, which explains what may leak).
+	ErrMalformed = arrowio.ErrMalformed
+	// ErrClosed: use of a closed Feeder or Batch (closed sources and sinks
+	// return arrowio.ErrClosed).
 	ErrClosed = errors.New("feeder: closed")
 )
 

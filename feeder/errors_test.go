@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -138,7 +139,7 @@ func TestConvertErrors(t *testing.T) {
 		mem, _ := cMem(t)
 		a := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1, 2, 3}, nil))
 		b := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1, 0, 3}, []bool{true, false, true}))
-		src, err := feeder.FromRecords(a.Schema(), a, b)
+		src, err := arrowio.FromRecords(a.Schema(), a, b)
 		a.Release()
 		b.Release()
 		require.NoError(t, err)
@@ -211,7 +212,7 @@ func TestTruncatedFiles(t *testing.T) {
 	defer waitGoroutines(t, base)
 	rec := imageRecord(mem, 64)
 	defer rec.Release()
-	write := func(name string, create func(string, *arrow.Schema, ...feeder.SinkOption) (feeder.Sink, error), opts ...feeder.SinkOption) string {
+	write := func(name string, create func(string, *arrow.Schema, ...arrowio.SinkOption) (arrowio.Sink, error), opts ...arrowio.SinkOption) string {
 		p := filepath.Join(dir, name)
 		s, err := create(p, rec.Schema(), opts...)
 		require.NoError(t, err)
@@ -221,9 +222,9 @@ func TestTruncatedFiles(t *testing.T) {
 		return p
 	}
 	files := map[string]string{
-		"parquet":    write("a.parquet", feeder.CreateParquet),
-		"ipc_file":   write("a.arrow", feeder.CreateIPC),
-		"ipc_stream": write("a.arrows", feeder.CreateIPC, feeder.IPCStreamFormat()),
+		"parquet":    write("a.parquet", arrowio.CreateParquet),
+		"ipc_file":   write("a.arrow", arrowio.CreateIPC),
+		"ipc_stream": write("a.arrows", arrowio.CreateIPC, arrowio.IPCStreamFormat()),
 	}
 	for name, p := range files {
 		full, err := os.ReadFile(p)
@@ -248,9 +249,9 @@ func drain(t *testing.T, path string, mem memory.Allocator) error {
 	var err error
 	switch filepath.Ext(path) {
 	case ".parquet":
-		src, err = feeder.OpenParquet(path, feeder.WithAllocator(mem))
+		src, err = arrowio.OpenParquet(path, arrowio.WithAllocator(mem))
 	default:
-		src, err = feeder.OpenIPC(path, feeder.WithAllocator(mem))
+		src, err = arrowio.OpenIPC(path, arrowio.WithAllocator(mem))
 	}
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -30,7 +31,7 @@ func Example() {
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 
-	src, _ := feeder.FromRecords(schema, rec)
+	src, _ := arrowio.FromRecords(schema, rec)
 	plan, err := feeder.NewPlan(schema, feeder.Mapping{
 		{Column: "features", Tensor: "x"},
 		{Column: "label", Tensor: "y", DType: tf.Int32, Cast: true},

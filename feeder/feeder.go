@@ -11,7 +11,13 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
+
+// Source is a stream of record batches of one schema (arrowio.Source):
+// arrowio opens files and in-memory records as sources.
+type Source = arrowio.Source
 
 // Option configures a Feeder.
 type Option interface{ apply(*options) }
@@ -46,14 +52,23 @@ func Shuffle(bufferRows int, seed uint64) Option {
 	return optionFunc(func(o *options) { o.shuffle, o.seed = bufferRows, seed })
 }
 
-// Readers reads n parts of a Splitter source in parallel and converts up to
-// n batches at a time. Records of different parts interleave in arrival
-// order. Default 1.
+// Readers reads n parts of an arrowio.Splitter source in parallel and
+// converts up to n batches at a time. Records of different parts interleave
+// in arrival order. Default 1.
 func Readers(n int) Option { return optionFunc(func(o *options) { o.readers = n }) }
 
 // Prefetch bounds the work in flight: n records read ahead per reader and n
 // batches converted ahead of Next. Default 2.
 func Prefetch(n int) Option { return optionFunc(func(o *options) { o.prefetch = n }) }
+
+type allocatorOption struct{ mem memory.Allocator }
+
+func (a allocatorOption) apply(o *options) { o.mem = a.mem }
+
+// WithAllocator sets the Arrow allocator of a Feeder (the records it
+// concatenates into batches); the default is a shared NewCAllocator. Give
+// sources their allocator with arrowio.WithAllocator.
+func WithAllocator(mem memory.Allocator) Option { return allocatorOption{mem} }
 
 // Feeder turns a Source into batches of tensors in a pipeline: readers,
 // re-chunking and shuffling, and conversion run in goroutines that overlap
@@ -123,7 +138,7 @@ func New(src Source, plan *Plan, opts ...Option) (*Feeder, error) {
 		return nil, err
 	}
 	parts := []Source{src}
-	if sp, ok := src.(Splitter); ok && o.readers > 1 {
+	if sp, ok := src.(arrowio.Splitter); ok && o.readers > 1 {
 		ps, err := sp.Split(o.readers)
 		if err != nil {
 			return nil, fmt.Errorf("feeder: split source: %w", err)

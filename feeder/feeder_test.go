@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -47,7 +48,7 @@ func idRecords(mem memory.Allocator, nrec, per int) []arrow.RecordBatch {
 func idSource(t *testing.T, mem memory.Allocator, nrec, per int) feeder.Source {
 	t.Helper()
 	recs := idRecords(mem, nrec, per)
-	src, err := feeder.FromRecords(idSchema, recs...)
+	src, err := arrowio.FromRecords(idSchema, recs...)
 	require.NoError(t, err)
 	for _, r := range recs {
 		r.Release()
@@ -168,7 +169,7 @@ func TestShuffle(t *testing.T) {
 func TestParallelReadersParquet(t *testing.T) {
 	mem, _ := cMem(t)
 	path := filepath.Join(t.TempDir(), "ids.parquet")
-	sink, err := feeder.CreateParquet(path, idSchema, feeder.RowGroupRows(50))
+	sink, err := arrowio.CreateParquet(path, idSchema, arrowio.RowGroupRows(50))
 	require.NoError(t, err)
 	for _, r := range idRecords(mem, 20, 50) {
 		require.NoError(t, sink.Write(r))
@@ -178,7 +179,7 @@ func TestParallelReadersParquet(t *testing.T) {
 
 	for _, readers := range []int{1, 3, 8} {
 		t.Run("readers_"+string(rune('0'+readers)), func(t *testing.T) {
-			src, err := feeder.OpenParquet(path, feeder.WithAllocator(mem), feeder.ReadRows(32))
+			src, err := arrowio.OpenParquet(path, arrowio.WithAllocator(mem), arrowio.ReadRows(32))
 			require.NoError(t, err)
 			f := newFeeder(t, src, feeder.Readers(readers), feeder.BatchSize(64), feeder.Prefetch(3), feeder.WithAllocator(mem))
 			_, ids := collect(t, f)

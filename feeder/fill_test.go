@@ -1,19 +1,12 @@
 package feeder_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
@@ -47,20 +40,6 @@ func TestFillOutOfRange(t *testing.T) {
 	}
 }
 
-// TestEmptyCSVWithSchemaAndColumns: a CSV file holding only its header,
-// read with an explicit schema and a projection, is an empty source.
-func TestEmptyCSVWithSchemaAndColumns(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "empty.csv")
-	require.NoError(t, os.WriteFile(path, []byte("a,b\n"), 0o644))
-	schema := arrow.NewSchema([]arrow.Field{{Name: "a", Type: arrow.PrimitiveTypes.Int64}, {Name: "b", Type: arrow.PrimitiveTypes.Float64}}, nil)
-	src, err := feeder.OpenCSV(path, feeder.CSVSchema(schema), feeder.Columns("b"))
-	require.NoError(t, err)
-	defer src.Close()
-	require.Equal(t, []string{"b"}, []string{src.Schema().Field(0).Name})
-	_, err = src.Next(context.Background())
-	require.True(t, errors.Is(err, io.EOF), "got %v", err)
-}
-
 // TestMalformedListBitmap: a list column whose validity bitmap is shorter
 // than its rows is an error naming the column, not a panic.
 func TestMalformedListBitmap(t *testing.T) {
@@ -89,36 +68,6 @@ func TestMalformedListBitmap(t *testing.T) {
 		b.Close()
 	}
 	require.ErrorContains(t, err, "validity bitmap too short")
-}
-
-// TestIPCStreamLargeSchema reads a stream whose schema message is larger
-// than the reader's buffer, which is verified in full, not skipped.
-func TestIPCStreamLargeSchema(t *testing.T) {
-	mem := leakcheck.Allocator()
-	var fields []arrow.Field
-	for i := range 2000 {
-		fields = append(fields, arrow.Field{Name: fmt.Sprintf("a_rather_long_column_name_to_grow_the_schema_%05d", i), Type: arrow.PrimitiveTypes.Int32})
-	}
-	schema := arrow.NewSchema(fields, nil)
-	b := array.NewRecordBuilder(mem, schema)
-	defer b.Release()
-	for i := range fields {
-		b.Field(i).(*array.Int32Builder).Append(int32(i))
-	}
-	rec := b.NewRecordBatch()
-	defer rec.Release()
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithAllocator(mem))
-	require.NoError(t, w.Write(rec))
-	require.NoError(t, w.Close())
-
-	src, err := feeder.NewIPCStream(bytes.NewReader(buf.Bytes()))
-	require.NoError(t, err)
-	defer src.Close()
-	got, err := src.Next(context.Background())
-	require.NoError(t, err)
-	defer got.Release()
-	require.EqualValues(t, 1999, got.Column(1999).(*array.Int32).Value(0))
 }
 
 // blockingSource never yields a record until its context ends.

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 var updateSeeds = flag.Bool("update-fuzz-seeds", false, "rewrite testdata/fuzz seed corpora")
@@ -91,7 +92,7 @@ var seedMappings = []string{
 // It reports whether a reader failed with ErrMalformed (after which
 // arrow-go may have leaked the message it was decoding).
 func feedAll(t *testing.T, data []byte, mapping string, mem memory.Allocator) (malformed bool) {
-	src, err := feeder.NewIPCStream(bytes.NewReader(data), feeder.WithAllocator(mem))
+	src, err := arrowio.NewIPCStream(bytes.NewReader(data), arrowio.WithAllocator(mem))
 	if err != nil {
 		return errors.Is(err, feeder.ErrMalformed)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -85,15 +86,15 @@ func TestAppendOutputs(t *testing.T) {
 	for _, kind := range []string{"arrow", "parquet"} {
 		t.Run(kind, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "out."+kind)
-			create, open := feeder.CreateIPC, func(p string, o ...feeder.SourceOption) (feeder.Splitter, error) { return feeder.OpenIPC(p, o...) }
+			create, open := arrowio.CreateIPC, func(p string, o ...arrowio.SourceOption) (arrowio.Splitter, error) { return arrowio.OpenIPC(p, o...) }
 			if kind == "parquet" {
-				create, open = feeder.CreateParquet, feeder.OpenParquet
+				create, open = arrowio.CreateParquet, arrowio.OpenParquet
 			}
 			sink, err := create(p, res.Schema())
 			require.NoError(t, err)
 			require.NoError(t, sink.Write(res))
 			require.NoError(t, sink.Close())
-			back, err := open(p, feeder.WithAllocator(mem))
+			back, err := open(p, arrowio.WithAllocator(mem))
 			require.NoError(t, err)
 			defer back.Close()
 			_, ok := back.Schema().Field(4).Type.(*feeder.FixedShapeTensorType)

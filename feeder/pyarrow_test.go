@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -61,9 +62,9 @@ func TestPyarrowFiles(t *testing.T) {
 			id := newIdentity(t, phs...)
 			var src feeder.Source
 			if file == "testdata/pyarrow_types.parquet" {
-				src, err = feeder.OpenParquet(file, feeder.WithAllocator(mem))
+				src, err = arrowio.OpenParquet(file, arrowio.WithAllocator(mem))
 			} else {
-				src, err = feeder.OpenIPC(file, feeder.WithAllocator(mem))
+				src, err = arrowio.OpenIPC(file, arrowio.WithAllocator(mem))
 			}
 			require.NoError(t, err)
 			plan, err := feeder.NewPlan(src.Schema(), mapping, id.targets(t, names...))

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
@@ -379,7 +380,7 @@ func TestRoundTripThroughTF(t *testing.T) {
 			})
 			t.Run("multi_chunk", func(t *testing.T) {
 				a, bb, cc := rec.NewSlice(0, 1), rec.NewSlice(1, 3), rec.NewSlice(3, 5)
-				src, err := feeder.FromRecords(schema, a, bb, cc)
+				src, err := arrowio.FromRecords(schema, a, bb, cc)
 				a.Release()
 				bb.Release()
 				cc.Release()

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 // readIDs reads every record of src and returns the id column.
@@ -40,14 +41,14 @@ func readIDs(t *testing.T, src feeder.Source) []int64 {
 	}
 }
 
-func writeIDs(t *testing.T, path string, mem memory.Allocator, nrec, per int, opts ...feeder.SinkOption) {
+func writeIDs(t *testing.T, path string, mem memory.Allocator, nrec, per int, opts ...arrowio.SinkOption) {
 	t.Helper()
-	var s feeder.Sink
+	var s arrowio.Sink
 	var err error
 	if strings.HasSuffix(path, ".parquet") {
-		s, err = feeder.CreateParquet(path, idSchema, opts...)
+		s, err = arrowio.CreateParquet(path, idSchema, opts...)
 	} else {
-		s, err = feeder.CreateIPC(path, idSchema, opts...)
+		s, err = arrowio.CreateIPC(path, idSchema, opts...)
 	}
 	require.NoError(t, err)
 	recs := idRecords(mem, nrec, per)
@@ -63,22 +64,22 @@ func TestSinksAndSources(t *testing.T) {
 	mem, _ := cMem(t)
 	cases := []struct {
 		file string
-		opts []feeder.SinkOption
+		opts []arrowio.SinkOption
 	}{
-		{"ids.parquet", []feeder.SinkOption{feeder.RowGroupRows(10)}},
+		{"ids.parquet", []arrowio.SinkOption{arrowio.RowGroupRows(10)}},
 		{"ids.arrow", nil},
-		{"ids.arrows", []feeder.SinkOption{feeder.IPCStreamFormat()}},
+		{"ids.arrows", []arrowio.SinkOption{arrowio.IPCStreamFormat()}},
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {
 			p := filepath.Join(dir, c.file)
 			writeIDs(t, p, mem, 4, 10, c.opts...)
-			var src feeder.Splitter
+			var src arrowio.Splitter
 			var err error
 			if strings.HasSuffix(p, ".parquet") {
-				src, err = feeder.OpenParquet(p, feeder.WithAllocator(mem))
+				src, err = arrowio.OpenParquet(p, arrowio.WithAllocator(mem))
 			} else {
-				src, err = feeder.OpenIPC(p, feeder.WithAllocator(mem))
+				src, err = arrowio.OpenIPC(p, arrowio.WithAllocator(mem))
 			}
 			require.NoError(t, err)
 			requireSameFields(t, idSchema, src.Schema())
@@ -87,9 +88,9 @@ func TestSinksAndSources(t *testing.T) {
 			// feeding from the file through a plan gives the same tensors
 			var src2 feeder.Source
 			if strings.HasSuffix(p, ".parquet") {
-				src2, err = feeder.OpenParquet(p, feeder.WithAllocator(mem))
+				src2, err = arrowio.OpenParquet(p, arrowio.WithAllocator(mem))
 			} else {
-				src2, err = feeder.OpenIPC(p, feeder.WithAllocator(mem))
+				src2, err = arrowio.OpenIPC(p, arrowio.WithAllocator(mem))
 			}
 			require.NoError(t, err)
 			f := newFeeder(t, src2, feeder.BatchSize(16), feeder.WithAllocator(mem))
@@ -98,21 +99,21 @@ func TestSinksAndSources(t *testing.T) {
 		})
 	}
 	t.Run("parquet_projection", func(t *testing.T) {
-		src, err := feeder.OpenParquet(filepath.Join(dir, "ids.parquet"), feeder.Columns("id"), feeder.WithAllocator(mem))
+		src, err := arrowio.OpenParquet(filepath.Join(dir, "ids.parquet"), arrowio.Columns("id"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		require.Equal(t, 1, src.Schema().NumFields())
 		require.Equal(t, seq(40), readIDs(t, src))
-		_, err = feeder.OpenParquet(filepath.Join(dir, "ids.parquet"), feeder.Columns("nope"))
+		_, err = arrowio.OpenParquet(filepath.Join(dir, "ids.parquet"), arrowio.Columns("nope"))
 		require.ErrorIs(t, err, feeder.ErrMissingColumn)
 	})
 	t.Run("ipc_projection", func(t *testing.T) {
-		src, err := feeder.OpenIPC(filepath.Join(dir, "ids.arrow"), feeder.Columns("id"), feeder.WithAllocator(mem))
+		src, err := arrowio.OpenIPC(filepath.Join(dir, "ids.arrow"), arrowio.Columns("id"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		require.Equal(t, 1, src.Schema().NumFields())
 		require.Equal(t, seq(40), readIDs(t, src))
 	})
 	t.Run("ipc_split_by_record_batch", func(t *testing.T) {
-		src, err := feeder.OpenIPC(filepath.Join(dir, "ids.arrow"), feeder.WithAllocator(mem))
+		src, err := arrowio.OpenIPC(filepath.Join(dir, "ids.arrow"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		parts, err := src.Split(3)
 		require.NoError(t, err)
@@ -121,7 +122,7 @@ func TestSinksAndSources(t *testing.T) {
 		require.Equal(t, seq(20)[10:], readIDs(t, parts[1]))
 		require.Equal(t, seq(30)[20:], readIDs(t, parts[2]))
 		require.NoError(t, src.Close())
-		ds, err := feeder.OpenDataset(filepath.Join(dir, "ids.arrow"), feeder.WithAllocator(mem))
+		ds, err := arrowio.OpenDataset(filepath.Join(dir, "ids.arrow"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		p1, err := ds.Partition(1, 4)
 		require.NoError(t, err)
@@ -129,7 +130,7 @@ func TestSinksAndSources(t *testing.T) {
 		require.NoError(t, ds.Close())
 	})
 	t.Run("parquet_split_by_row_group", func(t *testing.T) {
-		src, err := feeder.OpenParquet(filepath.Join(dir, "ids.parquet"), feeder.WithAllocator(mem))
+		src, err := arrowio.OpenParquet(filepath.Join(dir, "ids.parquet"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		parts, err := src.Split(3)
 		require.NoError(t, err)
@@ -141,53 +142,13 @@ func TestSinksAndSources(t *testing.T) {
 	})
 }
 
-func TestSinkIsAtomic(t *testing.T) {
-	dir := t.TempDir()
-	mem, _ := cMem(t)
-	for _, name := range []string{"out.parquet", "out.arrow"} {
-		t.Run(name, func(t *testing.T) {
-			p := filepath.Join(dir, name)
-			create := feeder.CreateIPC
-			if strings.HasSuffix(name, ".parquet") {
-				create = feeder.CreateParquet
-			}
-			s, err := create(p, idSchema)
-			require.NoError(t, err)
-			for _, r := range idRecords(mem, 2, 5) {
-				require.NoError(t, s.Write(r))
-				r.Release()
-			}
-			_, err = os.Stat(p)
-			require.True(t, os.IsNotExist(err), "the output must not exist before Close")
-			require.NoError(t, s.Abort())
-			_, err = os.Stat(p)
-			require.True(t, os.IsNotExist(err), "Abort leaves no output")
-			entries, err := os.ReadDir(dir)
-			require.NoError(t, err)
-			require.Empty(t, entries, "Abort removes the temporary file")
-
-			s, err = create(p, idSchema)
-			require.NoError(t, err)
-			other := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1}, nil))
-			require.ErrorIs(t, s.Write(other), feeder.ErrSchemaChanged)
-			other.Release()
-			require.NoError(t, s.Close())
-			require.NoError(t, s.Close())
-			require.NoError(t, s.Abort(), "Abort after Close is a no-op")
-			_, err = os.Stat(p)
-			require.NoError(t, err)
-			require.NoError(t, os.Remove(p))
-		})
-	}
-}
-
 func TestCSV(t *testing.T) {
 	mem, _ := cMem(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "a.csv")
 	require.NoError(t, os.WriteFile(p, []byte("id,score,name,ok\n0,1.5,ann,true\n1,,bob,false\n2,-3.25,\"c,d\",true\n"), 0o644))
 	t.Run("inferred", func(t *testing.T) {
-		src, err := feeder.OpenCSV(p, feeder.WithAllocator(mem))
+		src, err := arrowio.OpenCSV(p, arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		want := arrow.NewSchema([]arrow.Field{
 			{Name: "id", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
@@ -223,7 +184,7 @@ func TestCSV(t *testing.T) {
 			{Name: "name", Type: arrow.BinaryTypes.String},
 			{Name: "ok", Type: arrow.FixedWidthTypes.Boolean},
 		}, nil)
-		src, err := feeder.OpenCSV(p, feeder.CSVSchema(schema), feeder.WithAllocator(mem), feeder.ReadRows(2))
+		src, err := arrowio.OpenCSV(p, arrowio.CSVSchema(schema), arrowio.WithAllocator(mem), arrowio.ReadRows(2))
 		require.NoError(t, err)
 		defer src.Close()
 		require.True(t, src.Schema().Equal(schema))
@@ -245,7 +206,7 @@ func TestCSV(t *testing.T) {
 		bad := filepath.Join(dir, "bad.csv")
 		require.NoError(t, os.WriteFile(bad, []byte("id\n1\nx\n"), 0o644))
 		schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}}, nil)
-		src, err := feeder.OpenCSV(bad, feeder.CSVSchema(schema), feeder.WithAllocator(mem), feeder.ReadRows(1))
+		src, err := arrowio.OpenCSV(bad, arrowio.CSVSchema(schema), arrowio.WithAllocator(mem), arrowio.ReadRows(1))
 		if err == nil {
 			defer src.Close()
 			for err == nil {
@@ -268,7 +229,7 @@ func TestDatasetPartitions(t *testing.T) {
 	// three files of 2 row groups × 10 rows; ids continue across files
 	for f := 0; f < 3; f++ {
 		p := filepath.Join(dir, fmt.Sprintf("part-%d.parquet", f))
-		s, err := feeder.CreateParquet(p, idSchema, feeder.RowGroupRows(10))
+		s, err := arrowio.CreateParquet(p, idSchema, arrowio.RowGroupRows(10))
 		require.NoError(t, err)
 		for i, r := range idRecords(mem, 6, 10) {
 			if i/2 == f {
@@ -278,14 +239,14 @@ func TestDatasetPartitions(t *testing.T) {
 		}
 		require.NoError(t, s.Close())
 	}
-	ds, err := feeder.OpenDataset(dir, feeder.WithAllocator(mem))
+	ds, err := arrowio.OpenDataset(dir, arrowio.WithAllocator(mem))
 	require.NoError(t, err)
 	require.Len(t, ds.Files(), 3)
 	require.Equal(t, seq(60), readIDs(t, ds))
 
 	for _, n := range []int{2, 3, 5, 6} {
 		t.Run(fmt.Sprintf("%d_parts", n), func(t *testing.T) {
-			ds, err := feeder.OpenDataset(filepath.Join(dir, "*.parquet"), feeder.WithAllocator(mem))
+			ds, err := arrowio.OpenDataset(filepath.Join(dir, "*.parquet"), arrowio.WithAllocator(mem))
 			require.NoError(t, err)
 			defer ds.Close()
 			var all []int64
@@ -316,12 +277,12 @@ func TestDatasetPartitions(t *testing.T) {
 		other := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, []float32{1}, nil))
 		defer other.Release()
 		p := filepath.Join(dir, "part-9.parquet")
-		s, err := feeder.CreateParquet(p, other.Schema())
+		s, err := arrowio.CreateParquet(p, other.Schema())
 		require.NoError(t, err)
 		require.NoError(t, s.Write(other))
 		require.NoError(t, s.Close())
 		defer os.Remove(p)
-		ds, err := feeder.OpenDataset(dir, feeder.WithAllocator(mem))
+		ds, err := arrowio.OpenDataset(dir, arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		plan, err := feeder.NewPlan(ds.Schema(), idMapping, nil)
 		require.NoError(t, err)
@@ -341,7 +302,7 @@ func TestDatasetPartitions(t *testing.T) {
 		}
 	})
 	t.Run("parallel_readers_over_dataset", func(t *testing.T) {
-		ds, err := feeder.OpenDataset(dir+"/part-[0-2].parquet", feeder.WithAllocator(mem))
+		ds, err := arrowio.OpenDataset(dir+"/part-[0-2].parquet", arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		f := newFeeder(t, ds, feeder.Readers(4), feeder.BatchSize(7), feeder.WithAllocator(mem))
 		_, ids := collect(t, f)
@@ -358,26 +319,4 @@ func requireSameFields(t *testing.T, want, got *arrow.Schema) {
 		require.Equal(t, f.Name, got.Field(i).Name)
 		require.True(t, arrow.TypeEqual(f.Type, got.Field(i).Type), "field %s: %s, want %s", f.Name, got.Field(i).Type, f.Type)
 	}
-}
-
-func TestFromTable(t *testing.T) {
-	mem, _ := cMem(t)
-	recs := idRecords(mem, 3, 5)
-	tbl := array.NewTableFromRecords(idSchema, recs)
-	for _, r := range recs {
-		r.Release()
-	}
-	defer tbl.Release()
-	src, err := feeder.FromTable(tbl, 4)
-	require.NoError(t, err)
-	parts, err := src.Split(2)
-	require.NoError(t, err)
-	a, b := readIDs(t, parts[0]), readIDs(t, parts[1])
-	// chunks of at most 4 rows within each 5-row record: [0-3] [4] [5-8] [9]
-	// [10-13] [14], dealt round-robin to the parts
-	require.Equal(t, []int64{0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13}, a)
-	all := append(a, b...)
-	slices.Sort(all)
-	require.Equal(t, seq(15), all)
-	require.NoError(t, src.Close())
 }

@@ -12,16 +12,17 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/tf"
 )
 
-// StreamConfig configures StreamDataset.Stream.
+// StreamConfig configures NewStream.
 type StreamConfig struct {
 	// Plan converts the dataset's records (its schema is the dataset's).
 	Plan *Plan
 	// BatchRows is the rows per batch (default 32); Batches, when set,
-	// gives the size of every batch instead (see BatchLayout) and bounds
-	// the stream to their sum.
+	// gives the size of every batch instead (see arrowio.BatchLayout) and
+	// bounds the stream to their sum.
 	BatchRows int
 	Batches   []int
 	// Readers is how many pieces are decoded at once (default 1); batches
@@ -55,7 +56,7 @@ type StreamConfig struct {
 
 // ErrMemoryBudget is wrapped when a stream would hold more memory than
 // its limit.
-var ErrMemoryBudget = errors.New("feeder: memory budget exceeded")
+var ErrMemoryBudget = arrowio.ErrMemoryBudget
 
 // StreamBatch is one batch of a Stream: a tensor per plan input, in
 // mapping order. Close frees the tensors.
@@ -89,11 +90,12 @@ type StreamStats struct {
 // rows are permuted inside each piece (ShuffleRows) and inside each window
 // of ShuffleBytes (an index permutation; batches are gathered by index, the
 // rows are never concatenated), and Prefetch batches wait ready. Memory is
-// bounded by Bound(cfg); with Limit set, the allocator enforces it.
+// bounded by Bound(d, cfg); with Limit set, the allocator enforces it.
 //
 // The same pieces, configuration and data give byte-identical batches.
 type Stream struct {
-	d       *StreamDataset
+	d       *arrowio.StreamDataset
+	units   []arrowio.Unit
 	cfg     StreamConfig
 	out     chan streamItem
 	cancel  context.CancelFunc
@@ -118,16 +120,16 @@ type window struct {
 	lo, hi     int64 // rows of the stream
 }
 
-// rowBytes estimates the converted bytes of one row under plan.
-func (d *StreamDataset) rowBytes(p *Plan) int64 {
+// rowBytes estimates the converted bytes of one row of d under plan.
+func rowBytes(d *arrowio.StreamDataset, p *Plan) int64 {
 	var n int64
 	var avg int64 = 64
-	if d.rows > 0 {
+	if rows := d.NumRows(); rows > 0 {
 		var total int64
-		for _, u := range d.units {
+		for _, u := range d.Units() {
 			total += u.Bytes
 		}
-		avg = max(total/d.rows, 1)
+		avg = max(total/rows, 1)
 	}
 	for i := range p.cols {
 		c := &p.cols[i]
@@ -147,12 +149,12 @@ func (d *StreamDataset) rowBytes(p *Plan) int64 {
 // values: its buffered input stream and a decompressed page.
 const decoderOverhead = 1 << 20
 
-// Bound computes the memory a Stream with cfg holds at most, from the
-// dataset's metadata.
-func (d *StreamDataset) Bound(cfg StreamConfig) MemoryBound {
+// Bound computes the memory a Stream over d with cfg holds at most, from
+// the dataset's metadata.
+func Bound(d *arrowio.StreamDataset, cfg StreamConfig) MemoryBound {
 	cfg = cfg.withDefaults()
-	m := MemoryBound{Readers: cfg.Readers, Shuffle: cfg.ShuffleBytes, Prefetch: cfg.Prefetch, RowBytes: d.rowBytes(cfg.Plan)}
-	for _, u := range d.units {
+	m := MemoryBound{Readers: cfg.Readers, Shuffle: cfg.ShuffleBytes, Prefetch: cfg.Prefetch, RowBytes: rowBytes(d, cfg.Plan)}
+	for _, u := range d.Units() {
 		if u.Bytes > m.LargestUnit {
 			m.LargestUnit = u.Bytes
 		}
@@ -172,7 +174,7 @@ func (d *StreamDataset) Bound(cfg StreamConfig) MemoryBound {
 		m.Shuffle = 2 * orderedWindow
 	}
 	// A window never holds more rows than the dataset.
-	m.Shuffle = min(m.Shuffle, d.rows*m.RowBytes)
+	m.Shuffle = min(m.Shuffle, d.NumRows()*m.RowBytes)
 	m.Total = int64(m.Readers)*m.perReader() + m.Shuffle + 3*m.UnitRows*m.RowBytes + int64(m.Prefetch+1)*m.BatchBytes
 	return m
 }
@@ -190,18 +192,18 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	return c
 }
 
-// CheckBudget returns an error when a unit alone needs more memory than
-// shuffle bytes allow (a window must hold at least one batch, and the
+// CheckBudget returns an error when a unit of d alone needs more memory
+// than shuffle bytes allow (a window must hold at least one batch, and the
 // pieces it is cut from), naming the unit, the bound and how to raise it.
-func (d *StreamDataset) CheckBudget(cfg StreamConfig) error {
+func CheckBudget(d *arrowio.StreamDataset, cfg StreamConfig) error {
 	cfg = cfg.withDefaults()
 	if cfg.ShuffleBytes <= 0 {
 		return nil
 	}
-	rb := d.rowBytes(cfg.Plan)
-	for _, u := range d.units {
+	rb := rowBytes(d, cfg.Plan)
+	for _, u := range d.Units() {
 		if need := u.Rows * rb; need > cfg.ShuffleBytes {
-			where := unitName(u)
+			where := u.String()
 			return fmt.Errorf("feeder: %s holds %d rows, %s once converted, more than the %s shuffle buffer: %w; raise the shuffle buffer to at least %s, or write the data with smaller row groups",
 				where, u.Rows, FormatBytes(need), FormatBytes(cfg.ShuffleBytes), ErrMemoryBudget, FormatBytes(need))
 		}
@@ -209,25 +211,26 @@ func (d *StreamDataset) CheckBudget(cfg StreamConfig) error {
 	return nil
 }
 
-// Stream starts reading pieces (rows of this dataset, in order); see
-// Stream. The stream owns its goroutines until Close.
-func (d *StreamDataset) Stream(ctx context.Context, pieces []Piece, cfg StreamConfig) (*Stream, error) {
+// NewStream starts reading pieces (rows of d, in order); see Stream. The
+// stream owns its goroutines until Close.
+func NewStream(ctx context.Context, d *arrowio.StreamDataset, pieces []arrowio.Piece, cfg StreamConfig) (*Stream, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Plan == nil {
 		return nil, errors.New("feeder: Stream needs a Plan")
 	}
-	if !cfg.Plan.schema.Equal(d.schema) {
-		return nil, fmt.Errorf("feeder: the plan was made for schema %s, the dataset has %s", cfg.Plan.schema, d.schema)
+	if !cfg.Plan.schema.Equal(d.Schema()) {
+		return nil, fmt.Errorf("feeder: the plan was made for schema %s, the dataset has %s", cfg.Plan.schema, d.Schema())
 	}
+	units := d.Units()
 	for _, p := range pieces {
-		if p.Unit < 0 || p.Unit >= len(d.units) || p.Start < 0 || p.End > d.units[p.Unit].Rows || p.Start > p.End {
-			return nil, fmt.Errorf("feeder: piece %+v is outside the dataset's %d units", p, len(d.units))
+		if p.Unit < 0 || p.Unit >= len(units) || p.Start < 0 || p.End > units[p.Unit].Rows || p.Start > p.End {
+			return nil, fmt.Errorf("feeder: piece %+v is outside the dataset's %d units", p, len(units))
 		}
 	}
-	total := RowsOf(pieces)
+	total := arrowio.RowsOf(pieces)
 	sizes := cfg.Batches
 	if sizes == nil {
-		sizes = BatchLayout(total, 0, cfg.BatchRows)
+		sizes = arrowio.BatchLayout(total, 0, cfg.BatchRows)
 	} else {
 		var sum int64
 		for _, s := range sizes {
@@ -258,7 +261,7 @@ func (d *StreamDataset) Stream(ctx context.Context, pieces []Piece, cfg StreamCo
 	if cfg.ShuffleBytes <= 0 {
 		winBytes = orderedWindow
 	}
-	wins := planWindows(sizes, winBytes, d.rowBytes(cfg.Plan))
+	wins := planWindows(sizes, winBytes, rowBytes(d, cfg.Plan))
 	// The first window with a batch to deliver, and the first piece it needs.
 	w0 := 0
 	for w0 < len(wins) && wins[w0].firstBatch+len(wins[w0].sizes) <= cfg.Skip {
@@ -278,7 +281,7 @@ func (d *StreamDataset) Stream(ctx context.Context, pieces []Piece, cfg StreamCo
 		at += p.Rows()
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Stream{d: d, cfg: cfg, out: make(chan streamItem, cfg.Prefetch), cancel: cancel, budget: budget}
+	s := &Stream{d: d, units: units, cfg: cfg, out: make(chan streamItem, cfg.Prefetch), cancel: cancel, budget: budget}
 	chunks := s.startReaders(ctx, seq)
 	s.wg.Add(1)
 	go func() {
@@ -290,7 +293,7 @@ func (d *StreamDataset) Stream(ctx context.Context, pieces []Piece, cfg StreamCo
 
 // seqPiece is a piece with its place in the stream.
 type seqPiece struct {
-	Piece
+	arrowio.Piece
 	index int   // position in the stream's pieces (seeds its row permutation)
 	at    int64 // the stream row of its first row
 }
@@ -504,12 +507,11 @@ func (s *Stream) readPiece(ctx context.Context, sp seqPiece) (*chunk, error) {
 
 // convertUnit reads rows [start, end) of a unit and converts them.
 func (s *Stream) convertUnit(ctx context.Context, ui int, start, end int64) (cd *chunkData, err error) {
-	u := s.d.units[ui]
+	u := s.units[ui]
 	p := s.cfg.Plan
-	o := newSourceOptions(s.d.opts)
-	o.mem = s.budget
+	opts := []arrowio.SourceOption{arrowio.WithAllocator(s.budget)}
 	if rb := u.Bytes / max(u.Rows, 1); rb > 0 {
-		o.batchRows = max(1, min(64*1024, (8<<20)/rb)) // decoded records of about 8 MiB
+		opts = append(opts, arrowio.ReadRows(int(max(1, min(64*1024, (8<<20)/rb))))) // decoded records of about 8 MiB
 	}
 	cd = &chunkData{rows: int(end - start), cols: make([][]byte, len(p.cols)), strs: make([][][]byte, len(p.cols)), widths: make([]int, len(p.cols)), mem: s.budget}
 	cd.refs.Store(1)
@@ -522,7 +524,7 @@ func (s *Stream) convertUnit(ctx context.Context, ui int, start, end int64) (cd 
 	defer recovered(u.File, &err)
 	var at int64 // unit row of the next record's first row
 	pos := 0     // rows converted so far
-	err = s.d.readUnit(ctx, u, o, func(rec arrow.RecordBatch) error {
+	err = s.d.ReadUnit(ctx, ui, func(rec arrow.RecordBatch) error {
 		n := rec.NumRows()
 		lo, hi := max(start-at, 0), min(end-at, n)
 		at += n
@@ -536,29 +538,27 @@ func (s *Stream) convertUnit(ctx context.Context, ui int, start, end int64) (cd 
 			p.aliasInto(rec, int(lo), cd) // the record holds the whole piece
 		}
 		if err := p.convertRowsTo(rec, int(lo), int(hi-lo), cd, pos, at-n+lo); err != nil {
-			return fmt.Errorf("feeder: %s: %w", unitName(u), err)
+			return fmt.Errorf("feeder: %s: %w", u.String(), err)
 		}
 		pos += int(hi - lo)
 		return nil
-	})
+	}, opts...)
 	if err == nil && pos != cd.rows {
-		err = fmt.Errorf("feeder: %s holds %d rows now, its metadata said %d: the data changed while training", unitName(u), at, u.Rows)
+		err = fmt.Errorf("feeder: %s holds %d rows now, its metadata said %d: the data changed while training", u.String(), at, u.Rows)
 	}
 	return cd, err
 }
 
-func unitName(u Unit) string {
-	switch {
-	case u.File == "":
-		return fmt.Sprintf("record %d", u.Index)
-	case u.Index < 0:
-		return u.File
-	case format(u.File) == "parquet":
-		return fmt.Sprintf("%s row group %d", u.File, u.Index)
-	case u.csv != nil:
-		return fmt.Sprintf("%s bytes %d to %d", u.File, u.off, u.off+u.size)
+// recovered turns a panic while reading or converting a unit (malformed
+// input, or a BudgetAllocator refusing memory) into an error.
+func recovered(what string, err *error) {
+	if r := recover(); r != nil {
+		if e, ok := r.(error); ok && errors.Is(e, ErrMemoryBudget) {
+			*err = fmt.Errorf("feeder: %s: %w", what, e)
+			return
+		}
+		*err = fmt.Errorf("feeder: %s: %w: %v", what, ErrMalformed, r)
 	}
-	return fmt.Sprintf("%s record batch %d", u.File, u.Index)
 }
 
 // convertRowsTo converts rows [off, off+n) of rec into cd at row pos.
@@ -925,7 +925,7 @@ func (uc *UnitCache) get(ctx context.Context, s *Stream, unit int) (*chunkData, 
 	uc.mu.Unlock()
 	e.once.Do(func() {
 		var d *chunkData
-		d, e.err = s.convertUnit(ctx, unit, 0, s.d.units[unit].Rows)
+		d, e.err = s.convertUnit(ctx, unit, 0, s.units[unit].Rows)
 		if e.err == nil {
 			e.data = d
 			for _, c := range d.cols {
@@ -964,7 +964,8 @@ func (uc *UnitCache) Close() error {
 
 // BudgetAllocator wraps an allocator, counts the bytes it holds and their
 // peak, and refuses allocations beyond its limit (when positive) with a
-// panic wrapping ErrMemoryBudget, which the sources return as an error.
+// panic wrapping ErrMemoryBudget, which arrowio's sources return as an
+// error.
 type BudgetAllocator struct {
 	mem   memory.Allocator
 	limit int64

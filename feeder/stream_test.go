@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -41,7 +42,7 @@ func writeStreamFiles(t *testing.T, dir string, sizes [][]int) int {
 		path := filepath.Join(part, fmt.Sprintf("part-%03d.parquet", f))
 		// Each group is written as its own record and row group.
 		maxG := slices.Max(groups)
-		sink, err := feeder.CreateParquet(path, streamSchema, feeder.RowGroupRows(int64(maxG)))
+		sink, err := arrowio.CreateParquet(path, streamSchema, arrowio.RowGroupRows(int64(maxG)))
 		require.NoError(t, err)
 		for _, n := range groups {
 			ib := array.NewInt64Builder(leakcheck.Allocator())
@@ -91,11 +92,11 @@ type epochRun struct {
 
 // readShare streams one worker's share of an epoch and checks each row's
 // values against its id.
-func readShare(t *testing.T, d *feeder.StreamDataset, pieces []feeder.Piece, cfg feeder.StreamConfig) epochRun {
+func readShare(t *testing.T, d *arrowio.StreamDataset, pieces []arrowio.Piece, cfg feeder.StreamConfig) epochRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := d.Stream(ctx, pieces, cfg)
+	s, err := feeder.NewStream(ctx, d, pieces, cfg)
 	require.NoError(t, err)
 	defer s.Close()
 	h := sha256.New()
@@ -127,7 +128,7 @@ func readShare(t *testing.T, d *feeder.StreamDataset, pieces []feeder.Piece, cfg
 func TestStreamEpochContract(t *testing.T) {
 	dir := t.TempDir()
 	total := writeStreamFiles(t, dir, unevenSizes)
-	d, err := feeder.ScanDataset(dir, feeder.ScanConfig{})
+	d, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{})
 	require.NoError(t, err)
 	require.Equal(t, int64(total), d.NumRows())
 	require.Len(t, d.Units(), 12)
@@ -140,18 +141,18 @@ func TestStreamEpochContract(t *testing.T) {
 		t.Run(fmt.Sprintf("W=%d", world), func(t *testing.T) {
 			var prevOrder []int64
 			for epoch := range 3 {
-				order := feeder.EpochOrder(d.Pieces(), 42, epoch, true)
-				shares := feeder.Deal(order, world)
+				order := arrowio.EpochOrder(d.Pieces(), 42, epoch, true)
+				shares := arrowio.Deal(order, world)
 				rows := make([]int64, world)
 				for w := range shares {
-					rows[w] = feeder.RowsOf(shares[w])
+					rows[w] = arrowio.RowsOf(shares[w])
 				}
-				steps := feeder.EqualSteps(rows, batch)
+				steps := arrowio.EqualSteps(rows, batch)
 				seen := map[int64]int{}
 				var all []int64
 				for w := range world {
 					require.Zero(t, steps.Dropped[w])
-					cfg := feeder.StreamConfig{Plan: plan, Batches: feeder.BatchLayout(rows[w], steps.Steps, batch),
+					cfg := feeder.StreamConfig{Plan: plan, Batches: arrowio.BatchLayout(rows[w], steps.Steps, batch),
 						Readers: 3, ShuffleBytes: 1 << 10, ShuffleRows: true, Seed: uint64(epoch*1000 + w)}
 					a := readShare(t, d, shares[w], cfg)
 					b := readShare(t, d, shares[w], feeder.StreamConfig{Plan: plan, Batches: cfg.Batches, Readers: 1,
@@ -186,11 +187,11 @@ func TestStreamEpochContract(t *testing.T) {
 func TestStreamNoShuffleKeepsOrder(t *testing.T) {
 	dir := t.TempDir()
 	total := writeStreamFiles(t, dir, unevenSizes)
-	d, err := feeder.ScanDataset(dir, feeder.ScanConfig{Options: []feeder.SourceOption{feeder.Columns("id", "x")}})
+	d, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{Options: []arrowio.SourceOption{arrowio.Columns("id", "x")}})
 	require.NoError(t, err)
 	d, err = d.Project([]string{"id", "x"})
 	require.NoError(t, err)
-	run := readShare(t, d, feeder.EpochOrder(d.Pieces(), 1, 0, false), feeder.StreamConfig{Plan: streamPlan(t, d.Schema()), BatchRows: 10, Readers: 2})
+	run := readShare(t, d, arrowio.EpochOrder(d.Pieces(), 1, 0, false), feeder.StreamConfig{Plan: streamPlan(t, d.Schema()), BatchRows: 10, Readers: 2})
 	var ids []int64
 	for _, b := range run.ids {
 		ids = append(ids, b...)
@@ -204,17 +205,17 @@ func TestStreamNoShuffleKeepsOrder(t *testing.T) {
 func TestStreamMemoryBound(t *testing.T) {
 	dir := t.TempDir()
 	writeStreamFiles(t, dir, [][]int{{400, 300}, {500}, {250, 250, 250}, {600}})
-	d, err := feeder.ScanDataset(dir, feeder.ScanConfig{})
+	d, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{})
 	require.NoError(t, err)
 	d, err = d.Project([]string{"id", "x"})
 	require.NoError(t, err)
 	checked := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	budget := feeder.NewBudgetAllocator(checked, 0)
 	cfg := feeder.StreamConfig{Plan: streamPlan(t, d.Schema()), BatchRows: 32, Readers: 2, ShuffleBytes: 40 << 10, Prefetch: 3, Mem: budget}
-	bound := d.Bound(cfg)
+	bound := feeder.Bound(d, cfg)
 	cfg.Limit = bound.Total
 	cfg.Mem = budget
-	run := readShare(t, d, feeder.EpochOrder(d.Pieces(), 7, 0, true), cfg)
+	run := readShare(t, d, arrowio.EpochOrder(d.Pieces(), 7, 0, true), cfg)
 	require.NotEmpty(t, run.ids)
 	require.Positive(t, budget.Peak())
 	require.LessOrEqual(t, budget.Peak(), bound.Total, "peak %d over the bound %s", budget.Peak(), bound)
@@ -224,7 +225,7 @@ func TestStreamMemoryBound(t *testing.T) {
 	// A limit below what one unit needs fails with ErrMemoryBudget.
 	cfg.Limit = 1 << 10
 	ctx := context.Background()
-	s, err := d.Stream(ctx, d.Pieces(), cfg)
+	s, err := feeder.NewStream(ctx, d, d.Pieces(), cfg)
 	require.NoError(t, err)
 	_, err = s.Next(ctx)
 	require.ErrorIs(t, err, feeder.ErrMemoryBudget)
@@ -237,7 +238,7 @@ func TestStreamBadInput(t *testing.T) {
 		dir := t.TempDir()
 		writeStreamFiles(t, dir, [][]int{{3}})
 		other := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int32}}, nil)
-		sink, err := feeder.CreateParquet(filepath.Join(dir, "split=train", "zz.parquet"), other)
+		sink, err := arrowio.CreateParquet(filepath.Join(dir, "split=train", "zz.parquet"), other)
 		require.NoError(t, err)
 		b := array.NewInt32Builder(leakcheck.Allocator())
 		defer b.Release()
@@ -248,25 +249,25 @@ func TestStreamBadInput(t *testing.T) {
 		defer rec.Release()
 		require.NoError(t, sink.Write(rec))
 		require.NoError(t, sink.Close())
-		_, err = feeder.ScanDataset(dir, feeder.ScanConfig{})
+		_, err = arrowio.ScanDataset(dir, arrowio.ScanConfig{})
 		require.ErrorIs(t, err, feeder.ErrSchemaChanged)
 		require.ErrorContains(t, err, "zz.parquet")
 	})
 	t.Run("where matches no row", func(t *testing.T) {
 		dir := t.TempDir()
 		writeStreamFiles(t, dir, [][]int{{10, 10}})
-		_, err := feeder.ScanDataset(dir, feeder.ScanConfig{WhereColumn: "tag", WhereValue: "nope"})
-		require.ErrorIs(t, err, feeder.ErrNoRows)
+		_, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{WhereColumn: "tag", WhereValue: "nope"})
+		require.ErrorIs(t, err, arrowio.ErrNoRows)
 		require.ErrorContains(t, err, `tag = "nope"`)
 	})
 	t.Run("unit over the shuffle buffer", func(t *testing.T) {
 		dir := t.TempDir()
 		writeStreamFiles(t, dir, [][]int{{1000}})
-		d, err := feeder.ScanDataset(dir, feeder.ScanConfig{})
+		d, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{})
 		require.NoError(t, err)
 		d, err = d.Project([]string{"id", "x"})
 		require.NoError(t, err)
-		err = d.CheckBudget(feeder.StreamConfig{Plan: streamPlan(t, d.Schema()), ShuffleBytes: 1 << 10})
+		err = feeder.CheckBudget(d, feeder.StreamConfig{Plan: streamPlan(t, d.Schema()), ShuffleBytes: 1 << 10})
 		require.ErrorIs(t, err, feeder.ErrMemoryBudget)
 		require.ErrorContains(t, err, "row group 0 holds 1000 rows")
 		require.ErrorContains(t, err, "raise the shuffle buffer to at least 23.4 KiB")
@@ -276,7 +277,7 @@ func TestStreamBadInput(t *testing.T) {
 func TestStreamWhere(t *testing.T) {
 	dir := t.TempDir()
 	total := writeStreamFiles(t, dir, unevenSizes)
-	d, err := feeder.ScanDataset(dir, feeder.ScanConfig{WhereColumn: "tag", WhereValue: "t1"})
+	d, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{WhereColumn: "tag", WhereValue: "t1"})
 	require.NoError(t, err)
 	want := 0
 	for i := range total {
@@ -299,7 +300,7 @@ func TestStreamWhere(t *testing.T) {
 
 	// A partition column filters whole files; a row group whose
 	// statistics exclude the value is never read.
-	d, err = feeder.ScanDataset(dir, feeder.ScanConfig{WhereColumn: "split", WhereValue: "train"})
+	d, err = arrowio.ScanDataset(dir, arrowio.ScanConfig{WhereColumn: "split", WhereValue: "train"})
 	require.NoError(t, err)
 	require.Equal(t, int64(total), d.NumRows())
 	d, err = d.Project([]string{"id", "x"}) // the partition filter is applied already
@@ -310,40 +311,10 @@ func TestStreamWhere(t *testing.T) {
 		n += len(b)
 	}
 	require.Equal(t, total, n)
-	d, err = feeder.ScanDataset(dir, feeder.ScanConfig{WhereColumn: "id", WhereValue: "0"})
+	d, err = arrowio.ScanDataset(dir, arrowio.ScanConfig{WhereColumn: "id", WhereValue: "0"})
 	require.NoError(t, err)
 	require.Len(t, d.Units(), 1)
 	require.Equal(t, int64(1), d.NumRows())
-}
-
-func TestEqualSteps(t *testing.T) {
-	for _, c := range []struct {
-		shares  []int64
-		batch   int
-		steps   int
-		dropped []int64
-	}{
-		{[]int64{10, 10}, 4, 3, []int64{0, 0}},
-		{[]int64{9, 8}, 4, 3, []int64{0, 0}},
-		{[]int64{9, 8}, 8, 2, []int64{0, 0}},
-		{[]int64{5, 4}, 1, 4, []int64{1, 0}},
-		{[]int64{7}, 3, 3, []int64{0}},
-	} {
-		s := feeder.EqualSteps(c.shares, c.batch)
-		require.Equal(t, c.steps, s.Steps, "%v", c)
-		require.Equal(t, c.dropped, s.Dropped, "%v", c)
-		for i, r := range c.shares {
-			l := feeder.BatchLayout(r, s.Steps, c.batch)
-			require.Len(t, l, s.Steps)
-			sum := 0
-			for _, n := range l {
-				require.GreaterOrEqual(t, n, 1)
-				require.LessOrEqual(t, n, c.batch)
-				sum += n
-			}
-			require.Equal(t, r-c.dropped[i], int64(sum))
-		}
-	}
 }
 
 func TestStreamCSVChunks(t *testing.T) {
@@ -356,7 +327,7 @@ func TestStreamCSVChunks(t *testing.T) {
 	}
 	path := filepath.Join(dir, "rows.csv")
 	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
-	d, err := feeder.ScanDataset(path, feeder.ScanConfig{CSVChunkBytes: 2 << 10})
+	d, err := arrowio.ScanDataset(path, arrowio.ScanConfig{CSVChunkBytes: 2 << 10})
 	require.NoError(t, err)
 	require.Greater(t, len(d.Units()), 5, "the file is cut into byte ranges")
 	require.Equal(t, int64(n), d.NumRows())
@@ -366,7 +337,7 @@ func TestStreamCSVChunks(t *testing.T) {
 		[]feeder.Target{{Name: "id", DType: tf.Int64, Shape: []int64{-1}}, {Name: "x", DType: tf.Float, Shape: []int64{-1}}})
 	require.NoError(t, err)
 	ctx := context.Background()
-	s, err := d.Stream(ctx, d.Pieces(), feeder.StreamConfig{Plan: plan, BatchRows: 64, Readers: 3})
+	s, err := feeder.NewStream(ctx, d, d.Pieces(), feeder.StreamConfig{Plan: plan, BatchRows: 64, Readers: 3})
 	require.NoError(t, err)
 	defer s.Close()
 	next := int64(0)
@@ -392,7 +363,7 @@ func TestStreamCSVChunks(t *testing.T) {
 	require.Equal(t, int64((n+63)/64), st.Batches)
 
 	// The filter counts rows chunk by chunk too.
-	d, err = feeder.ScanDataset(path, feeder.ScanConfig{CSVChunkBytes: 2 << 10, WhereColumn: "tag", WhereValue: "t2"})
+	d, err = arrowio.ScanDataset(path, arrowio.ScanConfig{CSVChunkBytes: 2 << 10, WhereColumn: "tag", WhereValue: "t2"})
 	require.NoError(t, err)
 	require.Equal(t, int64(333), d.NumRows())
 }
@@ -402,10 +373,10 @@ func TestStreamCSVChunks(t *testing.T) {
 func TestDatasetGlobPartitions(t *testing.T) {
 	dir := t.TempDir()
 	total := writeStreamFiles(t, dir, [][]int{{4}, {6}})
-	ds, err := feeder.OpenDataset(filepath.Join(dir, "split=*", "*.parquet"))
+	ds, err := arrowio.OpenDataset(filepath.Join(dir, "split=*", "*.parquet"))
 	require.NoError(t, err)
 	require.Equal(t, dir, ds.Root())
-	d, err := ds.Scan(feeder.ScanConfig{WhereColumn: "split", WhereValue: "train"})
+	d, err := ds.Scan(arrowio.ScanConfig{WhereColumn: "split", WhereValue: "train"})
 	require.NoError(t, err)
 	require.Equal(t, int64(total), d.NumRows())
 	require.True(t, d.Schema().HasField("split"))

@@ -21,7 +21,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/savedmodel"
 )
@@ -36,7 +36,7 @@ type Ensemble struct {
 	Dir  string
 	Base estimator.TFEstimator
 	// Data opens the training data for one member (Fit closes it).
-	Data func() (feeder.Source, error)
+	Data func() (arrowio.Source, error)
 	// Members is how many models to train (at least 2).
 	Members int
 	// Bootstrap trains member i on n rows drawn with replacement from the
@@ -126,7 +126,7 @@ func (en *Ensemble) Fit(ctx context.Context) (*estimator.TFModel, []string, erro
 
 // bootstrap reads src into memory and returns as many rows drawn from it
 // with replacement, by a generator seeded with (seed, member).
-func bootstrap(ctx context.Context, src feeder.Source, seed, member uint64) (feeder.Source, error) {
+func bootstrap(ctx context.Context, src arrowio.Source, seed, member uint64) (arrowio.Source, error) {
 	defer src.Close()
 	mem := memory.DefaultAllocator
 	var recs []arrow.RecordBatch
@@ -184,7 +184,7 @@ func bootstrap(ctx context.Context, src feeder.Source, seed, member uint64) (fee
 	}
 	rec := array.NewRecordBatch(schema, cols, n)
 	defer rec.Release()
-	return feeder.FromRecords(schema, rec)
+	return arrowio.FromRecords(schema, rec)
 }
 
 // EnsembleFile is the description ExportEnsemble writes beside the

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/internal/filelock"
 	"github.com/gotflow/gotflow/loader"
@@ -104,7 +104,7 @@ type Study struct {
 	// TensorBoardDir and, when Base leaves them 0, the thread counts.
 	Base estimator.TFEstimator
 	// Data opens the training data for one trial (Fit closes it).
-	Data func() (feeder.Source, error)
+	Data func() (arrowio.Source, error)
 	// CPUs is the cores the study may use (default runtime.NumCPU()); each
 	// trial gets CPUs / (parallel trials × workers) intra-op threads.
 	CPUs int
@@ -599,7 +599,7 @@ func (r *runner) runTrial(ctx context.Context, t *Trial) {
 				cancel(errStopTrial)
 			}
 		}
-		var src feeder.Source
+		var src arrowio.Source
 		if src, err = r.s.Data(); err == nil {
 			m, err = e.Fit(tctx, src)
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/tune"
@@ -40,7 +40,7 @@ func base() estimator.TFEstimator {
 		LearningRate: 0.01, ValidationSplit: 0.25, Seed: 3, CheckpointEvery: -1}
 }
 
-func openData() (feeder.Source, error) { return feeder.OpenDataset(fitData) }
+func openData() (arrowio.Source, error) { return arrowio.OpenDataset(fitData) }
 
 const searchSpace = `
 objective: {type: maximize, objectiveMetricName: val_accuracy}

@@ -31,6 +31,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/benchfmt"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -231,7 +232,7 @@ func run() ([]benchfmt.Result, error) {
 func writeParquet(path string, mem memory.Allocator, rows int) error {
 	rec := images(mem, 2048)
 	defer rec.Release()
-	s, err := feeder.CreateParquet(path, rec.Schema(), feeder.RowGroupRows(2048))
+	s, err := arrowio.CreateParquet(path, rec.Schema(), arrowio.RowGroupRows(2048))
 	if err != nil {
 		return err
 	}
@@ -245,7 +246,7 @@ func writeParquet(path string, mem memory.Allocator, rows int) error {
 }
 
 func feedParquet(path string, readers, want int) (feeder.Stats, error) {
-	src, err := feeder.OpenParquet(path, feeder.ReadRows(2048))
+	src, err := arrowio.OpenParquet(path, arrowio.ReadRows(2048))
 	if err != nil {
 		return feeder.Stats{}, err
 	}
@@ -278,7 +279,7 @@ func feedParquet(path string, readers, want int) (feeder.Stats, error) {
 }
 
 func readParquet(path string, want int) error {
-	src, err := feeder.OpenParquet(path, feeder.ReadRows(2048))
+	src, err := arrowio.OpenParquet(path, arrowio.ReadRows(2048))
 	if err != nil {
 		return err
 	}

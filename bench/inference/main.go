@@ -33,7 +33,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/benchfmt"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/savedmodel"
@@ -213,7 +213,7 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 	common := fmt.Sprintf("%d rows per pass, best of %d alternating passes; intra=inter=%d TensorFlow threads on both sides; gotflow %d batches in flight",
 		gf.rows, r.Repeats, threads, 2)
 	vsPy := benchfmt.New(r.Name, "throughput", "rows/s", round(best["parquet"]), "python_tf", round(best["python"]))
-	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from estimator.OpenOrdered (row groups decoded in parallel, in order); Python: pyarrow read_table + signature calls on numpy slices; " + common
+	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from arrowio.OpenOrdered (row groups decoded in parallel, in order); Python: pyarrow read_table + signature calls on numpy slices; " + common
 	mem := benchfmt.New(r.Name+"/in_memory_vs_c_api_floor", "throughput", "rows/s", round(best["memory"]), "c_api_floor", round(best["floor"]))
 	mem.Note = "gotflow: TFModel.Transform over Arrow records already in memory (conversion, runs, appended outputs); floor: one goroutine looping TF_SessionRun on a pre-made input tensor; " + common
 	pq := benchfmt.New(r.Name+"/parquet_vs_c_api_floor", "throughput", "rows/s", round(best["parquet"]), "c_api_floor", round(best["floor"]))
@@ -239,7 +239,7 @@ func writeData(path, column string, width, n int) error {
 	// parallel. Each Write holds exactly one row group: arrow-go v18.8.0's
 	// writer repeats the first group's list values when it splits a record.
 	rowGroup := max(1024, n/8)
-	sink, err := feeder.CreateParquet(path, schema, feeder.RowGroupRows(int64(rowGroup)))
+	sink, err := arrowio.CreateParquet(path, schema, arrowio.RowGroupRows(int64(rowGroup)))
 	if err != nil {
 		return err
 	}
@@ -343,8 +343,8 @@ func newGotflowPass(ctx context.Context, r run, threads int) (*gotflowPass, erro
 		IntraOpThreads: threads, InterOpThreads: threads, InFlight: inFlight,
 		OutputMapping: map[string]string{r.m.output: "prediction"}}}
 	typ := arrow.FixedSizeListOf(int32(r.m.width), arrow.PrimitiveTypes.Float32)
-	g.readRows = estimator.ReadRows(arrow.NewSchema([]arrow.Field{{Name: r.Column, Type: typ}}, nil), r.Batch)
-	src, err := feeder.OpenParquet(r.Data, feeder.ReadRows(g.readRows))
+	g.readRows = arrowio.RowsPerRecord(arrow.NewSchema([]arrow.Field{{Name: r.Column, Type: typ}}, nil), r.Batch)
+	src, err := arrowio.OpenParquet(r.Data, arrowio.ReadRows(g.readRows))
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +371,7 @@ func newGotflowPass(ctx context.Context, r run, threads int) (*gotflowPass, erro
 	return g, nil
 }
 
-func (g *gotflowPass) drain(ctx context.Context, src feeder.Source, t0 time.Time) (int, time.Duration, error) {
+func (g *gotflowPass) drain(ctx context.Context, src arrowio.Source, t0 time.Time) (int, time.Duration, error) {
 	s, err := g.m.Transform(ctx, src)
 	if err != nil {
 		return 0, 0, err
@@ -386,7 +386,7 @@ func (g *gotflowPass) drain(ctx context.Context, src feeder.Source, t0 time.Time
 
 func (g *gotflowPass) parquet(ctx context.Context) (int, time.Duration, error) {
 	t0 := time.Now()
-	src, err := estimator.OpenOrdered([]string{g.r.Data}, runtime.GOMAXPROCS(0), g.readRows)
+	src, err := arrowio.OpenOrdered([]string{g.r.Data}, runtime.GOMAXPROCS(0), g.readRows)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -394,7 +394,7 @@ func (g *gotflowPass) parquet(ctx context.Context) (int, time.Duration, error) {
 }
 
 func (g *gotflowPass) inMemory(ctx context.Context) (int, time.Duration, error) {
-	src, err := feeder.FromRecords(g.schema, g.recs...)
+	src, err := arrowio.FromRecords(g.schema, g.recs...)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -54,7 +54,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/benchfmt"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/serving"
@@ -471,7 +471,7 @@ func vsTransform(ctx context.Context, addr string, m model) (benchfmt.Result, er
 	defer tm.Close()
 	transformPass := func() (time.Duration, error) {
 		t0 := time.Now()
-		src, err := feeder.FromRecords(schema, recs...)
+		src, err := arrowio.FromRecords(schema, recs...)
 		if err != nil {
 			return 0, err
 		}

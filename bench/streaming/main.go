@@ -33,6 +33,7 @@ import (
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/benchfmt"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -166,7 +167,7 @@ func generate(dir string, total int64, files int, groupRows int64) error {
 	per := (total + int64(files) - 1) / int64(files)
 	var id int64
 	for f := range files {
-		sink, err := feeder.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%04d.parquet", f)), schema, feeder.RowGroupRows(groupRows))
+		sink, err := arrowio.CreateParquet(filepath.Join(dir, fmt.Sprintf("part-%04d.parquet", f)), schema, arrowio.RowGroupRows(groupRows))
 		if err != nil {
 			return err
 		}
@@ -248,8 +249,8 @@ func rawRead(dir string) (float64, error) {
 	return float64(rows) / time.Since(t0).Seconds(), nil
 }
 
-func openPlan(dir string) (*feeder.StreamDataset, *feeder.Plan, error) {
-	d, err := feeder.ScanDataset(dir, feeder.ScanConfig{})
+func openPlan(dir string) (*arrowio.StreamDataset, *feeder.Plan, error) {
+	d, err := arrowio.ScanDataset(dir, arrowio.ScanConfig{})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -267,18 +268,18 @@ func streamRead(dir string, set func(*feeder.StreamConfig) bool) (float64, error
 	}
 	cfg := feeder.StreamConfig{Plan: plan, BatchRows: 256, Readers: 1, Seed: 9}
 	shuffle := set(&cfg)
-	cfg.Limit = d.Bound(cfg).Total
+	cfg.Limit = feeder.Bound(d, cfg).Total
 	t0 := time.Now()
-	rows, err := drain(d, feeder.EpochOrder(d.Pieces(), 9, 0, shuffle), cfg)
+	rows, err := drain(d, arrowio.EpochOrder(d.Pieces(), 9, 0, shuffle), cfg)
 	if err != nil {
 		return 0, err
 	}
 	return float64(rows) / time.Since(t0).Seconds(), nil
 }
 
-func drain(d *feeder.StreamDataset, pieces []feeder.Piece, cfg feeder.StreamConfig) (int64, error) {
+func drain(d *arrowio.StreamDataset, pieces []arrowio.Piece, cfg feeder.StreamConfig) (int64, error) {
 	ctx := context.Background()
-	s, err := d.Stream(ctx, pieces, cfg)
+	s, err := feeder.NewStream(ctx, d, pieces, cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -305,9 +306,9 @@ func streamChild(dir string) error {
 		return err
 	}
 	cfg := feeder.StreamConfig{Plan: plan, BatchRows: 256, Readers: 1, ShuffleBytes: 256 << 20, ShuffleRows: true, Seed: 9}
-	cfg.Limit = d.Bound(cfg).Total
-	log.Printf("memory bound %s; RSS before streaming %s", d.Bound(cfg), feeder.FormatBytes(procStatus("VmRSS:")))
-	if _, err := drain(d, feeder.EpochOrder(d.Pieces(), 9, 0, true), cfg); err != nil {
+	cfg.Limit = feeder.Bound(d, cfg).Total
+	log.Printf("memory bound %s; RSS before streaming %s", feeder.Bound(d, cfg), feeder.FormatBytes(procStatus("VmRSS:")))
+	if _, err := drain(d, arrowio.EpochOrder(d.Pieces(), 9, 0, true), cfg); err != nil {
 		return err
 	}
 	peak := procStatus("VmHWM:")
@@ -361,7 +362,7 @@ func trainRow(dir string) (benchfmt.Result, error) {
 	// Two rounds, streamed then in memory; each keeps its better epoch.
 	rate := map[bool]float64{}
 	for _, inMemory := range []bool{false, true, false, true} {
-		ds, err := feeder.OpenDataset(files[0])
+		ds, err := arrowio.OpenDataset(files[0])
 		if err != nil {
 			return benchfmt.Result{}, err
 		}

@@ -24,7 +24,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/benchfmt"
 )
 
@@ -186,7 +186,7 @@ func fit(ctx context.Context, dir string, workers int, mode string, epochs, batc
 			rows = int(i.ExamplesSec * i.Elapsed.Seconds())
 		}},
 	}
-	src, err := feeder.OpenDataset(filepath.Join(dir, "train.parquet"))
+	src, err := arrowio.OpenDataset(filepath.Join(dir, "train.parquet"))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -205,7 +205,7 @@ func fit(ctx context.Context, dir string, workers int, mode string, epochs, batc
 // accuracy is the share of held-out rows whose argmax output equals the
 // label.
 func accuracy(ctx context.Context, m *estimator.TFModel, path string) (float64, error) {
-	src, err := feeder.OpenDataset(path)
+	src, err := arrowio.OpenDataset(path)
 	if err != nil {
 		return 0, err
 	}

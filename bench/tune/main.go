@@ -25,7 +25,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/benchfmt"
 	"github.com/gotflow/gotflow/tune"
 )
@@ -79,12 +79,12 @@ func run(out string, epochs int) error {
 		st := tune.Study{Dir: filepath.Join(work, name), Space: &sp, CPUs: 2,
 			Base: estimator.TFEstimator{Bundle: bundles["mlp"], LabelMapping: map[string]string{"label": "y"}, Workers: 1,
 				Epochs: epochs, ValidationSplit: 0.2, Seed: 7, CheckpointEvery: -1},
-			Data: func() (feeder.Source, error) {
-				src, err := feeder.OpenDataset(data)
+			Data: func() (arrowio.Source, error) {
+				src, err := arrowio.OpenDataset(data)
 				if err != nil {
 					return nil, err
 				}
-				return feeder.Where(src, "split", "train")
+				return arrowio.Where(src, "split", "train")
 			}}
 		start := time.Now()
 		res, err := st.Run(context.Background())
@@ -100,11 +100,11 @@ func run(out string, epochs int) error {
 			return outcome{}, err
 		}
 		defer m.Close()
-		src, err := feeder.OpenDataset(data)
+		src, err := arrowio.OpenDataset(data)
 		if err != nil {
 			return outcome{}, err
 		}
-		held, err := feeder.Where(src, "split", "heldout")
+		held, err := arrowio.Where(src, "split", "heldout")
 		if err != nil {
 			return outcome{}, err
 		}
@@ -161,7 +161,7 @@ func ensembleRow(work, bundle string, epochs int) (benchfmt.Result, error) {
 	en := tune.Ensemble{Dir: filepath.Join(work, "ensemble"), Members: 5, Parallel: 2, CPUs: 2,
 		Base: estimator.TFEstimator{Bundle: bundle, LabelMapping: map[string]string{"label": "y"}, Workers: 1, Epochs: epochs,
 			Optimizer: "adam", LearningRate: 3e-3, BatchSize: 32, Seed: 7, CheckpointEvery: -1},
-		Data: func() (feeder.Source, error) { return split("train") }}
+		Data: func() (arrowio.Source, error) { return split("train") }}
 	m, members, err := en.Fit(context.Background())
 	if err != nil {
 		return benchfmt.Result{}, err
@@ -191,12 +191,12 @@ func ensembleRow(work, bundle string, epochs int) (benchfmt.Result, error) {
 	return r, nil
 }
 
-func split(name string) (feeder.Source, error) {
-	src, err := feeder.OpenDataset(data)
+func split(name string) (arrowio.Source, error) {
+	src, err := arrowio.OpenDataset(data)
 	if err != nil {
 		return nil, err
 	}
-	return feeder.Where(src, "split", name)
+	return arrowio.Where(src, "split", name)
 }
 
 // heldoutAccuracy is the share of held-out rows whose highest logit is the

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/savedmodel"
 	"github.com/gotflow/gotflow/tune"
 )
@@ -54,7 +54,7 @@ func runEnsemble(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		useThisBinary(e)
 		en := tune.Ensemble{Dir: *out, Base: *e, Members: *members, Bootstrap: *bootstrap, Combine: how, Parallel: *parallel,
-			Logger: e.Logger, Data: func() (feeder.Source, error) { return openData(*t.data, *t.where) }}
+			Logger: e.Logger, Data: func() (arrowio.Source, error) { return openData(*t.data, *t.where) }}
 		var dirs []string
 		if m, dirs, err = en.Fit(ctx); err != nil {
 			return err

@@ -18,7 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 // pairs is a repeatable "a=b" flag.
@@ -168,23 +168,23 @@ func sinkFormat(path string) (string, error) {
 	return "", fmt.Errorf("--output %q: unsupported extension; want .parquet, .arrow, .ipc, .feather or .arrows", path)
 }
 
-func createSink(path string, schema *arrow.Schema) (feeder.Sink, error) {
+func createSink(path string, schema *arrow.Schema) (arrowio.Sink, error) {
 	kind, err := sinkFormat(path)
 	if err != nil {
 		return nil, err
 	}
 	switch kind {
 	case "parquet":
-		return feeder.CreateParquet(path, schema)
+		return arrowio.CreateParquet(path, schema)
 	case "ipc-stream":
-		return feeder.CreateIPC(path, schema, feeder.IPCStreamFormat())
+		return arrowio.CreateIPC(path, schema, arrowio.IPCStreamFormat())
 	}
-	return feeder.CreateIPC(path, schema)
+	return arrowio.CreateIPC(path, schema)
 }
 
 func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (err error) {
 	start := time.Now()
-	ds, err := feeder.OpenDataset(f.input)
+	ds, err := arrowio.OpenDataset(f.input)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	if readers <= 0 {
 		readers = runtime.GOMAXPROCS(0)
 	}
-	src, err := estimator.OpenOrdered(files, readers, estimator.ReadRows(schema, f.batch))
+	src, err := arrowio.OpenOrdered(files, readers, arrowio.RowsPerRecord(schema, f.batch))
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 			src.Close()
 			return fmt.Errorf("%w: --where wants column=value, got %q", errUsage, f.where)
 		}
-		if src, err = feeder.Where(src, col, val); err != nil {
+		if src, err = arrowio.Where(src, col, val); err != nil {
 			return err
 		}
 		total = 0 // unknown until read
@@ -274,7 +274,7 @@ func (f *predictFlags) tfModel() *estimator.TFModel {
 // transform starts the model over src and works out the columns written:
 // the stream, the written schema and the stream columns it keeps. The
 // caller closes the stream (on error there is none to close).
-func (f *predictFlags) transform(ctx context.Context, m *estimator.TFModel, src feeder.Source) (*estimator.Stream, *arrow.Schema, []int, error) {
+func (f *predictFlags) transform(ctx context.Context, m *estimator.TFModel, src arrowio.Source) (*estimator.Stream, *arrow.Schema, []int, error) {
 	s, err := m.Transform(ctx, src)
 	if err != nil {
 		return nil, nil, nil, err
@@ -369,7 +369,7 @@ func projectRecord(rec arrow.RecordBatch, schema *arrow.Schema, cols []int) arro
 // first results while it is still writing in. An empty input stream (the
 // schema and no batch) gives an output stream with the schema alone.
 func predictIPC(ctx context.Context, f *predictFlags, in io.Reader, out io.Writer) error {
-	src, err := feeder.NewIPCStream(in)
+	src, err := arrowio.NewIPCStream(in)
 	if err != nil {
 		return fmt.Errorf("predict --ipc: read stdin: %w", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/tftest"
 	"github.com/stretchr/testify/require"
 )
@@ -18,7 +18,7 @@ import (
 // irisRecords reads the example's rows as records of at most n rows.
 func irisRecords(t *testing.T, n int) (*arrow.Schema, []arrow.RecordBatch) {
 	t.Helper()
-	src, err := feeder.OpenParquet(exampleData, feeder.ReadRows(n))
+	src, err := arrowio.OpenParquet(exampleData, arrowio.ReadRows(n))
 	require.NoError(t, err)
 	defer src.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

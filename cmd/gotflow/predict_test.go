@@ -13,7 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/csv"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/internal/tftest"
@@ -44,7 +44,7 @@ func examplePython(t *testing.T) []float64 {
 // output file.
 func readColumn(t *testing.T, path, column string) ([]float64, int64) {
 	t.Helper()
-	src, err := feeder.OpenDataset(path)
+	src, err := arrowio.OpenDataset(path)
 	require.NoError(t, err)
 	defer src.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -101,7 +101,7 @@ func TestPredictShowGolden(t *testing.T) {
 func TestPredictCSVInput(t *testing.T) {
 	dir := t.TempDir()
 	csvPath := filepath.Join(dir, "iris.csv")
-	src, err := feeder.OpenDataset(exampleData)
+	src, err := arrowio.OpenDataset(exampleData)
 	require.NoError(t, err)
 	f, err := os.Create(csvPath)
 	require.NoError(t, err)
@@ -201,7 +201,7 @@ func TestPredictKeepsListColumns(t *testing.T) {
 	schema := arrow.NewSchema([]arrow.Field{{Name: "features", Type: col.DataType()}}, nil)
 	rec := array.NewRecordBatch(schema, []arrow.Array{col}, rows)
 	col.Release()
-	sink, err := feeder.CreateParquet(in, schema)
+	sink, err := arrowio.CreateParquet(in, schema)
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(rec))
 	require.NoError(t, sink.Close())
@@ -261,7 +261,7 @@ func TestPredictFullMapping(t *testing.T) {
 		rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(len(lengths)))
 		defer rec.Release()
 		path := filepath.Join(dir, name)
-		sink, err := feeder.CreateParquet(path, schema)
+		sink, err := arrowio.CreateParquet(path, schema)
 		require.NoError(t, err)
 		require.NoError(t, sink.Write(rec))
 		require.NoError(t, sink.Close())
@@ -304,7 +304,7 @@ func TestPredictFullMapping(t *testing.T) {
 func TestPredictKeepDrop(t *testing.T) {
 	dir := t.TempDir()
 	fields := func(path string) []string {
-		src, err := feeder.OpenDataset(path)
+		src, err := arrowio.OpenDataset(path)
 		require.NoError(t, err)
 		defer src.Close()
 		var out []string
@@ -368,7 +368,7 @@ func TestPredictFrozenGraphOneOutput(t *testing.T) {
 	col.Release()
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.parquet")
-	sink, err := feeder.CreateParquet(in, schema)
+	sink, err := arrowio.CreateParquet(in, schema)
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(rec))
 	require.NoError(t, sink.Close())

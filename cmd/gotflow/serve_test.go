@@ -33,7 +33,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/serving"
@@ -131,7 +131,7 @@ func TestServeAgreesWithPredict(t *testing.T) {
 	col.Release()
 	defer rec.Release()
 	in := filepath.Join(dir, "in.parquet")
-	sink, err := feeder.CreateParquet(in, schema)
+	sink, err := arrowio.CreateParquet(in, schema)
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(rec))
 	require.NoError(t, sink.Close())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/ps"
 )
 
@@ -178,7 +179,7 @@ func useThisBinary(e *estimator.TFEstimator) {
 
 // openData opens a data file, directory or glob, keeping only the rows
 // where (column=value, or empty) selects.
-func openData(path, where string) (feeder.Source, error) {
+func openData(path, where string) (arrowio.Source, error) {
 	var col, val string
 	if where != "" {
 		var ok bool
@@ -186,11 +187,11 @@ func openData(path, where string) (feeder.Source, error) {
 			return nil, fmt.Errorf("%w: --where wants column=value, got %q", errUsage, where)
 		}
 	}
-	src, err := feeder.OpenDataset(path)
+	src, err := arrowio.OpenDataset(path)
 	if err != nil || where == "" {
 		return src, err
 	}
-	return feeder.Where(src, col, val) // closes src on error
+	return arrowio.Where(src, col, val) // closes src on error
 }
 
 // trainProgress turns training hooks into a progress line on a terminal

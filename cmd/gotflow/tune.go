@@ -14,7 +14,7 @@ import (
 	"strings"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/tune"
 )
@@ -100,7 +100,7 @@ func runTune(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	table := &trialTable{w: stdout, objective: sp.Objective.ObjectiveMetricName, params: paramNames(sp), tty: isTerminal(stdout)}
 	st := tune.Study{Dir: *dir, Space: sp, Base: job.Estimator, CPUs: *cpus, OnEvent: table.event,
 		Logger: job.Estimator.Logger,
-		Data:   func() (feeder.Source, error) { return openData(job.Data, job.Where) }}
+		Data:   func() (arrowio.Source, error) { return openData(job.Data, job.Where) }}
 	fmt.Fprintf(stdout, "study %s: %s search, %d trials, %d at a time, objective %s %s\n", *dir, sp.Algorithm.AlgorithmName,
 		sp.MaxTrialCount, sp.ParallelTrialCount, sp.Objective.Type, sp.Objective.ObjectiveMetricName)
 	res, err := st.Run(ctx)

@@ -9,7 +9,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 // TestPredictWhere predicts only the rows --where selects.
@@ -19,7 +19,7 @@ func TestPredictWhere(t *testing.T) {
 	code := run([]string{"predict", "--model", exampleModel, "--input", exampleData, "--output", out,
 		"--where", "species=setosa", "--quiet"}, &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
-	src, err := feeder.OpenDataset(out)
+	src, err := arrowio.OpenDataset(out)
 	require.NoError(t, err)
 	defer src.Close()
 	rows := 0

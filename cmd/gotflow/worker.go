@@ -11,7 +11,7 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 	"github.com/gotflow/gotflow/internal/control"
 )
 
@@ -43,7 +43,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		ds, err := feeder.OpenDataset(*t.data)
+		ds, err := arrowio.OpenDataset(*t.data)
 		if err != nil {
 			return err
 		}

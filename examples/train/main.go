@@ -16,7 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 func main() {
@@ -25,12 +25,12 @@ func main() {
 	if len(os.Args) > 1 {
 		bundle = os.Args[1]
 	}
-	open := func(split string) feeder.Source {
-		ds, err := feeder.OpenDataset("examples/digits/digits.parquet")
+	open := func(split string) arrowio.Source {
+		ds, err := arrowio.OpenDataset("examples/digits/digits.parquet")
 		if err != nil {
 			log.Fatal(err)
 		}
-		src, err := feeder.Where(ds, "split", split)
+		src, err := arrowio.Where(ds, "split", split)
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"github.com/apache/arrow-go/v18/arrow"
@@ -18,9 +18,9 @@ const (
 // into its storage type, a fixed-size list, with the extension's name and
 // metadata kept in the field's metadata: arrow-go's Parquet writer cannot
 // write the extension type itself, while the stored Arrow schema then
-// brings the type back for readers that know it (pyarrow, and gotflow's
-// readers, which register arrow.fixed_shape_tensor). ok is false when no
-// column needs it.
+// brings the type back for readers that know it (pyarrow, and arrow-go
+// once package feeder has registered arrow.fixed_shape_tensor). ok is
+// false when no column needs it.
 func parquetStorageSchema(schema *arrow.Schema) (out *arrow.Schema, ok bool) {
 	fields := schema.Fields()
 	for i, f := range fields {

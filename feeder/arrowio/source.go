@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/gotflow/gotflow/internal/cmem"
 )
 
 // Source is a stream of record batches of one schema.
@@ -52,20 +54,9 @@ func newSourceOptions(opts []SourceOption) sourceOptions {
 		op.applySource(&o)
 	}
 	if o.mem == nil {
-		o.mem = defaultAllocator()
+		o.mem = cmem.Default()
 	}
 	return o
-}
-
-var (
-	defaultMemOnce sync.Once
-	defaultMem     memory.Allocator
-)
-
-// defaultAllocator is the process-wide C allocator used when none is given.
-func defaultAllocator() memory.Allocator {
-	defaultMemOnce.Do(func() { defaultMem = NewCAllocator() })
-	return defaultMem
 }
 
 type sourceOptionFunc func(*sourceOptions)
@@ -115,20 +106,19 @@ func CSVNulls(values ...string) SourceOption {
 	return sourceOptionFunc(func(o *sourceOptions) { o.nulls = append([]string{}, values...) })
 }
 
-// allocatorOption works for sources and feeders alike.
+// allocatorOption works for sources and sinks alike.
 type allocatorOption struct{ mem memory.Allocator }
 
 func (a allocatorOption) applySource(o *sourceOptions) { o.mem = a.mem }
-func (a allocatorOption) apply(o *options)             { o.mem = a.mem }
 func (a allocatorOption) applySink(o *sinkOptions)     { o.mem = a.mem }
 
 // WithAllocator sets the Arrow allocator of a source (the buffers it reads
-// into), of a Feeder (concatenated records) or of a sink. Buffers from
-// NewCAllocator or TrackCMemory can be aliased by tensors; the default is a
-// shared NewCAllocator.
+// into) or of a sink. Buffers from a C allocator the feeder package tracks
+// (feeder.NewCAllocator, feeder.TrackCMemory) can be aliased by tensors;
+// the default is one such allocator, shared by the process (Go memory when
+// built without cgo).
 func WithAllocator(mem memory.Allocator) interface {
 	SourceOption
-	Option
 	SinkOption
 } {
 	return allocatorOption{mem}
@@ -148,7 +138,7 @@ type recordsSource struct {
 func FromRecords(schema *arrow.Schema, recs ...arrow.RecordBatch) (Splitter, error) {
 	for i, r := range recs {
 		if !r.Schema().Equal(schema) {
-			return nil, fmt.Errorf("feeder: record %d has schema %s, want %s: %w", i, r.Schema(), schema, ErrSchemaChanged)
+			return nil, fmt.Errorf("arrowio: record %d has schema %s, want %s: %w", i, r.Schema(), schema, ErrSchemaChanged)
 		}
 	}
 	for _, r := range recs {
@@ -174,7 +164,7 @@ func FromTable(tbl arrow.Table, chunk int64) (Splitter, error) {
 		}
 	}()
 	if err := tr.Err(); err != nil {
-		return nil, fmt.Errorf("feeder: read table: %w", err)
+		return nil, fmt.Errorf("arrowio: read table: %w", err)
 	}
 	return FromRecords(tbl.Schema(), recs...)
 }

@@ -1,4 +1,4 @@
-package feeder_test
+package arrowio_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 func TestWhere(t *testing.T) {
@@ -34,10 +34,10 @@ func TestWhere(t *testing.T) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	src, err := feeder.FromRecords(schema, rec, rec)
+	src, err := arrowio.FromRecords(schema, rec, rec)
 	require.NoError(t, err)
 
-	w, err := feeder.Where(src, "split", "train")
+	w, err := arrowio.Where(src, "split", "train")
 	require.NoError(t, err)
 	defer w.Close()
 	var ids []int64
@@ -53,9 +53,9 @@ func TestWhere(t *testing.T) {
 	}
 	require.Equal(t, []int64{0, 1, 3, 6, 0, 1, 3, 6}, ids)
 
-	src3, err := feeder.FromRecords(schema, rec)
+	src3, err := arrowio.FromRecords(schema, rec)
 	require.NoError(t, err)
-	byID, err := feeder.Where(src3, "id", "3")
+	byID, err := arrowio.Where(src3, "id", "3")
 	require.NoError(t, err, "integers compare as text")
 	r, err := byID.Next(ctx)
 	require.NoError(t, err)
@@ -63,8 +63,8 @@ func TestWhere(t *testing.T) {
 	r.Release()
 	require.NoError(t, byID.Close())
 
-	src2, err := feeder.FromRecords(schema)
+	src2, err := arrowio.FromRecords(schema)
 	require.NoError(t, err)
-	_, err = feeder.Where(src2, "nope", "x")
-	require.ErrorIs(t, err, feeder.ErrMissingColumn)
+	_, err = arrowio.Where(src2, "nope", "x")
+	require.ErrorIs(t, err, arrowio.ErrMissingColumn)
 }

@@ -1,4 +1,4 @@
-package estimator
+package arrowio
 
 import (
 	"context"
@@ -11,7 +11,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/gotflow/gotflow/feeder"
+
+	"github.com/gotflow/gotflow/internal/cmem"
 )
 
 // This file is a fast path for the Parquet layout models are usually fed
@@ -20,7 +21,7 @@ import (
 // its buffers by copying); here a row group's values are decoded straight
 // into Arrow buffers in C memory, so feeder can then hand them to TensorFlow
 // without a copy. Any other layout, or a column chunk whose statistics do not
-// promise "no nulls", takes feeder's general Parquet reader.
+// promise "no nulls", takes the general Parquet reader (OpenParquet).
 
 var (
 	cMemOnce sync.Once
@@ -28,7 +29,7 @@ var (
 )
 
 func cAllocator() memory.Allocator {
-	cMemOnce.Do(func() { cMem = feeder.NewCAllocator() })
+	cMemOnce.Do(func() { cMem = cmem.New() })
 	return cMem
 }
 
@@ -54,10 +55,10 @@ type fastRowGroup struct {
 
 // openFastRowGroup returns a source over one row group when its layout
 // qualifies, or (nil, nil) when the general reader must be used.
-func openFastRowGroup(path string, rowGroup int, schema *arrow.Schema, readRows int64) (feeder.Source, error) {
+func openFastRowGroup(path string, rowGroup int, schema *arrow.Schema, readRows int64) (Source, error) {
 	r, err := file.OpenParquetFile(path, false)
 	if err != nil {
-		return nil, fmt.Errorf("estimator: parquet %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
 	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows)}
 	ok, err := s.plan(rowGroup)
@@ -100,7 +101,7 @@ func (s *fastRowGroup) plan(rowGroup int) (bool, error) {
 		}
 		rd, err := rg.Column(i)
 		if err != nil {
-			return false, fmt.Errorf("estimator: parquet %s column %q: %w", s.name, f.Name, err)
+			return false, fmt.Errorf("arrowio: parquet %s column %q: %w", s.name, f.Name, err)
 		}
 		switch {
 		case fc.elem.ID() == arrow.FLOAT32 && isReader[*file.Float32ColumnChunkReader](rd),
@@ -127,7 +128,7 @@ func (s *fastRowGroup) Schema() *arrow.Schema { return s.schema }
 
 func (s *fastRowGroup) Next(ctx context.Context) (arrow.RecordBatch, error) {
 	if s.closed {
-		return nil, feeder.ErrClosed
+		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -167,13 +168,13 @@ func (c *fastCol) read(rows int64, file, name string) (arrow.Array, error) {
 	for got < total {
 		levels, values, err := c.readBatch(raw, got, total-got)
 		if err != nil {
-			return nil, fmt.Errorf("estimator: parquet %s column %q: %w", file, name, err)
+			return nil, fmt.Errorf("arrowio: parquet %s column %q: %w", file, name, err)
 		}
 		if levels == 0 {
-			return nil, fmt.Errorf("estimator: parquet %s column %q: %d values, want %d", file, name, got, total)
+			return nil, fmt.Errorf("arrowio: parquet %s column %q: %d values, want %d", file, name, got, total)
 		}
 		if int64(values) != levels {
-			return nil, fmt.Errorf("estimator: parquet %s column %q holds nulls although its statistics say none", file, name)
+			return nil, fmt.Errorf("arrowio: parquet %s column %q holds nulls although its statistics say none", file, name)
 		}
 		got += levels
 	}

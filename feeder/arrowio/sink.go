@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"fmt"
@@ -71,7 +71,7 @@ type fileSink struct {
 func newFileSink(path string) (*fileSink, error) {
 	tmp, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: create %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: create %s: %w", path, err)
 	}
 	return &fileSink{path: path, tmp: tmp}, nil
 }
@@ -81,10 +81,10 @@ func (s *fileSink) Write(rec arrow.RecordBatch) error {
 		return ErrClosed
 	}
 	if !rec.Schema().Equal(s.schema) {
-		return fmt.Errorf("feeder: write %s: record schema %s, want %s: %w", s.path, rec.Schema(), s.schema, ErrSchemaChanged)
+		return fmt.Errorf("arrowio: write %s: record schema %s, want %s: %w", s.path, rec.Schema(), s.schema, ErrSchemaChanged)
 	}
 	if err := s.write(rec); err != nil {
-		return fmt.Errorf("feeder: write %s: %w", s.path, err)
+		return fmt.Errorf("arrowio: write %s: %w", s.path, err)
 	}
 	return nil
 }
@@ -96,10 +96,10 @@ func (s *fileSink) Close() error {
 	s.done = true
 	if err := s.finish(); err != nil {
 		s.tmp.Abort()
-		return fmt.Errorf("feeder: finish %s: %w", s.path, err)
+		return fmt.Errorf("arrowio: finish %s: %w", s.path, err)
 	}
 	if err := s.tmp.Commit(); err != nil {
-		return fmt.Errorf("feeder: finish %s: %w", s.path, err)
+		return fmt.Errorf("arrowio: finish %s: %w", s.path, err)
 	}
 	return nil
 }
@@ -131,7 +131,7 @@ func sinkOpts(opts []SinkOption) sinkOptions {
 func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, error) {
 	o := sinkOpts(opts)
 	if o.rowGroup <= 0 {
-		return nil, fmt.Errorf("feeder: parquet %s: RowGroupRows is %d, want at least 1", path, o.rowGroup)
+		return nil, fmt.Errorf("arrowio: parquet %s: RowGroupRows is %d, want at least 1", path, o.rowGroup)
 	}
 	s, err := newFileSink(path)
 	if err != nil {
@@ -146,7 +146,7 @@ func CreateParquet(path string, schema *arrow.Schema, opts ...SinkOption) (Sink,
 	w, err := pqarrow.NewFileWriter(wschema, writeOnly{s.tmp}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(o.mem)))
 	if err != nil {
 		s.tmp.Abort()
-		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
 	s.schema = schema
 	// pqarrow slices a record longer than a row group itself, and its
@@ -231,7 +231,7 @@ func CreateIPC(path string, schema *arrow.Schema, opts ...SinkOption) (Sink, err
 	w, err := ipc.NewFileWriter(writeOnly{s.tmp}, ipc.WithSchema(schema), ipc.WithAllocator(o.mem))
 	if err != nil {
 		s.tmp.Abort()
-		return nil, fmt.Errorf("feeder: ipc %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: ipc %s: %w", path, err)
 	}
 	s.write = w.Write
 	s.finish = w.Close

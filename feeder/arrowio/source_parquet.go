@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"context"
@@ -35,7 +35,7 @@ func openParquet(path string, o sourceOptions) (src *parquetSource, err error) {
 	props.BufferedStreamEnabled = true
 	rdr, err := file.OpenParquetFile(path, false, file.WithReadProps(props))
 	if err != nil {
-		return nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
 	s := &parquetSource{path: path, o: o, rdr: rdr}
 	if err := s.init(); err != nil {
@@ -48,7 +48,7 @@ func openParquet(path string, o sourceOptions) (src *parquetSource, err error) {
 func (s *parquetSource) init() error {
 	fr, err := pqarrow.NewFileReader(s.rdr, pqarrow.ArrowReadProperties{BatchSize: s.o.batchRows}, s.o.mem)
 	if err != nil {
-		return fmt.Errorf("feeder: parquet %s: %w", s.path, err)
+		return fmt.Errorf("arrowio: parquet %s: %w", s.path, err)
 	}
 	ngroups := s.rdr.NumRowGroups()
 	s.rowGroups = s.o.rowGroups
@@ -60,7 +60,7 @@ func (s *parquetSource) init() error {
 	}
 	for _, g := range s.rowGroups {
 		if g < 0 || g >= ngroups {
-			return fmt.Errorf("feeder: parquet %s: row group %d out of range (file has %d)", s.path, g, ngroups)
+			return fmt.Errorf("arrowio: parquet %s: row group %d out of range (file has %d)", s.path, g, ngroups)
 		}
 	}
 	var leaves []int
@@ -69,19 +69,19 @@ func (s *parquetSource) init() error {
 			k := slices.IndexFunc(fr.Manifest.Fields, func(f pqarrow.SchemaField) bool { return f.Field.Name == name })
 			if k < 0 {
 				full, _ := fr.Schema()
-				return fmt.Errorf("feeder: parquet %s: projected column %q: %w (schema %s)", s.path, name, ErrMissingColumn, full)
+				return fmt.Errorf("arrowio: parquet %s: projected column %q: %w (schema %s)", s.path, name, ErrMissingColumn, full)
 			}
 			leaves = collectLeaves(&fr.Manifest.Fields[k], leaves)
 		}
 		slices.Sort(leaves)
 		leaves = slices.Compact(leaves)
 		if len(leaves) == 0 {
-			return fmt.Errorf("feeder: parquet %s: projection %v has no leaf columns", s.path, s.o.columns)
+			return fmt.Errorf("arrowio: parquet %s: projection %v has no leaf columns", s.path, s.o.columns)
 		}
 	}
 	rr, err := fr.GetRecordReader(context.Background(), leaves, s.rowGroups)
 	if err != nil {
-		return fmt.Errorf("feeder: parquet %s: %w", s.path, err)
+		return fmt.Errorf("arrowio: parquet %s: %w", s.path, err)
 	}
 	s.rr = rr
 	s.schema = rr.Schema()
@@ -110,7 +110,7 @@ func (s *parquetSource) Next(ctx context.Context) (rec arrow.RecordBatch, err er
 	defer recovered("parquet "+s.path, &err)
 	if !s.rr.Next() {
 		if err := s.rr.Err(); err != nil && err != io.EOF {
-			return nil, fmt.Errorf("feeder: parquet %s: %w", s.path, err)
+			return nil, fmt.Errorf("arrowio: parquet %s: %w", s.path, err)
 		}
 		return nil, io.EOF
 	}
@@ -165,7 +165,7 @@ func parquetRowGroups(path string) (n int, err error) {
 	defer recovered("parquet "+path, &err)
 	rdr, err := file.OpenParquetFile(path, false)
 	if err != nil {
-		return 0, fmt.Errorf("feeder: parquet %s: %w", path, err)
+		return 0, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
 	defer rdr.Close()
 	return rdr.NumRowGroups(), nil

@@ -1,4 +1,4 @@
-package feeder_test
+package arrowio_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gotflow/gotflow/feeder"
+	"github.com/gotflow/gotflow/feeder/arrowio"
 )
 
 // TestParquetSinkWritesSlicedLists writes records that are slices (non-zero
@@ -32,7 +32,7 @@ func TestParquetSinkWritesSlicedLists(t *testing.T) {
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	path := filepath.Join(t.TempDir(), "out.parquet")
-	sink, err := feeder.CreateParquet(path, schema, feeder.WithAllocator(mem))
+	sink, err := arrowio.CreateParquet(path, schema, arrowio.WithAllocator(mem))
 	require.NoError(t, err)
 	for _, r := range [][2]int64{{1, 3}, {4, 6}} {
 		s := rec.NewSlice(r[0], r[1])
@@ -44,7 +44,7 @@ func TestParquetSinkWritesSlicedLists(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
 
-	src, err := feeder.OpenParquet(path)
+	src, err := arrowio.OpenParquet(path)
 	require.NoError(t, err)
 	defer src.Close()
 	var got []float32
@@ -80,12 +80,12 @@ func TestParquetSinkSplitsRowGroups(t *testing.T) {
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	path := filepath.Join(t.TempDir(), "out.parquet")
-	sink, err := feeder.CreateParquet(path, schema, feeder.WithAllocator(mem), feeder.RowGroupRows(3))
+	sink, err := arrowio.CreateParquet(path, schema, arrowio.WithAllocator(mem), arrowio.RowGroupRows(3))
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(rec))
 	require.NoError(t, sink.Close())
 
-	src, err := feeder.OpenParquet(path)
+	src, err := arrowio.OpenParquet(path)
 	require.NoError(t, err)
 	defer src.Close()
 	var got []float32
@@ -103,7 +103,7 @@ func TestParquetSinkSplitsRowGroups(t *testing.T) {
 func TestParquetSinkRejectsBadRowGroups(t *testing.T) {
 	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Float32}}, nil)
 	for _, n := range []int64{0, -1} {
-		_, err := feeder.CreateParquet(filepath.Join(t.TempDir(), "x.parquet"), schema, feeder.RowGroupRows(n))
+		_, err := arrowio.CreateParquet(filepath.Join(t.TempDir(), "x.parquet"), schema, arrowio.RowGroupRows(n))
 		require.ErrorContains(t, err, "want at least 1")
 	}
 }

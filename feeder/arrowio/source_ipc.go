@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"bufio"
@@ -24,10 +24,10 @@ var ipcMagic = []byte("ARROW1")
 func recovered(what string, err *error) {
 	if r := recover(); r != nil {
 		if e, ok := r.(error); ok && errors.Is(e, ErrMemoryBudget) {
-			*err = fmt.Errorf("feeder: %s: %w", what, e)
+			*err = fmt.Errorf("arrowio: %s: %w", what, e)
 			return
 		}
-		*err = fmt.Errorf("feeder: %s: %w: %v", what, ErrMalformed, r)
+		*err = fmt.Errorf("arrowio: %s: %w: %v", what, ErrMalformed, r)
 	}
 }
 
@@ -35,9 +35,9 @@ func recovered(what string, err *error) {
 // become ErrMalformed.
 func ipcError(name string, err error) error {
 	if strings.Contains(err.Error(), "unknown error while reading") || strings.Contains(err.Error(), "error reading record batch") {
-		return fmt.Errorf("feeder: %s: %w: %w", name, ErrMalformed, err)
+		return fmt.Errorf("arrowio: %s: %w: %w", name, ErrMalformed, err)
 	}
-	return fmt.Errorf("feeder: %s: %w", name, err)
+	return fmt.Errorf("arrowio: %s: %w", name, err)
 }
 
 // OpenIPC opens an Arrow IPC file (random access, splittable by record
@@ -47,24 +47,24 @@ func OpenIPC(path string, opts ...SourceOption) (src Splitter, err error) {
 	o := newSourceOptions(opts)
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: %w", err)
+		return nil, fmt.Errorf("arrowio: %w", err)
 	}
 	head := make([]byte, len(ipcMagic))
 	n, _ := io.ReadFull(f, head)
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("feeder: %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: %s: %w", path, err)
 	}
 	if n == len(ipcMagic) && bytes.Equal(head, ipcMagic) {
 		defer recovered("ipc file "+path, &err)
 		if err := checkFileSchema(f); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("feeder: ipc file %s: %w", path, err)
+			return nil, fmt.Errorf("arrowio: ipc file %s: %w", path, err)
 		}
 		r, err := ipc.NewFileReader(f, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("feeder: ipc file %s: %w", path, err)
+			return nil, fmt.Errorf("arrowio: ipc file %s: %w", path, err)
 		}
 		sh := &sharedIPCFile{path: path, f: f, r: r}
 		sh.refs.Store(1)
@@ -78,7 +78,7 @@ func OpenIPC(path string, opts ...SourceOption) (src Splitter, err error) {
 		for _, b := range batches {
 			if b < 0 || b >= r.NumRecords() {
 				sh.release()
-				return nil, fmt.Errorf("feeder: ipc file %s: record batch %d out of range (file has %d)", path, b, r.NumRecords())
+				return nil, fmt.Errorf("arrowio: ipc file %s: record batch %d out of range (file has %d)", path, b, r.NumRecords())
 			}
 		}
 		s, err := projectSchema(r.Schema(), o.columns, path)
@@ -109,11 +109,11 @@ func newIPCStream(r io.Reader, name string, closer io.Closer, o sourceOptions) (
 	}
 	in, err := checkStreamSchema(br)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: %s: %w", name, err)
+		return nil, fmt.Errorf("arrowio: %s: %w", name, err)
 	}
 	rd, err := ipc.NewReader(in, ipc.WithAllocator(o.mem), ipc.WithEnsureNativeEndian(true))
 	if err != nil {
-		return nil, fmt.Errorf("feeder: %s: %w", name, err)
+		return nil, fmt.Errorf("arrowio: %s: %w", name, err)
 	}
 	schema, err := projectSchema(rd.Schema(), o.columns, name)
 	if err != nil {
@@ -132,7 +132,7 @@ func projectSchema(s *arrow.Schema, cols []string, name string) (*arrow.Schema, 
 	for _, c := range cols {
 		idx := s.FieldIndices(c)
 		if len(idx) != 1 {
-			return nil, fmt.Errorf("feeder: %s: projected column %q: %w (schema %s)", name, c, ErrMissingColumn, s)
+			return nil, fmt.Errorf("arrowio: %s: projected column %q: %w (schema %s)", name, c, ErrMissingColumn, s)
 		}
 		fields = append(fields, s.Field(idx[0]))
 	}
@@ -159,7 +159,7 @@ func project(rec arrow.RecordBatch, schema *arrow.Schema, cols []string) arrow.R
 func validated(rec arrow.RecordBatch, name string) (arrow.RecordBatch, error) {
 	if err := array.ValidateRecordFull(rec); err != nil {
 		rec.Release()
-		return nil, fmt.Errorf("feeder: %s: invalid record: %w", name, err)
+		return nil, fmt.Errorf("arrowio: %s: invalid record: %w", name, err)
 	}
 	return rec, nil
 }
@@ -297,12 +297,12 @@ func (s *ipcFileSource) Close() error {
 func ipcRecordBatches(path string) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, fmt.Errorf("feeder: %w", err)
+		return 0, fmt.Errorf("arrowio: %w", err)
 	}
 	defer f.Close()
 	r, err := ipc.NewFileReader(f)
 	if err != nil {
-		return 0, fmt.Errorf("feeder: ipc file %s: %w", path, err)
+		return 0, fmt.Errorf("arrowio: ipc file %s: %w", path, err)
 	}
 	defer r.Close()
 	return r.NumRecords(), nil

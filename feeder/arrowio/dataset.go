@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"context"
@@ -82,7 +82,7 @@ func (d *Dataset) open(u unit) (Source, error) {
 	case "csv":
 		return OpenCSV(u.path, opts...)
 	}
-	return nil, fmt.Errorf("feeder: %s: unknown format", u.path)
+	return nil, fmt.Errorf("arrowio: %s: unknown format", u.path)
 }
 
 // Files returns the files the dataset (or partition) reads.
@@ -114,7 +114,7 @@ func (d *Dataset) Scan(cfg ScanConfig) (*StreamDataset, error) {
 // empty when there is less data than parts.
 func (d *Dataset) Partition(i, n int) (*Dataset, error) {
 	if n < 1 || i < 0 || i >= n {
-		return nil, fmt.Errorf("feeder: partition %d of %d is out of range", i, n)
+		return nil, fmt.Errorf("arrowio: partition %d of %d is out of range", i, n)
 	}
 	units := d.units
 	if len(units) < n {
@@ -211,7 +211,7 @@ func (d *Dataset) Next(ctx context.Context) (arrow.RecordBatch, error) {
 			d.next++
 			if !s.Schema().Equal(d.schema) {
 				s.Close()
-				return nil, fmt.Errorf("feeder: dataset file %s has schema %s, the first file has %s: %w", d.units[d.next-1].path, s.Schema(), d.schema, ErrSchemaChanged)
+				return nil, fmt.Errorf("arrowio: dataset file %s has schema %s, the first file has %s: %w", d.units[d.next-1].path, s.Schema(), d.schema, ErrSchemaChanged)
 			}
 			d.cur = s
 		}

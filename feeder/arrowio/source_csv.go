@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"bufio"
@@ -27,12 +27,12 @@ type csvSource struct {
 func OpenCSV(path string, opts ...SourceOption) (Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: %w", err)
+		return nil, fmt.Errorf("arrowio: %w", err)
 	}
 	s, err := NewCSV(bufio.NewReaderSize(f, 1<<16), opts...)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("feeder: csv %s: %w", path, err)
+		return nil, fmt.Errorf("arrowio: csv %s: %w", path, err)
 	}
 	cs := s.(*csvSource)
 	cs.name, cs.f = "csv "+path, f
@@ -110,7 +110,7 @@ func (s *csvSource) Next(ctx context.Context) (rec arrow.RecordBatch, err error)
 	if !s.r.Next() {
 		s.done = true
 		if err := s.r.Err(); err != nil && err != io.EOF {
-			return nil, fmt.Errorf("feeder: %s: %w", s.name, err)
+			return nil, fmt.Errorf("arrowio: %s: %w", s.name, err)
 		}
 		return nil, io.EOF
 	}

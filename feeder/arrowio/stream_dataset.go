@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"bufio"
@@ -21,10 +21,12 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/gotflow/gotflow/internal/cmem"
 )
 
 // ErrNoRows is wrapped when a dataset (after its filter) holds no row.
-var ErrNoRows = errors.New("feeder: no rows")
+var ErrNoRows = errors.New("arrowio: no rows")
 
 // Unit is the smallest piece of a StreamDataset that is read on its own: a
 // Parquet row group, a record batch of an Arrow IPC file, a whole CSV file
@@ -46,6 +48,22 @@ type Unit struct {
 	header    bool
 }
 
+// String names the unit in messages: a file, and the row group, record
+// batch or byte range of it.
+func (u Unit) String() string {
+	switch {
+	case u.File == "":
+		return fmt.Sprintf("record %d", u.Index)
+	case u.Index < 0:
+		return u.File
+	case format(u.File) == "parquet":
+		return fmt.Sprintf("%s row group %d", u.File, u.Index)
+	case u.csv != nil:
+		return fmt.Sprintf("%s bytes %d to %d", u.File, u.off, u.off+u.size)
+	}
+	return fmt.Sprintf("%s record batch %d", u.File, u.Index)
+}
+
 // ScanConfig configures ScanDataset.
 type ScanConfig struct {
 	// WhereColumn and WhereValue, when WhereColumn is set, keep only the
@@ -64,9 +82,9 @@ type ScanConfig struct {
 }
 
 // StreamDataset is a dataset listed into units from file footers and
-// metadata only, for streaming: Plan permutes and deals its units to
-// workers each epoch, and Stream reads one worker's share in bounded
-// memory. Directories (recursively), glob patterns and Hive-partitioned
+// metadata only, for streaming: EpochOrder and Deal permute and deal its
+// units (as Pieces) to workers each epoch, and feeder.NewStream reads one
+// worker's share in bounded memory (ReadUnit reads one unit). Directories (recursively), glob patterns and Hive-partitioned
 // trees (`year=2024/part-0.parquet`, the layout Spark writes) are datasets;
 // partition values become columns (int64 when every value is an integer,
 // else string) after the files' columns.
@@ -105,11 +123,11 @@ func ScanDataset(pattern string, cfg ScanConfig) (*StreamDataset, error) {
 // file (none when root is empty).
 func ScanFiles(files []string, root string, cfg ScanConfig) (*StreamDataset, error) {
 	if len(files) == 0 {
-		return nil, errors.New("feeder: ScanFiles: no files")
+		return nil, errors.New("arrowio: ScanFiles: no files")
 	}
 	for _, f := range files {
 		if format(f) == "" {
-			return nil, fmt.Errorf("feeder: %s has no known extension (want .parquet, .pq, .arrow, .arrows, .ipc, .feather, .csv)", f)
+			return nil, fmt.Errorf("arrowio: %s has no known extension (want .parquet, .pq, .arrow, .arrows, .ipc, .feather, .csv)", f)
 		}
 	}
 	if root == "" {
@@ -139,7 +157,7 @@ func scanFiles(pattern string, files []string, root string, cfg ScanConfig) (*St
 		if d.fileSchema == nil {
 			d.fileSchema = schema
 		} else if !schema.Equal(d.fileSchema) {
-			return nil, fmt.Errorf("feeder: dataset %s: %s has schema\n%s\nbut %s has\n%s\nevery file of a dataset needs the same columns and types: %w", pattern, f, schema, files[0], d.fileSchema, ErrSchemaChanged)
+			return nil, fmt.Errorf("arrowio: dataset %s: %s has schema\n%s\nbut %s has\n%s\nevery file of a dataset needs the same columns and types: %w", pattern, f, schema, files[0], d.fileSchema, ErrSchemaChanged)
 		}
 		for k := range units {
 			units[k].part = parts[i]
@@ -148,7 +166,7 @@ func scanFiles(pattern string, files []string, root string, cfg ScanConfig) (*St
 	}
 	for _, pc := range partCols {
 		if d.fileSchema.HasField(pc.Name) {
-			return nil, fmt.Errorf("feeder: dataset %s: partition directory key %q is also a column of the files", pattern, pc.Name)
+			return nil, fmt.Errorf("arrowio: dataset %s: partition directory key %q is also a column of the files", pattern, pc.Name)
 		}
 	}
 	d.columns = o.columns
@@ -186,17 +204,17 @@ func datasetFiles(pattern string) (files []string, root string, err error) {
 			return nil
 		})
 		if err != nil {
-			return nil, "", fmt.Errorf("feeder: dataset %s: %w", pattern, err)
+			return nil, "", fmt.Errorf("arrowio: dataset %s: %w", pattern, err)
 		}
 	} else {
 		m, gerr := filepath.Glob(pattern)
 		if gerr != nil {
-			return nil, "", fmt.Errorf("feeder: dataset %s: %w", pattern, gerr)
+			return nil, "", fmt.Errorf("arrowio: dataset %s: %w", pattern, gerr)
 		}
 		for _, p := range m {
 			if st, err := os.Stat(p); err == nil && !st.IsDir() {
 				if format(p) == "" {
-					return nil, "", fmt.Errorf("feeder: dataset %s: %s has no known extension (want .parquet, .pq, .arrow, .arrows, .ipc, .feather, .csv)", pattern, p)
+					return nil, "", fmt.Errorf("arrowio: dataset %s: %s has no known extension (want .parquet, .pq, .arrow, .arrows, .ipc, .feather, .csv)", pattern, p)
 				}
 				files = append(files, p)
 			}
@@ -209,7 +227,7 @@ func datasetFiles(pattern string) (files []string, root string, err error) {
 		root = filepath.Dir(root + "x")
 	}
 	if len(files) == 0 {
-		return nil, "", fmt.Errorf("feeder: dataset %s: no data files (want .parquet, .pq, .arrow, .arrows, .ipc, .feather or .csv)", pattern)
+		return nil, "", fmt.Errorf("arrowio: dataset %s: no data files (want .parquet, .pq, .arrow, .arrows, .ipc, .feather or .csv)", pattern)
 	}
 	slices.Sort(files)
 	return files, root, nil
@@ -237,7 +255,7 @@ func hivePartitions(files []string, root string) ([][]string, []arrow.Field, err
 		if i == 0 {
 			keys = k
 		} else if !slices.Equal(k, keys) {
-			return nil, nil, fmt.Errorf("feeder: dataset %s: %s is under partition keys %v, %s under %v; every file needs the same key=value directories", root, f, k, files[0], keys)
+			return nil, nil, fmt.Errorf("arrowio: dataset %s: %s is under partition keys %v, %s under %v; every file needs the same key=value directories", root, f, k, files[0], keys)
 		}
 	}
 	fields := make([]arrow.Field, len(keys))
@@ -272,15 +290,15 @@ func listUnits(path string, o sourceOptions, csvChunk int64) (schema *arrow.Sche
 	case "parquet":
 		r, err := file.OpenParquetFile(path, false)
 		if err != nil {
-			return nil, nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
+			return nil, nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 		}
 		defer r.Close()
 		fr, err := pqarrow.NewFileReader(r, pqarrow.ArrowReadProperties{}, o.mem)
 		if err != nil {
-			return nil, nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
+			return nil, nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 		}
 		if schema, err = fr.Schema(); err != nil {
-			return nil, nil, fmt.Errorf("feeder: parquet %s: %w", path, err)
+			return nil, nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 		}
 		md := r.MetaData()
 		for g := range r.NumRowGroups() {
@@ -289,7 +307,7 @@ func listUnits(path string, o sourceOptions, csvChunk int64) (schema *arrow.Sche
 			for c := range rg.NumColumns() {
 				cc, err := rg.ColumnChunk(c)
 				if err != nil {
-					return nil, nil, fmt.Errorf("feeder: parquet %s row group %d: %w", path, g, err)
+					return nil, nil, fmt.Errorf("arrowio: parquet %s row group %d: %w", path, g, err)
 				}
 				size += cc.TotalUncompressedSize()
 			}
@@ -298,7 +316,7 @@ func listUnits(path string, o sourceOptions, csvChunk int64) (schema *arrow.Sche
 	case "ipc":
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("feeder: ipc %s: %w", path, err)
+			return nil, nil, fmt.Errorf("arrowio: ipc %s: %w", path, err)
 		}
 		defer f.Close()
 		r, err := ipc.NewFileReader(f, ipc.WithAllocator(o.mem))
@@ -311,7 +329,7 @@ func listUnits(path string, o sourceOptions, csvChunk int64) (schema *arrow.Sche
 		for i := range r.NumRecords() {
 			rec, err := r.RecordBatchAt(i)
 			if err != nil {
-				return nil, nil, fmt.Errorf("feeder: ipc %s record batch %d: %w", path, i, err)
+				return nil, nil, fmt.Errorf("arrowio: ipc %s record batch %d: %w", path, i, err)
 			}
 			units = append(units, Unit{File: path, Index: i, Rows: rec.NumRows(), Bytes: recordBytes(rec)})
 			rec.Release()
@@ -386,7 +404,7 @@ func listCSVChunks(path string, size, chunk int64, o sourceOptions) (*arrow.Sche
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("feeder: csv %s: %w", path, err)
+		return nil, nil, fmt.Errorf("arrowio: csv %s: %w", path, err)
 	}
 	defer f.Close()
 	cuts := []int64{0}
@@ -422,7 +440,7 @@ func listCSVChunks(path string, size, chunk int64, o sourceOptions) (*arrow.Sche
 			}
 			if err != nil {
 				src.Close()
-				return nil, nil, fmt.Errorf("feeder: csv %s bytes %d to %d (a unit of the file, cut at a line end; a quoted field may not hold a line break there): %w", path, u.off, u.off+u.size, err)
+				return nil, nil, fmt.Errorf("arrowio: csv %s bytes %d to %d (a unit of the file, cut at a line end; a quoted field may not hold a line break there): %w", path, u.off, u.off+u.size, err)
 			}
 			u.Rows += rec.NumRows()
 			u.Bytes += recordBytes(rec)
@@ -446,7 +464,7 @@ func openUnit(u Unit, o sourceOptions) (Source, error) {
 func openCSVChunk(u Unit, o sourceOptions) (Source, error) {
 	f, err := os.Open(u.File)
 	if err != nil {
-		return nil, fmt.Errorf("feeder: csv %s: %w", u.File, err)
+		return nil, fmt.Errorf("arrowio: csv %s: %w", u.File, err)
 	}
 	opts := []SourceOption{WithAllocator(o.mem), ReadRows(int(o.batchRows)), CSVHeader(u.header), CSVDelimiter(o.comma), CSVSchema(u.csv)}
 	if o.nulls != nil {
@@ -458,7 +476,7 @@ func openCSVChunk(u Unit, o sourceOptions) (Source, error) {
 	s, err := NewCSV(bufio.NewReaderSize(io.NewSectionReader(f, u.off, u.size), 1<<16), opts...)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("feeder: csv %s bytes %d to %d: %w", u.File, u.off, u.off+u.size, err)
+		return nil, fmt.Errorf("arrowio: csv %s bytes %d to %d: %w", u.File, u.off, u.off+u.size, err)
 	}
 	cs := s.(*csvSource)
 	cs.name, cs.f = fmt.Sprintf("csv %s bytes %d to %d", u.File, u.off, u.off+u.size), f
@@ -496,7 +514,7 @@ func openFile(path string, o sourceOptions, index *int) (Source, error) {
 		}
 		return OpenCSV(path, opts...)
 	}
-	return nil, fmt.Errorf("feeder: %s: unknown format", path)
+	return nil, fmt.Errorf("arrowio: %s: unknown format", path)
 }
 
 // recordBytes sums the sizes of a record's buffers.
@@ -546,7 +564,7 @@ func NewMemoryDataset(ctx context.Context, src Source) (*StreamDataset, error) {
 		if !rec.Schema().Equal(d.schema) {
 			rec.Release()
 			d.Close()
-			return nil, fmt.Errorf("feeder: record %d has schema %s, the source has %s: %w", len(d.units), rec.Schema(), d.schema, ErrSchemaChanged)
+			return nil, fmt.Errorf("arrowio: record %d has schema %s, the source has %s: %w", len(d.units), rec.Schema(), d.schema, ErrSchemaChanged)
 		}
 		d.units = append(d.units, Unit{Index: len(d.units), Rows: rec.NumRows(), Bytes: recordBytes(rec), rec: rec})
 		d.rows += rec.NumRows()
@@ -569,7 +587,7 @@ func (d *StreamDataset) Close() error {
 	return nil
 }
 
-// Schema returns the schema of the records Stream reads: the files'
+// Schema returns the schema of the records ReadUnit reads: the files'
 // columns (projected) followed by the partition columns.
 func (d *StreamDataset) Schema() *arrow.Schema { return d.schema }
 
@@ -602,7 +620,7 @@ func (d *StreamDataset) Project(columns []string) (*StreamDataset, error) {
 	want := map[string]bool{}
 	for _, c := range columns {
 		if !d.schema.HasField(c) {
-			return nil, &ColumnError{Column: c, Row: -1, Err: ErrMissingColumn, Detail: fmt.Sprintf("not in the dataset's schema %s", d.schema)}
+			return nil, columnError(c, ErrMissingColumn, "not in the dataset's schema %s", d.schema)
 		}
 		want[c] = true
 	}
@@ -643,11 +661,11 @@ func (d *StreamDataset) Project(columns []string) (*StreamDataset, error) {
 func (d *StreamDataset) applyWhere(pattern string) error {
 	idx := d.schema.FieldIndices(d.whereCol)
 	if len(idx) == 0 {
-		return &ColumnError{Column: d.whereCol, Row: -1, Err: ErrMissingColumn, Detail: fmt.Sprintf("not in the schema of %s; the filter cannot apply", pattern)}
+		return columnError(d.whereCol, ErrMissingColumn, "not in the schema of %s; the filter cannot apply", pattern)
 	}
 	f := d.schema.Field(idx[0])
 	if _, err := textOf(f.Type); err != nil {
-		return &ColumnError{Column: d.whereCol, Row: -1, Err: ErrType, Detail: err.Error()}
+		return columnError(d.whereCol, ErrType, "%s", err)
 	}
 	if pc := slices.IndexFunc(d.partCols, func(p arrow.Field) bool { return p.Name == d.whereCol }); pc >= 0 {
 		// A partition column: whole units match or not.
@@ -683,7 +701,7 @@ func (d *StreamDataset) applyWhere(pattern string) error {
 		d.units = kept
 	}
 	if len(d.units) == 0 {
-		return fmt.Errorf("feeder: dataset %s: no row has %s = %q: %w", pattern, d.whereCol, d.whereVal, ErrNoRows)
+		return fmt.Errorf("arrowio: dataset %s: no row has %s = %q: %w", pattern, d.whereCol, d.whereVal, ErrNoRows)
 	}
 	return nil
 }
@@ -724,7 +742,7 @@ func parquetExcludes(path string, group int, column, value string) (skip bool, e
 	defer recovered(path, &err)
 	r, err := file.OpenParquetFile(path, false)
 	if err != nil {
-		return false, fmt.Errorf("feeder: parquet %s: %w", path, err)
+		return false, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
 	defer r.Close()
 	md := r.MetaData()
@@ -761,6 +779,17 @@ func parquetExcludes(path string, group int, column, value string) (skip bool, e
 		return int32(v) < s.Min() || int32(v) > s.Max(), nil
 	}
 	return false, nil
+}
+
+// ReadUnit reads unit i (filtered, with the partition columns appended)
+// and calls fn with each record; fn must Retain a record it keeps. opts
+// apply after the dataset's own options (WithAllocator, ReadRows).
+func (d *StreamDataset) ReadUnit(ctx context.Context, i int, fn func(rec arrow.RecordBatch) error, opts ...SourceOption) error {
+	if i < 0 || i >= len(d.units) {
+		return fmt.Errorf("arrowio: unit %d is outside the dataset's %d units", i, len(d.units))
+	}
+	o := newSourceOptions(append(slices.Clone(d.opts), opts...))
+	return d.readUnit(ctx, d.units[i], o, fn)
 }
 
 // readUnit reads all records of a unit (filtered, with partition columns
@@ -808,7 +837,7 @@ func (d *StreamDataset) emit(rec arrow.RecordBatch, u Unit, fn func(arrow.Record
 		idx := rec.Schema().FieldIndices(d.whereCol)
 		if len(idx) == 0 {
 			rec.Release()
-			return fmt.Errorf("feeder: %s: filter column %q missing", u.File, d.whereCol)
+			return fmt.Errorf("arrowio: %s: filter column %q missing", u.File, d.whereCol)
 		}
 		f := &Filtered{Column: d.whereCol, Value: d.whereVal, col: idx[0]}
 		runs, err := f.filter(rec)
@@ -844,7 +873,7 @@ func (d *StreamDataset) complete(r arrow.RecordBatch, u Unit) (arrow.RecordBatch
 	for _, f := range d.fileSchema.Fields() {
 		idx := r.Schema().FieldIndices(f.Name)
 		if len(idx) == 0 {
-			return nil, fmt.Errorf("feeder: %s: column %q missing from a record", u.File, f.Name)
+			return nil, fmt.Errorf("arrowio: %s: column %q missing from a record", u.File, f.Name)
 		}
 		cols = append(cols, r.Column(idx[0]))
 	}
@@ -859,14 +888,14 @@ func (d *StreamDataset) complete(r arrow.RecordBatch, u Unit) (arrow.RecordBatch
 		var a arrow.Array
 		if f.Type.ID() == arrow.INT64 {
 			v, _ := strconv.ParseInt(u.part[j], 10, 64)
-			b := array.NewInt64Builder(defaultAllocator())
+			b := array.NewInt64Builder(cmem.Default())
 			for range n {
 				b.Append(v)
 			}
 			a = b.NewArray()
 			b.Release()
 		} else {
-			b := array.NewStringBuilder(defaultAllocator())
+			b := array.NewStringBuilder(cmem.Default())
 			for range n {
 				b.Append(u.part[j])
 			}

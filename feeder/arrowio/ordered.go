@@ -1,4 +1,4 @@
-package estimator
+package arrowio
 
 import (
 	"context"
@@ -12,12 +12,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/gotflow/gotflow/feeder"
 )
 
-// unit is one independently readable piece of input: a Parquet row group or
+// orderedUnit is one independently readable piece of input: a Parquet row group or
 // a whole file of another format.
-type unit struct {
+type orderedUnit struct {
 	path     string
 	rowGroup int // -1: the whole file
 }
@@ -28,11 +27,11 @@ type item struct {
 }
 
 // orderedSource decodes units with several goroutines and hands their
-// records out in file and row-group order, so Transform keeps row order
-// while Parquet decoding runs in parallel.
+// records out in file and row-group order, so estimator's Transform keeps
+// row order while Parquet decoding runs in parallel.
 type orderedSource struct {
 	schema   *arrow.Schema
-	units    []unit
+	units    []orderedUnit
 	readRows int64
 	outs     []chan item
 	cur      int
@@ -42,46 +41,46 @@ type orderedSource struct {
 	closed   bool
 }
 
-// OpenOrdered reads files (Parquet, Arrow IPC, CSV — see feeder.OpenDataset
+// OpenOrdered reads files (Parquet, Arrow IPC, CSV — see OpenDataset
 // for the extensions) as one stream of records of at most readRows rows, in
 // order, decoding up to readers Parquet row groups (or files) at a time.
 // Unlike feeder.Readers, which interleaves parts in arrival order, records
-// come out in the order of the files and their row groups, as Transform
-// needs. Each goroutine holds at most two decoded records ahead of the
+// come out in the order of the files and their row groups, as estimator's
+// Transform needs. Each goroutine holds at most two decoded records ahead of the
 // consumer. opts apply to every file.
 //
 // Parquet row groups whose columns are float32, float64, int32 or int64
 // values, or fixed-size lists of them, and whose statistics promise no
 // nulls, are decoded straight into C-allocated Arrow buffers (which
-// Transform feeds to TensorFlow without a copy); other files go through
-// feeder's readers.
-func OpenOrdered(files []string, readers, readRows int, opts ...feeder.SourceOption) (feeder.Source, error) {
+// feeder hands to TensorFlow without a copy; Go memory when built without
+// cgo); other files go through OpenDataset's readers.
+func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (Source, error) {
 	if len(files) == 0 {
-		return nil, errors.New("estimator: OpenOrdered: no files")
+		return nil, errors.New("arrowio: OpenOrdered: no files")
 	}
 	readers = max(1, readers)
-	var units []unit
+	var units []orderedUnit
 	for _, p := range files {
 		switch strings.ToLower(filepath.Ext(p)) {
 		case ".parquet", ".pq":
 			r, err := file.OpenParquetFile(p, false)
 			if err != nil {
-				return nil, fmt.Errorf("estimator: parquet %s: %w", p, err)
+				return nil, fmt.Errorf("arrowio: parquet %s: %w", p, err)
 			}
 			n := r.NumRowGroups()
 			r.Close()
 			for g := range n {
-				units = append(units, unit{path: p, rowGroup: g})
+				units = append(units, orderedUnit{path: p, rowGroup: g})
 			}
 		default:
-			units = append(units, unit{path: p, rowGroup: -1})
+			units = append(units, orderedUnit{path: p, rowGroup: -1})
 		}
 	}
 	if readRows <= 0 {
 		readRows = 65536
 	}
-	opts = append(append([]feeder.SourceOption(nil), opts...), feeder.ReadRows(readRows))
-	first, err := feeder.OpenDataset(files[0], opts...)
+	opts = append(append([]SourceOption(nil), opts...), ReadRows(readRows))
+	first, err := OpenDataset(files[0], opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -99,17 +98,17 @@ func OpenOrdered(files []string, readers, readRows int, opts ...feeder.SourceOpt
 	return s, nil
 }
 
-func (s *orderedSource) open(u unit, opts []feeder.SourceOption) (feeder.Source, error) {
+func (s *orderedSource) open(u orderedUnit, opts []SourceOption) (Source, error) {
 	if u.rowGroup < 0 {
-		return feeder.OpenDataset(u.path, opts...)
+		return OpenDataset(u.path, opts...)
 	}
 	if fast, err := openFastRowGroup(u.path, u.rowGroup, s.schema, s.readRows); err != nil || fast != nil {
 		return fast, err
 	}
-	return feeder.OpenParquet(u.path, append(append([]feeder.SourceOption(nil), opts...), feeder.RowGroups(u.rowGroup))...)
+	return OpenParquet(u.path, append(append([]SourceOption(nil), opts...), RowGroups(u.rowGroup))...)
 }
 
-func (s *orderedSource) read(ctx context.Context, w, step int, opts []feeder.SourceOption) {
+func (s *orderedSource) read(ctx context.Context, w, step int, opts []SourceOption) {
 	defer s.wg.Done()
 	for u := w; u < len(s.units); u += step {
 		if !s.readUnit(ctx, u, opts) {
@@ -119,7 +118,7 @@ func (s *orderedSource) read(ctx context.Context, w, step int, opts []feeder.Sou
 }
 
 // readUnit sends unit u's records to its channel; false stops the reader.
-func (s *orderedSource) readUnit(ctx context.Context, u int, opts []feeder.SourceOption) bool {
+func (s *orderedSource) readUnit(ctx context.Context, u int, opts []SourceOption) bool {
 	out := s.outs[u]
 	defer close(out)
 	send := func(it item) bool {
@@ -141,7 +140,7 @@ func (s *orderedSource) readUnit(ctx context.Context, u int, opts []feeder.Sourc
 	defer src.Close()
 	same := src.Schema().Equal(s.schema)
 	if !same && !sameFields(src.Schema(), s.schema) {
-		send(item{err: fmt.Errorf("estimator: %s has schema %s, the first file %s: %w", s.units[u].path, src.Schema(), s.schema, feeder.ErrSchemaChanged)})
+		send(item{err: fmt.Errorf("arrowio: %s has schema %s, the first file %s: %w", s.units[u].path, src.Schema(), s.schema, ErrSchemaChanged)})
 		return false
 	}
 	for {
@@ -185,7 +184,7 @@ func (s *orderedSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, feeder.ErrClosed
+		return nil, ErrClosed
 	}
 	for s.cur < len(s.outs) {
 		select {
@@ -234,4 +233,39 @@ func (s *orderedSource) Close() error {
 		}
 	}
 	return nil
+}
+
+// RowsPerRecord suggests how many rows a source should read per record
+// for batches of batchSize rows (estimator's Transform): records of about
+// 8 MiB (at most 65536 rows), rounded up to a whole number of batches. Wide
+// rows (images) read in huge records make Parquet readers grow and copy
+// their buffers repeatedly; narrow rows gain nothing from records smaller
+// than that. Pass it as ReadRows, or as OpenOrdered's readRows.
+func RowsPerRecord(schema *arrow.Schema, batchSize int) int {
+	rowBytes := 0
+	for _, f := range schema.Fields() {
+		rowBytes += fieldBytes(f.Type)
+	}
+	n := 65536
+	if rowBytes > 0 {
+		n = min(n, max(1024, (8<<20)/rowBytes))
+	}
+	if batchSize <= 0 {
+		return n
+	}
+	// A whole number of batches per record: no batch straddles two records,
+	// so each is a slice of one record that TensorFlow can use in place.
+	return max(1, (n+batchSize-1)/batchSize) * batchSize
+}
+
+// fieldBytes estimates the bytes one row of t takes (16 for variable-width
+// values).
+func fieldBytes(t arrow.DataType) int {
+	switch t := t.(type) {
+	case *arrow.FixedSizeListType:
+		return int(t.Len()) * fieldBytes(t.Elem())
+	case arrow.FixedWidthDataType:
+		return max(1, t.BitWidth()/8)
+	}
+	return 16
 }

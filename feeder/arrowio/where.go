@@ -1,4 +1,4 @@
-package feeder
+package arrowio
 
 import (
 	"context"
@@ -16,12 +16,12 @@ func Where(src Source, column, value string) (Source, error) {
 	idx := src.Schema().FieldIndices(column)
 	if len(idx) == 0 {
 		src.Close()
-		return nil, &ColumnError{Column: column, Row: -1, Err: ErrMissingColumn, Detail: "not in the schema; Where cannot filter on it"}
+		return nil, columnError(column, ErrMissingColumn, "not in the schema; Where cannot filter on it")
 	}
 	f := src.Schema().Field(idx[0])
 	if _, err := textOf(f.Type); err != nil {
 		src.Close()
-		return nil, &ColumnError{Column: column, Row: -1, Err: ErrType, Detail: err.Error()}
+		return nil, columnError(column, ErrType, "%s", err)
 	}
 	return &Filtered{Column: column, Value: value, src: src, col: idx[0]}, nil
 }
