@@ -108,7 +108,7 @@ func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, err
 	}
 	bundle := map[string]bool{}
 	for _, s := range append(slices.Clone(p.b.Inputs), p.b.Labels...) {
-		bundle[s.Name] = true
+		bundle[s.Alias] = true
 	}
 	for _, in := range e.Inputs {
 		if !bundle[in.Tensor] {
@@ -122,24 +122,24 @@ func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, err
 		}
 		known := map[string]bool{}
 		for _, s := range specs {
-			known[s.Name] = true
-			col, ok := byName[s.Name]
+			known[s.Alias] = true
+			col, ok := byName[s.Alias]
 			if !ok {
-				col = s.Name
+				col = s.Alias
 			}
-			in := feeder.Input{Column: col, Tensor: s.Name, Cast: e.Cast}
-			if f, ok := full[s.Name]; ok {
+			in := feeder.Input{Column: col, Tensor: s.Alias, Cast: e.Cast}
+			if f, ok := full[s.Alias]; ok {
 				in = f
 				in.Cast = in.Cast || e.Cast
 			}
 			mapping = append(mapping, in)
-			targets = append(targets, feeder.Target{Name: s.Name, DType: s.DType, Shape: s.Shape})
+			targets = append(targets, feeder.Target(s))
 		}
 		for col, t := range m {
 			if !known[t] {
 				have := make([]string, 0, len(specs))
 				for _, s := range specs {
-					have = append(have, s.Name)
+					have = append(have, s.Alias)
 				}
 				return fmt.Errorf("estimator: column %q is mapped to %s %q, which the bundle does not have (have: %v)", col, kind, t, have)
 			}

@@ -41,8 +41,8 @@ type Runnable interface {
 	Output(name string) (savedmodel.Endpoint, error)
 	// Inputs lists inputs that must be mapped (none when unknown); Outputs
 	// lists the outputs fetched when OutputMapping is empty.
-	Inputs() []savedmodel.TensorSpec
-	Outputs() []savedmodel.TensorSpec
+	Inputs() []savedmodel.SignatureTensor
+	Outputs() []savedmodel.SignatureTensor
 	// Signature is the signature names refer to, nil for raw tensor names.
 	Signature() *savedmodel.Signature
 	Close() error
@@ -95,14 +95,9 @@ func openBundle(ctx context.Context, m *TFModel, so []tf.SessionOption) (Runnabl
 	if err != nil {
 		return nil, err
 	}
-	sig := &savedmodel.Signature{Key: KindBundle}
-	for _, t := range b.Inputs {
-		sig.Inputs = append(sig.Inputs, savedmodel.TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: t.Shape})
-	}
-	for _, t := range b.Outputs {
-		sig.Outputs = append(sig.Outputs, savedmodel.TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: t.Shape})
-	}
-	return savedmodel.NewFrozenModel(ctx, m.Path, gd.Bytes(), sig, savedmodel.WithSessionOptions(so...))
+	sig := savedmodel.SignatureFromBundle(b)
+	sig.Key, sig.MethodName = KindBundle, ""
+	return savedmodel.NewFrozenModel(ctx, m.Path, gd.Bytes(), &sig, savedmodel.WithSessionOptions(so...))
 }
 
 // RegisterKind makes TFModel able to load models of another kind (the model

@@ -30,7 +30,7 @@ type plan struct {
 	schema   *arrow.Schema // nil when an output's static shape is not fully known
 }
 
-func defaultName(spec savedmodel.TensorSpec) string {
+func defaultName(spec savedmodel.SignatureTensor) string {
 	if spec.Alias != "" {
 		return spec.Alias
 	}
@@ -51,7 +51,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 		full[in.Tensor] = in
 	}
 	// Inputs not mapped explicitly are fed from the column of the same name.
-	var specs []savedmodel.TensorSpec
+	var specs []savedmodel.SignatureTensor
 	if sig != nil {
 		specs = sig.Inputs
 	} else if len(byInput) == 0 {
@@ -139,7 +139,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 			in.Cast = in.Cast || m.Cast
 			mapping[i] = in
 		}
-		targets[i] = feeder.Target{Name: name, DType: p.inEps[i].DType, Shape: p.inEps[i].Shape}
+		targets[i] = feeder.Target{Alias: name, TensorSpec: p.inEps[i].TensorSpec}
 	}
 	fp, err := feeder.NewPlan(in, mapping, targets)
 	if err != nil {
