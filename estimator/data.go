@@ -102,9 +102,9 @@ func (e *TFEstimator) openTrainSet(p *prepared, ds *feeder.StreamDataset) (_ *tr
 func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, error) {
 	var mapping feeder.Mapping
 	var targets []feeder.Target
-	full := map[string]feeder.Input{}
-	for _, in := range e.Inputs {
-		full[in.Tensor] = in
+	byName, err := byTensor(e.Inputs, e.InputMapping, e.LabelMapping)
+	if err != nil {
+		return nil, nil, fmt.Errorf("estimator: %w", err)
 	}
 	bundle := map[string]bool{}
 	for _, s := range append(slices.Clone(p.b.Inputs), p.b.Labels...) {
@@ -116,22 +116,14 @@ func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, err
 		}
 	}
 	add := func(kind string, specs []loader.BundleTensor, m map[string]string) error {
-		byName := map[string]string{}
-		for col, t := range m {
-			byName[t] = col
-		}
 		known := map[string]bool{}
 		for _, s := range specs {
 			known[s.Alias] = true
-			col, ok := byName[s.Alias]
+			in, ok := byName[s.Alias]
 			if !ok {
-				col = s.Alias
+				in = feeder.Input{Column: s.Alias, Tensor: s.Alias}
 			}
-			in := feeder.Input{Column: col, Tensor: s.Alias, Cast: e.Cast}
-			if f, ok := full[s.Alias]; ok {
-				in = f
-				in.Cast = in.Cast || e.Cast
-			}
+			in.Cast = in.Cast || e.Cast
 			mapping = append(mapping, in)
 			targets = append(targets, feeder.Target(s))
 		}

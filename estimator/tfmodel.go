@@ -287,24 +287,18 @@ func (m *TFModel) Validate() error {
 		}
 		cols[col] = out
 	}
-	ins := map[string]string{}
 	for col, in := range m.InputMapping {
 		if in == "" || col == "" {
 			return fmt.Errorf("estimator: InputMapping has an empty name (%q → %q)", col, in)
 		}
-		if prev, dup := ins[in]; dup {
-			return fmt.Errorf("estimator: columns %q and %q are both mapped to input %q", prev, col, in)
-		}
-		ins[in] = col
 	}
 	for _, in := range m.Inputs {
 		if in.Tensor == "" || in.Column == "" {
 			return fmt.Errorf("estimator: Inputs has an empty name (%q → %q)", in.Column, in.Tensor)
 		}
-		if prev, dup := ins[in.Tensor]; dup {
-			return fmt.Errorf("estimator: columns %q and %q are both mapped to input %q", prev, in.Column, in.Tensor)
-		}
-		ins[in.Tensor] = in.Column
+	}
+	if _, err := byTensor(m.Inputs, m.InputMapping); err != nil {
+		return fmt.Errorf("estimator: %w (InputMapping and Inputs may each name an input once)", err)
 	}
 	return nil
 }
