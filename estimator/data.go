@@ -103,13 +103,13 @@ func (e *TFEstimator) openTrainSet(p *prepared, ds *arrowio.StreamDataset) (_ *t
 func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, error) {
 	var mapping feeder.Mapping
 	var targets []feeder.Target
-	full := map[string]feeder.Input{}
-	for _, in := range e.Inputs {
-		full[in.Tensor] = in
+	byName, err := byTensor(e.Inputs, e.InputMapping, e.LabelMapping)
+	if err != nil {
+		return nil, nil, fmt.Errorf("estimator: %w", err)
 	}
 	bundle := map[string]bool{}
 	for _, s := range append(slices.Clone(p.b.Inputs), p.b.Labels...) {
-		bundle[s.Name] = true
+		bundle[s.Alias] = true
 	}
 	for _, in := range e.Inputs {
 		if !bundle[in.Tensor] {
@@ -117,30 +117,22 @@ func (e *TFEstimator) mapping(p *prepared) (feeder.Mapping, []feeder.Target, err
 		}
 	}
 	add := func(kind string, specs []loader.BundleTensor, m map[string]string) error {
-		byName := map[string]string{}
-		for col, t := range m {
-			byName[t] = col
-		}
 		known := map[string]bool{}
 		for _, s := range specs {
-			known[s.Name] = true
-			col, ok := byName[s.Name]
+			known[s.Alias] = true
+			in, ok := byName[s.Alias]
 			if !ok {
-				col = s.Name
+				in = feeder.Input{Column: s.Alias, Tensor: s.Alias}
 			}
-			in := feeder.Input{Column: col, Tensor: s.Name, Cast: e.Cast}
-			if f, ok := full[s.Name]; ok {
-				in = f
-				in.Cast = in.Cast || e.Cast
-			}
+			in.Cast = in.Cast || e.Cast
 			mapping = append(mapping, in)
-			targets = append(targets, feeder.Target{Name: s.Name, DType: s.DType, Shape: s.Shape})
+			targets = append(targets, feeder.Target(s))
 		}
 		for col, t := range m {
 			if !known[t] {
 				have := make([]string, 0, len(specs))
 				for _, s := range specs {
-					have = append(have, s.Name)
+					have = append(have, s.Alias)
 				}
 				return fmt.Errorf("estimator: column %q is mapped to %s %q, which the bundle does not have (have: %v)", col, kind, t, have)
 			}

@@ -430,21 +430,13 @@ func (e *TFEstimator) Validate() error {
 			bad("column %q is mapped to both %s and label %s", col, other, l)
 		}
 	}
-	named := map[string]bool{}
-	for _, t := range e.InputMapping {
-		named[t] = true
-	}
-	for _, t := range e.LabelMapping {
-		named[t] = true
-	}
 	for _, in := range e.Inputs {
 		if in.Column == "" || in.Tensor == "" {
 			bad("Inputs has an empty column or tensor name (%q → %q)", in.Column, in.Tensor)
 		}
-		if named[in.Tensor] {
-			bad("tensor %q is mapped twice (InputMapping, LabelMapping and Inputs may each name it once)", in.Tensor)
-		}
-		named[in.Tensor] = true
+	}
+	if _, err := byTensor(e.Inputs, e.InputMapping, e.LabelMapping); err != nil {
+		bad("%v (InputMapping, LabelMapping and Inputs may each name a tensor once)", err)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -117,7 +117,7 @@ func (m *TFModel) Evaluate(ctx context.Context, data arrowio.Source) (*EvalResul
 	}
 	res.Loss /= float64(res.Rows)
 	for i, mt := range b.Metrics {
-		res.Metrics[mt.Name] = sums[i] / float64(res.Rows)
+		res.Metrics[mt.Alias] = sums[i] / float64(res.Rows)
 	}
 	return res, nil
 }

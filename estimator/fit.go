@@ -342,7 +342,7 @@ func (r *run) fitInProcess(ctx context.Context) ([]loader.Weight, error) {
 		if info.Steps > 0 {
 			info.Loss /= float64(info.Steps)
 			for i, m := range r.p.b.Metrics {
-				info.Metrics[m.Name] = sums[i] / float64(info.Steps)
+				info.Metrics[m.Alias] = sums[i] / float64(info.Steps)
 			}
 		}
 		info.ExamplesSec = float64(rows) / info.Elapsed.Seconds()
@@ -572,7 +572,7 @@ func (r *run) evaluate(ctx context.Context, pieces []arrowio.Piece) (float64, ma
 	}
 	metrics := map[string]float64{}
 	for i, m := range r.p.b.Metrics {
-		metrics[m.Name] = sums[i] / float64(max(rows, 1))
+		metrics[m.Alias] = sums[i] / float64(max(rows, 1))
 	}
 	return loss / float64(max(rows, 1)), metrics, nil
 }
@@ -643,7 +643,7 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	}
 	// The full mappings: the inputs' for predict, the labels' for evaluate.
 	for _, in := range r.e.Inputs {
-		if slices.ContainsFunc(b.Labels, func(l loader.BundleTensor) bool { return l.Name == in.Tensor }) {
+		if slices.ContainsFunc(b.Labels, func(l loader.BundleTensor) bool { return l.Alias == in.Tensor }) {
 			m.Labels = append(m.Labels, in)
 		} else {
 			m.Inputs = append(m.Inputs, in)

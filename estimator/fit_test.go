@@ -148,6 +148,9 @@ func TestFitBadInput(t *testing.T) {
 			e.LabelMapping = map[string]string{"x": "y"}
 			e.InputMapping = map[string]string{"x": "x"}
 		}, fitData, "mapped to both"},
+		{"tensor mapped twice", func(e *estimator.TFEstimator) {
+			e.InputMapping = map[string]string{"x": "x", "x2": "x"}
+		}, fitData, `columns "x" and "x2" are both mapped to "x"`},
 		{"label dtype the loss cannot take", nil, floatLabels, "y"},
 		{"empty dataset", nil, emptyData, "training data is empty"},
 		{"more workers than rows", func(e *estimator.TFEstimator) { e.Workers = 200 }, fitData, "96 training rows for 200 workers"},

@@ -41,8 +41,8 @@ type Runnable interface {
 	Output(name string) (savedmodel.Endpoint, error)
 	// Inputs lists inputs that must be mapped (none when unknown); Outputs
 	// lists the outputs fetched when OutputMapping is empty.
-	Inputs() []savedmodel.TensorSpec
-	Outputs() []savedmodel.TensorSpec
+	Inputs() []savedmodel.SignatureTensor
+	Outputs() []savedmodel.SignatureTensor
 	// Signature is the signature names refer to, nil for raw tensor names.
 	Signature() *savedmodel.Signature
 	Close() error
@@ -95,14 +95,9 @@ func openBundle(ctx context.Context, m *TFModel, so []tf.SessionOption) (Runnabl
 	if err != nil {
 		return nil, err
 	}
-	sig := &savedmodel.Signature{Key: KindBundle}
-	for _, t := range b.Inputs {
-		sig.Inputs = append(sig.Inputs, savedmodel.TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: t.Shape})
-	}
-	for _, t := range b.Outputs {
-		sig.Outputs = append(sig.Outputs, savedmodel.TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: t.Shape})
-	}
-	return savedmodel.NewFrozenModel(ctx, m.Path, gd.Bytes(), sig, savedmodel.WithSessionOptions(so...))
+	sig := savedmodel.SignatureFromBundle(b)
+	sig.Key, sig.MethodName = KindBundle, ""
+	return savedmodel.NewFrozenModel(ctx, m.Path, gd.Bytes(), &sig, savedmodel.WithSessionOptions(so...))
 }
 
 // RegisterKind makes TFModel able to load models of another kind (the model
@@ -292,24 +287,18 @@ func (m *TFModel) Validate() error {
 		}
 		cols[col] = out
 	}
-	ins := map[string]string{}
 	for col, in := range m.InputMapping {
 		if in == "" || col == "" {
 			return fmt.Errorf("estimator: InputMapping has an empty name (%q → %q)", col, in)
 		}
-		if prev, dup := ins[in]; dup {
-			return fmt.Errorf("estimator: columns %q and %q are both mapped to input %q", prev, col, in)
-		}
-		ins[in] = col
 	}
 	for _, in := range m.Inputs {
 		if in.Tensor == "" || in.Column == "" {
 			return fmt.Errorf("estimator: Inputs has an empty name (%q → %q)", in.Column, in.Tensor)
 		}
-		if prev, dup := ins[in.Tensor]; dup {
-			return fmt.Errorf("estimator: columns %q and %q are both mapped to input %q", prev, in.Column, in.Tensor)
-		}
-		ins[in.Tensor] = in.Column
+	}
+	if _, err := byTensor(m.Inputs, m.InputMapping); err != nil {
+		return fmt.Errorf("estimator: %w (InputMapping and Inputs may each name an input once)", err)
 	}
 	return nil
 }

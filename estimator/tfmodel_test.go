@@ -326,6 +326,11 @@ func TestTransformErrors(t *testing.T) {
 		_, err := m.Transform(ctx, rr)
 		require.ErrorContains(t, err, `column "x3": shape mismatch: rows of shape [3] (3 elements) do not fit target "x" rows [4]`)
 	})
+	t.Run("input mapped twice", func(t *testing.T) {
+		m := estimator.TFModel{Path: dir, InputMapping: map[string]string{"x": "x", "k2": "k"},
+			Inputs: feeder.Mapping{{Column: "k", Tensor: "k", Cast: true}}}
+		require.EqualError(t, m.Validate(), `estimator: columns "k2" and "k" are both mapped to "k" (InputMapping and Inputs may each name an input once)`)
+	})
 	t.Run("unknown output", func(t *testing.T) {
 		m := estimator.TFModel{Path: dir, OutputMapping: map[string]string{"z": "z"}}
 		defer m.Close()

@@ -31,7 +31,7 @@ type plan struct {
 	schema   *arrow.Schema // nil when an output's static shape is not fully known
 }
 
-func defaultName(spec savedmodel.TensorSpec) string {
+func defaultName(spec savedmodel.SignatureTensor) string {
 	if spec.Alias != "" {
 		return spec.Alias
 	}
@@ -42,17 +42,12 @@ func defaultName(spec savedmodel.TensorSpec) string {
 func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	p := &plan{}
 	sig := r.Signature()
-	byInput := map[string]string{}
-	for col, input := range m.InputMapping {
-		byInput[input] = col
-	}
-	full := map[string]feeder.Input{} // inputs mapped with options
-	for _, in := range m.Inputs {
-		byInput[in.Tensor] = in.Column
-		full[in.Tensor] = in
+	byInput, err := byTensor(m.Inputs, m.InputMapping)
+	if err != nil {
+		return nil, fmt.Errorf("estimator: %w", err)
 	}
 	// Inputs not mapped explicitly are fed from the column of the same name.
-	var specs []savedmodel.TensorSpec
+	var specs []savedmodel.SignatureTensor
 	if sig != nil {
 		specs = sig.Inputs
 	} else if len(byInput) == 0 {
@@ -64,7 +59,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	for _, spec := range specs {
 		name := defaultName(spec)
 		if _, ok := byInput[name]; !ok && (len(in.FieldIndices(name)) > 0 || sig == nil) {
-			byInput[name] = name
+			byInput[name] = feeder.Input{Column: name, Tensor: name}
 		}
 	}
 	if len(byInput) == 0 {
@@ -92,7 +87,7 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 			return nil, err
 		}
 		p.inEps = append(p.inEps, ep)
-		p.inCols = append(p.inCols, byInput[input])
+		p.inCols = append(p.inCols, byInput[input].Column)
 	}
 
 	outMap := m.OutputMapping
@@ -135,12 +130,9 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	mapping := make(feeder.Mapping, len(p.inNames))
 	targets := make([]feeder.Target, len(p.inNames))
 	for i, name := range p.inNames {
-		mapping[i] = feeder.Input{Column: p.inCols[i], Tensor: name, Cast: m.Cast}
-		if in, ok := full[name]; ok {
-			in.Cast = in.Cast || m.Cast
-			mapping[i] = in
-		}
-		targets[i] = feeder.Target{Name: name, DType: p.inEps[i].DType, Shape: p.inEps[i].Shape}
+		mapping[i] = byInput[name]
+		mapping[i].Cast = mapping[i].Cast || m.Cast
+		targets[i] = feeder.Target{Alias: name, TensorSpec: p.inEps[i].TensorSpec}
 	}
 	fp, err := feeder.NewPlan(in, mapping, targets)
 	if err != nil {
@@ -169,8 +161,8 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 	return p, nil
 }
 
-// mappingString formats input → column pairs as "column→input, …".
-func mappingString(m map[string]string) string {
+// mappingString formats the inputs' columns as "column→input, …".
+func mappingString(m map[string]feeder.Input) string {
 	if len(m) == 0 {
 		return "nothing"
 	}
@@ -181,7 +173,7 @@ func mappingString(m map[string]string) string {
 	sort.Strings(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = m[k] + "→" + k
+		parts[i] = m[k].Column + "→" + k
 	}
 	return strings.Join(parts, ", ")
 }

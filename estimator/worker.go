@@ -275,7 +275,7 @@ func (w *trainWorker) trainStep(ctx context.Context, inputs, labels []*tf.Tensor
 	for i, t := range out.Metrics {
 		m, err := scalar(t)
 		if err != nil {
-			return 0, fmt.Errorf("estimator: metric %s: %w", w.b.Metrics[i].Name, err)
+			return 0, fmt.Errorf("estimator: metric %s: %w", w.b.Metrics[i].Alias, err)
 		}
 		res.metrics[i] += m
 	}

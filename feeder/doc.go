@@ -4,7 +4,9 @@
 // A Mapping says which column feeds which tensor (with dtype, row shape,
 // null fill, cast and padding options; ParseMapping reads a text form).
 // NewPlan checks it against a schema and, optionally, against the graph's
-// inputs (Targets, TargetOf) before anything runs. A Plan converts records
+// inputs (Targets, TargetOf: a tf.TensorSpec, under the Alias the mapping
+// uses when that is not the graph tensor's name) before anything runs. A
+// Plan converts records
 // directly (Plan.Convert; Plan.ConvertInto refills existing tensors without
 // allocating, for training loops that reuse them), or a
 // Feeder runs the whole pipeline over a Source: parallel readers, exact

@@ -53,7 +53,7 @@ func TestPlanErrors(t *testing.T) {
 		{Name: "s", Type: strs.DataType()}, {Name: "v", Type: vec.DataType()},
 	}, nil)
 	tgt := func(name string, dt tf.DataType, shape ...int64) []feeder.Target {
-		return []feeder.Target{{Name: name, DType: dt, Shape: shape}}
+		return []feeder.Target{{TensorSpec: tf.TensorSpec{Name: name, DType: dt, Shape: shape}}}
 	}
 	cases := []struct {
 		name     string
@@ -68,7 +68,7 @@ func TestPlanErrors(t *testing.T) {
 		{"lossy_without_cast", feeder.Input{Column: "i", Tensor: "x"}, tgt("x", tf.Int32, -1), feeder.ErrType, "set Cast"},
 		{"dtype_disagrees_with_target", feeder.Input{Column: "f", Tensor: "x", DType: tf.Double}, tgt("x", tf.Float, -1), feeder.ErrType, "target \"x\" is float32"},
 		{"row_shape_mismatch", feeder.Input{Column: "v", Tensor: "x"}, tgt("x", tf.Float, -1, 4), feeder.ErrShape, "do not fit"},
-		{"scalar_target", feeder.Input{Column: "f", Tensor: "x"}, []feeder.Target{{Name: "x", DType: tf.Float, Shape: []int64{}}}, feeder.ErrShape, "scalar"},
+		{"scalar_target", feeder.Input{Column: "f", Tensor: "x"}, []feeder.Target{{TensorSpec: tf.TensorSpec{Name: "x", DType: tf.Float, Shape: []int64{}}}}, feeder.ErrShape, "scalar"},
 		{"fill_out_of_range", feeder.Input{Column: "i", Tensor: "x", DType: tf.Int8, Cast: true, Fill: 300}, nil, feeder.ErrType, "does not fit int8"},
 		{"fill_not_a_number", feeder.Input{Column: "f", Tensor: "x", Fill: "abc"}, nil, feeder.ErrType, "not a number"},
 		{"length_on_fixed_column", feeder.Input{Column: "f", Tensor: "x", Length: 3}, nil, feeder.ErrType, "variable-length lists"},
@@ -86,6 +86,27 @@ func TestPlanErrors(t *testing.T) {
 	t.Run("tensor_mapped_twice", func(t *testing.T) {
 		_, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "f", Tensor: "x"}, {Column: "i", Tensor: "x:0", Cast: true}}, nil)
 		require.ErrorContains(t, err, "mapped twice")
+	})
+	// A target with an Alias is matched and named by it, not by its graph
+	// tensor; Plan.Inputs reports both.
+	aliased := []feeder.Target{{Alias: "vec", TensorSpec: tf.TensorSpec{Name: "serving_default_vec:0", DType: tf.Double, Shape: []int64{-1, 3}}}}
+	t.Run("aliased_target", func(t *testing.T) {
+		plan, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "v", Tensor: "vec"}}, aliased)
+		require.NoError(t, err)
+		require.Equal(t, []feeder.PlannedInput{{Column: "v", Target: feeder.Target{Alias: "vec",
+			TensorSpec: tf.TensorSpec{Name: "serving_default_vec:0", DType: tf.Double, Shape: []int64{-1, 3}}}}}, plan.Inputs())
+		_, err = feeder.NewPlan(schema, feeder.Mapping{{Column: "v", Tensor: "serving_default_vec"}}, aliased)
+		require.ErrorContains(t, err, `tensor "serving_default_vec", which is not a target (have: vec)`)
+		_, err = feeder.NewPlan(schema, feeder.Mapping{{Column: "v", Tensor: "vec", DType: tf.Float}}, aliased)
+		requireColumnError(t, err, feeder.ErrType, "v", -1, `target "vec" is float64`)
+	})
+	t.Run("inputs_without_targets", func(t *testing.T) {
+		plan, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "v", Tensor: "x"}, {Column: "s", Tensor: "y"}}, nil)
+		require.NoError(t, err)
+		require.Equal(t, []feeder.PlannedInput{
+			{Column: "v", Target: feeder.Target{Alias: "x", TensorSpec: tf.TensorSpec{DType: tf.Float, Shape: []int64{-1, 3}}}},
+			{Column: "s", Target: feeder.Target{Alias: "y", TensorSpec: tf.TensorSpec{DType: tf.String, Shape: []int64{-1}}}},
+		}, plan.Inputs())
 	})
 }
 
@@ -130,7 +151,7 @@ func TestConvertErrors(t *testing.T) {
 		mem, _ := cMem(t)
 		rec := oneColumn(mem, "v", prim(mem, arrow.PrimitiveTypes.Float32, seqF32(5), nil))
 		defer rec.Release()
-		plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "v", Tensor: "x"}}, []feeder.Target{{Name: "x", DType: tf.Float, Shape: []int64{4}}})
+		plan, err := feeder.NewPlan(rec.Schema(), feeder.Mapping{{Column: "v", Tensor: "x"}}, []feeder.Target{{TensorSpec: tf.TensorSpec{Name: "x", DType: tf.Float, Shape: []int64{4}}}})
 		require.NoError(t, err)
 		_, err = plan.Convert(rec)
 		requireColumnError(t, err, feeder.ErrShape, "v", -1, "exactly 4 rows, got 5")

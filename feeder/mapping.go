@@ -15,7 +15,8 @@ type Input struct {
 	// Column is the name of a top-level field of the record schema.
 	Column string
 	// Tensor names the target, e.g. "x" or "x:0". It is matched against
-	// Target.Name when the plan is checked against graph inputs.
+	// Target.Alias (or Target.Name) when the plan is checked against graph
+	// inputs.
 	Tensor string
 	// DType is the tensor's element type. Zero takes it from the target,
 	// or, without a target, from the column (int64 → int64, utf8 → string…).
@@ -44,24 +45,33 @@ type Input struct {
 type Mapping []Input
 
 // Target describes a tensor the plan must produce: what the graph expects.
+// NewPlan matches it to the mapping entry whose Input.Tensor names it: its
+// Alias, or its Name when Alias is empty.
 type Target struct {
-	Name  string
-	DType tf.DataType
-	// Shape is the full shape including the batch dimension; -1 marks an
-	// unknown dimension, nil an unknown rank.
-	Shape []int64
+	// Alias is the name the mapping uses for the tensor when that is not
+	// the graph tensor's (a signature alias, a bundle input's name).
+	Alias string
+	// TensorSpec is the graph tensor with its dtype and full shape,
+	// including the batch dimension; -1 marks an unknown dimension, nil an
+	// unknown rank.
+	tf.TensorSpec
+}
+
+// key is the name Input.Tensor uses for the target.
+func (t Target) key() string {
+	if t.Alias != "" {
+		return t.Alias
+	}
+	return t.Name
 }
 
 // TargetOf describes a graph output (a placeholder) as a Target.
 func TargetOf(o tf.Output) (Target, error) {
-	shape, ok, err := o.Shape()
+	spec, err := o.Spec()
 	if err != nil {
-		return Target{}, fmt.Errorf("feeder: shape of %s: %w", o.Name(), err)
+		return Target{}, fmt.Errorf("feeder: shape of a graph input: %w", err)
 	}
-	if !ok {
-		shape = nil
-	}
-	return Target{Name: o.Name(), DType: o.DataType(), Shape: shape}, nil
+	return Target{TensorSpec: spec}, nil
 }
 
 // Output maps one tensor produced by a session back to an Arrow column.

@@ -37,7 +37,7 @@ func TestAppendOutputs(t *testing.T) {
 	mapping := feeder.Mapping{{Column: "img", Tensor: "img"}, {Column: "word", Tensor: "word"}, {Column: "flag", Tensor: "flag"}}
 	targets, err := feeder.Targets(id.g, mapping)
 	require.NoError(t, err)
-	require.Equal(t, []feeder.Target{{Name: "img:0", DType: tf.Float, Shape: []int64{-1, 2, 2}}, {Name: "word:0", DType: tf.String, Shape: []int64{-1}}, {Name: "flag:0", DType: tf.Bool, Shape: []int64{-1}}}, targets)
+	require.Equal(t, []feeder.Target{{TensorSpec: tf.TensorSpec{Name: "img:0", DType: tf.Float, Shape: []int64{-1, 2, 2}}}, {TensorSpec: tf.TensorSpec{Name: "word:0", DType: tf.String, Shape: []int64{-1}}}, {TensorSpec: tf.TensorSpec{Name: "flag:0", DType: tf.Bool, Shape: []int64{-1}}}}, targets)
 	_, err = feeder.Targets(id.g, feeder.Mapping{{Column: "img", Tensor: "nope"}})
 	require.ErrorContains(t, err, `column "img" maps to tensor "nope"`)
 	plan, err := feeder.NewPlan(schema, mapping, targets)

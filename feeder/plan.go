@@ -41,6 +41,8 @@ type colPlan struct {
 	pad      []byte // one element of the pad value in dtype
 	batch    int64  // the target's batch dimension, -1 when free
 	target   string // target name for messages
+	// graphName is the target's graph tensor, empty without a target.
+	graphName string
 }
 
 // Plan is a checked mapping from a record schema to tensors. It is immutable
@@ -73,19 +75,20 @@ func RequireZeroCopy() PlanOption { return planOptionFunc(func(p *Plan) { p.zero
 // that modify tensors in place).
 func NoZeroCopy() PlanOption { return planOptionFunc(func(p *Plan) { p.noAlias = true }) }
 
-// PlannedInput describes one tensor a Plan produces.
+// PlannedInput describes one tensor a Plan produces: the column it comes
+// from and the target it feeds. Target.Alias is the mapping's Input.Tensor;
+// Target.Name is the target's graph tensor when NewPlan was given targets,
+// else empty. The shape has -1 for the batch dimension (and for the width
+// of variable-length lists fed without a Length).
 type PlannedInput struct {
 	Column string
-	Tensor string
-	DType  tf.DataType
-	// Shape is the tensor shape with -1 for the batch dimension (and for
-	// the width of variable-length lists fed without a Length).
-	Shape []int64
+	Target
 }
 
 // NewPlan checks mapping against schema and, when targets is not nil,
 // against the dtype and shape of each mapped target (matched by
-// Input.Tensor; "x" and "x:0" are the same tensor). It returns an error
+// Input.Tensor against Target.Alias, or Target.Name when the alias is
+// empty; "x" and "x:0" are the same tensor). It returns an error
 // naming the column and what was expected for every mismatch it finds
 // first: missing columns, unsupported or lossy types, shapes that do not fit.
 func NewPlan(schema *arrow.Schema, mapping Mapping, targets []Target, opts ...PlanOption) (*Plan, error) {
@@ -112,7 +115,7 @@ func NewPlan(schema *arrow.Schema, mapping Mapping, targets []Target, opts ...Pl
 		var tgt *Target
 		if targets != nil {
 			for i := range targets {
-				if canonicalTensor(targets[i].Name) == key {
+				if canonicalTensor(targets[i].key()) == key {
 					tgt = &targets[i]
 					break
 				}
@@ -120,7 +123,7 @@ func NewPlan(schema *arrow.Schema, mapping Mapping, targets []Target, opts ...Pl
 			if tgt == nil {
 				names := make([]string, len(targets))
 				for i, t := range targets {
-					names[i] = t.Name
+					names[i] = t.key()
 				}
 				return nil, fmt.Errorf("feeder: column %q maps to tensor %q, which is not a target (have: %s)", in.Column, in.Tensor, strings.Join(names, ", "))
 			}
@@ -151,7 +154,8 @@ func (p *Plan) Schema() *arrow.Schema { return p.schema }
 func (p *Plan) Inputs() []PlannedInput {
 	out := make([]PlannedInput, len(p.cols))
 	for i, c := range p.cols {
-		out[i] = PlannedInput{Column: c.in.Column, Tensor: c.in.Tensor, DType: c.dtype, Shape: append([]int64{-1}, c.rowShape...)}
+		out[i] = PlannedInput{Column: c.in.Column, Target: Target{Alias: c.in.Tensor,
+			TensorSpec: tf.TensorSpec{Name: c.graphName, DType: c.dtype, Shape: append([]int64{-1}, c.rowShape...)}}}
 	}
 	return out
 }
@@ -270,10 +274,10 @@ func planColumn(schema *arrow.Schema, in Input, tgt *Target) (colPlan, error) {
 	}
 	if tgt != nil {
 		if want != 0 && want != tgt.DType {
-			return colPlan{}, colErr(in.Column, -1, ErrType, "mapping asks for %s but target %q is %s", want, tgt.Name, tgt.DType)
+			return colPlan{}, colErr(in.Column, -1, ErrType, "mapping asks for %s but target %q is %s", want, tgt.key(), tgt.DType)
 		}
 		want = tgt.DType
-		c.target = tgt.Name
+		c.target, c.graphName = tgt.key(), tgt.Name
 	}
 	if c.kind == kindString {
 		if want == 0 {
@@ -304,7 +308,7 @@ func planColumn(schema *arrow.Schema, in Input, tgt *Target) (colPlan, error) {
 	var tshape []int64 // target row shape, nil: unknown rank
 	if tgt != nil && tgt.Shape != nil {
 		if len(tgt.Shape) == 0 {
-			return colPlan{}, colErr(in.Column, -1, ErrShape, "target %q is a scalar; a batch needs rank ≥ 1", tgt.Name)
+			return colPlan{}, colErr(in.Column, -1, ErrShape, "target %q is a scalar; a batch needs rank ≥ 1", c.target)
 		}
 		c.batch = tgt.Shape[0]
 		tshape = tgt.Shape[1:]

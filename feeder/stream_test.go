@@ -80,7 +80,7 @@ var unevenSizes = [][]int{{17, 5}, {41}, {9, 23, 11}, {30}, {6, 6}, {38, 12}, {1
 func streamPlan(t *testing.T, schema *arrow.Schema) *feeder.Plan {
 	t.Helper()
 	p, err := feeder.NewPlan(schema, feeder.Mapping{{Column: "id", Tensor: "id"}, {Column: "x", Tensor: "x"}},
-		[]feeder.Target{{Name: "id", DType: tf.Int64, Shape: []int64{-1}}, {Name: "x", DType: tf.Float, Shape: []int64{-1, 4}}})
+		[]feeder.Target{{TensorSpec: tf.TensorSpec{Name: "id", DType: tf.Int64, Shape: []int64{-1}}}, {TensorSpec: tf.TensorSpec{Name: "x", DType: tf.Float, Shape: []int64{-1, 4}}}})
 	require.NoError(t, err)
 	return p
 }
@@ -334,7 +334,7 @@ func TestStreamCSVChunks(t *testing.T) {
 	d, err = d.Project([]string{"id", "x"})
 	require.NoError(t, err)
 	plan, err := feeder.NewPlan(d.Schema(), feeder.Mapping{{Column: "id", Tensor: "id"}, {Column: "x", Tensor: "x", Cast: true}},
-		[]feeder.Target{{Name: "id", DType: tf.Int64, Shape: []int64{-1}}, {Name: "x", DType: tf.Float, Shape: []int64{-1}}})
+		[]feeder.Target{{TensorSpec: tf.TensorSpec{Name: "id", DType: tf.Int64, Shape: []int64{-1}}}, {TensorSpec: tf.TensorSpec{Name: "x", DType: tf.Float, Shape: []int64{-1}}}})
 	require.NoError(t, err)
 	ctx := context.Background()
 	s, err := feeder.NewStream(ctx, d, d.Pieces(), feeder.StreamConfig{Plan: plan, BatchRows: 64, Readers: 3})

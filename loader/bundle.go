@@ -38,7 +38,8 @@ type Bundle struct {
 	Variables []Variable
 	Weights   []Weight
 	// Inputs are fed to every graph, Labels to Train and Eval; Outputs are
-	// fetched from Infer, Loss and Metrics from Train and Eval.
+	// fetched from Infer, Loss and Metrics from Train and Eval. They are
+	// the Manifest's own values, not copies.
 	Inputs, Labels, Outputs, Metrics []BundleTensor
 	Loss                             BundleTensor
 }
@@ -61,15 +62,15 @@ type Variable struct {
 	Update string
 }
 
-// BundleTensor is a named tensor of a bundle.
+// BundleTensor is a tensor of a bundle: the name the manifest gives it and
+// the graph tensor it is. In manifest.json it is the object
+// {"name": Alias, "tensor": Name, "dtype": DType, "shape": Shape}.
 type BundleTensor struct {
-	// Name is the user-facing name ("x", "logits", "accuracy").
-	Name string
-	// Tensor is the graph tensor, "op:idx".
-	Tensor string
-	DType  tf.DataType
-	// Shape is the static shape, -1 for dimensions of unknown size.
-	Shape []int64
+	// Alias is the user-facing name ("x", "logits", "accuracy").
+	Alias string
+	// TensorSpec is the graph tensor ("op:idx"), its dtype and its static
+	// shape (-1 for dimensions of unknown size).
+	tf.TensorSpec
 }
 
 // LoadBundle reads the bundle in dir and checks it: the manifest parses and
@@ -140,16 +141,8 @@ func LoadBundle(dir string) (*Bundle, error) {
 
 func (b *Bundle) convert() {
 	dt := func(s string) tf.DataType { d, _ := tf.ParseDataType(s); return d } // validated
-	conv := func(ts []ManifestTensor) []BundleTensor {
-		out := make([]BundleTensor, len(ts))
-		for i, t := range ts {
-			out[i] = BundleTensor{Name: t.Name, Tensor: t.Tensor, DType: dt(t.DType), Shape: slices.Clone(t.Shape)}
-		}
-		return out
-	}
 	m := b.Manifest
-	b.Inputs, b.Labels, b.Outputs, b.Metrics = conv(m.Inputs), conv(m.Labels), conv(m.Outputs), conv(m.Metrics)
-	b.Loss = conv([]ManifestTensor{m.Loss})[0]
+	b.Inputs, b.Labels, b.Outputs, b.Metrics, b.Loss = m.Inputs, m.Labels, m.Outputs, m.Metrics, m.Loss
 	b.Variables = make([]Variable, len(m.Variables))
 	for i, v := range m.Variables {
 		b.Variables[i] = Variable{
@@ -258,28 +251,28 @@ func (b *Bundle) checkGraphs() error {
 		}
 	}
 	for _, t := range b.Inputs {
-		if err := tg.tensor(fmt.Sprintf("input %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+		if err := tg.tensor(fmt.Sprintf("input %q", t.Alias), t.Name, t.DType, t.Shape); err != nil {
 			return err
 		}
-		if err := ig.tensor(fmt.Sprintf("input %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+		if err := ig.tensor(fmt.Sprintf("input %q", t.Alias), t.Name, t.DType, t.Shape); err != nil {
 			return err
 		}
 	}
 	for _, t := range b.Labels {
-		if err := tg.tensor(fmt.Sprintf("label %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+		if err := tg.tensor(fmt.Sprintf("label %q", t.Alias), t.Name, t.DType, t.Shape); err != nil {
 			return err
 		}
 	}
 	for _, t := range b.Metrics {
-		if err := tg.tensor(fmt.Sprintf("metric %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+		if err := tg.tensor(fmt.Sprintf("metric %q", t.Alias), t.Name, t.DType, t.Shape); err != nil {
 			return err
 		}
 	}
-	if err := tg.tensor("loss", b.Loss.Tensor, b.Loss.DType, b.Loss.Shape); err != nil {
+	if err := tg.tensor("loss", b.Loss.Name, b.Loss.DType, b.Loss.Shape); err != nil {
 		return err
 	}
 	for _, t := range b.Outputs {
-		if err := ig.tensor(fmt.Sprintf("output %q", t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+		if err := ig.tensor(fmt.Sprintf("output %q", t.Alias), t.Name, t.DType, t.Shape); err != nil {
 			return err
 		}
 	}
@@ -320,16 +313,16 @@ func (b *Bundle) checkEval() error {
 		feed bool
 	}{{"input", b.Inputs, true}, {"label", b.Labels, true}, {"metric", b.Metrics, false}} {
 		for _, t := range set.ts {
-			if err := eg.tensor(fmt.Sprintf("%s %q", set.kind, t.Name), t.Tensor, t.DType, t.Shape); err != nil {
+			if err := eg.tensor(fmt.Sprintf("%s %q", set.kind, t.Alias), t.Name, t.DType, t.Shape); err != nil {
 				return err
 			}
 			if set.feed {
-				op, _, _ := tf.ParseOutputName(t.Tensor)
+				op, _, _ := tf.ParseOutputName(t.Name)
 				fed[op] = true
 			}
 		}
 	}
-	if err := eg.tensor("loss", b.Loss.Tensor, b.Loss.DType, b.Loss.Shape); err != nil {
+	if err := eg.tensor("loss", b.Loss.Name, b.Loss.DType, b.Loss.Shape); err != nil {
 		return err
 	}
 	for _, n := range b.Eval.Def.GetNode() {
@@ -361,7 +354,7 @@ func (c checker) tensor(what, name string, dt tf.DataType, shape []int64) error 
 	if err != nil {
 		return fmt.Errorf("%s: %s tensor %q: %w", c.file, what, name, err)
 	}
-	if ok && !shapesCompatible(got, shape) {
+	if ok && !tf.CompatibleShapes(got, shape) {
 		return fmt.Errorf("%s: %s tensor %q has shape %v, the manifest says %v", c.file, what, name, got, shape)
 	}
 	return nil
@@ -377,20 +370,6 @@ func (c checker) placeholder(what, name string, dt tf.DataType, shape []int64) e
 		return fmt.Errorf("%s: %s placeholder %q is a %s op, want Placeholder", c.file, what, name, typ)
 	}
 	return nil
-}
-
-// shapesCompatible reports whether two shapes agree in rank and in every
-// dimension both know.
-func shapesCompatible(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] >= 0 && b[i] >= 0 && a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Variable returns the variable called name and its index in Variables.

@@ -19,7 +19,7 @@ func ExampleBundle_NewTrainStep() {
 		log.Fatal(err)
 	}
 	for _, in := range b.Inputs {
-		fmt.Printf("input %s: %s %v\n", in.Name, in.DType, in.Shape)
+		fmt.Printf("input %s: %s %v\n", in.Alias, in.DType, in.Shape)
 	}
 	for _, v := range b.Variables {
 		fmt.Printf("variable %s %s%v trainable=%v\n", v.Name, v.DType, v.Shape, v.Trainable)
@@ -97,7 +97,7 @@ func ExampleBundle_NewEvalStep() {
 	defer r.Close()
 	loss, _ := tf.Data[float32](r.Loss)
 	acc, _ := tf.Data[float32](r.Metrics[0])
-	fmt.Printf("training mode: %v\nloss %.5f, %s %.2f\n", step.TrainingMode(), loss[0], b.Metrics[0].Name, acc[0])
+	fmt.Printf("training mode: %v\nloss %.5f, %s %.2f\n", step.TrainingMode(), loss[0], b.Metrics[0].Alias, acc[0])
 	// Output:
 	// training mode: false
 	// loss 1.04232, accuracy 0.50

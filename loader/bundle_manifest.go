@@ -19,7 +19,9 @@ const BundleFormat = "gotflow.bundle/v1"
 const MaxManifestBytes = 64 << 20
 
 // Manifest is the decoded manifest.json of a bundle, field for field as the
-// JSON Schema loader/schema/bundle-v1.schema.json describes it.
+// JSON Schema loader/schema/bundle-v1.schema.json describes it; its tensors
+// decode into BundleTensor (whose MarshalJSON and UnmarshalJSON keep the
+// file's "name", "tensor", "dtype" and "shape" keys).
 type Manifest struct {
 	Format     string            `json:"format"`
 	Producer   map[string]string `json:"producer,omitempty"`
@@ -27,22 +29,53 @@ type Manifest struct {
 	InferGraph string            `json:"infer_graph"`
 	// EvalGraph is optional: (weights, inputs, labels) -> (loss, metrics)
 	// with training behaviour off, under TrainGraph's tensor names.
-	EvalGraph string           `json:"eval_graph,omitempty"`
-	Weights   string           `json:"weights"`
-	Variables []ManifestVar    `json:"variables"`
-	Inputs    []ManifestTensor `json:"inputs"`
-	Labels    []ManifestTensor `json:"labels"`
-	Outputs   []ManifestTensor `json:"outputs"`
-	Loss      ManifestTensor   `json:"loss"`
-	Metrics   []ManifestTensor `json:"metrics"`
+	EvalGraph string         `json:"eval_graph,omitempty"`
+	Weights   string         `json:"weights"`
+	Variables []ManifestVar  `json:"variables"`
+	Inputs    []BundleTensor `json:"inputs"`
+	Labels    []BundleTensor `json:"labels"`
+	Outputs   []BundleTensor `json:"outputs"`
+	Loss      BundleTensor   `json:"loss"`
+	Metrics   []BundleTensor `json:"metrics"`
 }
 
-// ManifestTensor is a named tensor of the manifest.
-type ManifestTensor struct {
+// bundleTensorJSON is a BundleTensor as manifest.json spells it.
+type bundleTensorJSON struct {
 	Name   string  `json:"name"`
 	Tensor string  `json:"tensor"`
 	DType  string  `json:"dtype"`
 	Shape  []int64 `json:"shape"`
+}
+
+// MarshalJSON writes the tensor as manifest.json holds it: {"name": Alias,
+// "tensor": Name, "dtype": "float32", "shape": [-1, 8]}; a zero DType is "".
+func (t BundleTensor) MarshalJSON() ([]byte, error) {
+	j := bundleTensorJSON{Name: t.Alias, Tensor: t.Name, Shape: t.Shape}
+	if t.DType != 0 {
+		j.DType = t.DType.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads the form MarshalJSON writes. Unknown keys and a dtype
+// that is not one of gotflow's names are errors; a missing dtype decodes
+// as zero (Manifest.Validate reports it).
+func (t *BundleTensor) UnmarshalJSON(b []byte) error {
+	var j bundleTensorJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return err
+	}
+	var dt tf.DataType
+	if j.DType != "" {
+		var ok bool
+		if dt, ok = parseDType(j.DType); !ok {
+			return fmt.Errorf("tensor %q has dtype %q, want one of %s", j.Name, j.DType, dtypeNames)
+		}
+	}
+	*t = BundleTensor{Alias: j.Name, TensorSpec: tf.TensorSpec{Name: j.Tensor, DType: dt, Shape: j.Shape}}
+	return nil
 }
 
 // ManifestVar is a variable of the manifest.
@@ -170,7 +203,7 @@ func (m *Manifest) Validate() error {
 	}
 	groups := []struct {
 		kind string
-		ts   []ManifestTensor
+		ts   []BundleTensor
 	}{{"input", m.Inputs}, {"label", m.Labels}, {"output", m.Outputs}, {"metric", m.Metrics}}
 	for _, g := range groups {
 		names := map[string]bool{}
@@ -178,10 +211,10 @@ func (m *Manifest) Validate() error {
 			if err := checkTensor(fmt.Sprintf("%s %d", g.kind, i), t); err != nil {
 				return err
 			}
-			if names[t.Name] {
-				return fmt.Errorf("loader: manifest: %s name %q is used twice", g.kind, t.Name)
+			if names[t.Alias] {
+				return fmt.Errorf("loader: manifest: %s name %q is used twice", g.kind, t.Alias)
 			}
-			names[t.Name] = true
+			names[t.Alias] = true
 		}
 	}
 	// Each graph's feeds and each tensor's role must be distinct.
@@ -204,13 +237,13 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	for _, t := range m.Inputs {
-		who := fmt.Sprintf("input %q", t.Name)
-		if err := errors.Join(claim(trainFeeds, t.Tensor, who), claim(inferFeeds, t.Tensor, who)); err != nil {
+		who := fmt.Sprintf("input %q", t.Alias)
+		if err := errors.Join(claim(trainFeeds, t.Name, who), claim(inferFeeds, t.Name, who)); err != nil {
 			return err
 		}
 	}
 	for _, t := range m.Labels {
-		if err := claim(trainFeeds, t.Tensor, fmt.Sprintf("label %q", t.Name)); err != nil {
+		if err := claim(trainFeeds, t.Name, fmt.Sprintf("label %q", t.Alias)); err != nil {
 			return err
 		}
 	}
@@ -218,10 +251,10 @@ func (m *Manifest) Validate() error {
 		return err
 	}
 	if len(m.Loss.Shape) != 0 {
-		return fmt.Errorf("loader: manifest: loss %q has shape %v, want a scalar ([])", m.Loss.Tensor, m.Loss.Shape)
+		return fmt.Errorf("loader: manifest: loss %q has shape %v, want a scalar ([])", m.Loss.Name, m.Loss.Shape)
 	}
-	if m.Loss.DType != "float32" && m.Loss.DType != "float64" && m.Loss.DType != "float16" && m.Loss.DType != "bfloat16" {
-		return fmt.Errorf("loader: manifest: loss %q has dtype %s, want a floating-point type", m.Loss.Tensor, m.Loss.DType)
+	if dt := m.Loss.DType; dt != tf.Float && dt != tf.Double && dt != tf.Half && dt != tf.BFloat16 {
+		return fmt.Errorf("loader: manifest: loss %q has dtype %s, want a floating-point type", m.Loss.Name, dt)
 	}
 	return nil
 }
@@ -236,13 +269,21 @@ func checkFileName(key, name string) error {
 	return nil
 }
 
+// dtypeNames lists the dtype names a manifest may use.
+const dtypeNames = "float16, bfloat16, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool, string"
+
+// parseDType parses a manifest dtype: exactly one of dtypeNames.
+func parseDType(s string) (tf.DataType, bool) {
+	dt, err := tf.ParseDataType(s)
+	return dt, err == nil && dt.String() == s
+}
+
 func checkDType(what, s string) error {
 	if s == "" {
 		return fmt.Errorf("loader: manifest: %s has no dtype", what)
 	}
-	dt, err := tf.ParseDataType(s)
-	if err != nil || dt.String() != s {
-		return fmt.Errorf("loader: manifest: %s has dtype %q, want one of float16, bfloat16, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, bool, string", what, s)
+	if _, ok := parseDType(s); !ok {
+		return fmt.Errorf("loader: manifest: %s has dtype %q, want one of %s", what, s, dtypeNames)
 	}
 	return nil
 }
@@ -254,16 +295,19 @@ func checkTensorName(what, name string) error {
 	return nil
 }
 
-func checkTensor(what string, t ManifestTensor) error {
-	if t.Name == "" {
+func checkTensor(what string, t BundleTensor) error {
+	if t.Alias == "" {
 		return fmt.Errorf("loader: manifest: %s has no name", what)
 	}
-	what = fmt.Sprintf("%s (%q)", what, t.Name)
-	if err := checkTensorName(what+" tensor", t.Tensor); err != nil {
+	what = fmt.Sprintf("%s (%q)", what, t.Alias)
+	if err := checkTensorName(what+" tensor", t.Name); err != nil {
 		return err
 	}
-	if err := checkDType(what, t.DType); err != nil {
-		return err
+	if t.DType == 0 {
+		return fmt.Errorf("loader: manifest: %s has no dtype", what)
+	}
+	if !t.DType.Valid() {
+		return fmt.Errorf("loader: manifest: %s has dtype %q, want one of %s", what, t.DType, dtypeNames)
 	}
 	if t.Shape == nil {
 		return fmt.Errorf("loader: manifest: %s has no shape (use [] for a scalar)", what)

@@ -68,12 +68,12 @@ func (b *Bundle) NewTrainStep(opts ...tf.SessionOption) (*TrainStep, error) {
 	if st.labels, err = outputs(g, b.Labels); err != nil {
 		return fail(err)
 	}
-	names := []string{b.Loss.Tensor}
+	names := []string{b.Loss.Name}
 	for _, i := range b.Trainable() {
 		names = append(names, b.Variables[i].Gradient)
 	}
 	for _, m := range b.Metrics {
-		names = append(names, m.Tensor)
+		names = append(names, m.Name)
 	}
 	for _, i := range b.Stateful() {
 		names = append(names, b.Variables[i].Update)
@@ -337,7 +337,7 @@ func weightOutputs(g *tf.Graph, def *GraphDef, vars []Variable, ph func(Variable
 func outputs(g *tf.Graph, ts []BundleTensor) ([]tf.Output, error) {
 	out := make([]tf.Output, len(ts))
 	for i, t := range ts {
-		o, err := g.Output(t.Tensor)
+		o, err := g.Output(t.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -374,13 +374,13 @@ func appendFeeds(feeds []tf.Feed, kind string, specs []BundleTensor, outs []tf.O
 	for i, s := range specs {
 		t := ts[i]
 		if t == nil {
-			return nil, fmt.Errorf("loader: no tensor for %s %q", kind, s.Name)
+			return nil, fmt.Errorf("loader: no tensor for %s %q", kind, s.Alias)
 		}
 		if t.DataType() != s.DType {
-			return nil, fmt.Errorf("loader: %s %q got a %s tensor, want %s", kind, s.Name, t.DataType(), s.DType)
+			return nil, fmt.Errorf("loader: %s %q got a %s tensor, want %s", kind, s.Alias, t.DataType(), s.DType)
 		}
-		if !shapesCompatible(t.Shape(), s.Shape) {
-			return nil, fmt.Errorf("loader: %s %q got shape %v, want %v", kind, s.Name, t.Shape(), s.Shape)
+		if sh := t.Shape(); len(sh) != len(s.Shape) || !tf.CompatibleShapes(sh, s.Shape) { // a scalar's Shape is nil
+			return nil, fmt.Errorf("loader: %s %q got shape %v, want %v", kind, s.Alias, t.Shape(), s.Shape)
 		}
 		feeds = append(feeds, tf.Feed{Output: outs[i], Tensor: t})
 	}

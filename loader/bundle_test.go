@@ -138,10 +138,10 @@ func ctxT(t *testing.T) context.Context {
 
 func batch(t *testing.T, b *loader.Bundle, exp *expected) (inputs, labels []*tf.Tensor) {
 	for _, in := range b.Inputs {
-		inputs = append(inputs, tensorOf(t, exp.Inputs[in.Name]))
+		inputs = append(inputs, tensorOf(t, exp.Inputs[in.Alias]))
 	}
 	for _, l := range b.Labels {
-		labels = append(labels, tensorOf(t, exp.Labels[l.Name]))
+		labels = append(labels, tensorOf(t, exp.Labels[l.Alias]))
 	}
 	return inputs, labels
 }
@@ -184,7 +184,7 @@ func TestTrainStepMatchesPython(t *testing.T) {
 			}
 			for i, m := range b.Metrics {
 				got := values(t, r.Metrics[i])[0]
-				require.InDelta(t, exp.Metrics[m.Name], got, 1e-6, "metric %s", m.Name)
+				require.InDelta(t, exp.Metrics[m.Alias], got, 1e-6, "metric %s", m.Alias)
 			}
 			st8 := b.Stateful()
 			require.Len(t, r.Updates, len(exp.Updates))
@@ -217,7 +217,7 @@ func TestEvalStepMatchesPython(t *testing.T) {
 			require.Len(t, r.Metrics, len(b.Metrics))
 			for i, m := range b.Metrics {
 				got := values(t, r.Metrics[i])[0]
-				require.InDelta(t, exp.Eval.Metrics[m.Name], got, 1e-6, "metric %s", m.Name)
+				require.InDelta(t, exp.Eval.Metrics[m.Alias], got, 1e-6, "metric %s", m.Alias)
 			}
 			if name == "cnn" {
 				// Dropout and batch-norm batch statistics make the
@@ -291,7 +291,7 @@ func TestPredictorMatchesPython(t *testing.T) {
 			require.NoError(t, err)
 			require.Len(t, out, len(exp.Outputs))
 			for i, o := range b.Outputs {
-				requireClose(t, "output "+o.Name, out[i], exp.Outputs[o.Name])
+				requireClose(t, "output "+o.Alias, out[i], exp.Outputs[o.Alias])
 				out[i].Close()
 			}
 		})
@@ -312,7 +312,7 @@ func TestFreezeMatchesPython(t *testing.T) {
 			}
 			var want []string
 			for _, in := range b.Inputs {
-				want = append(want, in.Tensor)
+				want = append(want, in.Name)
 			}
 			slices.Sort(want)
 			require.Equal(t, want, phs, "only the inputs stay placeholders")
@@ -326,20 +326,20 @@ func TestFreezeMatchesPython(t *testing.T) {
 			inputs, _ := batch(t, b, exp)
 			var feeds []tf.Feed
 			for i, in := range b.Inputs {
-				o, err := g.Output(in.Tensor)
+				o, err := g.Output(in.Name)
 				require.NoError(t, err)
 				feeds = append(feeds, tf.Feed{Output: o, Tensor: inputs[i]})
 			}
 			var fetches []tf.Output
 			for _, o := range b.Outputs {
-				out, err := g.Output(o.Tensor)
+				out, err := g.Output(o.Name)
 				require.NoError(t, err)
 				fetches = append(fetches, out)
 			}
 			res, err := s.Run(ctxT(t), feeds, fetches, nil)
 			require.NoError(t, err)
 			for i, o := range b.Outputs {
-				requireClose(t, "frozen output "+o.Name, res[i], exp.Outputs[o.Name])
+				requireClose(t, "frozen output "+o.Alias, res[i], exp.Outputs[o.Alias])
 				res[i].Close()
 			}
 		})
@@ -365,7 +365,7 @@ func TestFreezeUsesGivenWeights(t *testing.T) {
 	x, err := tf.NewTensor([]int64{2, 6}, make([]float32, 12))
 	require.NoError(t, err)
 	defer x.Close()
-	in, err := g.Output(b.Inputs[0].Tensor)
+	in, err := g.Output(b.Inputs[0].Name)
 	require.NoError(t, err)
 	out, err := g.Output("output/probs:0")
 	require.NoError(t, err)
@@ -403,10 +403,10 @@ func TestFreezeRejectsBadWeights(t *testing.T) {
 func TestLoadBundleDescribesItself(t *testing.T) {
 	b, err := loader.LoadBundle(bundleDir("cnn"))
 	require.NoError(t, err)
-	require.Equal(t, []loader.BundleTensor{{Name: "x", Tensor: "input/x:0", DType: tf.Float, Shape: []int64{-1, 6, 6, 2}}}, b.Inputs)
-	require.Equal(t, []loader.BundleTensor{{Name: "y", Tensor: "label/y:0", DType: tf.Int32, Shape: []int64{-1}}}, b.Labels)
-	require.Equal(t, []loader.BundleTensor{{Name: "output", Tensor: "output/output:0", DType: tf.Float, Shape: []int64{-1, 3}}}, b.Outputs)
-	require.Equal(t, loader.BundleTensor{Name: "sparse_categorical_crossentropy", Tensor: "loss:0", DType: tf.Float, Shape: []int64{}}, b.Loss)
+	require.Equal(t, []loader.BundleTensor{{Alias: "x", TensorSpec: tf.TensorSpec{Name: "input/x:0", DType: tf.Float, Shape: []int64{-1, 6, 6, 2}}}}, b.Inputs)
+	require.Equal(t, []loader.BundleTensor{{Alias: "y", TensorSpec: tf.TensorSpec{Name: "label/y:0", DType: tf.Int32, Shape: []int64{-1}}}}, b.Labels)
+	require.Equal(t, []loader.BundleTensor{{Alias: "output", TensorSpec: tf.TensorSpec{Name: "output/output:0", DType: tf.Float, Shape: []int64{-1, 3}}}}, b.Outputs)
+	require.Equal(t, loader.BundleTensor{Alias: "sparse_categorical_crossentropy", TensorSpec: tf.TensorSpec{Name: "loss:0", DType: tf.Float, Shape: []int64{}}}, b.Loss)
 	var names []string
 	for _, i := range b.Stateful() {
 		names = append(names, b.Variables[i].Name)
@@ -646,6 +646,41 @@ func header(h string, body int) []byte {
 	out[0] = byte(len(h))
 	out = append(out, h...)
 	return append(out, make([]byte, body)...)
+}
+
+// TestManifestRoundTrip checks that every committed manifest decodes and
+// encodes back to the same JSON, key for key and value for value: the
+// tensors' "name", "tensor", "dtype" and "shape" survive BundleTensor's
+// Alias and embedded tf.TensorSpec.
+func TestManifestRoundTrip(t *testing.T) {
+	for _, name := range []string{"cnn", "finetune", "mlp", "tf1"} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join(bundleDir(name), "manifest.json"))
+			require.NoError(t, err)
+			m, err := loader.ParseManifest(raw)
+			require.NoError(t, err)
+			out, err := json.Marshal(m)
+			require.NoError(t, err)
+			var want, got map[string]any
+			require.NoError(t, json.Unmarshal(raw, &want))
+			require.NoError(t, json.Unmarshal(out, &got))
+			require.Equal(t, want, got)
+			again, err := loader.ParseManifest(out)
+			require.NoError(t, err)
+			require.Equal(t, m, again)
+		})
+	}
+	raw, err := os.ReadFile(filepath.Join(bundleDir("cnn"), "manifest.json"))
+	require.NoError(t, err)
+	m, err := loader.ParseManifest(raw)
+	require.NoError(t, err)
+	in, err := json.Marshal(m.Inputs[0])
+	require.NoError(t, err)
+	require.JSONEq(t, `{"name": "x", "tensor": "input/x:0", "dtype": "float32", "shape": [-1, 6, 6, 2]}`, string(in))
+	var bt loader.BundleTensor
+	require.NoError(t, json.Unmarshal(in, &bt))
+	require.Equal(t, loader.BundleTensor{Alias: "x", TensorSpec: tf.TensorSpec{Name: "input/x:0", DType: tf.Float, Shape: []int64{-1, 6, 6, 2}}}, bt)
+	require.ErrorContains(t, json.Unmarshal([]byte(`{"name": "x", "tensor": "x:0", "dtype": "float32", "shape": [], "alias": "y"}`), &bt), `unknown field "alias"`)
 }
 
 func TestParseManifestRejects(t *testing.T) {

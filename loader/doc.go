@@ -2,6 +2,8 @@
 // ParseGraphDef) with tensor-name resolution, and gotflow model bundles
 // (LoadBundle): a manifest, a training graph, an inference graph, an
 // optional evaluation graph and weights, as written by `gotflow convert`.
+// A bundle's inputs, labels, outputs, loss and metrics are BundleTensors:
+// the manifest's name for the tensor (Alias) and its tf.TensorSpec.
 //
 // # Ownership
 //

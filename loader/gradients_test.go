@@ -91,7 +91,7 @@ func TestAddGradientsOnBundleLossesNamesTheOp(t *testing.T) {
 			for _, i := range b.Trainable() {
 				ws = append(ws, b.Variables[i].TrainPlaceholder)
 			}
-			_, _, err = loader.AddGradients(b.Train, b.Loss.Tensor, ws)
+			_, _, err = loader.AddGradients(b.Train, b.Loss.Name, ws)
 			var nge *loader.NoGradientError
 			require.True(t, errors.As(err, &nge), "got %v", err)
 			var types []string

@@ -169,25 +169,10 @@ func (g *GraphDef) Import(opts ...tf.ImportOption) (*tf.Graph, error) {
 	return tf.ImportGraphDef(g.raw, opts...)
 }
 
-// TensorSpec describes a tensor: its name ("op:idx"), type and static shape
-// (-1 for unknown dimensions, nil for an unknown rank).
-type TensorSpec struct {
-	Name  string
-	DType tf.DataType
-	Shape []int64
-}
-
-func (s TensorSpec) String() string {
-	if s.Shape == nil {
-		return fmt.Sprintf("%s %s[?]", s.Name, s.DType)
-	}
-	return fmt.Sprintf("%s %s%v", s.Name, s.DType, s.Shape)
-}
-
 // Placeholders lists the graph's Placeholder nodes (its inputs), sorted by
 // name.
-func (g *GraphDef) Placeholders() []TensorSpec {
-	var out []TensorSpec
+func (g *GraphDef) Placeholders() []tf.TensorSpec {
+	var out []tf.TensorSpec
 	for _, n := range g.Def.Node {
 		if n.GetOp() != "Placeholder" {
 			continue

@@ -9,8 +9,8 @@ import (
 )
 
 // placeholderSpec reads the dtype and shape attributes of a Placeholder.
-func placeholderSpec(n *nodepb.NodeDef) (TensorSpec, error) {
-	s := TensorSpec{Name: n.GetName() + ":0"}
+func placeholderSpec(n *nodepb.NodeDef) (tf.TensorSpec, error) {
+	s := tf.TensorSpec{Name: n.GetName() + ":0"}
 	dt, ok := n.GetAttr()["dtype"]
 	if !ok {
 		return s, fmt.Errorf("placeholder %q has no dtype attribute", n.GetName())

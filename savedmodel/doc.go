@@ -12,7 +12,8 @@
 //   - a frozen GraphDef (LoadFrozenGraph).
 //
 // Read lists a SavedModel's tag sets and signatures without TensorFlow, which
-// is what `gotflow inspect` prints.
+// is what `gotflow inspect` prints. A signature's inputs and outputs are
+// SignatureTensors: the alias and the graph tensor's tf.TensorSpec.
 //
 // Loading a model makes TensorFlow trust its graph, and several TensorFlow
 // bugs abort the process on malformed graphs. savedmodel therefore parses and

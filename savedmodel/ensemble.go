@@ -85,7 +85,7 @@ func EnsembleGraph(members []*loader.GraphDef, sigs []Signature, how Combine) (*
 		shared[in.Alias] = name
 		b := &nodes{def: out}
 		b.placeholder(name, in.DType, in.Shape)
-		sig.Inputs = append(sig.Inputs, TensorSpec{Alias: in.Alias, Name: name + ":0", DType: in.DType, Shape: slices.Clone(in.Shape)})
+		sig.Inputs = append(sig.Inputs, SignatureTensor{Alias: in.Alias, TensorSpec: tf.TensorSpec{Name: name + ":0", DType: in.DType, Shape: slices.Clone(in.Shape)}})
 	}
 	for _, o := range first.Outputs {
 		name := "ensemble/" + nodeSafe(o.Alias)
@@ -203,7 +203,7 @@ func EnsembleGraph(members []*loader.GraphDef, sigs []Signature, how Combine) (*
 			sum := b.add(base+"/votes", "AddN", votes, typeAttr("T", tf.Float), intAttr("N", k))
 			b.add(base, "Mul", []string{sum, b.constFloat(base+"/scale", 1/float32(k))}, typeAttr("T", tf.Float))
 		}
-		sig.Outputs = append(sig.Outputs, TensorSpec{Alias: o.Alias, Name: base + ":0", DType: tf.Float, Shape: slices.Clone(o.Shape)})
+		sig.Outputs = append(sig.Outputs, SignatureTensor{Alias: o.Alias, TensorSpec: tf.TensorSpec{Name: base + ":0", DType: tf.Float, Shape: slices.Clone(o.Shape)}})
 	}
 	g, err := loader.NewGraphDef(out)
 	if err != nil {
@@ -244,7 +244,7 @@ func ExportEnsemble(dir string, members []string, how Combine) error {
 	return Export(dir, g, sig)
 }
 
-func sameSpecs(kind string, want, got []TensorSpec) error {
+func sameSpecs(kind string, want, got []SignatureTensor) error {
 	if len(want) != len(got) {
 		return fmt.Errorf("%d %ss, the first member has %d", len(got), kind, len(want))
 	}
@@ -256,28 +256,11 @@ func sameSpecs(kind string, want, got []TensorSpec) error {
 		if g.DType != w.DType {
 			return fmt.Errorf("%s %q is %s, the first member's is %s", kind, w.Alias, g.DType, w.DType)
 		}
-		if !compatibleShapes(w.Shape, g.Shape) {
+		if !tf.CompatibleShapes(w.Shape, g.Shape) {
 			return fmt.Errorf("%s %q has shape %v, the first member's is %v", kind, w.Alias, g.Shape, w.Shape)
 		}
 	}
 	return nil
-}
-
-// compatibleShapes reports whether two shapes (nil: unknown rank, -1:
-// unknown dimension) can describe the same tensor.
-func compatibleShapes(a, b []int64) bool {
-	if a == nil || b == nil {
-		return true
-	}
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] >= 0 && b[i] >= 0 && a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 var unsafeNodeChars = regexp.MustCompile(`[^A-Za-z0-9_.\-/]`)

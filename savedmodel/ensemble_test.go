@@ -82,7 +82,7 @@ func TestEnsembleExport(t *testing.T) {
 	for i, v := range xs {
 		x[i] = float32(v)
 	}
-	out := b.Outputs[0].Name
+	out := b.Outputs[0].Alias
 	classes := int(b.Outputs[0].Shape[len(b.Outputs[0].Shape)-1])
 	var each [][]float64
 	for _, m := range members {
@@ -157,8 +157,8 @@ func identityMember(t *testing.T, in, out string, shape []int64) (*loader.GraphD
 	g, err := loader.NewGraphDef(def)
 	require.NoError(t, err)
 	return g, savedmodel.Signature{Key: savedmodel.DefaultSignatureKey, MethodName: savedmodel.PredictMethodName,
-		Inputs:  []savedmodel.TensorSpec{{Alias: in, Name: "x:0", DType: tf.Float, Shape: shape}},
-		Outputs: []savedmodel.TensorSpec{{Alias: out, Name: "y:0", DType: tf.Float, Shape: shape}}}
+		Inputs:  []savedmodel.SignatureTensor{{Alias: in, TensorSpec: tf.TensorSpec{Name: "x:0", DType: tf.Float, Shape: shape}}},
+		Outputs: []savedmodel.SignatureTensor{{Alias: out, TensorSpec: tf.TensorSpec{Name: "y:0", DType: tf.Float, Shape: shape}}}}
 }
 
 // TestEnsembleGraphChecks: colocation constraints follow the renamed
@@ -180,7 +180,7 @@ func TestEnsembleGraphChecks(t *testing.T) {
 
 	// "x!" and "x?" both become the node name ensemble_input/x_.
 	d, sd := identityMember(t, "x", "y", []int64{-1, 2})
-	extra := []savedmodel.TensorSpec{{Alias: "x!", Name: "h:0", DType: tf.Float}, {Alias: "x?", Name: "h:0", DType: tf.Float}}
+	extra := []savedmodel.SignatureTensor{{Alias: "x!", TensorSpec: tf.TensorSpec{Name: "h:0", DType: tf.Float}}, {Alias: "x?", TensorSpec: tf.TensorSpec{Name: "h:0", DType: tf.Float}}}
 	sd.Inputs = append(sd.Inputs, extra...)
 	sa2 := sa
 	sa2.Inputs = append(slices.Clone(sa.Inputs), extra...)
@@ -188,7 +188,7 @@ func TestEnsembleGraphChecks(t *testing.T) {
 	require.ErrorContains(t, err, `inputs "x!" and "x?" both map to node "ensemble_input/x_"`)
 
 	sn := sa
-	sn.Inputs = []savedmodel.TensorSpec{{Alias: "x", Name: "h:0", DType: tf.Float, Shape: []int64{-1, 2}}}
+	sn.Inputs = []savedmodel.SignatureTensor{{Alias: "x", TensorSpec: tf.TensorSpec{Name: "h:0", DType: tf.Float, Shape: []int64{-1, 2}}}}
 	_, _, err = savedmodel.EnsembleGraph([]*loader.GraphDef{a, b}, []savedmodel.Signature{sn, sb}, savedmodel.CombineMean)
 	require.ErrorContains(t, err, `not a placeholder's output 0`)
 }

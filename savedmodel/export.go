@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 
 	tspb "github.com/wamuir/graft/tensorflow/core/framework/tensor_shape_go_proto"
 	typespb "github.com/wamuir/graft/tensorflow/core/framework/types_go_proto"
@@ -23,14 +22,15 @@ const PredictMethodName = "tensorflow/serving/predict"
 
 // SignatureFromBundle returns the serving signature of a bundle: its inputs
 // and outputs under their bundle names, as graph tensors of the inference
-// graph (and so of b.Freeze's result).
+// graph (and so of b.Freeze's result). The tensors share their shapes with
+// the bundle's.
 func SignatureFromBundle(b *loader.Bundle) Signature {
 	sig := Signature{Key: DefaultSignatureKey, MethodName: PredictMethodName}
 	for _, t := range b.Inputs {
-		sig.Inputs = append(sig.Inputs, TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: slices.Clone(t.Shape)})
+		sig.Inputs = append(sig.Inputs, SignatureTensor(t))
 	}
 	for _, t := range b.Outputs {
-		sig.Outputs = append(sig.Outputs, TensorSpec{Alias: t.Name, Name: t.Tensor, DType: t.DType, Shape: slices.Clone(t.Shape)})
+		sig.Outputs = append(sig.Outputs, SignatureTensor(t))
 	}
 	return sig
 }
@@ -70,7 +70,7 @@ func Export(dir string, frozen *loader.GraphDef, sig Signature) error {
 		Outputs:    map[string]*pb.TensorInfo{},
 		MethodName: sig.MethodName,
 	}
-	add := func(kind string, m map[string]*pb.TensorInfo, ts []TensorSpec, placeholder bool) error {
+	add := func(kind string, m map[string]*pb.TensorInfo, ts []SignatureTensor, placeholder bool) error {
 		for _, t := range ts {
 			if t.Alias == "" {
 				return fmt.Errorf("savedmodel: export: signature %q: %s %q has no alias", sig.Key, kind, t.Name)

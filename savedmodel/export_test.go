@@ -177,7 +177,7 @@ func TestExportRejects(t *testing.T) {
 	})
 	t.Run("missing tensor", func(t *testing.T) {
 		bad := sig
-		bad.Outputs = []savedmodel.TensorSpec{{Alias: "out", Name: "output/nope:0", DType: tf.Float}}
+		bad.Outputs = []savedmodel.SignatureTensor{{Alias: "out", TensorSpec: tf.TensorSpec{Name: "output/nope:0", DType: tf.Float}}}
 		dir := filepath.Join(t.TempDir(), "m")
 		err := savedmodel.Export(dir, frozen, bad)
 		require.ErrorIs(t, err, tf.ErrNotFound)
@@ -192,7 +192,7 @@ func TestExportRejects(t *testing.T) {
 	})
 	t.Run("input dtype differs from its placeholder", func(t *testing.T) {
 		bad := sig
-		bad.Inputs = append([]savedmodel.TensorSpec(nil), sig.Inputs...)
+		bad.Inputs = append([]savedmodel.SignatureTensor(nil), sig.Inputs...)
 		bad.Inputs[0].DType = tf.Int64
 		require.ErrorContains(t, savedmodel.Export(filepath.Join(t.TempDir(), "m"), frozen, bad), "declares int64, but placeholder")
 	})

@@ -34,74 +34,52 @@ const (
 // saved_model.pb nor saved_model.pbtxt.
 var ErrNotSavedModel = errors.New("savedmodel: not a SavedModel directory")
 
-// TensorSpec describes one input or output of a signature or graph.
-type TensorSpec struct {
-	// Alias is the signature's name for the tensor; empty outside signatures.
+// SignatureTensor is one input or output of a model: the name callers use
+// for it and the graph tensor it is.
+type SignatureTensor struct {
+	// Alias is the signature's name for the tensor; empty when the model is
+	// used with raw tensor names (then callers use TensorSpec.Name).
 	Alias string
-	// Name is the graph tensor, "op:idx".
-	Name  string
-	DType tf.DataType
-	// Shape holds -1 for unknown dimensions and is nil for an unknown rank.
-	Shape []int64
+	// TensorSpec is the graph tensor ("op:idx"), its dtype and its static
+	// shape (-1 for unknown dimensions, nil for an unknown rank).
+	tf.TensorSpec
 }
 
-// String formats the spec like "x: float32[-1,8] (serving_default_x:0)".
-func (s TensorSpec) String() string {
-	key := s.Alias
-	if key == "" {
-		key = s.Name
+// String formats the tensor like "x: float32[-1,8] (serving_default_x:0)",
+// or like tf.TensorSpec's String without an alias.
+func (s SignatureTensor) String() string {
+	if s.Alias == "" {
+		return s.TensorSpec.String()
 	}
-	out := fmt.Sprintf("%s: %s%s", key, dtypeName(s.DType), ShapeString(s.Shape))
-	if s.Alias != "" {
-		out += " (" + s.Name + ")"
-	}
-	return out
-}
-
-func dtypeName(d tf.DataType) string {
-	if d == 0 {
-		return "invalid"
-	}
-	return d.String()
-}
-
-// ShapeString formats a shape as "[-1,8]": "[]" for a scalar and
-// "<unknown rank>" for nil.
-func ShapeString(shape []int64) string {
-	if shape == nil {
-		return "<unknown rank>"
-	}
-	parts := make([]string, len(shape))
-	for i, d := range shape {
-		parts[i] = fmt.Sprint(d)
-	}
-	return "[" + strings.Join(parts, ",") + "]"
+	spec := s.TensorSpec
+	spec.Name = s.Alias
+	return spec.String() + " (" + s.Name + ")"
 }
 
 // Signature is one SignatureDef, inputs and outputs sorted by alias.
 type Signature struct {
 	Key        string
 	MethodName string
-	Inputs     []TensorSpec
-	Outputs    []TensorSpec
+	Inputs     []SignatureTensor
+	Outputs    []SignatureTensor
 }
 
 // Input returns the input called alias.
-func (s *Signature) Input(alias string) (TensorSpec, bool) { return findAlias(s.Inputs, alias) }
+func (s *Signature) Input(alias string) (SignatureTensor, bool) { return findAlias(s.Inputs, alias) }
 
 // Output returns the output called alias.
-func (s *Signature) Output(alias string) (TensorSpec, bool) { return findAlias(s.Outputs, alias) }
+func (s *Signature) Output(alias string) (SignatureTensor, bool) { return findAlias(s.Outputs, alias) }
 
-func findAlias(specs []TensorSpec, alias string) (TensorSpec, bool) {
+func findAlias(specs []SignatureTensor, alias string) (SignatureTensor, bool) {
 	for _, t := range specs {
 		if t.Alias == alias {
 			return t, true
 		}
 	}
-	return TensorSpec{}, false
+	return SignatureTensor{}, false
 }
 
-func aliases(specs []TensorSpec) []string {
+func aliases(specs []SignatureTensor) []string {
 	out := make([]string, len(specs))
 	for i, t := range specs {
 		out[i] = t.Alias
@@ -379,15 +357,14 @@ func summarize(mg *pb.MetaGraphDef) (MetaGraph, error) {
 	return m, nil
 }
 
-func specs(m map[string]*pb.TensorInfo) []TensorSpec {
-	out := make([]TensorSpec, 0, len(m))
+func specs(m map[string]*pb.TensorInfo) []SignatureTensor {
+	out := make([]SignatureTensor, 0, len(m))
 	for alias, ti := range m {
-		out = append(out, TensorSpec{
-			Alias: alias,
+		out = append(out, SignatureTensor{Alias: alias, TensorSpec: tf.TensorSpec{
 			Name:  tensorInfoName(ti),
 			DType: tf.DataType(ti.GetDtype()),
 			Shape: shapeOf(ti.GetTensorShape()),
-		})
+		}})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Alias < out[j].Alias })
 	return out

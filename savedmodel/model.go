@@ -77,7 +77,7 @@ func buildOptions(opts []Option) options {
 // Endpoint is a resolved input or output: its description and the graph
 // tensor to feed or fetch.
 type Endpoint struct {
-	TensorSpec
+	SignatureTensor
 	Output tf.Output
 }
 
@@ -146,7 +146,7 @@ func Load(ctx context.Context, dir string, opts ...Option) (*Model, error) {
 }
 
 func checkDense(sig *Signature) error {
-	for _, list := range [][]TensorSpec{sig.Inputs, sig.Outputs} {
+	for _, list := range [][]SignatureTensor{sig.Inputs, sig.Outputs} {
 		for _, t := range list {
 			if t.Name == "" || t.Name[0] == '<' {
 				return fmt.Errorf("savedmodel: signature %q tensor %q is %s; only dense tensors are supported", sig.Key, t.Alias, t.Name)
@@ -162,7 +162,7 @@ func (m *Model) checkSignature() error {
 	if m.sig == nil {
 		return nil
 	}
-	for _, list := range [][]TensorSpec{m.sig.Inputs, m.sig.Outputs} {
+	for _, list := range [][]SignatureTensor{m.sig.Inputs, m.sig.Outputs} {
 		for _, t := range list {
 			if _, err := m.graph.Output(t.Name); err != nil {
 				return fmt.Errorf("savedmodel: signature %q alias %q: %w", m.sig.Key, t.Alias, err)
@@ -198,11 +198,11 @@ func (m *Model) Graph() *tf.Graph { return m.graph }
 
 // Inputs lists what must be fed: the signature's inputs, or with raw tensor
 // names the graph's placeholders (those without a default).
-func (m *Model) Inputs() []TensorSpec {
+func (m *Model) Inputs() []SignatureTensor {
 	if m.sig != nil {
-		return append([]TensorSpec(nil), m.sig.Inputs...)
+		return append([]SignatureTensor(nil), m.sig.Inputs...)
 	}
-	var out []TensorSpec
+	var out []SignatureTensor
 	for _, op := range m.graph.Operations() {
 		if op.Type() == "Placeholder" {
 			out = append(out, specOf(op.Output(0)))
@@ -214,11 +214,11 @@ func (m *Model) Inputs() []TensorSpec {
 
 // Outputs lists the signature's outputs, or with raw tensor names the graph's
 // tensors that no operation reads (the likely results).
-func (m *Model) Outputs() []TensorSpec {
+func (m *Model) Outputs() []SignatureTensor {
 	if m.sig != nil {
-		return append([]TensorSpec(nil), m.sig.Outputs...)
+		return append([]SignatureTensor(nil), m.sig.Outputs...)
 	}
-	var out []TensorSpec
+	var out []SignatureTensor
 	for _, op := range m.graph.Operations() {
 		switch op.Type() {
 		case "NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "SaveV2", "RestoreV2", "Assign", "AssignVariableOp",
@@ -239,12 +239,11 @@ func (m *Model) Outputs() []TensorSpec {
 	return out
 }
 
-func specOf(o tf.Output) TensorSpec {
-	shape, ok, err := o.Shape()
-	if err != nil || !ok {
-		shape = nil
-	}
-	return TensorSpec{Name: o.Name(), DType: o.DataType(), Shape: shape}
+// specOf describes a graph tensor named raw (no alias); a shape the graph
+// cannot report is unknown.
+func specOf(o tf.Output) SignatureTensor {
+	spec, _ := o.Spec()
+	return SignatureTensor{TensorSpec: spec}
 }
 
 // Input resolves an input name: a signature alias, or with raw tensor names
@@ -275,13 +274,13 @@ func (m *Model) endpoint(kind, name string) (Endpoint, error) {
 		if err != nil {
 			return Endpoint{}, fmt.Errorf("savedmodel: %s %q: %w", kind, name, err)
 		}
-		return Endpoint{TensorSpec: spec, Output: o}, nil
+		return Endpoint{SignatureTensor: spec, Output: o}, nil
 	}
 	o, err := m.graph.Output(name)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("savedmodel: %s %q: %w", kind, name, err)
 	}
-	return Endpoint{TensorSpec: specOf(o), Output: o}, nil
+	return Endpoint{SignatureTensor: specOf(o), Output: o}, nil
 }
 
 // Run feeds the named tensors (borrowed) and returns the named fetches in

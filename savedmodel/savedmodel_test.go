@@ -70,7 +70,7 @@ func TestReadListsSignaturesLikePython(t *testing.T) {
 	}
 }
 
-func requireSpecs(t *testing.T, want []testmodels.TensorInfo, got []savedmodel.TensorSpec) {
+func requireSpecs(t *testing.T, want []testmodels.TensorInfo, got []savedmodel.SignatureTensor) {
 	t.Helper()
 	require.Len(t, got, len(want))
 	for i, w := range want {

@@ -378,7 +378,7 @@ func (s *Server) open(ctx context.Context, v *version) error {
 		ms := Signature{Key: key, Method: sig.MethodName}
 		dense := true
 		for _, list := range []struct {
-			from []savedmodel.TensorSpec
+			from []savedmodel.SignatureTensor
 			to   *[]TensorInfo
 		}{{sig.Inputs, &ms.Inputs}, {sig.Outputs, &ms.Outputs}} {
 			for _, t := range list.from {

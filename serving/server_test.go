@@ -51,8 +51,8 @@ func affine(t *testing.T, base string, version int, a, b float32) {
 	g, err := loader.NewGraphDef(def)
 	require.NoError(t, err)
 	sig := savedmodel.Signature{Key: "serving_default", MethodName: savedmodel.PredictMethodName,
-		Inputs:  []savedmodel.TensorSpec{{Alias: "x", Name: "x:0", DType: tf.Float, Shape: []int64{-1, 1}}},
-		Outputs: []savedmodel.TensorSpec{{Alias: "y", Name: "y:0", DType: tf.Float, Shape: []int64{-1, 1}}}}
+		Inputs:  []savedmodel.SignatureTensor{{Alias: "x", TensorSpec: tf.TensorSpec{Name: "x:0", DType: tf.Float, Shape: []int64{-1, 1}}}},
+		Outputs: []savedmodel.SignatureTensor{{Alias: "y", TensorSpec: tf.TensorSpec{Name: "y:0", DType: tf.Float, Shape: []int64{-1, 1}}}}}
 	tmp := filepath.Join(base, fmt.Sprintf(".tmp-%d", version))
 	require.NoError(t, savedmodel.Export(tmp, g, sig))
 	require.NoError(t, os.Rename(tmp, filepath.Join(base, fmt.Sprint(version))))

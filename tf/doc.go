@@ -6,6 +6,11 @@
 // (ConfigProto, RunOptions, ServerDef, GraphDef, MetaGraphDef) come from
 // github.com/wamuir/graft.
 //
+// TensorSpec is gotflow's one description of a graph tensor: its name
+// ("op:index"), dtype and static shape. Types that also know a tensor by a
+// user-facing name (loader.BundleTensor, savedmodel.SignatureTensor,
+// feeder.Target) embed it next to a field called Alias.
+//
 // # Ownership
 //
 // Tensor, Graph, Session and Server own C memory and have an idempotent

@@ -270,7 +270,7 @@ func (r *runner) checkObjective() error {
 		}
 		var names []string
 		for _, mt := range m.Metrics {
-			names = append(names, mt.Name)
+			names = append(names, mt.Alias)
 		}
 		if !slices.Contains(names, base) {
 			return fmt.Errorf("tune: objective.objectiveMetricName %q: bundle %s reports loss and %v; want loss, val_loss or one of those (val_ for the validation split)", name, b, names)

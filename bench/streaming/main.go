@@ -255,7 +255,7 @@ func openPlan(dir string) (*arrowio.StreamDataset, *feeder.Plan, error) {
 		return nil, nil, err
 	}
 	plan, err := feeder.NewPlan(d.Schema(), feeder.Mapping{{Column: "x", Tensor: "x"}, {Column: "y", Tensor: "y"}},
-		[]feeder.Target{{Name: "x", DType: tf.Float, Shape: []int64{-1, width}}, {Name: "y", DType: tf.Int64, Shape: []int64{-1}}})
+		[]feeder.Target{{TensorSpec: tf.TensorSpec{Name: "x", DType: tf.Float, Shape: []int64{-1, width}}}, {TensorSpec: tf.TensorSpec{Name: "y", DType: tf.Int64, Shape: []int64{-1}}}})
 	return d, plan, err
 }
 

@@ -34,7 +34,7 @@ func TestConvertWritesALoadableBundle(t *testing.T) {
 	require.Contains(t, stderr.String(), "wrote "+out)
 	b, err := loader.LoadBundle(out)
 	require.NoError(t, err)
-	require.Equal(t, "x", b.Inputs[0].Name)
+	require.Equal(t, "x", b.Inputs[0].Alias)
 	require.Len(t, b.Trainable(), 4)
 
 	// A failing conversion: the converter's message reaches stderr.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gotflow/gotflow/estimator"
 	"github.com/gotflow/gotflow/savedmodel"
+	"github.com/gotflow/gotflow/tf"
 )
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -85,7 +86,7 @@ func inspectJSON(ctx context.Context, w io.Writer, m *estimator.TFModel) error {
 	if s := r.Signature(); s != nil {
 		doc.Signature, ins, outs = s.Key, s.Inputs, s.Outputs
 	}
-	conv := func(specs []savedmodel.TensorSpec) []jsonSpec {
+	conv := func(specs []savedmodel.SignatureTensor) []jsonSpec {
 		out := make([]jsonSpec, 0, len(specs))
 		for _, s := range specs {
 			name := s.Alias
@@ -177,7 +178,7 @@ func printRaw(w io.Writer, m *savedmodel.Model) {
 	printSpecs(w, "outputs (tensors nothing reads)", m.Outputs())
 }
 
-func printSpecs(w io.Writer, title string, specs []savedmodel.TensorSpec) {
+func printSpecs(w io.Writer, title string, specs []savedmodel.SignatureTensor) {
 	indent := strings.Repeat(" ", len(title)-len(strings.TrimLeft(title, " ")))
 	fmt.Fprintf(w, "%s:\n", title)
 	if len(specs) == 0 {
@@ -194,7 +195,7 @@ func printSpecs(w io.Writer, title string, specs []savedmodel.TensorSpec) {
 		if s.DType != 0 {
 			dt = s.DType.String()
 		}
-		line := fmt.Sprintf("%s  %s\t%s\t%s", indent, name, dt, savedmodel.ShapeString(s.Shape))
+		line := fmt.Sprintf("%s  %s\t%s\t%s", indent, name, dt, tf.ShapeString(s.Shape))
 		if s.Alias != "" {
 			line += "\t" + s.Name
 		}

@@ -112,12 +112,12 @@ func scaleModel(t *testing.T) serving.ModelConfig {
 	g, err := loader.NewGraphDef(def)
 	require.NoError(t, err)
 	sig := savedmodel.Signature{Key: "serving_default", MethodName: savedmodel.PredictMethodName,
-		Inputs: []savedmodel.TensorSpec{
-			{Alias: "a", Name: "a:0", DType: tf.Float, Shape: []int64{-1, 2, 3}},
-			{Alias: "b", Name: "b:0", DType: tf.Int32, Shape: []int64{-1, -1}}},
-		Outputs: []savedmodel.TensorSpec{
-			{Alias: "a2", Name: "a2:0", DType: tf.Float, Shape: []int64{-1, 2, 3}},
-			{Alias: "b1", Name: "b1:0", DType: tf.Int32, Shape: []int64{-1, -1}}}}
+		Inputs: []savedmodel.SignatureTensor{
+			{Alias: "a", TensorSpec: tf.TensorSpec{Name: "a:0", DType: tf.Float, Shape: []int64{-1, 2, 3}}},
+			{Alias: "b", TensorSpec: tf.TensorSpec{Name: "b:0", DType: tf.Int32, Shape: []int64{-1, -1}}}},
+		Outputs: []savedmodel.SignatureTensor{
+			{Alias: "a2", TensorSpec: tf.TensorSpec{Name: "a2:0", DType: tf.Float, Shape: []int64{-1, 2, 3}}},
+			{Alias: "b1", TensorSpec: tf.TensorSpec{Name: "b1:0", DType: tf.Int32, Shape: []int64{-1, -1}}}}}
 	require.NoError(t, savedmodel.Export(filepath.Join(base, "5"), g, sig))
 	return serving.ModelConfig{Name: "scale", BasePath: base}
 }
