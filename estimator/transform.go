@@ -62,8 +62,8 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 			byInput[name] = feeder.Input{Column: name, Tensor: name}
 		}
 	}
-	if len(byInput) == 0 {
-		return nil, errors.New("estimator: the model lists no inputs; set InputMapping (column → input)")
+	if len(byInput) == 0 && (sig == nil || len(sig.Inputs) == 0) {
+		return nil, errors.New("estimator: the model lists no inputs: name the tensors to feed and their columns (gotflow --map COLUMN=TENSOR, TFModel.InputMapping or Inputs in Go)")
 	}
 	for input := range byInput {
 		p.inNames = append(p.inNames, input)
@@ -77,8 +77,12 @@ func (m *TFModel) resolve(r Runnable, in *arrow.Schema) (*plan, error) {
 			}
 		}
 		if len(missing) > 0 {
-			return nil, fmt.Errorf("estimator: signature %q input(s) %s not mapped to any column (InputMapping maps: %s; columns: %s)",
-				sig.Key, strings.Join(missing, ", "), mappingString(byInput), fieldNames(in))
+			mapped := ""
+			if len(byInput) > 0 {
+				mapped = "mapped: " + mappingString(byInput) + "; "
+			}
+			return nil, fmt.Errorf("estimator: signature %q input(s) %s not mapped to any column, and no column has that name (%scolumns: %s); map one with --map COLUMN=%s (TFModel.InputMapping or Inputs in Go)",
+				sig.Key, strings.Join(missing, ", "), mapped, fieldNames(in), missing[0])
 		}
 	}
 	for _, input := range p.inNames {

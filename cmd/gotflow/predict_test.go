@@ -158,7 +158,7 @@ func TestPredictErrorsLeaveNoOutput(t *testing.T) {
 		"bad map":           {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "x"}, 2, "want COLUMN=TENSOR"},
 		"wrong signature":   {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--signature", "predict"}, 1, "(have: serve, serving_default)"},
 		"wrong tags":        {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--tags", "train"}, 1, `tags "{train}" not found`},
-		"unmapped input":    {[]string{"--model", "../../scripts/fixtures/tf2_savedmodel", "--input", exampleData, "--output", "OUT.parquet", "--map", "sepal_length=x"}, 1, `input(s) k not mapped to any column (InputMapping maps: sepal_length→x`},
+		"unmapped input":    {[]string{"--model", "../../scripts/fixtures/tf2_savedmodel", "--input", exampleData, "--output", "OUT.parquet", "--map", "sepal_length=x"}, 1, `input(s) k not mapped to any column, and no column has that name (mapped: sepal_length→x`},
 		"dtype mismatch":    {[]string{"--model", exampleModel, "--input", exampleData, "--output", "OUT.parquet", "--map", "species=sepal_length", "--map", "sepal_width=sepal_width", "--map", "petal_length=petal_length", "--map", "petal_width=petal_width"}, 1, `column "species"`},
 		"not a saved model": {[]string{"--model", "testdata", "--input", exampleData, "--output", "OUT.parquet"}, 1, "is not a model"},
 		"corrupt pb":        {[]string{"--model", corrupt, "--input", exampleData, "--output", "OUT.parquet"}, 1, "not a valid SavedModel protocol buffer"},
