@@ -620,7 +620,7 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
 	defer os.RemoveAll(stage)
-	const frozenFile, weightsFile, smDir = "frozen.pb", "weights.safetensors", "saved_model"
+	const frozenFile, weightsFile, smDir = "frozen.pb", "weights.safetensors", exportSavedModel
 	if err := os.WriteFile(filepath.Join(stage, frozenFile), frozen.Bytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}

@@ -61,7 +61,7 @@ var (
 			} else {
 				opts = append(opts, savedmodel.WithSignature(m.signature()))
 			}
-			return savedmodel.Load(ctx, m.Path, opts...)
+			return savedmodel.Load(ctx, SavedModelDir(m.Path), opts...)
 		},
 		KindFrozenGraph: func(ctx context.Context, m *TFModel, so []tf.SessionOption) (Runnable, error) {
 			return savedmodel.LoadFrozenGraph(ctx, m.Path, savedmodel.WithSessionOptions(so...))
@@ -124,7 +124,9 @@ func opener(kind string) (Opener, error) {
 }
 
 // DetectKind guesses the kind of the model at path: a directory with
-// saved_model.pb(txt) is a SavedModel, one with manifest.json a bundle, one
+// saved_model.pb(txt) is a SavedModel, and so is a training export (Fit's
+// ExportDir, whose SavedModel is in saved_model/: see SavedModelDir), one
+// with manifest.json a bundle, one
 // with a "checkpoint" state file or a .meta file a checkpoint; a .meta file
 // or checkpoint prefix is a checkpoint, any other file a frozen graph.
 func DetectKind(path string) (string, error) {
@@ -146,7 +148,8 @@ func DetectKind(path string) (string, error) {
 		return err == nil
 	}
 	switch {
-	case exists(savedmodel.SavedModelFile), exists(savedmodel.SavedModelTextFile):
+	case exists(savedmodel.SavedModelFile), exists(savedmodel.SavedModelTextFile),
+		exists(filepath.Join(exportSavedModel, savedmodel.SavedModelFile)):
 		return KindSavedModel, nil
 	case exists("manifest.json"):
 		return KindBundle, nil
@@ -160,6 +163,25 @@ func DetectKind(path string) (string, error) {
 		return KindFrozenGraph, nil
 	}
 	return "", fmt.Errorf("estimator: %s is not a model: no saved_model.pb, manifest.json, checkpoint, .meta or single .pb file in it (files: %s): %w", path, listFiles(path), savedmodel.ErrNotSavedModel)
+}
+
+// exportSavedModel is the directory of a training export (Fit's ExportDir)
+// that holds its SavedModel, beside frozen.pb.
+const exportSavedModel = "saved_model"
+
+// SavedModelDir returns the SavedModel directory at path: path itself, or,
+// for a training export (Fit's ExportDir) that holds no saved_model.pb of
+// its own, its saved_model/ subdirectory.
+func SavedModelDir(path string) string {
+	for _, f := range []string{savedmodel.SavedModelFile, savedmodel.SavedModelTextFile} {
+		if _, err := os.Stat(filepath.Join(path, f)); err == nil {
+			return path
+		}
+	}
+	if _, err := os.Stat(filepath.Join(path, exportSavedModel, savedmodel.SavedModelFile)); err == nil {
+		return filepath.Join(path, exportSavedModel)
+	}
+	return path
 }
 
 func listFiles(dir string) string {

@@ -112,7 +112,7 @@ func inspectModel(ctx context.Context, w io.Writer, path, kind string) error {
 	fmt.Fprintf(w, "model: %s\nkind:  %s\n", path, kind)
 	switch kind {
 	case estimator.KindSavedModel:
-		info, err := savedmodel.Read(path)
+		info, err := savedmodel.Read(estimator.SavedModelDir(path))
 		if err != nil {
 			return err
 		}
