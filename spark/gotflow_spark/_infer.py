@@ -44,7 +44,7 @@ class PartitionPredictor:
     order, an array of as many rows with the predictions.
 
     cfg keys: binary, library_path, model, tags, signature, batch_size,
-    threads, feeds [(stream column, model input, source column, width)],
+    threads, feeds [(stream column, model input, source column, width, --map options)],
     outputs [(model output, stream column, arrow type)], argmax (index in
     outputs of the output it reads, width) or None, result_type (the Arrow type
     of what the UDF returns: the single output's type, or a struct of the
@@ -63,8 +63,9 @@ class PartitionPredictor:
             argv += ["--signature", c["signature"]]
         if threads:
             argv += ["--threads", str(threads)]
-        for name, model_input, _, _ in c["feeds"]:
-            argv += ["--map", f"{name}={model_input}"]
+        for feed in c["feeds"]:
+            name, model_input, opts = feed[0], feed[1], feed[4] if len(feed) > 4 else ""
+            argv += ["--map", f"{name}={model_input} {opts}".strip()]
         for out, name, _ in c["outputs"]:
             argv += ["--out-map", f"{out}={name}"]
         return argv
@@ -117,7 +118,7 @@ class PartitionPredictor:
                 cols = list(b) if isinstance(b, (tuple, list)) else [b]
                 if len(cols) != len(names):
                     raise ValueError(f"the UDF got {len(cols)} column(s) for {len(names)} model input(s)")
-                for col, (_, model_input, source, width) in zip(cols, c["feeds"]):
+                for col, (_, model_input, source, width, *_) in zip(cols, c["feeds"]):
                     if width is not None and pa.types.is_list(col.type) and len(col) > 0:
                         _check_width(col, source, model_input, width)
                 proj = pa.RecordBatch.from_arrays(cols, names=names)

@@ -119,10 +119,12 @@ def inspect_model(path, tags="", signature="", binary=None, library_path=None, t
     return spec
 
 
-def feed_column(df, column, spec, param):
+def feed_column(df, column, spec, param, loose=False):
     """Returns a Column expression that feeds model input spec from df's
     column, converting VectorUDT columns (dense or sparse) and numeric arrays
-    to arrays of the input's dtype, or raises ValueError naming the column."""
+    to arrays of the input's dtype, or raises ValueError naming the column.
+    With loose (the mapping has --map options), the column goes as it is
+    (vectors as arrays of doubles) and gotflow converts it."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
     from pyspark.sql import functions as F
@@ -132,6 +134,8 @@ def feed_column(df, column, spec, param):
                          f"the DataFrame has columns: {', '.join(df.columns)}")
     field = df.schema[column]
     t = field.dataType
+    if loose:
+        return vector_to_array(F.col(column), "float64") if isinstance(t, VectorUDT) else F.col(column)
     want = spec.dtype
     width = spec.width()
     rank = None if spec.shape is None else len(spec.shape)

@@ -37,6 +37,12 @@ class GotflowEstimator(Estimator, _GotflowParams, DefaultParamsReadable, Default
     inputCol = Param(Params._dummy(), "inputCol", "the feature column (vector or array) for a bundle with one input",
                      typeConverter=TypeConverters.toString)
     labelCol = Param(Params._dummy(), "labelCol", "the label column", typeConverter=TypeConverters.toString)
+    inputOptions = Param(Params._dummy(), "inputOptions",
+                         "how inputCol feeds the input, in gotflow's --map options: e.g. 'fill=0 len=784 cast' "
+                         "for nulls and ragged arrays (empty: the column must fit as it is)",
+                         typeConverter=TypeConverters.toString)
+    labelOptions = Param(Params._dummy(), "labelOptions", "how labelCol feeds the label, as inputOptions (e.g. 'fill=0 cast')",
+                         typeConverter=TypeConverters.toString)
     mode = Param(Params._dummy(), "mode", "update mode: " + ", ".join(MODES), typeConverter=TypeConverters.toString)
     numWorkers = Param(Params._dummy(), "numWorkers", "barrier tasks, one gotflow worker each",
                        typeConverter=TypeConverters.toInt)
@@ -55,14 +61,15 @@ class GotflowEstimator(Estimator, _GotflowParams, DefaultParamsReadable, Default
     timeout = Param(Params._dummy(), "timeout", "seconds a worker may train before the stage fails",
                     typeConverter=TypeConverters.toInt)
 
-    def __init__(self, bundle=None, inputCol=None, labelCol="label", mode="hogwild", numWorkers=2, numPS=1, epochs=10,
+    def __init__(self, bundle=None, inputCol=None, labelCol="label", inputOptions="", labelOptions="", mode="hogwild", numWorkers=2, numPS=1, epochs=10,
                  miniBatchSize=32, optimizer="adam", optimizerOptions="", learningRate=0.0, seed=1, exportDir="",
                  timeout=3600, predictionCol="prediction", argmaxCol="", batchSize=1024, binary="", threads=0):
         super().__init__()
-        self._setDefault(bundle="", inputCol="", labelCol="label", mode="hogwild", numWorkers=2, numPS=1, epochs=10,
+        self._setDefault(bundle="", inputCol="", labelCol="label", inputOptions="", labelOptions="", mode="hogwild", numWorkers=2, numPS=1, epochs=10,
                          miniBatchSize=32, optimizer="adam", optimizerOptions="", learningRate=0.0, seed=1,
                          exportDir="", timeout=3600)
-        kwargs = dict(bundle=bundle, inputCol=inputCol, labelCol=labelCol, mode=mode, numWorkers=numWorkers, numPS=numPS,
+        kwargs = dict(bundle=bundle, inputCol=inputCol, labelCol=labelCol, inputOptions=inputOptions,
+                      labelOptions=labelOptions, mode=mode, numWorkers=numWorkers, numPS=numPS,
                       epochs=epochs, miniBatchSize=miniBatchSize, optimizer=optimizer,
                       optimizerOptions=optimizerOptions, learningRate=learningRate, seed=seed, exportDir=exportDir,
                       timeout=timeout, predictionCol=predictionCol, argmaxCol=argmaxCol, batchSize=batchSize,
@@ -123,8 +130,9 @@ class GotflowEstimator(Estimator, _GotflowParams, DefaultParamsReadable, Default
         from ._spec import TensorSpec
 
         label_spec = TensorSpec(label)
-        feats = feed_column(dataset, input_col, inp, "inputCol")
-        lab = feed_column(dataset, label_col, label_spec, "labelCol")
+        in_opts, label_opts = get(self.inputOptions).strip(), get(self.labelOptions).strip()
+        feats = feed_column(dataset, input_col, inp, "inputCol", loose=bool(in_opts))
+        lab = feed_column(dataset, label_col, label_spec, "labelCol", loose=bool(label_opts))
         n = get(self.numWorkers)
         data = dataset.select(feats.alias(inp.name), lab.alias(label_spec.name)).repartition(n)
         export = get(self.exportDir) or tempfile.mkdtemp(prefix="gotflow-export-")
@@ -143,6 +151,10 @@ class GotflowEstimator(Estimator, _GotflowParams, DefaultParamsReadable, Default
             train_args += ["--optimizer-options", get(self.optimizerOptions)]
         if get(self.threads):
             train_args += ["--threads", str(get(self.threads))]
+        if in_opts:
+            train_args += ["--map", f"{inp.name}={inp.name} {in_opts}"]
+        if label_opts:
+            train_args += ["--label", f"{label_spec.name}={label_spec.name} {label_opts}"]
         cfg = {"binary": settings["binary"], "library_path": settings["library_path"], "num_workers": n,
                "num_ps": get(self.numPS), "mode": get(self.mode), "optimizer_json": json.dumps(opt),
                "train_args": train_args, "token": secrets.token_hex(16), "timeout": get(self.timeout)}
@@ -152,7 +164,11 @@ class GotflowEstimator(Estimator, _GotflowParams, DefaultParamsReadable, Default
         results = data.mapInArrow(BarrierTrainer(cfg), schema, barrier=True).collect()
         chief = next(r for r in results if r.rank == 0)
         self.lastMetrics = json.loads(chief.metrics)
-        model = GotflowModel(modelPath=os.path.join(export, "saved_model"), inputCols=[input_col])
+        if in_opts:
+            model = GotflowModel(modelPath=os.path.join(export, "saved_model"),
+                                 inputMapping={input_col: f"{inp.name} {in_opts}"})
+        else:
+            model = GotflowModel(modelPath=os.path.join(export, "saved_model"), inputCols=[input_col])
         for p in ("predictionCol", "argmaxCol", "batchSize", "binary", "threads"):
             model._set(**{p: get(getattr(self, p))})
         return model

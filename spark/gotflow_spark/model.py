@@ -38,7 +38,9 @@ class _GotflowParams(Params):
     inputCols = Param(Params._dummy(), "inputCols",
                       "columns feeding the model's inputs, in the order `gotflow inspect --json` lists them",
                       typeConverter=TypeConverters.toListString)
-    inputMapping = Param(Params._dummy(), "inputMapping", "column -> model input (overrides inputCols)",
+    inputMapping = Param(Params._dummy(), "inputMapping",
+                         "column -> model input, optionally followed by gotflow's --map options, e.g. "
+                         "{'pixels': 'x shape=28,28,1 fill=0 len=784 cast'} (overrides inputCols)",
                          typeConverter=_to_mapping)
     predictionCol = Param(Params._dummy(), "predictionCol",
                           "column for the model's output when it has one and outputMapping is empty",
@@ -110,20 +112,22 @@ class GotflowModel(Model, _GotflowParams, MLReadable, MLWritable):
         mapping = self.getOrDefault(self.inputMapping)
         cols = self.getOrDefault(self.inputCols)
         if mapping:
-            for col, name in mapping.items():
+            # "x fill=0 len=784": the input, then options in --map's syntax.
+            parsed = {col: (value.split(None, 1) + [""])[:2] for col, value in mapping.items()}
+            for col, (name, _) in parsed.items():
                 spec.input(name)
-            fed = set(mapping.values())
+            fed = {name for name, _ in parsed.values()}
             missing = [s.name for s in spec.inputs if s.name not in fed]
             if missing:
                 raise ValueError(f"inputMapping: model input(s) {', '.join(missing)} not mapped from any column "
                                  f"(inputMapping maps {mapping})")
-            return [(col, spec.input(name), "inputMapping") for col, name in mapping.items()]
+            return [(col, spec.input(name), "inputMapping", opts.strip()) for col, (name, opts) in parsed.items()]
         if cols:
             if len(cols) != len(spec.inputs):
                 raise ValueError(f"inputCols: {len(cols)} column(s) {cols} for {len(spec.inputs)} model input(s) "
                                  f"{', '.join(s.describe() for s in spec.inputs)}; give one column per input")
-            return [(col, s, "inputCols") for col, s in zip(cols, spec.inputs)]
-        return [(s.name, s, "inputCols (unset: each input from the column of its name)") for s in spec.inputs]
+            return [(col, s, "inputCols", "") for col, s in zip(cols, spec.inputs)]
+        return [(s.name, s, "inputCols (unset: each input from the column of its name)", "") for s in spec.inputs]
 
     def _outputs(self, df, spec):
         """[(model output spec, column)]."""
@@ -161,10 +165,12 @@ class GotflowModel(Model, _GotflowParams, MLReadable, MLWritable):
                 raise ValueError(f"argmaxCol: output {src_out.describe()} is not a [batch, classes] float tensor")
             argmax_cfg = (argmax, src_col, src_out.width())
         exprs, feed_cfg = [], []
-        for i, (col, s, param) in enumerate(feeds):
-            exprs.append(feed_column(dataset, col, s, param))
+        for i, (col, s, param, opts) in enumerate(feeds):
+            # With --map options, gotflow converts the column (nulls, ragged
+            # rows, casts): it goes as it is, vectors as arrays of doubles.
+            exprs.append(feed_column(dataset, col, s, param, loose=bool(opts)))
             feed_cfg.append((f"__gotflow_feed_{i}", s.name, col,
-                             s.width() if s.shape is not None and len(s.shape) == 2 else None))
+                             s.width() if s.shape is not None and len(s.shape) == 2 and not opts else None, opts))
         # What the UDF returns: the single output as is, else a struct of
         # the outputs (fields _0, _1, ...) followed by the argmax.
         results = [(f"_{k}", col, out.spark_type(col)) for k, (out, col) in enumerate(outputs)]

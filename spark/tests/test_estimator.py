@@ -86,3 +86,24 @@ def test_fit_empty_partition(spark, bundle, digits):
         GotflowEstimator(bundle=bundle, inputCol="features", epochs=1).fit(df)
     assert "hold no rows" in str(e.value)
     assert not gotflow_processes()
+
+
+def test_fit_with_mapping_options(spark, bundle):
+    """inputOptions/labelOptions carry gotflow's --map options: the raw
+    pixels array, with null rows and a nullable label, trains (fill, len,
+    cast) and the returned model feeds held-out rows the same way."""
+    df = spark.read.parquet(DIGITS).withColumn("rid", F.monotonically_increasing_id())
+    df = df.withColumn("pixels", F.when(F.col("rid") % 50 == 7, F.lit(None)).otherwise(F.col("pixels")))
+    df = df.withColumn("label", F.when(F.col("rid") % 50 == 7, F.lit(None)).otherwise(F.col("label").cast("long")))
+    train = df.where("split = 'train'")
+    heldout = df.where("split = 'heldout' AND pixels IS NOT NULL")
+    est = GotflowEstimator(bundle=bundle, inputCol="pixels", labelCol="label", inputOptions="fill=0 len=64 cast",
+                           labelOptions="fill=0 cast", numWorkers=2, optimizer="adam", learningRate=0.003, epochs=15,
+                           argmaxCol="predicted")
+    model = est.fit(train)
+    assert model.getOrDefault(model.inputMapping) == {"pixels": "pixels fill=0 len=64 cast"}
+    out = model.transform(heldout).cache()
+    acc = MulticlassClassificationEvaluator(labelCol="label", predictionCol="predicted", metricName="accuracy").evaluate(
+        out.withColumn("label", F.col("label").cast("double")))
+    assert acc >= 0.9, acc
+    assert not gotflow_processes()

@@ -223,3 +223,35 @@ def test_killed_process_fails_the_job(spark, gotflow, tmp_path):
     assert "killed by signal 9 (SIGKILL)" in msg
     assert "gotflow-wrapper: starting gotflow" in msg
     assert not _wait_no_processes(60), "gotflow processes left behind"
+
+
+def test_input_mapping_options(spark):
+    """inputMapping values take gotflow's --map options: a nullable array of
+    doubles whose rows are longer or shorter than the input predicts as the
+    fixed rows that fill, len, pad and cast make of it."""
+    x = features(200, seed=3)
+    rows, ref = [], []
+    for i in range(len(x)):
+        row = x[i].astype(np.float64).tolist()
+        if i % 9 == 4:
+            rows.append((i, None))
+            ref.append(np.zeros(WIDTH, np.float32))
+        elif i % 3 == 1:
+            rows.append((i, row + [7.0, 7.0]))
+            ref.append(x[i])
+        elif i % 4 == 2:
+            rows.append((i, row[:20]))
+            ref.append(np.concatenate([x[i][:20], np.full(WIDTH - 20, 0.25, np.float32)]))
+        else:
+            rows.append((i, row))
+            ref.append(x[i])
+    schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("r", T.ArrayType(T.DoubleType()))])
+    df = spark.createDataFrame(rows, schema).repartition(2, "id")
+    got = GotflowModel(modelPath=MLP, inputMapping={"r": "features fill=0 len=32 pad=0.25 cast"}).transform(df)
+    want = GotflowModel(modelPath=MLP, inputCols=["x"], predictionCol="want").transform(
+        array_frame(spark, np.stack(ref), partitions=1))
+    g = predictions(got.select("id", "prediction").collect())
+    w = predictions(want.select("id", "want").collect(), "want")
+    assert len(g) == 200 and set(g) == set(w)
+    for i in g:
+        assert np.array_equal(g[i], w[i]), i
