@@ -7,22 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gotflow/gotflow/internal/control"
+	"github.com/gotflow/gotflow/internal/control/controltest"
 	"github.com/stretchr/testify/require"
 )
 
 var fastHeartbeat = HeartbeatConfig{Interval: 20 * time.Millisecond, Timeout: 2 * time.Second, StartTimeout: 30 * time.Second}
 
 func TestInProcessLauncher(t *testing.T) {
-	rec := &rowLog{}
+	rec := &controltest.RowLog{}
 	var psRuns atomic.Int32
 	var deadSeen []Task
 	var mu sync.Mutex
@@ -38,8 +37,8 @@ func TestInProcessLauncher(t *testing.T) {
 			if env.Rank == 1 {
 				limit = 20
 			}
-			err := trainLoop(ctx, a, rec, env.Rank, limit)
-			if errors.Is(err, errKilled) {
+			err := controltest.TrainLoop(ctx, a, rec, env.Rank, limit)
+			if errors.Is(err, controltest.ErrKilled) {
 				return fmt.Errorf("rank %d: bad batch", env.Rank)
 			}
 			return err
@@ -57,7 +56,7 @@ func TestInProcessLauncher(t *testing.T) {
 	require.Equal(t, []Task{{Role: RoleWorker, Index: 0}}, deadSeen)
 	require.Equal(t, "failed: rank 1: bad batch", res.Status[1].DeadReason)
 	for e := range 2 {
-		require.Len(t, rec.seen[e], 240)
+		require.Len(t, rec.Seen[e], 240)
 	}
 }
 
@@ -84,7 +83,7 @@ func TestJobConfigErrors(t *testing.T) {
 
 func TestProcessLauncher(t *testing.T) {
 	dir := t.TempDir()
-	pids := &pidLog{}
+	pids := &controltest.PIDLog{}
 	var ready atomic.Int32
 	l := ProcessLauncher{
 		Command: func(env TaskEnv) (*exec.Cmd, error) {
@@ -92,11 +91,7 @@ func TestProcessLauncher(t *testing.T) {
 			if env.Task.Role == RolePS {
 				role = "listener"
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), fakeRoleEnv+"="+role, fakeDirEnv+"="+dir, fakeTaskEnv+"="+env.Task.String(), fakeTryEnv+"="+strconv.Itoa(env.Attempt))
-			cmd.Env = append(cmd.Env, env.Environ()...)
-			cmd.Stderr = os.Stderr
-			return cmd, nil
+			return controltest.Command(role, dir, env.Task.String(), env.Attempt, env.Environ()...), nil
 		},
 		Ready: func(ctx context.Context, env TaskEnv) error {
 			var d net.Dialer
@@ -116,7 +111,7 @@ func TestProcessLauncher(t *testing.T) {
 		},
 	}
 	cfg := JobConfig{Workers: 2, NumPS: 2, Rows: 100, Epochs: 2, Heartbeat: fastHeartbeat,
-		StopGrace: 2 * time.Second, SupervisorHooks: SupervisorHooks{OnStart: pids.hook}}
+		StopGrace: 2 * time.Second, SupervisorHooks: SupervisorHooks{OnStart: pids.Hook}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res, err := l.Launch(ctx, cfg)
@@ -124,14 +119,14 @@ func TestProcessLauncher(t *testing.T) {
 	require.Equal(t, "completed 2 epochs", res.Reason)
 	require.Equal(t, int32(2), ready.Load())
 	require.Empty(t, res.Supervisor.Dead)
-	cov := coveredRows(t, dir)
+	cov := controltest.CoveredRows(t, dir)
 	for e := range int64(2) {
 		require.Len(t, cov[e], 100)
 		for row, n := range cov[e] {
 			require.Equal(t, 1, n, "epoch %d row %d", e, row)
 		}
 	}
-	pids.requireAllGone(t)
+	pids.RequireAllGone(t)
 }
 
 // TestTFConfigCluster runs three trainers the way TFJob pods run: each gets
@@ -145,7 +140,7 @@ func TestTFConfigCluster(t *testing.T) {
 	addrs := []string{coord.Addr().String(), "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}
 	cluster := fmt.Sprintf(`{"chief":[%q],"worker":[%q,%q],"ps":[%q]}`, addrs[0], addrs[1], addrs[2], addrs[3])
 	tasks := []Task{{Role: RoleChief, Index: 0}, {Role: RoleWorker, Index: 0}, {Role: RoleWorker, Index: 1}}
-	rec := &rowLog{}
+	rec := &controltest.RowLog{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	errs := make([]error, len(tasks))
@@ -174,7 +169,7 @@ func TestTFConfigCluster(t *testing.T) {
 				job.Listener = coord
 			}
 			errs[i] = RunTrainer(ctx, env, job, func(ctx context.Context, a *Agent) error {
-				return trainLoop(ctx, a, rec, env.Rank, -1)
+				return controltest.TrainLoop(ctx, a, rec, env.Rank, -1)
 			})
 		}()
 	}
@@ -183,7 +178,7 @@ func TestTFConfigCluster(t *testing.T) {
 		require.NoError(t, err, "task %s", tasks[i])
 	}
 	for e := range 3 {
-		require.Len(t, rec.seen[e], 90)
+		require.Len(t, rec.Seen[e], 90)
 	}
 }
 
@@ -246,10 +241,10 @@ func TestCoordinatorRefusesOpenBindWithoutToken(t *testing.T) {
 	lis, err = net.Listen("tcp", "0.0.0.0:0")
 	require.NoError(t, err)
 	env.ListenAddr = lis.Addr().String()
-	rec := &rowLog{}
+	rec := &controltest.RowLog{}
 	err = RunTrainer(ctx, env, TrainerJob{Rows: 4, Epochs: 1, Listener: lis, Insecure: true}, func(ctx context.Context, a *Agent) error {
-		return trainLoop(ctx, a, rec, 0, -1)
+		return controltest.TrainLoop(ctx, a, rec, 0, -1)
 	})
 	require.NoError(t, err)
-	require.Len(t, rec.seen[0], 4)
+	require.Len(t, rec.Seen[0], 4)
 }

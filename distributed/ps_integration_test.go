@@ -4,7 +4,6 @@ package distributed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gotflow/gotflow/internal/control"
+	"github.com/gotflow/gotflow/internal/control/controltest"
 	"github.com/gotflow/gotflow/ps"
 	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/stretchr/testify/require"
@@ -26,7 +26,7 @@ import (
 
 // realPS serves one shard of the real parameter server where the launcher
 // said, snapshotting to dir after every update, until SIGTERM.
-func realPS(dir string) int {
+func realPS(p *controltest.Process) int {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM)
 	env, err := TaskEnvFromEnviron(nil)
@@ -36,7 +36,7 @@ func realPS(dir string) int {
 	}
 	srv, err := ps.NewServer(ps.WithShard(env.Task.Index, env.NumPS), ps.WithMode(ps.AsyncLock),
 		ps.WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1}),
-		ps.WithSnapshotDir(filepath.Join(dir, "snapshots"), 1, 0))
+		ps.WithSnapshotDir(filepath.Join(p.Dir, "snapshots"), 1, 0))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -48,10 +48,9 @@ func realPS(dir string) int {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
-	life := time.NewTimer(fakeLifetime)
 	select {
 	case <-term:
-	case <-life.C:
+	case <-p.Expired:
 	}
 	srv.GracefulStop()
 	<-done
@@ -61,12 +60,12 @@ func realPS(dir string) int {
 // psTrainer pushes a gradient of -1 per row chunk it trains (SGD with
 // learning rate 1 adds 1 to "count" per chunk) and appends its row log;
 // the chief writes the final "count" it pulls to final.txt.
-func psTrainer(dir string) int {
+func psTrainer(p *controltest.Process) int {
 	env, err := TaskEnvFromEnviron(nil)
 	if err != nil {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), fakeLifetime)
+	ctx, cancel := context.WithTimeout(context.Background(), controltest.Lifetime)
 	defer cancel()
 	c, err := ps.Dial(ctx, env.PSAddrs, ps.WithWorkerID(env.Task.String()),
 		ps.WithRetry(60, 20*time.Millisecond, 200*time.Millisecond), ps.WithRPCTimeout(2*time.Second))
@@ -79,34 +78,20 @@ func psTrainer(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	log, err := os.OpenFile(filepath.Join(dir, env.Task.String()+".rows"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	log, err := controltest.OpenRowLog(p.Dir, env.Task.String())
 	if err != nil {
 		return 2
 	}
 	defer log.Close()
 	err = RunTrainer(ctx, env, TrainerJob{}, func(ctx context.Context, a *Agent) error {
-		var step int64
-		for {
-			w, err := a.Next(ctx)
-			if errors.Is(err, ErrStopped) {
-				return nil
+		return controltest.Consume(ctx, a, func(ch controltest.Chunk) (float64, error) {
+			if _, err := c.Push(ctx, []ps.Tensor{{Name: "count", Values: []float32{-1}}}); err != nil {
+				return 0, fmt.Errorf("push rows %d..%d: %w", ch.Start, ch.End, err)
 			}
-			if err != nil {
-				return err
-			}
-			for _, r := range w.Ranges {
-				for i := r.Start; i < r.End; i += 4 {
-					end := min(i+4, r.End)
-					if _, err := c.Push(ctx, []ps.Tensor{{Name: "count", Values: []float32{-1}}}); err != nil {
-						return fmt.Errorf("push rows %d..%d: %w", i, end, err)
-					}
-					time.Sleep(3 * time.Millisecond)
-					fmt.Fprintf(log, "%d %d %d\n", w.Epoch, i, end)
-					step++
-					a.Advance(end-i, step, 0)
-				}
-			}
-		}
+			time.Sleep(3 * time.Millisecond)
+			controltest.LogChunk(log, ch)
+			return 0, nil
+		})
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, env.Task, err)
@@ -117,7 +102,7 @@ func psTrainer(dir string) int {
 		if err := c.Pull(ctx, dst); err != nil {
 			return 1
 		}
-		os.WriteFile(filepath.Join(dir, "final.txt"), []byte(strconv.Itoa(int(dst[0].Values[0]))), 0o644)
+		os.WriteFile(filepath.Join(p.Dir, "final.txt"), []byte(strconv.Itoa(int(dst[0].Values[0]))), 0o644)
 	}
 	return 0
 }
@@ -127,7 +112,7 @@ func psTrainer(dir string) int {
 // supervisor restarts it from its snapshot and training finishes.
 func TestProcessLauncherRestartsRealPS(t *testing.T) {
 	dir := t.TempDir()
-	pids := &pidLog{}
+	pids := &controltest.PIDLog{}
 	var restarts atomic.Int32
 	l := ProcessLauncher{
 		Command: func(env TaskEnv) (*exec.Cmd, error) {
@@ -135,16 +120,12 @@ func TestProcessLauncherRestartsRealPS(t *testing.T) {
 			if env.Task.Role == RolePS {
 				role = "realps"
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), fakeRoleEnv+"="+role, fakeDirEnv+"="+dir, fakeTaskEnv+"="+env.Task.String(), fakeTryEnv+"="+strconv.Itoa(env.Attempt))
-			cmd.Env = append(cmd.Env, env.Environ()...)
-			cmd.Stderr = os.Stderr
-			return cmd, nil
+			return controltest.Command(role, dir, env.Task.String(), env.Attempt, env.Environ()...), nil
 		},
 	}
 	const rows, epochs = 400, 2
 	cfg := JobConfig{Workers: 2, NumPS: 1, Rows: rows, Epochs: epochs, Heartbeat: fastHeartbeat, StopGrace: 3 * time.Second,
-		SupervisorHooks: SupervisorHooks{OnStart: pids.hook, OnRestart: func(Task, int) { restarts.Add(1) }}}
+		SupervisorHooks: SupervisorHooks{OnStart: pids.Hook, OnRestart: func(Task, int) { restarts.Add(1) }}}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -154,11 +135,11 @@ func TestProcessLauncherRestartsRealPS(t *testing.T) {
 		defer close(chaos)
 		// Kill the PS once it has snapshotted and the trainers are well
 		// into the first epoch.
-		waitFor(t, ctx, "first snapshot and progress", func() bool {
+		controltest.WaitFor(t, ctx, "first snapshot and progress", func() bool {
 			m, _ := filepath.Glob(filepath.Join(snapDir, "*.snapshot"))
-			return len(m) > 0 && countRows(filepath.Join(dir, "chief:0.rows")) >= 60
+			return len(m) > 0 && controltest.CountRows(filepath.Join(dir, "chief:0.rows")) >= 60
 		})
-		require.NoError(t, syscall.Kill(pids.get("ps:0#0"), syscall.SIGKILL))
+		require.NoError(t, syscall.Kill(pids.PID("ps:0#0"), syscall.SIGKILL))
 	}()
 	res, err := l.Launch(ctx, cfg)
 	<-chaos
@@ -168,7 +149,7 @@ func TestProcessLauncherRestartsRealPS(t *testing.T) {
 	require.Equal(t, 1, res.Supervisor.Restarts[Task{Role: RolePS, Index: 0}])
 	require.Empty(t, res.Supervisor.Dead)
 
-	cov := coveredRows(t, dir)
+	cov := controltest.CoveredRows(t, dir)
 	for e := range int64(epochs) {
 		require.Len(t, cov[e], rows, "epoch %d", e)
 	}
@@ -180,19 +161,19 @@ func TestProcessLauncherRestartsRealPS(t *testing.T) {
 		require.NoError(t, err)
 		chunks += len(strings.Split(strings.TrimSpace(string(b)), "\n"))
 	}
-	final := readInt(filepath.Join(dir, "final.txt"))
+	final := controltest.ReadInt(filepath.Join(dir, "final.txt"))
 	t.Logf("pushes %d, final count %d (lost to the kill: %d)", chunks, final, chunks-final)
 	require.LessOrEqual(t, final, chunks)
 	require.Greater(t, final, chunks/2, "the restarted PS resumed from its snapshot, not from zero")
 	tmp, _ := filepath.Glob(filepath.Join(snapDir, "*.tmp*"))
 	require.Empty(t, tmp, "no half-written snapshot left")
-	pids.requireAllGone(t)
+	pids.RequireAllGone(t)
 }
 
 // fakeCLI stands in for the gotflow binary: it checks the arguments
 // GotflowCommands built against the environment, then runs the real PS or
 // a trainer.
-func fakeCLI(dir string) int {
+func fakeCLI(p *controltest.Process) int {
 	env, err := TaskEnvFromEnviron(nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -207,10 +188,10 @@ func fakeCLI(dir string) int {
 			return 2
 		}
 		fmt.Println("cli ps ok")
-		return realPS(dir)
+		return realPS(p)
 	case len(args) == 2 && args[0] == "worker" && args[1] == "--epochs=1" && env.Task.Trains():
 		fmt.Printf("cli worker ok (rank %d of %d)\n", env.Rank, env.Workers)
-		return psTrainer(dir)
+		return psTrainer(p)
 	}
 	fmt.Fprintf(os.Stderr, "unexpected args %q for %s\n", args, env.Task)
 	return 2
@@ -221,7 +202,7 @@ func TestGotflowCommands(t *testing.T) {
 	var out strings.Builder
 	g := &control.GotflowCommands{
 		Binary: os.Args[0], PSArgs: []string{"--mode=async-lock"}, WorkerArgs: []string{"--epochs=1"},
-		Env:    []string{fakeRoleEnv + "=cli", fakeDirEnv + "=" + dir, fakeTryEnv + "=0"},
+		Env:    []string{controltest.EnvRole + "=cli", controltest.EnvDir + "=" + dir, controltest.EnvAttempt + "=0"},
 		Output: &syncBuilder{b: &out},
 	}
 	cfg := JobConfig{Workers: 2, NumPS: 1, Rows: 40, Heartbeat: fastHeartbeat}

@@ -10,45 +10,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/feeder/arrowio"
+	"github.com/gotflow/gotflow/feeder/arrowio/arrowiotest"
 	"github.com/gotflow/gotflow/tf"
 )
 
-var idSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "id", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "x", Type: arrow.FixedSizeListOf(4, arrow.PrimitiveTypes.Float32)},
-}, nil)
-
-// idRecords makes nrec records of per rows; row i has id i and x = [i, i+0.25, i+0.5, i+0.75].
-func idRecords(mem memory.Allocator, nrec, per int) []arrow.RecordBatch {
-	var out []arrow.RecordBatch
-	for r := 0; r < nrec; r++ {
-		ids := make([]int64, per)
-		xs := make([]float32, 0, per*4)
-		for i := range ids {
-			v := int64(r*per + i)
-			ids[i] = v
-			xs = append(xs, float32(v), float32(v)+0.25, float32(v)+0.5, float32(v)+0.75)
-		}
-		idc := prim(mem, arrow.PrimitiveTypes.Int64, ids, nil)
-		xc := fsl(mem, 4, prim(mem, arrow.PrimitiveTypes.Float32, xs, nil), nil)
-		out = append(out, array.NewRecordBatch(idSchema, []arrow.Array{idc, xc}, int64(per)))
-		idc.Release()
-		xc.Release()
-	}
-	return out
-}
-
 func idSource(t *testing.T, mem memory.Allocator, nrec, per int) feeder.Source {
 	t.Helper()
-	recs := idRecords(mem, nrec, per)
-	src, err := arrowio.FromRecords(idSchema, recs...)
+	recs := arrowiotest.IDRecords(mem, nrec, per)
+	src, err := arrowio.FromRecords(arrowiotest.IDSchema, recs...)
 	require.NoError(t, err)
 	for _, r := range recs {
 		r.Release()
@@ -88,14 +63,6 @@ func collect(t *testing.T, f *feeder.Feeder) (sizes []int, ids []int64) {
 	}
 }
 
-func seq(n int) []int64 {
-	s := make([]int64, n)
-	for i := range s {
-		s[i] = int64(i)
-	}
-	return s
-}
-
 func newFeeder(t *testing.T, src feeder.Source, opts ...feeder.Option) *feeder.Feeder {
 	t.Helper()
 	plan, err := feeder.NewPlan(src.Schema(), idMapping, nil)
@@ -126,7 +93,7 @@ func TestRechunk(t *testing.T) {
 			f := newFeeder(t, idSource(t, mem, 10, 7), append(c.opts, feeder.WithAllocator(mem))...)
 			sizes, ids := collect(t, f)
 			require.Equal(t, c.sizes, sizes)
-			require.Equal(t, seq(c.rows), orNil(ids))
+			require.Equal(t, arrowiotest.Seq(c.rows), orNil(ids))
 			st := f.Stats()
 			require.Equal(t, int64(c.rows), st.Rows)
 			require.Equal(t, int64(len(c.sizes)), st.Batches)
@@ -137,7 +104,7 @@ func TestRechunk(t *testing.T) {
 
 func orNil(s []int64) []int64 {
 	if len(s) == 0 {
-		return seq(0)
+		return arrowiotest.Seq(0)
 	}
 	return s
 }
@@ -153,11 +120,11 @@ func TestShuffle(t *testing.T) {
 	a, b, c := run(t, 1), run(t, 1), run(t, 2)
 	require.Equal(t, a, b, "same seed, same order")
 	require.NotEqual(t, a, c, "another seed, another order")
-	require.NotEqual(t, seq(70), a, "shuffled")
+	require.NotEqual(t, arrowiotest.Seq(70), a, "shuffled")
 	for _, ids := range [][]int64{a, c} {
 		s := slices.Clone(ids)
 		slices.Sort(s)
-		require.Equal(t, seq(70), s, "every row exactly once")
+		require.Equal(t, arrowiotest.Seq(70), s, "every row exactly once")
 	}
 	// the buffer holds at most 20 rows + a batch + a record: no row can
 	// come out earlier than that many places ahead of its input position
@@ -169,13 +136,7 @@ func TestShuffle(t *testing.T) {
 func TestParallelReadersParquet(t *testing.T) {
 	mem, _ := cMem(t)
 	path := filepath.Join(t.TempDir(), "ids.parquet")
-	sink, err := arrowio.CreateParquet(path, idSchema, arrowio.RowGroupRows(50))
-	require.NoError(t, err)
-	for _, r := range idRecords(mem, 20, 50) {
-		require.NoError(t, sink.Write(r))
-		r.Release()
-	}
-	require.NoError(t, sink.Close())
+	arrowiotest.WriteIDs(t, path, mem, 20, 50, arrowio.RowGroupRows(50))
 
 	for _, readers := range []int{1, 3, 8} {
 		t.Run("readers_"+string(rune('0'+readers)), func(t *testing.T) {
@@ -184,10 +145,10 @@ func TestParallelReadersParquet(t *testing.T) {
 			f := newFeeder(t, src, feeder.Readers(readers), feeder.BatchSize(64), feeder.Prefetch(3), feeder.WithAllocator(mem))
 			_, ids := collect(t, f)
 			if readers == 1 {
-				require.Equal(t, seq(1000), ids, "one reader keeps file order")
+				require.Equal(t, arrowiotest.Seq(1000), ids, "one reader keeps file order")
 			}
 			slices.Sort(ids)
-			require.Equal(t, seq(1000), ids)
+			require.Equal(t, arrowiotest.Seq(1000), ids)
 		})
 	}
 }

@@ -13,51 +13,12 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/feeder/arrowio"
+	"github.com/gotflow/gotflow/feeder/arrowio/arrowiotest"
 )
-
-// readIDs reads every record of src and returns the id column.
-func readIDs(t *testing.T, src feeder.Source) []int64 {
-	t.Helper()
-	defer src.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var ids []int64
-	for {
-		rec, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return ids
-		}
-		require.NoError(t, err)
-		idx := rec.Schema().FieldIndices("id")
-		require.Len(t, idx, 1)
-		ids = append(ids, rec.Column(idx[0]).(*array.Int64).Int64Values()...)
-		rec.Release()
-	}
-}
-
-func writeIDs(t *testing.T, path string, mem memory.Allocator, nrec, per int, opts ...arrowio.SinkOption) {
-	t.Helper()
-	var s arrowio.Sink
-	var err error
-	if strings.HasSuffix(path, ".parquet") {
-		s, err = arrowio.CreateParquet(path, idSchema, opts...)
-	} else {
-		s, err = arrowio.CreateIPC(path, idSchema, opts...)
-	}
-	require.NoError(t, err)
-	recs := idRecords(mem, nrec, per)
-	for _, r := range recs {
-		require.NoError(t, s.Write(r))
-		r.Release()
-	}
-	require.NoError(t, s.Close())
-}
 
 func TestSinksAndSources(t *testing.T) {
 	dir := t.TempDir()
@@ -73,7 +34,7 @@ func TestSinksAndSources(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {
 			p := filepath.Join(dir, c.file)
-			writeIDs(t, p, mem, 4, 10, c.opts...)
+			arrowiotest.WriteIDs(t, p, mem, 4, 10, c.opts...)
 			var src arrowio.Splitter
 			var err error
 			if strings.HasSuffix(p, ".parquet") {
@@ -82,8 +43,8 @@ func TestSinksAndSources(t *testing.T) {
 				src, err = arrowio.OpenIPC(p, arrowio.WithAllocator(mem))
 			}
 			require.NoError(t, err)
-			requireSameFields(t, idSchema, src.Schema())
-			require.Equal(t, seq(40), readIDs(t, src))
+			requireSameFields(t, arrowiotest.IDSchema, src.Schema())
+			require.Equal(t, arrowiotest.Seq(40), arrowiotest.ReadIDs(t, src))
 
 			// feeding from the file through a plan gives the same tensors
 			var src2 feeder.Source
@@ -95,14 +56,14 @@ func TestSinksAndSources(t *testing.T) {
 			require.NoError(t, err)
 			f := newFeeder(t, src2, feeder.BatchSize(16), feeder.WithAllocator(mem))
 			_, ids := collect(t, f)
-			require.Equal(t, seq(40), ids)
+			require.Equal(t, arrowiotest.Seq(40), ids)
 		})
 	}
 	t.Run("parquet_projection", func(t *testing.T) {
 		src, err := arrowio.OpenParquet(filepath.Join(dir, "ids.parquet"), arrowio.Columns("id"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		require.Equal(t, 1, src.Schema().NumFields())
-		require.Equal(t, seq(40), readIDs(t, src))
+		require.Equal(t, arrowiotest.Seq(40), arrowiotest.ReadIDs(t, src))
 		_, err = arrowio.OpenParquet(filepath.Join(dir, "ids.parquet"), arrowio.Columns("nope"))
 		require.ErrorIs(t, err, feeder.ErrMissingColumn)
 	})
@@ -110,7 +71,7 @@ func TestSinksAndSources(t *testing.T) {
 		src, err := arrowio.OpenIPC(filepath.Join(dir, "ids.arrow"), arrowio.Columns("id"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		require.Equal(t, 1, src.Schema().NumFields())
-		require.Equal(t, seq(40), readIDs(t, src))
+		require.Equal(t, arrowiotest.Seq(40), arrowiotest.ReadIDs(t, src))
 	})
 	t.Run("ipc_split_by_record_batch", func(t *testing.T) {
 		src, err := arrowio.OpenIPC(filepath.Join(dir, "ids.arrow"), arrowio.WithAllocator(mem))
@@ -118,15 +79,15 @@ func TestSinksAndSources(t *testing.T) {
 		parts, err := src.Split(3)
 		require.NoError(t, err)
 		require.Len(t, parts, 3)
-		require.Equal(t, append(seq(10), seq(40)[30:]...), readIDs(t, parts[0]))
-		require.Equal(t, seq(20)[10:], readIDs(t, parts[1]))
-		require.Equal(t, seq(30)[20:], readIDs(t, parts[2]))
+		require.Equal(t, append(arrowiotest.Seq(10), arrowiotest.Seq(40)[30:]...), arrowiotest.ReadIDs(t, parts[0]))
+		require.Equal(t, arrowiotest.Seq(20)[10:], arrowiotest.ReadIDs(t, parts[1]))
+		require.Equal(t, arrowiotest.Seq(30)[20:], arrowiotest.ReadIDs(t, parts[2]))
 		require.NoError(t, src.Close())
 		ds, err := arrowio.OpenDataset(filepath.Join(dir, "ids.arrow"), arrowio.WithAllocator(mem))
 		require.NoError(t, err)
 		p1, err := ds.Partition(1, 4)
 		require.NoError(t, err)
-		require.Equal(t, seq(20)[10:], readIDs(t, p1), "fewer files than parts: split by record batch")
+		require.Equal(t, arrowiotest.Seq(20)[10:], arrowiotest.ReadIDs(t, p1), "fewer files than parts: split by record batch")
 		require.NoError(t, ds.Close())
 	})
 	t.Run("parquet_split_by_row_group", func(t *testing.T) {
@@ -135,8 +96,8 @@ func TestSinksAndSources(t *testing.T) {
 		parts, err := src.Split(3)
 		require.NoError(t, err)
 		require.Len(t, parts, 3)
-		require.Equal(t, []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39}, readIDs(t, parts[0]))
-		require.Equal(t, seq(20)[10:], readIDs(t, parts[1]))
+		require.Equal(t, []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39}, arrowiotest.ReadIDs(t, parts[0]))
+		require.Equal(t, arrowiotest.Seq(20)[10:], arrowiotest.ReadIDs(t, parts[1]))
 		require.NoError(t, src.Close())
 		parts[2].Close()
 	})
@@ -229,9 +190,9 @@ func TestDatasetPartitions(t *testing.T) {
 	// three files of 2 row groups × 10 rows; ids continue across files
 	for f := 0; f < 3; f++ {
 		p := filepath.Join(dir, fmt.Sprintf("part-%d.parquet", f))
-		s, err := arrowio.CreateParquet(p, idSchema, arrowio.RowGroupRows(10))
+		s, err := arrowio.CreateParquet(p, arrowiotest.IDSchema, arrowio.RowGroupRows(10))
 		require.NoError(t, err)
-		for i, r := range idRecords(mem, 6, 10) {
+		for i, r := range arrowiotest.IDRecords(mem, 6, 10) {
 			if i/2 == f {
 				require.NoError(t, s.Write(r))
 			}
@@ -242,7 +203,7 @@ func TestDatasetPartitions(t *testing.T) {
 	ds, err := arrowio.OpenDataset(dir, arrowio.WithAllocator(mem))
 	require.NoError(t, err)
 	require.Len(t, ds.Files(), 3)
-	require.Equal(t, seq(60), readIDs(t, ds))
+	require.Equal(t, arrowiotest.Seq(60), arrowiotest.ReadIDs(t, ds))
 
 	for _, n := range []int{2, 3, 5, 6} {
 		t.Run(fmt.Sprintf("%d_parts", n), func(t *testing.T) {
@@ -253,7 +214,7 @@ func TestDatasetPartitions(t *testing.T) {
 			for i := range n {
 				p, err := ds.Partition(i, n)
 				require.NoError(t, err)
-				ids := readIDs(t, p)
+				ids := arrowiotest.ReadIDs(t, p)
 				if n <= 3 {
 					// whole files: each part holds complete files
 					for _, f := range p.Files() {
@@ -266,7 +227,7 @@ func TestDatasetPartitions(t *testing.T) {
 				all = append(all, ids...)
 			}
 			slices.Sort(all)
-			require.Equal(t, seq(60), all, "the parts are disjoint and complete")
+			require.Equal(t, arrowiotest.Seq(60), all, "the parts are disjoint and complete")
 		})
 	}
 	t.Run("bad_partition", func(t *testing.T) {
@@ -307,7 +268,7 @@ func TestDatasetPartitions(t *testing.T) {
 		f := newFeeder(t, ds, feeder.Readers(4), feeder.BatchSize(7), feeder.WithAllocator(mem))
 		_, ids := collect(t, f)
 		slices.Sort(ids)
-		require.Equal(t, seq(60), ids)
+		require.Equal(t, arrowiotest.Seq(60), ids)
 	})
 }
 

@@ -134,12 +134,7 @@ func TestTLSWithClientCertsOverLoopback(t *testing.T) {
 	require.NoError(t, err)
 	srv, err := NewServer(append(sopts, sgd1())...)
 	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	t.Cleanup(func() { require.NoError(t, srv.GracefulStop()); require.NoError(t, <-done) })
-	addr := []string{lis.Addr().String()}
+	addr := []string{serveLoopback(t, srv)}
 
 	copts, err := creds.ClientOptions()
 	require.NoError(t, err)

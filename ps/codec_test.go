@@ -2,7 +2,6 @@ package ps
 
 import (
 	"fmt"
-	"net"
 	"testing"
 	"time"
 	"unsafe"
@@ -353,18 +352,14 @@ func TestWireCodecOverLoopback(t *testing.T) {
 			ctx := testCtx(t, 30*time.Second)
 			srv, err := NewServer(sgd1())
 			require.NoError(t, err)
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(lis) }()
-			t.Cleanup(func() { require.NoError(t, srv.GracefulStop()); require.NoError(t, <-done) })
+			addr := serveLoopback(t, srv)
 			opts := []ClientOption{WithChunkElements(30_000)}
 			elem := uint64(4)
 			if fp16 {
 				opts = append(opts, WithFP16())
 				elem = 2
 			}
-			c, err := Dial(ctx, []string{lis.Addr().String()}, opts...)
+			c, err := Dial(ctx, []string{addr}, opts...)
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, c.Close()) })
 			require.NoError(t, c.Register(ctx, vars))

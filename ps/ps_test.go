@@ -41,6 +41,18 @@ func dialCluster(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...Cl
 	return c
 }
 
+// serveLoopback serves srv on a loopback port until the test ends, then
+// stops it gracefully, and returns its address.
+func serveLoopback(t *testing.T, srv *Server) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	t.Cleanup(func() { require.NoError(t, srv.GracefulStop()); require.NoError(t, <-done) })
+	return lis.Addr().String()
+}
+
 func sgd1() ServerOption { return WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1}) }
 
 // testVars are two trainable variables, one split into 4 chunks of 256 by

@@ -2,6 +2,8 @@ package arrowio_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,27 +14,57 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder/arrowio"
+	"github.com/gotflow/gotflow/feeder/arrowio/arrowiotest"
 )
+
+// pairSchema has one column "v" of 2 float32s.
+var pairSchema = arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(2, arrow.PrimitiveTypes.Float32)}}, nil)
+
+// pairRecord makes a record of pairSchema whose row i is [10i, 10i+1],
+// and returns it with the values of all its rows in order.
+func pairRecord(mem memory.Allocator, rows int) (arrow.RecordBatch, []float32) {
+	b := array.NewRecordBuilder(mem, pairSchema)
+	defer b.Release()
+	lb := b.Field(0).(*array.FixedSizeListBuilder)
+	vb := lb.ValueBuilder().(*array.Float32Builder)
+	var vals []float32
+	for i := range rows {
+		lb.Append(true)
+		v := []float32{float32(10 * i), float32(10*i + 1)}
+		vb.AppendValues(v, nil)
+		vals = append(vals, v...)
+	}
+	return b.NewRecordBatch(), vals
+}
+
+// readPairs reads the Parquet file at path back and returns the values of
+// its column of fixed-size lists, row after row.
+func readPairs(t *testing.T, path string) []float32 {
+	t.Helper()
+	src, err := arrowio.OpenParquet(path)
+	require.NoError(t, err)
+	defer src.Close()
+	var got []float32
+	for {
+		r, err := src.Next(context.Background())
+		if errors.Is(err, io.EOF) {
+			return got
+		}
+		require.NoError(t, err)
+		got = append(got, r.Column(0).(*array.FixedSizeList).ListValues().(*array.Float32).Float32Values()...)
+		r.Release()
+	}
+}
 
 // TestParquetSinkWritesSlicedLists writes records that are slices (non-zero
 // offset) of a larger record holding a fixed-size-list column, as Where and
 // Transform produce, and reads back exactly the sliced rows.
 func TestParquetSinkWritesSlicedLists(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
-	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(2, arrow.PrimitiveTypes.Float32)}}, nil)
-	b := array.NewRecordBuilder(mem, schema)
-	defer b.Release()
-	lb := b.Field(0).(*array.FixedSizeListBuilder)
-	vb := lb.ValueBuilder().(*array.Float32Builder)
-	for i := range 6 {
-		lb.Append(true)
-		vb.AppendValues([]float32{float32(10 * i), float32(10*i + 1)}, nil)
-	}
-	rec := b.NewRecordBatch()
+	mem := arrowiotest.CheckedMem(t)
+	rec, _ := pairRecord(mem, 6)
 	defer rec.Release()
 	path := filepath.Join(t.TempDir(), "out.parquet")
-	sink, err := arrowio.CreateParquet(path, schema, arrowio.WithAllocator(mem))
+	sink, err := arrowio.CreateParquet(path, pairSchema, arrowio.WithAllocator(mem))
 	require.NoError(t, err)
 	for _, r := range [][2]int64{{1, 3}, {4, 6}} {
 		s := rec.NewSlice(r[0], r[1])
@@ -43,61 +75,22 @@ func TestParquetSinkWritesSlicedLists(t *testing.T) {
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
-
-	src, err := arrowio.OpenParquet(path)
-	require.NoError(t, err)
-	defer src.Close()
-	var got []float32
-	for {
-		r, err := src.Next(context.Background())
-		if err != nil {
-			break
-		}
-		got = append(got, r.Column(0).(*array.FixedSizeList).ListValues().(*array.Float32).Float32Values()...)
-		r.Release()
-	}
-	require.Equal(t, []float32{10, 11, 20, 21, 40, 41, 50, 51}, got)
+	require.Equal(t, []float32{10, 11, 20, 21, 40, 41, 50, 51}, readPairs(t, path))
 }
 
 // TestParquetSinkSplitsRowGroups writes one record longer than a row group:
 // every row group must hold its own rows (pqarrow's own split would write
 // the list values of every row group from the start of the buffer).
 func TestParquetSinkSplitsRowGroups(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
-	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(2, arrow.PrimitiveTypes.Float32)}}, nil)
-	b := array.NewRecordBuilder(mem, schema)
-	defer b.Release()
-	lb := b.Field(0).(*array.FixedSizeListBuilder)
-	vb := lb.ValueBuilder().(*array.Float32Builder)
-	var want []float32
-	for i := range 7 {
-		lb.Append(true)
-		v := []float32{float32(10 * i), float32(10*i + 1)}
-		vb.AppendValues(v, nil)
-		want = append(want, v...)
-	}
-	rec := b.NewRecordBatch()
+	mem := arrowiotest.CheckedMem(t)
+	rec, want := pairRecord(mem, 7)
 	defer rec.Release()
 	path := filepath.Join(t.TempDir(), "out.parquet")
-	sink, err := arrowio.CreateParquet(path, schema, arrowio.WithAllocator(mem), arrowio.RowGroupRows(3))
+	sink, err := arrowio.CreateParquet(path, pairSchema, arrowio.WithAllocator(mem), arrowio.RowGroupRows(3))
 	require.NoError(t, err)
 	require.NoError(t, sink.Write(rec))
 	require.NoError(t, sink.Close())
-
-	src, err := arrowio.OpenParquet(path)
-	require.NoError(t, err)
-	defer src.Close()
-	var got []float32
-	for {
-		r, err := src.Next(context.Background())
-		if err != nil {
-			break
-		}
-		got = append(got, r.Column(0).(*array.FixedSizeList).ListValues().(*array.Float32).Float32Values()...)
-		r.Release()
-	}
-	require.Equal(t, want, got)
+	require.Equal(t, want, readPairs(t, path))
 }
 
 func TestParquetSinkRejectsBadRowGroups(t *testing.T) {

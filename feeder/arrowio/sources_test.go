@@ -18,12 +18,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder/arrowio"
+	"github.com/gotflow/gotflow/feeder/arrowio/arrowiotest"
 	"github.com/gotflow/gotflow/internal/leakcheck"
 )
 
 func TestSinkIsAtomic(t *testing.T) {
 	dir := t.TempDir()
-	mem := checkedMem(t)
+	mem := arrowiotest.CheckedMem(t)
 	for _, name := range []string{"out.parquet", "out.arrow"} {
 		t.Run(name, func(t *testing.T) {
 			p := filepath.Join(dir, name)
@@ -31,9 +32,9 @@ func TestSinkIsAtomic(t *testing.T) {
 			if strings.HasSuffix(name, ".parquet") {
 				create = arrowio.CreateParquet
 			}
-			s, err := create(p, idSchema)
+			s, err := create(p, arrowiotest.IDSchema)
 			require.NoError(t, err)
-			for _, r := range idRecords(mem, 2, 5) {
+			for _, r := range arrowiotest.IDRecords(mem, 2, 5) {
 				require.NoError(t, s.Write(r))
 				r.Release()
 			}
@@ -46,7 +47,7 @@ func TestSinkIsAtomic(t *testing.T) {
 			require.NoError(t, err)
 			require.Empty(t, entries, "Abort removes the temporary file")
 
-			s, err = create(p, idSchema)
+			s, err = create(p, arrowiotest.IDSchema)
 			require.NoError(t, err)
 			other := floatRecord(mem, "v", 1)
 			require.ErrorIs(t, s.Write(other), arrowio.ErrSchemaChanged)
@@ -62,9 +63,9 @@ func TestSinkIsAtomic(t *testing.T) {
 }
 
 func TestFromTable(t *testing.T) {
-	mem := checkedMem(t)
-	recs := idRecords(mem, 3, 5)
-	tbl := array.NewTableFromRecords(idSchema, recs)
+	mem := arrowiotest.CheckedMem(t)
+	recs := arrowiotest.IDRecords(mem, 3, 5)
+	tbl := array.NewTableFromRecords(arrowiotest.IDSchema, recs)
 	for _, r := range recs {
 		r.Release()
 	}
@@ -73,13 +74,13 @@ func TestFromTable(t *testing.T) {
 	require.NoError(t, err)
 	parts, err := src.Split(2)
 	require.NoError(t, err)
-	a, b := readIDs(t, parts[0]), readIDs(t, parts[1])
+	a, b := arrowiotest.ReadIDs(t, parts[0]), arrowiotest.ReadIDs(t, parts[1])
 	// chunks of at most 4 rows within each 5-row record: [0-3] [4] [5-8] [9]
 	// [10-13] [14], dealt round-robin to the parts
 	require.Equal(t, []int64{0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13}, a)
 	all := append(a, b...)
 	slices.Sort(all)
-	require.Equal(t, seq(15), all)
+	require.Equal(t, arrowiotest.Seq(15), all)
 	require.NoError(t, src.Close())
 }
 

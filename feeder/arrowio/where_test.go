@@ -8,15 +8,14 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gotflow/gotflow/feeder/arrowio"
+	"github.com/gotflow/gotflow/feeder/arrowio/arrowiotest"
 )
 
 func TestWhere(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
+	mem := arrowiotest.CheckedMem(t)
 	schema := arrow.NewSchema([]arrow.Field{
 		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
 		{Name: "split", Type: arrow.BinaryTypes.String, Nullable: true},

@@ -1,4 +1,4 @@
-package control
+package control_test
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	. "github.com/gotflow/gotflow/internal/control"
+	"github.com/gotflow/gotflow/internal/control/controltest"
 )
 
 // TestSupervisorInProcess runs a job as goroutines behind the same
@@ -19,7 +22,7 @@ func TestSupervisorInProcess(t *testing.T) {
 	trainers := workers(3)
 	const rows = 300
 	m := testMonitor(t, MonitorConfig{Trainers: trainers, Rows: rows, Epochs: 2})
-	rec := &rowLog{}
+	rec := &controltest.RowLog{}
 	var psStarts atomic.Int32
 	// Trainers need their ps, as real ones do: they start once the
 	// restarted ps is up, so the job cannot end before the restart.
@@ -56,8 +59,8 @@ func TestSupervisorInProcess(t *testing.T) {
 		if rank == 2 {
 			limit = 30
 		}
-		err = trainLoop(actx, a, rec, rank, limit)
-		if errors.Is(err, errKilled) {
+		err = controltest.TrainLoop(actx, a, rec, rank, limit)
+		if errors.Is(err, controltest.ErrKilled) {
 			return errors.New("worker hit a bad batch")
 		}
 		return err
@@ -74,7 +77,7 @@ func TestSupervisorInProcess(t *testing.T) {
 	require.Equal(t, []Task{trainers[2]}, res.Dead)
 	require.Equal(t, "worker hit a bad batch", m.Status()[2].DeadReason)
 	for e := range 2 {
-		require.Len(t, rec.seen[e], rows, "epoch %d", e)
+		require.Len(t, rec.Seen[e], rows, "epoch %d", e)
 	}
 }
 

@@ -1,6 +1,6 @@
 //go:build unix
 
-package control
+package control_test
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	. "github.com/gotflow/gotflow/internal/control"
+	"github.com/gotflow/gotflow/internal/control/controltest"
 )
 
 // TestChildrenDieWithTheirParent SIGKILLs a process that started tasks
@@ -23,21 +26,19 @@ func TestChildrenDieWithTheirParent(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	parent := exec.Command(os.Args[0], "-test.run=^$")
-	parent.Env = append(os.Environ(), fakeRoleEnv+"=launcher", fakeDirEnv+"="+dir, fakeTaskEnv+"=launcher", fakeTryEnv+"=0")
-	parent.Stderr = os.Stderr
+	parent := controltest.Command("launcher", dir, "launcher", 0)
 	require.NoError(t, parent.Start())
 	var kids []int
 	for _, name := range []string{"ps:0.child", "worker:0.child"} {
-		waitFor(t, ctx, name, func() bool { return readInt(filepath.Join(dir, name)) > 0 })
-		kids = append(kids, readInt(filepath.Join(dir, name)))
+		controltest.WaitFor(t, ctx, name, func() bool { return controltest.ReadInt(filepath.Join(dir, name)) > 0 })
+		kids = append(kids, controltest.ReadInt(filepath.Join(dir, name)))
 	}
 	// The watcher ignores SIGTERM only from here on.
-	waitFor(t, ctx, "the watcher's watch", func() bool { return readInt(filepath.Join(dir, "worker:0.watching")) > 0 })
+	controltest.WaitFor(t, ctx, "the watcher's watch", func() bool { return controltest.ReadInt(filepath.Join(dir, "worker:0.watching")) > 0 })
 	require.NoError(t, parent.Process.Signal(syscall.SIGKILL))
 	require.Error(t, parent.Wait())
 	for _, pid := range kids {
-		waitFor(t, ctx, "child "+strconv.Itoa(pid)+" to exit", func() bool { return !alive(pid) })
+		controltest.WaitFor(t, ctx, "child "+strconv.Itoa(pid)+" to exit", func() bool { return !controltest.Alive(pid) })
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "worker:0.noticed"))
 	require.NoError(t, err)

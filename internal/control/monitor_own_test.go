@@ -1,9 +1,11 @@
-package control
+package control_test
 
 import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	. "github.com/gotflow/gotflow/internal/control"
 )
 
 // TestMonitorOwnRows: with RankRows every trainer is dealt exactly its own
@@ -18,11 +20,11 @@ func TestMonitorOwnRows(t *testing.T) {
 	require.True(t, ok)
 	require.False(t, failed, reason)
 	for e := range 2 {
-		require.Len(t, rec.seen[e], 80, "epoch %d", e)
+		require.Len(t, rec.Seen[e], 80, "epoch %d", e)
 		var at int64
 		for rank, n := range rows {
 			for row := at; row < at+n; row++ {
-				require.Equal(t, []int{rank}, rec.seen[e][row], "epoch %d row %d", e, row)
+				require.Equal(t, []int{rank}, rec.Seen[e][row], "epoch %d row %d", e, row)
 			}
 			at += n
 		}
@@ -41,8 +43,8 @@ func TestMonitorOwnRowsDeathFails(t *testing.T) {
 	require.True(t, failed)
 	require.Contains(t, reason, "trainer worker:0 died")
 	require.Contains(t, reason, "no other trainer holds")
-	for row := range rec.seen[0] {
-		require.False(t, row >= 100 && len(rec.seen[0][row]) > 0 && rec.seen[0][row][0] == 0, "row %d of rank 1 went to rank 0", row)
+	for row := range rec.Seen[0] {
+		require.False(t, row >= 100 && len(rec.Seen[0][row]) > 0 && rec.Seen[0][row][0] == 0, "row %d of rank 1 went to rank 0", row)
 	}
 }
 

@@ -1,4 +1,4 @@
-package control
+package control_test
 
 import (
 	"context"
@@ -12,57 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+
+	// These tests cannot be in package control: they use controltest,
+	// which imports control.
+	. "github.com/gotflow/gotflow/internal/control"
+	"github.com/gotflow/gotflow/internal/control/controltest"
 )
-
-// trainLoop is the loop a worker runs against an Agent: it records each row
-// it consumes per epoch, reporting progress after every chunk of rows.
-// stopAfter >= 0 makes it return (silently, like a killed process) after
-// that many rows.
-func trainLoop(ctx context.Context, a *Agent, rec *rowLog, rank int, stopAfter int64) error {
-	var step, total int64
-	for {
-		w, err := a.Next(ctx)
-		if errors.Is(err, ErrStopped) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, r := range w.Ranges {
-			for i := r.Start; i < r.End; i += 4 {
-				end := min(i+4, r.End)
-				if stopAfter >= 0 && total+(end-i) > stopAfter {
-					return errKilled
-				}
-				rec.add(w.Epoch, rank, i, end)
-				step++
-				total += end - i
-				a.Advance(end-i, step, 1/float64(step))
-			}
-		}
-	}
-}
-
-var errKilled = errors.New("killed")
-
-type rowLog struct {
-	mu   sync.Mutex
-	seen map[int]map[int64][]int // epoch -> row -> ranks
-}
-
-func (l *rowLog) add(epoch, rank int, start, end int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.seen == nil {
-		l.seen = map[int]map[int64][]int{}
-	}
-	if l.seen[epoch] == nil {
-		l.seen[epoch] = map[int64][]int{}
-	}
-	for i := start; i < end; i++ {
-		l.seen[epoch][i] = append(l.seen[epoch][i], rank)
-	}
-}
 
 func testMonitor(t *testing.T, cfg MonitorConfig) *Monitor {
 	t.Helper()
@@ -86,11 +41,11 @@ func workers(n int) []Task {
 }
 
 // runJob runs the monitor and one agent+loop per trainer on coord(i).
-func runJob(t *testing.T, m *Monitor, trainers []Task, coord func(i int) Coordinator, stopAfter map[int]int64) (*rowLog, error) {
+func runJob(t *testing.T, m *Monitor, trainers []Task, coord func(i int) Coordinator, stopAfter map[int]int64) (*controltest.RowLog, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rec := &rowLog{}
+	rec := &controltest.RowLog{}
 	var g errgroup.Group
 	var monErr error
 	monDone := make(chan struct{})
@@ -107,8 +62,8 @@ func runJob(t *testing.T, m *Monitor, trainers []Task, coord func(i int) Coordin
 		}
 		g.Go(func() error {
 			defer func() { acancel(); <-runDone }()
-			err := trainLoop(actx, a, rec, i, limit)
-			if errors.Is(err, errKilled) {
+			err := controltest.TrainLoop(actx, a, rec, i, limit)
+			if errors.Is(err, controltest.ErrKilled) {
 				return nil // silently gone: the monitor must notice
 			}
 			return err
@@ -133,14 +88,14 @@ func TestMonitorEpochsInProcess(t *testing.T) {
 	require.False(t, failed)
 	require.Equal(t, "completed 3 epochs", reason)
 	for e := range 3 {
-		require.Len(t, rec.seen[e], 103, "epoch %d", e)
-		for row, ranks := range rec.seen[e] {
+		require.Len(t, rec.Seen[e], 103, "epoch %d", e)
+		for row, ranks := range rec.Seen[e] {
 			require.Len(t, ranks, 1, "epoch %d row %d seen by %v", e, row, ranks)
 		}
 	}
 	// Rank 0 of 3 gets rows 0..35 each epoch.
-	require.Equal(t, []int{0}, rec.seen[1][34])
-	require.Equal(t, []int{1}, rec.seen[1][35])
+	require.Equal(t, []int{0}, rec.Seen[1][34])
+	require.Equal(t, []int{1}, rec.Seen[1][35])
 	for _, s := range m.Status() {
 		require.False(t, s.Dead)
 		require.Positive(t, s.Step)
@@ -156,7 +111,7 @@ func TestMonitorEarlyStop(t *testing.T) {
 	require.NoError(t, err)
 	reason, _, _ := m.Result()
 	require.Equal(t, "stopped after epoch 1 by the epoch-end hook", reason)
-	require.Len(t, rec.seen, 2)
+	require.Len(t, rec.Seen, 2)
 }
 
 func TestMonitorReassignsDeadWorker(t *testing.T) {
@@ -181,15 +136,15 @@ func TestMonitorReassignsDeadWorker(t *testing.T) {
 	st := m.Status()
 	require.True(t, st[1].Dead)
 	for e := range 2 {
-		require.Len(t, rec.seen[e], 300, "epoch %d: every row trained", e)
+		require.Len(t, rec.Seen[e], 300, "epoch %d: every row trained", e)
 	}
 	// Rows reported before death are not trained again; rows trained after
 	// the last report may be (at-least-once).
 	for row := int64(100); row < 100+st[1].RowsDone; row++ {
-		require.Equal(t, []int{1}, rec.seen[0][row], "row %d", row)
+		require.Equal(t, []int{1}, rec.Seen[0][row], "row %d", row)
 	}
 	// The second epoch is split over the two survivors only.
-	for row, ranks := range rec.seen[1] {
+	for row, ranks := range rec.Seen[1] {
 		require.Len(t, ranks, 1, "row %d", row)
 		require.NotEqual(t, 1, ranks[0])
 	}
@@ -293,7 +248,7 @@ func TestHeartbeatsOverGRPC(t *testing.T) {
 	rec, err := runJob(t, m, trainers, func(i int) Coordinator { return clients[i] }, nil)
 	require.NoError(t, err)
 	for e := range 2 {
-		require.Len(t, rec.seen[e], 64)
+		require.Len(t, rec.Seen[e], 64)
 	}
 
 	// Unknown tasks map to NotFound and back to ErrUnknownTask.
@@ -394,19 +349,13 @@ func TestIdleAgentBeatsAtInterval(t *testing.T) {
 	for i, tk := range trainers {
 		g.Go(func() error {
 			return RunAgent(ctx, cc, AgentConfig{Task: tk, Interval: 20 * time.Millisecond}, func(ctx context.Context, a *Agent) error {
-				for {
-					w, err := a.Next(ctx)
-					if errors.Is(err, ErrStopped) {
-						return nil
-					}
-					if err != nil {
-						return err
-					}
+				return controltest.Works(ctx, a, func(w Work) error {
 					if i == 1 {
 						time.Sleep(slow)
 					}
 					a.Advance(w.Rows(), 1, 0)
-				}
+					return nil
+				})
 			})
 		})
 	}

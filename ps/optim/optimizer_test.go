@@ -1,61 +1,19 @@
 package optim
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gotflow/gotflow/ps/optim/optimtest"
 )
-
-// parityFixture is testdata/optimizer_parity.json, written by
-// testdata/record_optimizers.py from Keras.
-type parityFixture struct {
-	Keras string `json:"keras"`
-	Cases []struct {
-		Name      string `json:"name"`
-		Config    string `json:"config"`
-		Variables []struct {
-			Name  string    `json:"name"`
-			Shape []int64   `json:"shape"`
-			Init  []float32 `json:"init"`
-		} `json:"variables"`
-		Gradients  []map[string][]float32          `json:"gradients"`
-		After      []map[string][]float32          `json:"after"`
-		Slots      map[string]map[string][]float32 `json:"slots"`
-		Iterations int                             `json:"iterations"`
-	} `json:"cases"`
-}
-
-func loadParity(t *testing.T) parityFixture {
-	t.Helper()
-	data, err := os.ReadFile("testdata/optimizer_parity.json")
-	require.NoError(t, err)
-	var f parityFixture
-	require.NoError(t, json.Unmarshal(data, &f))
-	require.NotEmpty(t, f.Cases)
-	return f
-}
-
-const parityTol = 1e-6
-
-func requireClose(t *testing.T, want, got []float32, what string) {
-	t.Helper()
-	require.Len(t, got, len(want), what)
-	for i := range want {
-		d := math.Abs(float64(want[i]) - float64(got[i]))
-		if d > parityTol*math.Max(1, math.Abs(float64(want[i]))) {
-			t.Fatalf("%s[%d]: Keras %v, Go %v (diff %.3g > %g)", what, i, want[i], got[i], d, parityTol)
-		}
-	}
-}
 
 // TestOptimizerParity replays the recorded gradients through the Go
 // optimizers and compares every step's variables and the final slots with
 // what Keras computed.
 func TestOptimizerParity(t *testing.T) {
-	f := loadParity(t)
+	f := optimtest.LoadParity(t, "testdata/optimizer_parity.json")
 	for _, tc := range f.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			cfg, err := ParseConfig([]byte(tc.Config))
@@ -78,13 +36,13 @@ func TestOptimizerParity(t *testing.T) {
 					opt.Apply(uint64(step), 1, w[i], g[i], slots[i])
 				}
 				for i, v := range tc.Variables {
-					requireClose(t, tc.After[step][v.Name], w[i], v.Name+" after step "+string(rune('1'+step)))
+					optimtest.RequireClose(t, tc.After[step][v.Name], w[i], v.Name+" after step "+string(rune('1'+step)))
 				}
 			}
 			require.Len(t, tc.Slots, len(opt.Slots()), "slots %v", opt.Slots())
 			for k, name := range opt.Slots() {
 				for i, v := range tc.Variables {
-					requireClose(t, tc.Slots[name][v.Name], slots[i][k], "slot "+name+" of "+v.Name)
+					optimtest.RequireClose(t, tc.Slots[name][v.Name], slots[i][k], "slot "+name+" of "+v.Name)
 				}
 			}
 		})
