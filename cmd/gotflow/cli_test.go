@@ -110,6 +110,11 @@ func TestOptimizerFlags(t *testing.T) {
 	require.ErrorContains(t, err, "--optimizer-options: want a JSON object")
 	_, err = optimizerJSON("adam", "@"+filepath.Join(dir, "missing.json"))
 	require.ErrorContains(t, err, "missing.json")
+	_, err = optimizerJSON("adam", "null")
+	require.ErrorContains(t, err, "want a JSON object")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "null.json"), []byte("null"), 0o644))
+	_, err = optimizerJSON("@"+filepath.Join(dir, "null.json"), `{"learning_rate":0.1}`)
+	require.ErrorContains(t, err, "--optimizer: want a JSON object")
 	_, err = optimizerJSON("{", "")
 	require.ErrorContains(t, err, "--optimizer: want a JSON object")
 }
@@ -145,8 +150,37 @@ func TestQuietStart(t *testing.T) {
 		require.True(t, stdout != "" || args[0] == "predict", "gotflow %v printed nothing", args)
 	}
 	require.FileExists(t, out)
+	// An error is still printed (stderr is back before Go starts).
+	cmd := exec.Command(os.Args[0], "predict", "--model", "/nonexistent/model", "--data", "x.parquet", "--output", out)
+	cmd.Env = env
+	b, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(b), "gotflow predict:")
+
+	// In a process started without TF_CPP_MIN_LOG_LEVEL, absl's level was
+	// lowered (not just the environment set).
+	cmd = exec.Command(os.Args[0], "-test.run=^TestQuietLogPath$", "-test.count=1")
+	cmd.Env = append(append([]string{}, env[1:]...), "GOTFLOW_QUIET_CHILD=1") // env[0] is GOTFLOW_TEST_MAIN
+	b, err = cmd.CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	require.Contains(t, string(b), "PASS")
+
+	for _, v := range []string{"-v", "--v", "-v=true", "-v=1"} {
+		_, errs := gotflow(nil, "inspect", v, "../../scripts/fixtures/mlp_savedmodel")
+		require.Contains(t, errs, "oneDNN", "inspect %s", v)
+	}
 	_, errs := gotflow(nil, "-v", "version")
 	require.Contains(t, errs, "oneDNN")
 	_, errs = gotflow([]string{"TF_CPP_MIN_LOG_LEVEL=0"}, "version")
 	require.Contains(t, errs, "oneDNN")
+}
+
+// TestQuietLogPath runs in the child TestQuietStart starts.
+func TestQuietLogPath(t *testing.T) {
+	if os.Getenv("GOTFLOW_QUIET_CHILD") != "1" {
+		t.Skip("run by TestQuietStart")
+	}
+	require.Equal(t, 1, tfLogPath(), "absl::SetMinLogLevel not found in this libtensorflow: add its namespace to quiet.go")
+	quietTFLogs() // as main does
+	require.Equal(t, "2", os.Getenv("TF_CPP_MIN_LOG_LEVEL"), "the level is in Go's environment, for child processes")
 }

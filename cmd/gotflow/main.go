@@ -1,7 +1,7 @@
 // Command gotflow trains and serves TensorFlow models from Go.
 //
-// Each subcommand lives in its own file and registers itself in init with
-// register; all logic lives in the library packages.
+// Each subcommand lives in its own file, listed in commands.go's table; all
+// logic lives in the library packages.
 package main
 
 import (
@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -82,7 +83,7 @@ func commandUsage(w io.Writer, name string, fs *flag.FlagSet) {
 }
 
 func main() {
-	// TensorFlow's log level was settled before Go started: see quiet.go.
+	quietTFLogs() // TensorFlow's log level was settled before Go started: see quiet.go
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -91,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	if args[0] == "-v" || args[0] == "--v" {
+	if isVerboseFlag(args[0]) {
 		// Only TensorFlow's start-up logging looks at it (quiet.go).
 		args = args[1:]
 		if len(args) == 0 {
@@ -151,11 +152,29 @@ func helpRequested(args []string) bool {
 	return false
 }
 
+// isVerboseFlag reports whether a is -v as the flag package reads it (-v,
+// --v, -v=true, -v=1, ...).
+func isVerboseFlag(a string) bool {
+	name, val, hasVal := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+	if !strings.HasPrefix(a, "-") || name != "v" {
+		return false
+	}
+	if !hasVal {
+		return true
+	}
+	b, err := strconv.ParseBool(val)
+	return err == nil && b
+}
+
 // flagsParsed, when set (by tests), sees every verb's flag set once parsed.
 var flagsParsed func(*flag.FlagSet)
 
 // parseFlags parses args and wraps a parse failure as a usage error.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if fs.Lookup("v") == nil {
+		// Every verb takes -v; quiet.go has read it already.
+		fs.Bool("v", false, "also show TensorFlow's own log lines")
+	}
 	err := fs.Parse(args)
 	if flagsParsed != nil {
 		flagsParsed(fs)

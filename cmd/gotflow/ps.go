@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -195,7 +196,10 @@ func jsonArg(name, v string) ([]byte, error) {
 		}
 	}
 	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(b, &obj); err != nil {
+	if err := json.Unmarshal(b, &obj); err != nil || obj == nil {
+		if err == nil {
+			err = fmt.Errorf("got %s", bytes.TrimSpace(b))
+		}
 		return nil, fmt.Errorf("%w: --%s: want a JSON object such as '{\"learning_rate\":0.01}' or @file: %v", errUsage, name, err)
 	}
 	return b, nil

@@ -40,7 +40,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA bundle; when set, clients must present a certificate it signed")
 	insecure := fs.Bool("insecure", false, "serve on a non-loopback address without TLS and a token")
-	verbose := fs.Bool("v", false, "log every version loaded and unloaded")
+	verbose := fs.Bool("v", false, "log every version loaded and unloaded, and TensorFlow's own log lines")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

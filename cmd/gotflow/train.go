@@ -77,7 +77,7 @@ func addTrainFlags(fs *flag.FlagSet) *trainFlags {
 	fs.StringVar(&e.Straggler, "straggler", "drop", "sync mode: what a step does at its timeout: drop (apply the pushes that arrived) or fail (push it again)")
 	fs.StringVar(&e.WAL, "wal", "", "--cluster processes: on (the shards answer a push once it is on disk, so a killed shard loses nothing acknowledged) or off; default on in every mode but hogwild")
 	addPSAuthFlags(fs, &e.PSAuth)
-	t.verbose = fs.Bool("v", false, "log debug details")
+	t.verbose = fs.Bool("v", false, "log debug details, and TensorFlow's own log lines")
 	return t
 }
 
