@@ -346,10 +346,6 @@ func (c TFConfig) ListenAddress() (string, error) {
 	return ":" + port, nil
 }
 
-// ErrNoTFConfig is returned by TFConfigFromEnv when TF_CONFIG is unset or
-// empty.
-var ErrNoTFConfig = errors.New("distributed: TF_CONFIG is not set")
-
 // TFConfigFromEnv parses the TF_CONFIG environment variable. It returns
 // ErrNoTFConfig when the variable is unset or blank.
 func TFConfigFromEnv() (TFConfig, error) {

@@ -40,14 +40,6 @@ type HeartbeatConfig = control.HeartbeatConfig
 // at once; a body that returns an error does the same.
 type Agent = control.Agent
 
-// ErrStopped is wrapped by Agent.Next when the coordinator told the task to
-// stop; the message carries the coordinator's reason.
-var ErrStopped = control.ErrStopped
-
-// ErrCoordinatorLost is wrapped by Agent.Next when no heartbeat got an
-// answer for three times HeartbeatConfig.Timeout (30s when it is zero).
-var ErrCoordinatorLost = control.ErrCoordinatorLost
-
 // MonitorHooks are callbacks for job events, called from the coordinator's
 // goroutine, never with a lock held; either may be nil. OnDead(t, reason,
 // receivers) is called once for each trainer declared dead, with the tasks

@@ -3,7 +3,6 @@ package distributed
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,10 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
-
-// ErrNoTaskEnv is returned by TaskEnvFromEnviron when neither GOTFLOW_TASK
-// nor TF_CONFIG is set.
-var ErrNoTaskEnv = errors.New("distributed: neither " + control.EnvTask + " nor " + TFConfigEnv + " is set")
 
 // TaskEnvFromEnviron reads the task's environment: the GOTFLOW_* variables
 // a ProcessLauncher sets, or else TF_CONFIG (TaskEnvFromTFConfig). lookup is

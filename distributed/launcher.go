@@ -104,10 +104,30 @@ func (c JobConfig) env(t Task, attempt int) TaskEnv {
 
 // JobResult is what a launched job reports.
 type JobResult struct {
-	Reason     string                   // why the job stopped, from the coordinator
-	Status     []control.TaskStatus     // final status of each trainer, by rank
-	Supervisor control.SupervisorResult // every attempt's exit, PS restarts, trainers reported dead
+	Reason     string           // why the job stopped, from the coordinator
+	Status     []TaskStatus     // final status of each trainer, by rank
+	Supervisor SupervisorResult // every attempt's exit, PS restarts, trainers reported dead
 }
+
+// TaskStatus is a trainer's last known state in JobResult.Status: its
+// task, TaskState, epoch, rows consumed, step, loss and, when it failed,
+// why.
+type TaskStatus = control.TaskStatus
+
+// TaskState is what a task says it is doing in a heartbeat: StateRunning,
+// StateIdle or StateFailed.
+type TaskState = control.TaskState
+
+// The states of a TaskStatus.
+const (
+	StateRunning = control.StateRunning // working through assigned ranges
+	StateIdle    = control.StateIdle    // every assigned row of the epoch consumed; waiting
+	StateFailed  = control.StateFailed  // failed and about to exit
+)
+
+// SupervisorResult is what the supervisor saw of a job: every attempt's
+// exit, the PS restarts and the trainers reported dead.
+type SupervisorResult = control.SupervisorResult
 
 // Launcher runs a job's tasks under the heartbeat coordinator and a
 // supervisor until the job completes, fails or ctx is cancelled, and returns only once every

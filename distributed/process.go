@@ -25,7 +25,3 @@ func Listen(addr string) (net.Listener, error) { return control.Listen(addr) }
 func WithParent(ctx context.Context) (context.Context, context.CancelFunc) {
 	return control.WithParent(ctx)
 }
-
-// ErrParentGone is the cause of a WithParent context cancelled because the
-// launcher that started this process has exited.
-var ErrParentGone = control.ErrParentGone
