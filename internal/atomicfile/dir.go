@@ -199,7 +199,8 @@ func placeAtomic(stage, path string, replace bool) (string, error) {
 }
 
 // placePortable places stage with rename(2) alone: what is at path is
-// moved aside first, and put back if the rename fails.
+// moved aside first, and put back if the rename fails. On error, the
+// directories it returns are those superseded by another publisher.
 func placePortable(stage, path string, replace bool) ([]string, error) {
 	var old []string
 	for i := range maxAttempts {
@@ -221,7 +222,12 @@ func placePortable(stage, path string, replace bool) ([]string, error) {
 		if _, serr := os.Lstat(path); serr == nil {
 			continue // another publisher got there in between
 		}
-		if n := len(old); n > 0 && os.Rename(old[n-1], path) == nil {
+		if n := len(old); n > 0 {
+			// Put back the last directory moved aside; if that fails too,
+			// leave it where it is (and not among those to remove).
+			if rerr := os.Rename(old[n-1], path); rerr != nil {
+				err = fmt.Errorf("%w (the previous directory is left at %s)", err, old[n-1])
+			}
 			old = old[:n-1]
 		}
 		return old, err
