@@ -17,6 +17,7 @@ import (
 
 	"github.com/gotflow/gotflow/feeder"
 	"github.com/gotflow/gotflow/feeder/arrowio"
+	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/internal/filelock"
 	"github.com/gotflow/gotflow/internal/tensorboard"
 	"github.com/gotflow/gotflow/loader"
@@ -596,9 +597,10 @@ func (r *run) weights(ctx context.Context) ([]loader.Weight, error) {
 
 // export freezes the inference graph with the trained weights and writes
 // frozen.pb, saved_model/, weights.safetensors and tfmodel.json to the
-// export directory. Everything is written to a staging directory inside it
-// first and moved into place only when complete, so a failed export leaves
-// the previous model as it was.
+// export directory. Each is staged beside its target (internal/atomicfile)
+// and committed only when all four are complete, saved_model/ first and
+// tfmodel.json last, so a failed export leaves the previous model as it
+// was; the previous saved_model/ is replaced whole and removed.
 func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	b := r.p.b
 	frozen, err := b.Freeze(weights)
@@ -612,25 +614,43 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("estimator: export: %w", err)
-	}
-	stage, err := os.MkdirTemp(dir, ".export-")
+	const frozenFile, weightsFile, smDir = "frozen.pb", "weights.safetensors", exportSavedModel
+	sm, err := atomicfile.CreateDir(filepath.Join(dir, smDir))
 	if err != nil {
 		return nil, fmt.Errorf("estimator: export: %w", err)
 	}
-	defer os.RemoveAll(stage)
-	const frozenFile, weightsFile, smDir = "frozen.pb", "weights.safetensors", exportSavedModel
-	if err := os.WriteFile(filepath.Join(stage, frozenFile), frozen.Bytes(), 0o644); err != nil {
-		return nil, fmt.Errorf("estimator: export: %w", err)
-	}
-	if err := loader.WriteWeights(filepath.Join(stage, weightsFile), weights, map[string]string{"bundle": b.Dir}); err != nil {
+	defer sm.Abort()
+	if err := savedmodel.Export(sm.Path(), frozen, savedmodel.SignatureFromBundle(b)); err != nil {
 		return nil, err
 	}
-	if err := savedmodel.Export(filepath.Join(stage, smDir), frozen, savedmodel.SignatureFromBundle(b)); err != nil {
+	var files []*atomicfile.File
+	defer func() {
+		for _, f := range files {
+			f.Abort()
+		}
+	}()
+	stage := func(name string, data []byte) error {
+		f, err := atomicfile.Create(filepath.Join(dir, name))
+		if err != nil {
+			return fmt.Errorf("estimator: export: %w", err)
+		}
+		files = append(files, f)
+		if _, err := f.Write(data); err != nil {
+			return fmt.Errorf("estimator: export: %s: %w", name, err)
+		}
+		return nil
+	}
+	if err := stage(frozenFile, frozen.Bytes()); err != nil {
 		return nil, err
 	}
-	m := &TFModel{Path: filepath.Join(stage, smDir), InputMapping: map[string]string{}, LabelMapping: map[string]string{},
+	encoded, err := loader.EncodeWeights(weights, map[string]string{"bundle": b.Dir})
+	if err != nil {
+		return nil, err
+	}
+	if err := stage(weightsFile, encoded); err != nil {
+		return nil, err
+	}
+	m := &TFModel{Path: filepath.Join(dir, smDir), InputMapping: map[string]string{}, LabelMapping: map[string]string{},
 		Weights: filepath.Join(dir, weightsFile), Logger: r.e.Logger}
 	if m.Bundle, err = filepath.Abs(b.Dir); err != nil {
 		return nil, fmt.Errorf("estimator: %w", err)
@@ -651,21 +671,21 @@ func (r *run) export(weights []loader.Weight) (*TFModel, error) {
 	}
 	// The model's description sits next to it, for `gotflow predict`,
 	// `gotflow evaluate` and Load; Path is stored relative to it.
-	if err := m.Save(stage); err != nil {
+	desc, err := m.encode(dir)
+	if err != nil {
 		return nil, err
 	}
-	// Everything is written: move it into place. The previous SavedModel
-	// is moved aside into the staging directory, which is removed last.
-	if _, err := os.Stat(filepath.Join(dir, smDir)); err == nil {
-		if err := os.Rename(filepath.Join(dir, smDir), filepath.Join(stage, "previous")); err != nil {
+	if err := stage(ModelFile, desc); err != nil {
+		return nil, err
+	}
+	// Everything is written: move it into place.
+	if err := sm.Commit(); err != nil {
+		return nil, fmt.Errorf("estimator: export: %w", err)
+	}
+	for _, f := range files {
+		if err := f.Commit(); err != nil {
 			return nil, fmt.Errorf("estimator: export: %w", err)
 		}
 	}
-	for _, name := range []string{smDir, frozenFile, weightsFile, ModelFile} {
-		if err := os.Rename(filepath.Join(stage, name), filepath.Join(dir, name)); err != nil {
-			return nil, fmt.Errorf("estimator: export: %w", err)
-		}
-	}
-	m.Path = filepath.Join(dir, smDir)
 	return m, nil
 }

@@ -433,11 +433,20 @@ type savedModelFile struct {
 // atomically: a temporary file renamed into place). A Path inside dir is
 // stored relative to dir, so the directory can be moved with the model.
 func (m *TFModel) Save(dir string) error {
-	if err := m.Validate(); err != nil {
+	data, err := m.encode(dir)
+	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("estimator: save: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, ModelFile), data)
+}
+
+// encode returns the tfmodel.json Save writes to dir.
+func (m *TFModel) encode(dir string) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
 	}
 	cp := m.params()
 	if abs, err := filepath.Abs(m.Path); err == nil {
@@ -450,9 +459,9 @@ func (m *TFModel) Save(dir string) error {
 	}
 	data, err := json.MarshalIndent(savedModelFile{Format: savedFormat, TFModel: cp}, "", "  ")
 	if err != nil {
-		return fmt.Errorf("estimator: save: %w", err)
+		return nil, fmt.Errorf("estimator: save: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(dir, ModelFile), append(data, '\n'))
+	return append(data, '\n'), nil
 }
 
 // params copies the exported parameters.

@@ -12,6 +12,7 @@ import (
 	pb "github.com/wamuir/graft/tensorflow/core/protobuf/for_core_protos_go_proto"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/loader"
 	"github.com/gotflow/gotflow/tf"
 )
@@ -44,8 +45,9 @@ func SignatureFromBundle(b *loader.Bundle) Signature {
 //
 // Every signature tensor must exist in the graph; the inputs must be
 // Placeholders. dir must not exist or be empty. The model is written to a
-// temporary sibling directory that is renamed to dir at the end, so a
-// failed export leaves nothing behind.
+// temporary sibling directory, fsynced and renamed to dir at the end
+// (internal/atomicfile), so a failed export leaves nothing behind and a
+// finished one survives a crash.
 func Export(dir string, frozen *loader.GraphDef, sig Signature) error {
 	if frozen == nil {
 		return errors.New("savedmodel: export: no graph")
@@ -153,9 +155,11 @@ func shapeProto(shape []int64) *tspb.TensorShapeProto {
 	return s
 }
 
-// writeAtomically writes saved_model.pb and an empty variables directory
-// into a temporary sibling of dir, then renames it to dir.
-func writeAtomically(dir string, savedModel []byte) (err error) {
+// writeAtomically publishes dir holding saved_model.pb and an empty
+// variables directory (atomicfile.CreateDir: staged beside dir, synced,
+// renamed into place). An existing non-empty dir is an error; an empty
+// one is replaced.
+func writeAtomically(dir string, savedModel []byte) error {
 	dir = filepath.Clean(dir)
 	if entries, err := os.ReadDir(dir); err == nil {
 		if len(entries) > 0 {
@@ -164,50 +168,22 @@ func writeAtomically(dir string, savedModel []byte) (err error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("savedmodel: export: %w", err)
 	}
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("savedmodel: export: %w", err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	d, err := atomicfile.CreateDir(dir)
 	if err != nil {
 		return fmt.Errorf("savedmodel: export: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
+	defer d.Abort()
+	if err := os.Mkdir(filepath.Join(d.Path(), VariablesDir), atomicfile.DirMode); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(d.Path(), SavedModelFile), savedModel, atomicfile.FileMode); err != nil {
+		return fmt.Errorf("savedmodel: export: %w", err)
+	}
+	if err := d.CommitNoReplace(); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("savedmodel: export: %s exists and is not empty", dir)
 		}
-	}()
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return fmt.Errorf("savedmodel: export: %w", err)
-	}
-	if err := os.Mkdir(filepath.Join(tmp, VariablesDir), 0o755); err != nil {
-		return fmt.Errorf("savedmodel: export: %w", err)
-	}
-	if err := writeSynced(filepath.Join(tmp, SavedModelFile), savedModel); err != nil {
-		return fmt.Errorf("savedmodel: export: %w", err)
-	}
-	// An empty dir left by the caller is replaced.
-	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("savedmodel: export: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("savedmodel: export: %w", err)
 	}
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

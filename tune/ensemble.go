@@ -195,8 +195,8 @@ const EnsembleFile = "ensemble.json"
 // exports (directories written by Fit: saved_model/ and tfmodel.json) and a
 // tfmodel.json that loads it with the first member's column mappings, so
 // that estimator.Load, Transform, `gotflow predict` and TF Serving use the
-// ensemble like one model. The SavedModel is written aside and renamed
-// into place.
+// ensemble like one model. The SavedModel is written aside and replaces
+// the previous one whole (atomicfile.CreateDir).
 func ExportEnsemble(dir string, members []string, how savedmodel.Combine) (*estimator.TFModel, error) {
 	if len(members) < 2 {
 		return nil, fmt.Errorf("tune: an ensemble needs at least 2 members, got %d", len(members))
@@ -216,24 +216,16 @@ func ExportEnsemble(dir string, members []string, how savedmodel.Combine) (*esti
 		}
 	}
 	defer first.Close()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("tune: %w", err)
-	}
-	stage, err := os.MkdirTemp(dir, ".ensemble-")
+	final := filepath.Join(dir, "saved_model")
+	sm, err := atomicfile.CreateDir(final)
 	if err != nil {
 		return nil, fmt.Errorf("tune: %w", err)
 	}
-	defer os.RemoveAll(stage)
-	if err := savedmodel.ExportEnsemble(filepath.Join(stage, "saved_model"), sms, how); err != nil {
+	defer sm.Abort()
+	if err := savedmodel.ExportEnsemble(sm.Path(), sms, how); err != nil {
 		return nil, err
 	}
-	final := filepath.Join(dir, "saved_model")
-	if _, err := os.Stat(final); err == nil {
-		if err := os.Rename(final, filepath.Join(stage, "previous")); err != nil {
-			return nil, fmt.Errorf("tune: %w", err)
-		}
-	}
-	if err := os.Rename(filepath.Join(stage, "saved_model"), final); err != nil {
+	if err := sm.Commit(); err != nil {
 		return nil, fmt.Errorf("tune: %w", err)
 	}
 	desc, _ := json.MarshalIndent(map[string]any{"members": members, "combine": how}, "", "  ")

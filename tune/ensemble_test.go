@@ -1,6 +1,8 @@
 package tune_test
 
 import (
+	"math"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -138,5 +140,32 @@ parameters: [{name: learning_rate, parameterType: double, feasibleSpace: {min: "
 		rows, _ := predictions(t, m)
 		m.Close()
 		require.Len(t, rows, 96)
+		votes := func(rows [][]float32) bool { // every value a multiple of 1/3: 3 members' votes
+			for _, row := range rows {
+				for _, v := range row {
+					if math.Abs(float64(v)*3-math.Round(float64(v)*3)) > 1e-5 {
+						return false
+					}
+				}
+			}
+			return true
+		}
+		require.False(t, votes(rows), "softmax averages")
+
+		// Exported again to the same place, the ensemble replaces the
+		// first one whole and leaves nothing else beside it.
+		m, err = tune.ExportEnsemble(filepath.Join(dir, "ensemble"), top, savedmodel.CombineVote)
+		require.NoError(t, err)
+		rows, _ = predictions(t, m)
+		m.Close()
+		require.Len(t, rows, 96)
+		require.True(t, votes(rows), "votes after the replacement")
+		entries, err := os.ReadDir(filepath.Join(dir, "ensemble"))
+		require.NoError(t, err)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		require.ElementsMatch(t, []string{"saved_model", tune.EnsembleFile, estimator.ModelFile}, names)
 	}
 }

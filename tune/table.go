@@ -133,14 +133,15 @@ func writeTables(dir string, sp *Space, trials []*Trial) error {
 }
 
 // copyDir replaces dst with a copy of the directory src: the copy is made
-// beside dst and renamed into place, so dst is always whole.
+// beside dst and published with atomicfile.CreateDir (synced, renamed into
+// place), so dst is always whole.
 func copyDir(src, dst string) error {
-	tmp, err := os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	d, err := atomicfile.CreateDir(dst)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	err = filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+	defer d.Abort()
+	err = filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -148,16 +149,16 @@ func copyDir(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		to := filepath.Join(tmp, rel)
-		if d.IsDir() {
-			return os.MkdirAll(to, 0o755)
+		to := filepath.Join(d.Path(), rel)
+		if e.IsDir() {
+			return os.MkdirAll(to, atomicfile.DirMode)
 		}
 		in, err := os.Open(path)
 		if err != nil {
 			return err
 		}
 		defer in.Close()
-		out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, atomicfile.FileMode)
 		if err != nil {
 			return err
 		}
@@ -170,14 +171,5 @@ func copyDir(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	old := dst + ".old"
-	os.RemoveAll(old)
-	if err := os.Rename(dst, old); err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		os.Rename(old, dst)
-		return err
-	}
-	return os.RemoveAll(old)
+	return d.Commit()
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gotflow/gotflow/internal/atomicfile"
 	"github.com/gotflow/gotflow/scripts/converter"
 )
 
@@ -79,7 +80,9 @@ func converterSources() (string, error) {
 // extractConverter writes the embedded sources to
 // <cache>/gotflow/converter-<hash>/converter/ unless they are there, and
 // returns the directory above converter/. The directory appears whole
-// (written beside, then renamed), so concurrent runs never see half of it.
+// (atomicfile.CreateDir: written beside, synced, renamed), so concurrent
+// runs never see half of it; the first to finish wins and the others use
+// its copy.
 func extractConverter() (string, error) {
 	files, err := fs.Glob(converter.Sources, "*.py")
 	if err != nil || len(files) == 0 {
@@ -103,27 +106,21 @@ func extractConverter() (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, "converter", "__main__.py")); err == nil {
 		return dir, nil
 	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return "", fmt.Errorf("convert: cache directory for the converter: %w", err)
-	}
-	tmp, err := os.MkdirTemp(base, ".converter-")
+	d, err := atomicfile.CreateDir(dir)
 	if err != nil {
 		return "", fmt.Errorf("convert: cache directory for the converter: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	if err := os.MkdirAll(filepath.Join(tmp, "converter"), 0o755); err != nil {
+	defer d.Abort()
+	if err := os.Mkdir(filepath.Join(d.Path(), "converter"), atomicfile.DirMode); err != nil {
 		return "", err
 	}
 	for _, f := range files {
 		b, _ := converter.Sources.ReadFile(f)
-		if err := os.WriteFile(filepath.Join(tmp, "converter", f), b, 0o644); err != nil {
-			return "", fmt.Errorf("convert: write the converter to %s: %w", tmp, err)
+		if err := os.WriteFile(filepath.Join(d.Path(), "converter", f), b, atomicfile.FileMode); err != nil {
+			return "", fmt.Errorf("convert: write the converter to %s: %w", d.Path(), err)
 		}
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := d.CommitNoReplace(); err != nil {
 		if _, serr := os.Stat(filepath.Join(dir, "converter", "__main__.py")); serr == nil {
 			return dir, nil // another run put it there first
 		}

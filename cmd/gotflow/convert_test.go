@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/gotflow/gotflow/internal/testmodels"
 	"github.com/gotflow/gotflow/loader"
+	"github.com/gotflow/gotflow/scripts/converter"
 )
 
 func TestConvertWritesALoadableBundle(t *testing.T) {
@@ -113,4 +116,48 @@ func TestConvertFromAnyDirectory(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(out), "lacks tensorflow")
 	require.Contains(t, string(out), "pip install tensorflow-cpu")
+}
+
+// TestExtractConverterConcurrently: runs extracting the converter at once
+// all get the one copy the first of them published, whole, and leave no
+// staging directory in the cache.
+func TestExtractConverterConcurrently(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	const runs = 4
+	dirs := make([]string, runs)
+	errs := make([]error, runs)
+	var wg sync.WaitGroup
+	for i := range runs {
+		wg.Go(func() { dirs[i], errs[i] = extractConverter() })
+	}
+	wg.Wait()
+	for i := range runs {
+		require.NoError(t, errs[i])
+		require.Equal(t, dirs[0], dirs[i])
+	}
+	require.Equal(t, filepath.Join(cache, "gotflow"), filepath.Dir(dirs[0]))
+	ents, err := os.ReadDir(filepath.Join(cache, "gotflow"))
+	require.NoError(t, err)
+	require.Len(t, ents, 1, "one converter directory, no stage left")
+	files, err := fs.Glob(converter.Sources, "*.py")
+	require.NoError(t, err)
+	require.Contains(t, files, "__main__.py")
+	for _, f := range files {
+		want, err := converter.Sources.ReadFile(f)
+		require.NoError(t, err)
+		got, err := os.ReadFile(filepath.Join(dirs[0], "converter", f))
+		require.NoError(t, err)
+		require.Equal(t, want, got, f)
+		st, err := os.Stat(filepath.Join(dirs[0], "converter", f))
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+	}
+	st, err := os.Stat(dirs[0])
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o755), st.Mode().Perm())
+
+	again, err := extractConverter()
+	require.NoError(t, err)
+	require.Equal(t, dirs[0], again, "an existing copy is used")
 }

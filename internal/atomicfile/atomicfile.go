@@ -1,8 +1,3 @@
-// Package atomicfile replaces files whole: a reader sees the old content
-// or the new one, never a mix, and a crash leaves one of the two. Every
-// file gotflow writes for a user goes through it, so all of them get the
-// same treatment: written beside the target, mode 0644, fsynced, renamed
-// over it, and the directory fsynced.
 package atomicfile
 
 import (
@@ -10,6 +5,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+)
+
+// FileMode and DirMode are the permissions of every file and directory
+// this package publishes, whatever the umask or the writer asked for.
+const (
+	FileMode os.FileMode = 0o644
+	DirMode  os.FileMode = 0o755
 )
 
 // WriteFile writes data to path atomically with mode 0644.
@@ -68,7 +70,7 @@ func (f *File) Commit() error {
 	}
 	f.done = true
 	tmp := f.f.Name()
-	err := f.f.Chmod(0o644)
+	err := f.f.Chmod(FileMode)
 	if err == nil {
 		err = f.f.Sync()
 	}
