@@ -71,7 +71,8 @@
 //
 // The HTTP port serves /metrics (Prometheus, through client_golang:
 // requests by model, version, API and code; latency histograms; batch
-// sizes; queue depth; versions available), /healthz and /readyz; the gRPC
+// sizes; queue depth; versions available; TensorFlow objects live and
+// leaked, by kind: a leaked one is never freed), /healthz and /readyz; the gRPC
 // port serves grpc.health.v1. Config.TLS and Config.Token secure both
 // ports (health stays open); MaxRequestBytes bounds bodies and messages,
 // RequestTimeout bounds requests that bring no deadline.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gotflow/gotflow/tf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,6 +49,32 @@ func newMetrics(s *Server) *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.batch, m.queue, m.versions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// TensorFlow objects in the process: live ones should follow the
+	// versions loaded; leaked ones (collected without Close, their C memory
+	// never freed) should stay at zero.
+	for _, c := range []struct {
+		name, help string
+		get        func() tf.Objects
+	}{
+		{"gotflow_tf_live_objects", "TensorFlow objects created and not yet closed, by kind.", tf.Live},
+		{"gotflow_tf_leaked_objects", "TensorFlow objects the garbage collector found unreachable before their Close (their C memory is never freed), by kind.", tf.Leaked},
+	} {
+		for _, kind := range []string{"tensor", "graph", "session"} {
+			get := c.get
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: c.name, Help: c.help, ConstLabels: prometheus.Labels{"kind": kind},
+			}, func() float64 {
+				o := get()
+				switch kind {
+				case "tensor":
+					return float64(o.Tensors)
+				case "graph":
+					return float64(o.Graphs)
+				}
+				return float64(o.Sessions)
+			}))
+		}
+	}
 	for _, name := range s.names {
 		m.versions.WithLabelValues(name).Set(0)
 	}

@@ -687,6 +687,27 @@ func (s *Server) OnClose(f func()) {
 
 // Close stops serving at once and frees every model, once the requests
 // holding them return. It is idempotent.
+// closeConnsWait bounds how long Close waits for the HTTP connections it
+// closed to finish the requests they were running.
+const closeConnsWait = 30 * time.Second
+
+// waitConns waits for the HTTP connections' goroutines, at most d; past it
+// Close goes on (the models still wait for their runs) and says so.
+func (s *Server) waitConns(d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("serving: close: HTTP requests still running; closing the models without them", "waited", d)
+	}
+}
+
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -702,7 +723,7 @@ func (s *Server) Close() error {
 		// Close returns once Serve stopped accepting, so no connection is
 		// added after it; then wait for the goroutines of those it closed.
 		hs.Close()
-		s.conns.Wait()
+		s.waitConns(closeConnsWait)
 	}
 	s.grpc.Stop()
 	for _, f := range hooks {

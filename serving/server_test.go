@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	attrpb "github.com/wamuir/graft/tensorflow/core/framework/attr_value_go_proto"
 	graphpb "github.com/wamuir/graft/tensorflow/core/framework/graph_go_proto"
@@ -408,4 +410,62 @@ func TestBatcherLimits(t *testing.T) {
 		s.Predict(ctx, &serving.Request{Model: "m", Inputs: map[string]*serving.Tensor{"x": serving.NewTensor([]int64{2, 1, int64(k + 1)}, make([]float32, 2*(k+1)))}})
 	}
 	require.Less(t, runtime.NumGoroutine()-before, 80, "batchers are bounded")
+}
+
+// TestMetrics: after a good and a bad request, the registry reports them by
+// code, one available version, the batch sizes, and the TensorFlow objects
+// the version holds (one session, one graph, no leaked object).
+func TestMetrics(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	base := t.TempDir()
+	halfPlusTwo(t, base, 1)
+	s := newServer(t, ctx, serving.Config{Models: []serving.ModelConfig{{Name: "half_plus_two", BasePath: base}}})
+	_, _, err := predictX(ctx, s, "half_plus_two", 1, 2)
+	require.NoError(t, err)
+	_, err = s.Predict(ctx, &serving.Request{Model: "half_plus_two", Inputs: map[string]*serving.Tensor{}})
+	require.Error(t, err)
+
+	want := `
+# HELP gotflow_serving_model_versions_available Versions of each model that serve.
+# TYPE gotflow_serving_model_versions_available gauge
+gotflow_serving_model_versions_available{model="half_plus_two"} 1
+# HELP gotflow_tf_leaked_objects TensorFlow objects the garbage collector found unreachable before their Close (their C memory is never freed), by kind.
+# TYPE gotflow_tf_leaked_objects gauge
+gotflow_tf_leaked_objects{kind="graph"} 0
+gotflow_tf_leaked_objects{kind="session"} 0
+gotflow_tf_leaked_objects{kind="tensor"} 0
+`
+	require.NoError(t, testutil.GatherAndCompare(s.Registry(), strings.NewReader(want),
+		"gotflow_serving_model_versions_available", "gotflow_tf_leaked_objects"))
+	mfs, err := s.Registry().Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	require.Equal(t, float64(tf.Live().Sessions), got["gotflow_tf_live_objects,kind=session"])
+	require.GreaterOrEqual(t, got["gotflow_tf_live_objects,kind=session"], 1.0)
+	var ok, bad float64
+	for k, v := range got {
+		if strings.HasPrefix(k, "gotflow_serving_requests_total,") && strings.Contains(k, "model=half_plus_two") {
+			if strings.Contains(k, "code=OK") {
+				ok += v
+			} else {
+				bad += v
+			}
+		}
+	}
+	require.Equal(t, 1.0, ok, "%v", got)
+	require.Equal(t, 1.0, bad, "%v", got)
 }
