@@ -48,8 +48,9 @@
 // # Ownership
 //
 // Arrow objects follow Retain/Release (arrowio's rules for sources and
-// sinks). A Feeder owns its Source and closes it in Close. A Batch owns its
-// tensors and a reference on its source records; Batch.Close frees both.
+// sinks). A Feeder owns its Source and closes it in Close; when New fails,
+// the Source stays the caller's. A Batch owns its tensors and a reference
+// on its source records; Batch.Close frees both.
 // An aliased tensor holds a reference on its Arrow column that TensorFlow
 // drops when it no longer uses the memory, possibly after Batch.Close and
 // from another goroutine. AppendOutputs returns a new record the caller

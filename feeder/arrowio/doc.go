@@ -1,6 +1,6 @@
 // Package arrowio reads and writes Apache Arrow data: files in, record
-// batches out, and back. It has no cgo and builds with CGO_ENABLED=0; it
-// knows nothing of TensorFlow (package feeder turns its records into
+// batches out, and back. It builds with CGO_ENABLED=0 (with cgo it links
+// only arrow-go's C allocator, through internal/cmem); it knows nothing of TensorFlow (package feeder turns its records into
 // tensors), so programs that only read or write files need not link
 // libtensorflow.
 //
@@ -32,8 +32,9 @@
 //
 // # Memory
 //
-// A source or sink allocates with the allocator given by WithAllocator,
-// or else with one process-wide default. Built with cgo, that default is
+// A source allocates with the allocator given by WithAllocator, or else
+// with one process-wide default; a sink's default is arrow-go's
+// memory.DefaultAllocator (Go memory). Built with cgo, the sources' default is
 // arrow-go's C allocator (mallocator), 64-byte aligned, whose allocations
 // are recorded so that feeder can hand the buffers to TensorFlow without a
 // copy (feeder.NewCAllocator and feeder.TrackCMemory make more of them);

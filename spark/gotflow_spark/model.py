@@ -113,6 +113,10 @@ class GotflowModel(Model, _GotflowParams, MLReadable, MLWritable):
         cols = self.getOrDefault(self.inputCols)
         if mapping:
             # "x fill=0 len=784": the input, then options in --map's syntax.
+            blank = [col for col, value in mapping.items() if not value.strip()]
+            if blank:
+                raise ValueError(f"inputMapping: column(s) {', '.join(map(repr, blank))} map to no model input; "
+                                 "want {column: 'input [--map options]'}")
             parsed = {col: (value.split(None, 1) + [""])[:2] for col, value in mapping.items()}
             for col, (name, _) in parsed.items():
                 spec.input(name)

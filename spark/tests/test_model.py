@@ -136,13 +136,15 @@ def test_empty_input(spark):
      "column 'vec10' holds vectors of size 10, but model input 'features' (float32[-1,32]) wants 32 values a row"),
     (lambda df: GotflowModel(modelPath=MLP, inputMapping={"x": "pixels"}), "inputMapping",
      "the model has no input 'pixels'"),
+    (lambda df: GotflowModel(modelPath=MLP, inputMapping={"x": " "}), "inputMapping",
+     "column(s) 'x' map to no model input"),
     (lambda df: GotflowModel(modelPath=MLP, inputCols=["x"], outputMapping={"logits": "y"}), "outputMapping",
      "the model has no output 'logits'"),
     (lambda df: GotflowModel(modelPath=MLP, inputCols=["x"], predictionCol="id"), "predictionCol",
      "which the DataFrame already has"),
     (lambda df: GotflowModel(modelPath="/no/such/model", inputCols=["x"]), "modelPath",
      "modelPath '/no/such/model'"),
-], ids=["missing column", "wrong dtype", "vector size", "unknown input", "unknown output", "taken column", "bad path"])
+], ids=["missing column", "wrong dtype", "vector size", "unknown input", "blank input", "unknown output", "taken column", "bad path"])
 def test_bad_input_is_named(spark, make, param, msg):
     x = features(20, seed=3)
     cols = [f"c{j}" for j in range(10)]
