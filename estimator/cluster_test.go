@@ -186,14 +186,14 @@ func TestFitProcessesRestartsKilledPS(t *testing.T) {
 	requireNoProcesses(t, e.ModelDir)
 }
 
-// TestTFConfigJob runs a job the way Kubeflow's TFJob does: one `gotflow
-// ps`, a chief and a worker (`gotflow worker` with train's flags), each
-// told its place by TF_CONFIG. The chief coordinates and exports the model.
-func TestTFConfigJob(t *testing.T) {
-	bin := gotflowBinary(t)
-	// The test binds the sockets of the tasks that serve (the chief's
-	// coordinator and the ps) and hands them over, as a launcher does; the
-	// worker's address is only a name in the spec.
+// tfJobTasks returns a function that starts one task of a TF_CONFIG job
+// (one chief, one worker, one ps) as Kubeflow's TFJob would: bin with its
+// arguments and TF_CONFIG naming the task, its output in dir/<task>.log,
+// killed with its process group when the test ends. The sockets of the
+// tasks that serve (the chief's coordinator and the ps) are bound here and
+// handed over, as a launcher does; the worker's address is only a name.
+func tfJobTasks(ctx context.Context, t *testing.T, bin, dir string) func(task distributed.Task, args ...string) *exec.Cmd {
+	t.Helper()
 	var lis []*control.LoopbackListener
 	for range 2 {
 		l, err := control.ListenLoopback()
@@ -203,11 +203,7 @@ func TestTFConfigJob(t *testing.T) {
 	}
 	spec := distributed.ClusterSpec{Chief: []string{lis[0].Addr().String()}, Worker: []string{"127.0.0.1:1"}, PS: []string{lis[1].Addr().String()}}
 	serves := map[distributed.Role]*control.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
-	dir := t.TempDir()
-	export := filepath.Join(dir, "export")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	start := func(task distributed.Task, args ...string) *exec.Cmd {
+	return func(task distributed.Task, args ...string) *exec.Cmd {
 		cfg, err := distributed.TFConfig{Cluster: spec, Task: task}.Marshal()
 		require.NoError(t, err)
 		cmd := exec.CommandContext(ctx, bin, args...)
@@ -219,11 +215,23 @@ func TestTFConfigJob(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(func() { log.Close() })
 		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 		return cmd
 	}
+}
+
+// TestTFConfigJob runs a job the way Kubeflow's TFJob does: one `gotflow
+// ps`, a chief and a worker (`gotflow worker` with train's flags), each
+// told its place by TF_CONFIG. The chief coordinates and exports the model.
+func TestTFConfigJob(t *testing.T) {
+	bin := gotflowBinary(t)
+	dir := t.TempDir()
+	export := filepath.Join(dir, "export")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := tfJobTasks(ctx, t, bin, dir)
 	ps := start(distributed.Task{Role: distributed.RolePS}, "ps", "--mode", "async-lock", "--optimizer", `{"optimizer":"sgd","learning_rate":0.05}`,
 		"--snapshot-dir", filepath.Join(dir, "snap"))
 	data, err := filepath.Abs("testdata/fit/data.arrow")

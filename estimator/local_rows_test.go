@@ -17,7 +17,6 @@ import (
 
 	"github.com/gotflow/gotflow/distributed"
 	"github.com/gotflow/gotflow/estimator"
-	"github.com/gotflow/gotflow/internal/control"
 )
 
 // splitFitData writes rows [0, cut) and [cut, 96) of the fit data to two
@@ -69,35 +68,10 @@ func TestTFConfigJobLocalRows(t *testing.T) {
 	bin := gotflowBinary(t)
 	dir := t.TempDir()
 	parts := splitFitData(t, dir, 40)
-	var lis []*control.LoopbackListener
-	for range 2 {
-		l, err := control.ListenLoopback()
-		require.NoError(t, err)
-		t.Cleanup(func() { l.Close() })
-		lis = append(lis, l)
-	}
-	spec := distributed.ClusterSpec{Chief: []string{lis[0].Addr().String()}, Worker: []string{"127.0.0.1:1"}, PS: []string{lis[1].Addr().String()}}
-	serves := map[distributed.Role]*control.LoopbackListener{distributed.RoleChief: lis[0], distributed.RolePS: lis[1]}
 	export := filepath.Join(dir, "export")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	start := func(task distributed.Task, args ...string) *exec.Cmd {
-		cfg, err := distributed.TFConfig{Cluster: spec, Task: task}.Marshal()
-		require.NoError(t, err)
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.Env = append(os.Environ(), "TF_CONFIG="+string(cfg))
-		if l := serves[task.Role]; l != nil {
-			control.PassListener(cmd, l)
-		}
-		log, err := os.Create(filepath.Join(dir, task.String()+".log"))
-		require.NoError(t, err)
-		t.Cleanup(func() { log.Close() })
-		cmd.Stdout, cmd.Stderr = log, log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
-		return cmd
-	}
+	start := tfJobTasks(ctx, t, bin, dir)
 	ps := start(distributed.Task{Role: distributed.RolePS}, "ps", "--mode", "sync", "--workers", "2",
 		"--optimizer", `{"optimizer":"sgd","learning_rate":0.05}`)
 	args := func(data string) []string {
