@@ -40,7 +40,7 @@
 // copy (feeder.NewCAllocator and feeder.TrackCMemory make more of them);
 // built without cgo, it is Go memory. OpenOrdered's direct Parquet decoder
 // always uses such an allocator of its own, and keeps the column buffers
-// its records' users release (up to 32 MiB, and up to 16 MiB of page
+// its records' users release (up to 64 MiB, and up to 16 MiB of page
 // buffers in Go memory) for the records it decodes next: that memory stays
 // with the process.
 //

@@ -39,9 +39,9 @@ var (
 
 // cAllocator is the direct decoder's allocator: tracked C memory (see
 // internal/cmem), whose freed column buffers are kept for the next
-// records (up to 32 MiB).
+// records (up to 64 MiB).
 func cAllocator() memory.Allocator {
-	cMemOnce.Do(func() { cMem = &reuseAllocator{mem: cmem.New(), maxHeld: 32 << 20} })
+	cMemOnce.Do(func() { cMem = &reuseAllocator{mem: cmem.New(), maxHeld: 64 << 20} })
 	return cMem
 }
 

@@ -197,15 +197,32 @@ func TestDirectDecoderMatchesValues(t *testing.T) {
 	}
 }
 
-// TestDirectDecoderRejectsUnevenLists reads a file whose Arrow schema says
-// fixed-size lists of 4 while its Parquet lists have other lengths (with
-// the same total): the repetition levels give it away.
+// TestDirectDecoderRejectsUnevenLists reads files whose Arrow schema says
+// fixed-size lists while their Parquet lists
+// have other lengths (with the same total): the repetition levels give it
+// away.
 func TestDirectDecoderRejectsUnevenLists(t *testing.T) {
-	lengths := [][]int{{4, 4, 3, 5, 4, 4}, {2, 6, 4, 4, 4, 4, 4, 4}, {4, 4, 4, 4, 4, 4, 4, 1, 7}, {12, 2, 2, 2, 2}}
-	for i, lens := range lengths {
-		t.Run(fmt.Sprint(lens), func(t *testing.T) {
+	// lists of 32 are encoded the same way list after list: the uneven
+	// pair sits among them
+	even32 := func(n int) []int {
+		l := make([]int, n)
+		for i := range l {
+			l[i] = 32
+		}
+		return l
+	}
+	cases := []struct {
+		width int
+		lens  []int
+	}{
+		{4, []int{4, 4, 3, 5, 4, 4}}, {4, []int{2, 6, 4, 4, 4, 4, 4, 4}}, {4, []int{4, 4, 4, 4, 4, 4, 4, 1, 7}}, {4, []int{12, 2, 2, 2, 2}},
+		{32, append(append(even32(40), 31, 33), even32(20)...)}, {32, append(append(even32(40), 16, 48), even32(20)...)},
+	}
+	for i, tc := range cases {
+		width, lens := tc.width, tc.lens
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			listSchema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true}}, nil)
-			fslSchema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(4, arrow.PrimitiveTypes.Float32), Nullable: true}}, nil)
+			fslSchema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(int32(width), arrow.PrimitiveTypes.Float32), Nullable: true}}, nil)
 			lb := array.NewListBuilder(memory.DefaultAllocator, arrow.PrimitiveTypes.Float32)
 			vb := lb.ValueBuilder().(*array.Float32Builder)
 			for _, n := range lens {
@@ -265,5 +282,25 @@ func TestRepBytesMatch(t *testing.T) {
 				require.False(t, repBytesMatch(bad, c, off, w), "w=%d off=%d c=%d", w, off, c)
 			}
 		}
+	}
+}
+
+// TestRepLevelsPeriodic: lists of 32 encoded the way writers do (a
+// bit-packed group of 0,1,1,1,1,1,1,1 then an RLE run of 24 ones) are
+// checked by their repeating bytes; any byte changed is caught.
+func TestRepLevelsPeriodic(t *testing.T) {
+	one := []byte{0x03, 0xfe, 24 << 1, 0x01}
+	var data []byte
+	for range 100 {
+		data = append(data, one...)
+	}
+	require.Equal(t, int64(4), listBytes(data, 32))
+	require.NoError(t, checkRepLevels(data, 100*32, 0, 32))
+	require.NoError(t, checkRepLevels(data[4:], 99*32, 32, 32))
+	require.ErrorIs(t, checkRepLevels(data, 100*32, 1, 32), errListWidth, "not at a list start")
+	for _, i := range []int{1, 2, 3, 201, 202, 203, 397, 398, 399} {
+		bad := append([]byte(nil), data...)
+		bad[i] ^= 0x10
+		require.Error(t, checkRepLevels(bad, 100*32, 0, 32), "byte %d", i)
 	}
 }

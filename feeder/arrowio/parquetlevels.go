@@ -1,6 +1,7 @@
 package arrowio
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -127,6 +128,54 @@ var errNulls = errors.New("holds nulls although its statistics say none")
 // levels as a short bit-packed run and an RLE run per list, so this loop
 // reads the run headers inline.
 func checkRepLevels(data []byte, n, pos, width int64) error {
+	if pos%width == 0 && n >= 3*width {
+		// Writers encode every list the same way, so the runs of a page
+		// that starts at a list usually repeat with the bytes of one list:
+		// check the first list's runs, then that the bytes repeat (all but
+		// the last list, whose runs may end differently).
+		if p := listBytes(data, width); p > 0 {
+			m := min(n/width, int64(len(data))/p) - 1
+			if m > 1 && bytes.Equal(data[p:m*p], data[:(m-1)*p]) {
+				data, n, pos = data[m*p:], n-m*width, pos+m*width
+			}
+		}
+	}
+	return checkRepRuns(data, n, pos, width)
+}
+
+// listBytes returns how many bytes of data encode exactly the first list's
+// width repetition levels in whole runs, matching the list pattern; 0 when
+// its runs do not end with the list.
+func listBytes(data []byte, width int64) int64 {
+	var got int64
+	rest := data
+	for got < width {
+		if len(rest) == 0 || rest[0] >= 0x80 {
+			return 0
+		}
+		hdr := int64(rest[0])
+		var c int64
+		if hdr&1 == 0 { // RLE
+			c = hdr >> 1
+			if len(rest) < 2 || c == 0 || got+c > width || checkRepRuns(rest[:2], c, got, width) != nil {
+				return 0
+			}
+			rest = rest[2:]
+		} else {
+			nb := hdr >> 1
+			c = nb * 8
+			if int64(len(rest)) < 1+nb || got+c > width || checkRepRuns(rest[:1+nb], c, got, width) != nil {
+				return 0
+			}
+			rest = rest[1+nb:]
+		}
+		got += c
+	}
+	return int64(len(data) - len(rest))
+}
+
+// checkRepRuns is checkRepLevels run by run.
+func checkRepRuns(data []byte, n, pos, width int64) error {
 	off := pos % width // the position of the next level in its list
 	for n > 0 {
 		if len(data) == 0 {
