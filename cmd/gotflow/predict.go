@@ -78,7 +78,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&f.threads, "threads", 0, "TensorFlow intra-op threads (0: one per core)")
 	fs.IntVar(&f.interOp, "inter-op-threads", 0, "TensorFlow inter-op threads (0: one per core)")
 	fs.IntVar(&f.inFlight, "in-flight", 0, "batches run at once (default 2)")
-	fs.IntVar(&f.readers, "readers", 0, "Parquet row groups (or files) decoded at once (0: one per 4 cores, at least 1)")
+	fs.IntVar(&f.readers, "readers", 0, "Parquet row groups (or files) decoded at once (0: one per 4 cores for Parquet decoded directly into tensors' memory, else one per core)")
 	fs.IntVar(&f.ahead, "decode-ahead", 0, "records decoded ahead of the model (0: 2 per reader)")
 	fs.BoolVar(&f.cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32), e.g. for CSV input")
 	fs.BoolVar(&f.binary, "binary-strings", false, "write string outputs as binary columns (for bytes that are not UTF-8)")

@@ -12,9 +12,10 @@
 // Splitter divides itself into parts read in parallel. OpenDataset reads
 // many files as one Source — a directory (recursively), a glob — and
 // Partition deals them to workers; Where keeps the rows whose column
-// equals a value. OpenOrdered reads files with several goroutines
-// (DefaultReaders: one per four cores) but hands the records out in file
-// and row-group order, decoding Parquet columns of fixed-width numbers
+// equals a value. OpenOrdered reads files with several goroutines (by
+// default DefaultReaders, one per four cores, for the Parquet it decodes
+// directly; one per core otherwise) but hands the records out in file and
+// row-group order, decoding Parquet columns of fixed-width numbers
 // without nulls straight into Arrow buffers, at most DecodeAhead records
 // ahead of the consumer; RowsPerRecord sizes its records to whole batches.
 //

@@ -59,7 +59,8 @@ type orderedSource struct {
 // OpenOrdered reads files (Parquet, Arrow IPC, CSV — see OpenDataset
 // for the extensions) as one stream of records of at most readRows rows, in
 // order, decoding up to readers Parquet row groups (or files) at a time
-// (readers ≤ 0: DefaultReaders). Unlike feeder.Readers, which interleaves
+// (readers ≤ 0: DefaultReaders for files the direct decoder below reads,
+// else one per core). Unlike feeder.Readers, which interleaves
 // parts in arrival order, records come out in the order of the files and
 // their row groups, as estimator's Transform needs. At most DecodeAhead
 // records (default: 2 per reader) are decoded ahead of the consumer.
@@ -73,9 +74,6 @@ type orderedSource struct {
 func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (Source, error) {
 	if len(files) == 0 {
 		return nil, errors.New("arrowio: OpenOrdered: no files")
-	}
-	if readers <= 0 {
-		readers = DefaultReaders()
 	}
 	var units []orderedUnit
 	for _, p := range files {
@@ -98,17 +96,27 @@ func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (S
 		readRows = 65536
 	}
 	opts = append(append([]SourceOption(nil), opts...), ReadRows(readRows))
-	o := newSourceOptions(opts)
-	window := o.ahead
-	if window <= 0 {
-		window = 2 * readers
-	}
 	first, err := OpenDataset(files[0], opts...)
 	if err != nil {
 		return nil, err
 	}
 	schema := first.Schema()
 	first.Close()
+	if readers <= 0 {
+		readers = runtime.GOMAXPROCS(0)
+		if len(units) > 0 && units[0].rowGroup >= 0 {
+			u := units[0]
+			if fast, err := openFastRowGroup(u.path, u.rowGroup, schema, int64(readRows)); err == nil && fast != nil {
+				fast.Close()
+				readers = DefaultReaders()
+			}
+		}
+	}
+	o := newSourceOptions(opts)
+	window := o.ahead
+	if window <= 0 {
+		window = 2 * readers
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &orderedSource{schema: schema, units: units, cancel: cancel, outs: make([]chan item, len(units)),
 		readRows: int64(readRows), window: window}
@@ -123,11 +131,13 @@ func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (S
 	return s, nil
 }
 
-// DefaultReaders is OpenOrdered's number of readers when given none: one
-// per four cores (GOMAXPROCS), at least one. A reader decodes several times
-// faster than a TensorFlow session consumes rows on the same core, so more
-// readers only take cores from the session; and a reader that kept every
-// Go P busy would delay the goroutines that feed the session.
+// DefaultReaders is OpenOrdered's number of readers when given none and its
+// direct Parquet decoder reads the files: one per four cores (GOMAXPROCS),
+// at least one. Such a reader decodes several times faster than a
+// TensorFlow session consumes rows on the same core, so more readers only
+// take cores from the session. Files the direct decoder does not read
+// (other layouts, other formats) cost about as much to decode as the
+// models they feed: OpenOrdered gives them one reader per core.
 func DefaultReaders() int { return max(1, runtime.GOMAXPROCS(0)/4) }
 
 func (s *orderedSource) open(u orderedUnit, opts []SourceOption) (Source, error) {

@@ -143,7 +143,11 @@ func TestOpenOrderedFastPathValues(t *testing.T) {
 			}
 			require.NoError(t, sink.Close())
 
-			src, err := arrowio.OpenOrdered([]string{path}, 2, 256)
+			readers := 2
+			if withNull { // the general reader, default readers
+				readers = 0
+			}
+			src, err := arrowio.OpenOrdered([]string{path}, readers, 256)
 			require.NoError(t, err)
 			defer src.Close()
 			r := 0
@@ -174,5 +178,22 @@ func TestOpenOrderedFastPathValues(t *testing.T) {
 			}
 			require.Equal(t, rows, r)
 		})
+	}
+}
+
+// TestOpenOrderedEmptyFile: a Parquet file without row groups is an empty
+// stream, whatever the readers.
+func TestOpenOrderedEmptyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.parquet")
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	sink, err := arrowio.CreateParquet(path, schema)
+	require.NoError(t, err)
+	require.NoError(t, sink.Close())
+	for _, readers := range []int{0, 2} {
+		src, err := arrowio.OpenOrdered([]string{path}, readers, 64)
+		require.NoError(t, err)
+		_, err = src.Next(testCtx(t))
+		require.ErrorIs(t, err, io.EOF)
+		require.NoError(t, src.Close())
 	}
 }
