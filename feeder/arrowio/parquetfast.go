@@ -81,18 +81,20 @@ type fastRowGroup struct {
 	rows     int64
 	pos      int64
 	readRows int64
+	first    int64 // rows of the first record (0: readRows)
 	closed   bool
 }
 
 // openFastRowGroup returns a source over one row group when its layout
-// qualifies, or (nil, nil) when the general reader must be used.
-func openFastRowGroup(path string, rowGroup int, schema *arrow.Schema, readRows int64) (src Source, err error) {
+// qualifies, or (nil, nil) when the general reader must be used. Its first
+// record has firstRows rows (0: readRows), its other records readRows.
+func openFastRowGroup(path string, rowGroup int, schema *arrow.Schema, readRows, firstRows int64) (src Source, err error) {
 	defer recovered("parquet "+path, &err)
 	r, err := file.OpenParquetFile(path, false, file.WithReadProps(fastReadProps))
 	if err != nil {
 		return nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
-	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows)}
+	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows), first: firstRows}
 	ok, err := s.plan(rowGroup)
 	if err != nil || !ok {
 		s.closePages()
@@ -178,6 +180,9 @@ func (s *fastRowGroup) Next(ctx context.Context) (rec arrow.RecordBatch, err err
 	}
 	defer recovered("parquet "+s.name, &err)
 	n := min(s.readRows, s.rows-s.pos)
+	if s.pos == 0 && s.first > 0 {
+		n = min(s.first, n)
+	}
 	cols := make([]arrow.Array, 0, len(s.cols))
 	defer func() {
 		for _, c := range cols {

@@ -168,7 +168,7 @@ func TestDirectDecoderMatchesValues(t *testing.T) {
 			}
 			r.Close()
 			for g := range rows / rowGroup {
-				src, err := openFastRowGroup(path, g, schema, 100)
+				src, err := openFastRowGroup(path, g, schema, 100, 0)
 				require.NoError(t, err)
 				require.NotNil(t, src, "row group %d takes the general reader", g)
 				src.Close()
@@ -245,7 +245,7 @@ func TestDirectDecoderRejectsUnevenLists(t *testing.T) {
 			require.NoError(t, w.Write(rec))
 			require.NoError(t, w.Close())
 
-			fast, err := openFastRowGroup(path, 0, fslSchema, 64)
+			fast, err := openFastRowGroup(path, 0, fslSchema, 64, 0)
 			require.NoError(t, err)
 			require.NotNil(t, fast, "the general reader would be used")
 			fast.Close()
