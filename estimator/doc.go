@@ -126,7 +126,13 @@
 // order, and reads columns of fixed-width numbers (or fixed-size lists of
 // them) without nulls straight into C-allocated Arrow buffers that reach
 // TensorFlow without a copy. arrowio.RowsPerRecord sizes its records to
-// whole batches of about 8 MiB.
+// whole batches of about 8 MiB. Decoding and the session share the cores:
+// for files it decodes directly, one reader per four cores by default
+// (arrowio.DefaultReaders; decoding is several times cheaper per row than
+// running the model) decodes at most two records per reader ahead of the
+// model (arrowio.DecodeAhead),
+// and InFlight (default 2) runs overlap with it; gotflow predict's
+// --readers, --decode-ahead and --in-flight set the same knobs.
 //
 // # Ownership
 //

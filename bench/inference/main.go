@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -75,6 +74,8 @@ func main() {
 	repeats := flag.Int("repeats", 4, "passes per measurement; the best is kept")
 	scale := flag.Float64("scale", 1, "multiply every row count (e.g. 0.1 for a smoke run)")
 	flag.IntVar(&inFlight, "in-flight", 0, "TFModel.InFlight (0: its default)")
+	flag.IntVar(&readers, "readers", 0, "arrowio.OpenOrdered's readers (0: arrowio.DefaultReaders)")
+	flag.IntVar(&decodeAhead, "decode-ahead", 0, "arrowio.DecodeAhead records (0: its default)")
 	only := flag.String("only", "", "run only the runs whose name contains this")
 	cpuProfile := flag.String("cpuprofile", "", "write a Go CPU profile of the whole run here")
 	flag.Parse()
@@ -102,8 +103,10 @@ func main() {
 }
 
 var (
-	onlyRuns string
-	inFlight int
+	onlyRuns    string
+	inFlight    int
+	readers     int
+	decodeAhead int
 )
 
 func bench(out string, threads, repeats int, scale float64) error {
@@ -183,23 +186,30 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 			best[k] = v
 		}
 	}
-	for range r.Repeats {
+	for i := range r.Repeats {
 		rows, sec, err := py.pass(r)
 		if err != nil {
 			return nil, err
 		}
 		keep("python", rows, time.Duration(sec*float64(time.Second)))
-		n, d, err := gf.parquet(ctx)
-		if err != nil {
-			return nil, err
+		// The pass right after Python's shares the cores with its threads
+		// winding down: the two gotflow passes take that place in turn.
+		passes := []string{"parquet", "memory"}
+		if i%2 == 1 {
+			passes[0], passes[1] = passes[1], passes[0]
 		}
-		keep("parquet", n, d)
-		n, d, err = gf.inMemory(ctx)
-		if err != nil {
-			return nil, err
+		for _, p := range passes {
+			pass := gf.parquet
+			if p == "memory" {
+				pass = gf.inMemory
+			}
+			n, d, err := pass(ctx)
+			if err != nil {
+				return nil, err
+			}
+			keep(p, n, d)
 		}
-		keep("memory", n, d)
-		n, d, err = floor.pass(ctx)
+		n, d, err := floor.pass(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -213,7 +223,7 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 	common := fmt.Sprintf("%d rows per pass, best of %d alternating passes; intra=inter=%d TensorFlow threads on both sides; gotflow %d batches in flight",
 		gf.rows, r.Repeats, threads, 2)
 	vsPy := benchfmt.New(r.Name, "throughput", "rows/s", round(best["parquet"]), "python_tf", round(best["python"]))
-	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from arrowio.OpenOrdered (row groups decoded in parallel, in order); Python: pyarrow read_table + signature calls on numpy slices; " + common
+	vsPy.Note = "same SavedModel and Parquet file; gotflow: TFModel.Transform from arrowio.OpenOrdered (" + readersNote() + "); Python: pyarrow read_table + signature calls on numpy slices; " + common
 	mem := benchfmt.New(r.Name+"/in_memory_vs_c_api_floor", "throughput", "rows/s", round(best["memory"]), "c_api_floor", round(best["floor"]))
 	mem.Note = "gotflow: TFModel.Transform over Arrow records already in memory (conversion, runs, appended outputs); floor: one goroutine looping TF_SessionRun on a pre-made input tensor; " + common
 	pq := benchfmt.New(r.Name+"/parquet_vs_c_api_floor", "throughput", "rows/s", round(best["parquet"]), "c_api_floor", round(best["floor"]))
@@ -221,11 +231,23 @@ func measure(ctx context.Context, py *pySide, r run, threads int) ([]benchfmt.Re
 	eq := benchfmt.New(r.Name+"/in_memory_vs_c_api_equal_concurrency", "throughput", "rows/s", round(best["memory"]), "c_api_equal_concurrency", round(best["floor_equal"]))
 	eq.Note = fmt.Sprintf("floor: %d goroutines looping TF_SessionRun on the same session and pre-made input tensors, as many runs in flight as gotflow's InFlight; target >= 0.95; ", conc) + common
 	pm := benchfmt.New(r.Name+"/parquet_vs_in_memory", "throughput", "rows/s", round(best["parquet"]), "gotflow_in_memory", round(best["memory"]))
-	pm.Note = "gotflow from the Parquet file against gotflow over the same rows already in memory; target >= 0.9 at batch 1024; " + common
+	pm.Note = "gotflow from the Parquet file against gotflow over the same rows already in memory, the two passes taking turns right after Python's; target >= 0.9 at batch 1024; " + common
 	fmt.Printf("%-26s in-memory vs equal-concurrency floor %9.0f (x%.3f), parquet vs in-memory x%.3f\n", r.Name, best["floor_equal"], eq.Ratio, pm.Ratio)
 	fmt.Printf("%-26s gotflow parquet %9.0f  python %9.0f (x%.2f) | gotflow in-memory %9.0f  C API floor %9.0f (x%.3f) rows/s\n",
 		r.Name, best["parquet"], best["python"], vsPy.Ratio, best["memory"], best["floor"], mem.Ratio)
 	return []benchfmt.Result{vsPy, mem, pq, eq, pm}, nil
+}
+
+// readersNote describes OpenOrdered's settings.
+func readersNote() string {
+	r, a := readers, decodeAhead
+	if r <= 0 {
+		r = arrowio.DefaultReaders()
+	}
+	if a <= 0 {
+		a = 2 * r
+	}
+	return fmt.Sprintf("%d reader(s) decoding row groups in order, %d records decoded ahead", r, a)
 }
 
 func round(v float64) float64 { return float64(int64(v + 0.5)) }
@@ -386,7 +408,7 @@ func (g *gotflowPass) drain(ctx context.Context, src arrowio.Source, t0 time.Tim
 
 func (g *gotflowPass) parquet(ctx context.Context) (int, time.Duration, error) {
 	t0 := time.Now()
-	src, err := arrowio.OpenOrdered([]string{g.r.Data}, runtime.GOMAXPROCS(0), g.readRows)
+	src, err := arrowio.OpenOrdered([]string{g.r.Data}, readers, g.readRows, arrowio.DecodeAhead(decodeAhead))
 	if err != nil {
 		return 0, 0, err
 	}

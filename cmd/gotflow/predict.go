@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -53,7 +52,7 @@ type predictFlags struct {
 	ipc, outputsOnly                      bool
 	keep, drop                            string
 	batch, threads, interOp, inFlight     int
-	readers                               int
+	readers, ahead                        int
 	show                                  int
 	inMap                                 mappingFlag
 	outMap                                pairs
@@ -79,7 +78,8 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&f.threads, "threads", 0, "TensorFlow intra-op threads (0: one per core)")
 	fs.IntVar(&f.interOp, "inter-op-threads", 0, "TensorFlow inter-op threads (0: one per core)")
 	fs.IntVar(&f.inFlight, "in-flight", 0, "batches run at once (default 2)")
-	fs.IntVar(&f.readers, "readers", 0, "Parquet row groups (or files) decoded at once (0: one per core)")
+	fs.IntVar(&f.readers, "readers", 0, "Parquet row groups (or files) decoded at once (0: one per 4 cores for Parquet decoded directly into tensors' memory, else one per core)")
+	fs.IntVar(&f.ahead, "decode-ahead", 0, "records decoded ahead of the model (0: 2 per reader)")
 	fs.BoolVar(&f.cast, "cast", false, "allow lossy column conversions (float64 → float32, int64 → int32), e.g. for CSV input")
 	fs.BoolVar(&f.binary, "binary-strings", false, "write string outputs as binary columns (for bytes that are not UTF-8)")
 	fs.IntVar(&f.show, "show", 0, "print the first N output rows' appended columns to stdout")
@@ -140,8 +140,8 @@ func (f *predictFlags) check(fs *flag.FlagSet) error {
 	if f.batch <= 0 {
 		return fmt.Errorf("%w: --batch-size %d; want > 0", errUsage, f.batch)
 	}
-	if f.threads < 0 || f.interOp < 0 || f.inFlight < 0 || f.show < 0 {
-		return fmt.Errorf("%w: --threads, --inter-op-threads, --in-flight and --show must be >= 0", errUsage)
+	if f.threads < 0 || f.interOp < 0 || f.inFlight < 0 || f.show < 0 || f.readers < 0 || f.ahead < 0 {
+		return fmt.Errorf("%w: --threads, --inter-op-threads, --in-flight, --readers, --decode-ahead and --show must be >= 0", errUsage)
 	}
 	return nil
 }
@@ -193,11 +193,7 @@ func predict(ctx context.Context, f *predictFlags, stdout, stderr io.Writer) (er
 	total := parquetRows(files)
 	// Records sized for the data's row width, row groups decoded in
 	// parallel and delivered in order.
-	readers := f.readers
-	if readers <= 0 {
-		readers = runtime.GOMAXPROCS(0)
-	}
-	src, err := arrowio.OpenOrdered(files, readers, arrowio.RowsPerRecord(schema, f.batch))
+	src, err := arrowio.OpenOrdered(files, f.readers, arrowio.RowsPerRecord(schema, f.batch), arrowio.DecodeAhead(f.ahead))
 	if err != nil {
 		return err
 	}

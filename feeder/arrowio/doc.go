@@ -12,10 +12,12 @@
 // Splitter divides itself into parts read in parallel. OpenDataset reads
 // many files as one Source — a directory (recursively), a glob — and
 // Partition deals them to workers; Where keeps the rows whose column
-// equals a value. OpenOrdered reads files with several goroutines but
-// hands the records out in file and row-group order, decoding Parquet
-// columns of fixed-width numbers without nulls straight into Arrow buffers;
-// RowsPerRecord sizes its records to whole batches.
+// equals a value. OpenOrdered reads files with several goroutines (by
+// default DefaultReaders, one per four cores, for the Parquet it decodes
+// directly; one per core otherwise) but hands the records out in file and
+// row-group order, decoding Parquet columns of fixed-width numbers
+// without nulls straight into Arrow buffers, at most DecodeAhead records
+// ahead of the consumer; RowsPerRecord sizes its records to whole batches.
 //
 // For streaming training data, ScanDataset (or Dataset.Scan, ScanFiles)
 // lists a dataset into units from file footers alone — Parquet row groups,
@@ -39,7 +41,10 @@
 // are recorded so that feeder can hand the buffers to TensorFlow without a
 // copy (feeder.NewCAllocator and feeder.TrackCMemory make more of them);
 // built without cgo, it is Go memory. OpenOrdered's direct Parquet decoder
-// always uses such an allocator of its own.
+// always uses such an allocator of its own, and keeps the column buffers
+// its records' users release (up to 64 MiB, and up to 16 MiB of page
+// buffers in Go memory) for the records it decodes next: that memory stays
+// with the process.
 //
 // # Ownership
 //
@@ -63,7 +68,9 @@
 //
 // Sources and sinks are not safe for concurrent use, except that the parts
 // returned by Split are independent of each other. OpenOrdered's source
-// serializes its calls. A StreamDataset is immutable once built and safe
+// serializes its calls; its readers wait while DecodeAhead records are
+// waiting for the consumer, and yield to other goroutines between pages,
+// so that decoding does not hold Go's Ps from the goroutines consuming it. A StreamDataset is immutable once built and safe
 // for concurrent use (ReadUnit opens the unit's file anew each time); the
 // epoch-plan functions are pure. The default allocator is shared and safe
 // for concurrent use.

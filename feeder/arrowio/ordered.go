@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -29,6 +30,12 @@ type item struct {
 // orderedSource decodes units with several goroutines and hands their
 // records out in file and row-group order, so estimator's Transform keeps
 // row order while Parquet decoding runs in parallel.
+//
+// Readers claim units in order. Before decoding a record a reader takes a
+// slot of the decode-ahead window (ahead records not yet handed out by
+// Next); the reader of the unit Next is waiting for never waits for one, so
+// the window cannot fill with later units while Next starves. Readers
+// blocked on the window leave the CPU (and Go's Ps) to the consumer.
 type orderedSource struct {
 	schema   *arrow.Schema
 	units    []orderedUnit
@@ -39,15 +46,25 @@ type orderedSource struct {
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	closed   bool
+
+	gate    sync.Mutex
+	wake    *sync.Cond // signaled when ahead drops, head moves or the source stops
+	ahead   int        // records decoded (or being decoded) and not yet handed out
+	window  int        // the bound on ahead
+	head    int        // the unit Next reads
+	claimed int        // units claimed by readers
+	stopped bool
 }
 
 // OpenOrdered reads files (Parquet, Arrow IPC, CSV — see OpenDataset
 // for the extensions) as one stream of records of at most readRows rows, in
-// order, decoding up to readers Parquet row groups (or files) at a time.
-// Unlike feeder.Readers, which interleaves parts in arrival order, records
-// come out in the order of the files and their row groups, as estimator's
-// Transform needs. Each goroutine holds at most two decoded records ahead of the
-// consumer. opts apply to every file.
+// order, decoding up to readers Parquet row groups (or files) at a time
+// (readers ≤ 0: DefaultReaders for files the direct decoder below reads,
+// else one per core). Unlike feeder.Readers, which interleaves
+// parts in arrival order, records come out in the order of the files and
+// their row groups, as estimator's Transform needs. At most DecodeAhead
+// records (default: 2 per reader) are decoded ahead of the consumer.
+// opts apply to every file.
 //
 // Parquet row groups whose columns are float32, float64, int32 or int64
 // values, or fixed-size lists of them, and whose statistics promise no
@@ -58,7 +75,6 @@ func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (S
 	if len(files) == 0 {
 		return nil, errors.New("arrowio: OpenOrdered: no files")
 	}
-	readers = max(1, readers)
 	var units []orderedUnit
 	for _, p := range files {
 		switch strings.ToLower(filepath.Ext(p)) {
@@ -86,35 +102,92 @@ func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (S
 	}
 	schema := first.Schema()
 	first.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &orderedSource{schema: schema, units: units, cancel: cancel, outs: make([]chan item, len(units)), readRows: int64(readRows)}
-	for i := range s.outs {
-		s.outs[i] = make(chan item, 2)
+	if readers <= 0 {
+		readers = runtime.GOMAXPROCS(0)
+		if len(units) > 0 && units[0].rowGroup >= 0 {
+			u := units[0]
+			if fast, err := openFastRowGroup(u.path, u.rowGroup, schema, int64(readRows), 0); err == nil && fast != nil {
+				fast.Close()
+				readers = DefaultReaders()
+			}
+		}
 	}
-	for w := range min(readers, len(units)) {
+	o := newSourceOptions(opts)
+	window := o.ahead
+	if window <= 0 {
+		window = 2 * readers
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &orderedSource{schema: schema, units: units, cancel: cancel, outs: make([]chan item, len(units)),
+		readRows: int64(readRows), window: window}
+	s.wake = sync.NewCond(&s.gate)
+	for i := range s.outs {
+		s.outs[i] = make(chan item, window+1)
+	}
+	for range min(readers, len(units)) {
 		s.wg.Add(1)
-		go s.read(ctx, w, readers, opts)
+		go s.read(ctx, opts)
 	}
 	return s, nil
 }
 
-func (s *orderedSource) open(u orderedUnit, opts []SourceOption) (Source, error) {
+// DefaultReaders is OpenOrdered's number of readers when given none and its
+// direct Parquet decoder reads the files: one per four cores (GOMAXPROCS),
+// at least one. Such a reader decodes several times faster than a
+// TensorFlow session consumes rows on the same core, so more readers only
+// take cores from the session. Files the direct decoder does not read
+// (other layouts, other formats) cost about as much to decode as the
+// models they feed: OpenOrdered gives them one reader per core.
+func DefaultReaders() int { return max(1, runtime.GOMAXPROCS(0)/4) }
+
+// open opens unit i. The stream's first record is an eighth of the others
+// (when the direct decoder reads it), so that the consumer starts sooner.
+func (s *orderedSource) open(i int, opts []SourceOption) (Source, error) {
+	u := s.units[i]
 	if u.rowGroup < 0 {
 		return OpenDataset(u.path, opts...)
 	}
-	if fast, err := openFastRowGroup(u.path, u.rowGroup, s.schema, s.readRows); err != nil || fast != nil {
+	var first int64
+	if i == 0 {
+		first = max(1, s.readRows/8)
+	}
+	if fast, err := openFastRowGroup(u.path, u.rowGroup, s.schema, s.readRows, first); err != nil || fast != nil {
 		return fast, err
 	}
 	return OpenParquet(u.path, append(append([]SourceOption(nil), opts...), RowGroups(u.rowGroup))...)
 }
 
-func (s *orderedSource) read(ctx context.Context, w, step int, opts []SourceOption) {
+func (s *orderedSource) read(ctx context.Context, opts []SourceOption) {
 	defer s.wg.Done()
-	for u := w; u < len(s.units); u += step {
-		if !s.readUnit(ctx, u, opts) {
+	for {
+		s.gate.Lock()
+		u := s.claimed
+		s.claimed++
+		s.gate.Unlock()
+		if u >= len(s.units) || !s.readUnit(ctx, u, opts) {
 			return
 		}
 	}
+}
+
+// acquire waits for a slot of the decode-ahead window for a record of unit
+// u; false when the source stops.
+func (s *orderedSource) acquire(u int) bool {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	for s.ahead >= s.window && u != s.head && !s.stopped {
+		s.wake.Wait()
+	}
+	s.ahead++
+	return !s.stopped
+}
+
+// release gives back n slots of the window.
+func (s *orderedSource) release(n int) {
+	s.gate.Lock()
+	s.ahead -= n
+	s.gate.Unlock()
+	s.wake.Broadcast()
 }
 
 // readUnit sends unit u's records to its channel; false stops the reader.
@@ -132,7 +205,10 @@ func (s *orderedSource) readUnit(ctx context.Context, u int, opts []SourceOption
 			return false
 		}
 	}
-	src, err := s.open(s.units[u], opts)
+	if !s.acquire(u) {
+		return false
+	}
+	src, err := s.open(u, opts)
 	if err != nil {
 		send(item{err: err})
 		return false
@@ -143,9 +219,13 @@ func (s *orderedSource) readUnit(ctx context.Context, u int, opts []SourceOption
 		send(item{err: fmt.Errorf("arrowio: %s has schema %s, the first file %s: %w", s.units[u].path, src.Schema(), s.schema, ErrSchemaChanged)})
 		return false
 	}
-	for {
+	for first := true; ; first = false {
+		if !first && !s.acquire(u) {
+			return false
+		}
 		rec, err := src.Next(ctx)
 		if errors.Is(err, io.EOF) {
+			s.release(1)
 			return true
 		}
 		if err != nil {
@@ -160,6 +240,9 @@ func (s *orderedSource) readUnit(ctx context.Context, u int, opts []SourceOption
 		if !send(item{rec: rec}) {
 			return false
 		}
+		// Let the consumer's goroutines run now rather than when Go's
+		// scheduler preempts this one.
+		runtime.Gosched()
 	}
 }
 
@@ -191,12 +274,17 @@ func (s *orderedSource) Next(ctx context.Context) (arrow.RecordBatch, error) {
 		case it, ok := <-s.outs[s.cur]:
 			if !ok {
 				s.cur++
+				s.gate.Lock()
+				s.head = s.cur
+				s.gate.Unlock()
+				s.wake.Broadcast()
 				continue
 			}
 			if it.err != nil {
 				s.cur = len(s.outs)
 				return nil, it.err
 			}
+			s.release(1)
 			return it.rec, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -215,7 +303,11 @@ func (s *orderedSource) Close() error {
 	}
 	s.closed = true
 	s.cancel()
-	s.wg.Wait() // readers stop: every send also waits on the canceled context
+	s.gate.Lock()
+	s.stopped = true
+	s.gate.Unlock()
+	s.wake.Broadcast()
+	s.wg.Wait() // readers stop: every send and acquire also waits on the stop
 	for _, ch := range s.outs {
 	drain:
 		for {

@@ -28,24 +28,27 @@ func TestOpenOrderedKeepsRowOrder(t *testing.T) {
 	writeSeq(t, ipcPath, &next, 700, 0)
 	files = append(files, ipcPath)
 
-	for _, readers := range []int{1, 2, 3} {
-		src, err := arrowio.OpenOrdered(files, readers, 128)
-		require.NoError(t, err)
-		var want int64
-		for {
-			rec, err := src.Next(testCtx(t))
-			if err != nil {
-				require.ErrorIs(t, err, io.EOF)
-				break
+	// readers 0 is DefaultReaders; DecodeAhead 0 its default
+	for _, readers := range []int{0, 1, 2, 3} {
+		for _, ahead := range []int{0, 1, 3} {
+			src, err := arrowio.OpenOrdered(files, readers, 128, arrowio.DecodeAhead(ahead))
+			require.NoError(t, err)
+			var want int64
+			for {
+				rec, err := src.Next(testCtx(t))
+				if err != nil {
+					require.ErrorIs(t, err, io.EOF)
+					break
+				}
+				for _, v := range rec.Column(0).(*array.Int64).Int64Values() {
+					require.Equal(t, want, v, "readers=%d ahead=%d", readers, ahead)
+					want++
+				}
+				rec.Release()
 			}
-			for _, v := range rec.Column(0).(*array.Int64).Int64Values() {
-				require.Equal(t, want, v, "readers=%d", readers)
-				want++
-			}
-			rec.Release()
+			require.Equal(t, next, want)
+			require.NoError(t, src.Close())
 		}
-		require.Equal(t, next, want)
-		require.NoError(t, src.Close())
 	}
 	// closing early leaks nothing and does not block
 	src, err := arrowio.OpenOrdered(files, 2, 64)
@@ -140,7 +143,11 @@ func TestOpenOrderedFastPathValues(t *testing.T) {
 			}
 			require.NoError(t, sink.Close())
 
-			src, err := arrowio.OpenOrdered([]string{path}, 2, 256)
+			readers := 2
+			if withNull { // the general reader, default readers
+				readers = 0
+			}
+			src, err := arrowio.OpenOrdered([]string{path}, readers, 256)
 			require.NoError(t, err)
 			defer src.Close()
 			r := 0
@@ -171,5 +178,22 @@ func TestOpenOrderedFastPathValues(t *testing.T) {
 			}
 			require.Equal(t, rows, r)
 		})
+	}
+}
+
+// TestOpenOrderedEmptyFile: a Parquet file without row groups is an empty
+// stream, whatever the readers.
+func TestOpenOrderedEmptyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.parquet")
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	sink, err := arrowio.CreateParquet(path, schema)
+	require.NoError(t, err)
+	require.NoError(t, sink.Close())
+	for _, readers := range []int{0, 2} {
+		src, err := arrowio.OpenOrdered([]string{path}, readers, 64)
+		require.NoError(t, err)
+		_, err = src.Next(testCtx(t))
+		require.ErrorIs(t, err, io.EOF)
+		require.NoError(t, src.Close())
 	}
 }

@@ -41,6 +41,7 @@ type sourceOptions struct {
 	columns   []string
 	batchRows int64
 	rowGroups []int
+	ahead     int
 	// CSV
 	csvSchema *arrow.Schema
 	header    bool
@@ -77,6 +78,12 @@ func ReadRows(n int) SourceOption {
 			o.batchRows = int64(n)
 		}
 	})
+}
+
+// DecodeAhead bounds how many records OpenOrdered decodes ahead of the
+// consumer (default: 2 per reader). Other sources ignore it.
+func DecodeAhead(records int) SourceOption {
+	return sourceOptionFunc(func(o *sourceOptions) { o.ahead = records })
 }
 
 // RowGroups restricts a Parquet source to the given row groups (or an IPC
