@@ -99,7 +99,10 @@ static void gotflow_copy_capture(int fd, int errors_only) {
 			if (keep < 0) keep = (c == 'E' || c == 'F');
 			if (keep && n < sizeof line) line[n++] = c;
 			if (c == '\n') {
-				if (keep && n > 0) (void)!write(fd, line, n);
+				if (keep && n > 0) {
+					(void)!write(fd, line, n);
+					if (line[n - 1] != '\n') (void)!write(fd, "\n", 1); // a line cut at its buffer
+				}
 				n = 0;
 				keep = -1;
 			}
