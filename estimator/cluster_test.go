@@ -222,6 +222,17 @@ func tfJobTasks(ctx context.Context, t *testing.T, bin, dir string) func(task di
 	}
 }
 
+// tfJobLogs returns the logs tfJobTasks' tasks wrote in dir, each under its
+// name.
+func tfJobLogs(dir string) string {
+	var b strings.Builder
+	for _, n := range []string{"chief:0", "worker:0", "ps:0"} {
+		l, _ := os.ReadFile(filepath.Join(dir, n+".log"))
+		b.WriteString("== " + n + "\n" + string(l))
+	}
+	return b.String()
+}
+
 // TestTFConfigJob runs a job the way Kubeflow's TFJob does: one `gotflow
 // ps`, a chief and a worker (`gotflow worker` with train's flags), each
 // told its place by TF_CONFIG. The chief coordinates and exports the model.
@@ -240,14 +251,7 @@ func TestTFConfigJob(t *testing.T) {
 		"--validation-split", "0.2", "--mode", "async-lock", "--optimizer", "sgd", "--lr", "0.05", "--export", export}
 	chief := start(distributed.Task{Role: distributed.RoleChief}, trainArgs...)
 	worker := start(distributed.Task{Role: distributed.RoleWorker}, trainArgs...)
-	logs := func() string {
-		var b strings.Builder
-		for _, n := range []string{"chief:0", "worker:0", "ps:0"} {
-			l, _ := os.ReadFile(filepath.Join(dir, n+".log"))
-			b.WriteString("== " + n + "\n" + string(l))
-		}
-		return b.String()
-	}
+	logs := func() string { return tfJobLogs(dir) }
 	require.NoError(t, chief.Wait(), logs())
 	require.NoError(t, worker.Wait(), logs())
 	require.NoError(t, ps.Process.Signal(syscall.SIGTERM))

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -80,14 +79,7 @@ func TestTFConfigJobLocalRows(t *testing.T) {
 	}
 	chief := start(distributed.Task{Role: distributed.RoleChief}, args(parts[0])...)
 	worker := start(distributed.Task{Role: distributed.RoleWorker}, args(parts[1])...)
-	logs := func() string {
-		var b strings.Builder
-		for _, n := range []string{"chief:0", "worker:0", "ps:0"} {
-			l, _ := os.ReadFile(filepath.Join(dir, n+".log"))
-			b.WriteString("== " + n + "\n" + string(l))
-		}
-		return b.String()
-	}
+	logs := func() string { return tfJobLogs(dir) }
 	require.NoError(t, chief.Wait(), logs())
 	require.NoError(t, worker.Wait(), logs())
 	require.NoError(t, ps.Process.Signal(syscall.SIGTERM))

@@ -89,14 +89,7 @@ func inspectJSON(ctx context.Context, w io.Writer, m *estimator.TFModel) error {
 	conv := func(specs []savedmodel.SignatureTensor) []jsonSpec {
 		out := make([]jsonSpec, 0, len(specs))
 		for _, s := range specs {
-			name := s.Alias
-			if name == "" {
-				name = s.Name
-			}
-			dt := "invalid"
-			if s.DType != 0 {
-				dt = s.DType.String()
-			}
+			name, dt := specNames(s)
 			out = append(out, jsonSpec{Name: name, Tensor: s.Name, DType: dt, Shape: s.Shape})
 		}
 		return out
@@ -187,14 +180,7 @@ func printSpecs(w io.Writer, title string, specs []savedmodel.SignatureTensor) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, s := range specs {
-		name := s.Alias
-		if name == "" {
-			name = s.Name
-		}
-		dt := "invalid"
-		if s.DType != 0 {
-			dt = s.DType.String()
-		}
+		name, dt := specNames(s)
 		line := fmt.Sprintf("%s  %s\t%s\t%s", indent, name, dt, tf.ShapeString(s.Shape))
 		if s.Alias != "" {
 			line += "\t" + s.Name
@@ -202,4 +188,17 @@ func printSpecs(w io.Writer, title string, specs []savedmodel.SignatureTensor) {
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
+}
+
+// specNames returns what inspect shows of a tensor: its alias (else its
+// graph name) and its dtype ("invalid" when the graph does not say).
+func specNames(s savedmodel.SignatureTensor) (name, dtype string) {
+	name, dtype = s.Alias, "invalid"
+	if name == "" {
+		name = s.Name
+	}
+	if s.DType != 0 {
+		dtype = s.DType.String()
+	}
+	return name, dtype
 }
