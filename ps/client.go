@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -129,6 +130,7 @@ func Dial(ctx context.Context, addrs []string, opts ...ClientOption) (*Client, e
 		grpc.WithInitialConnWindowSize(64 << 20),
 		grpc.WithReadBufferSize(1 << 20),
 		grpc.WithWriteBufferSize(1 << 20),
+		experimental.WithBufferPool(wirePool),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
 			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
@@ -477,6 +479,15 @@ func (c *Client) releaseCache() {
 
 func (c *Client) pullShards(ctx context.Context, shards []int, out *dstSet) error {
 	return forShards(shards, func(shard int) error {
+		if srv := c.localShard(shard); srv != nil {
+			return c.call(ctx, shard, "pull", func(context.Context) error {
+				chunks, info, err := srv.localPull(c.pullRequest(shard))
+				if err != nil {
+					return err
+				}
+				return c.received(shard, chunks, info, out)
+			})
+		}
 		return c.call(ctx, shard, "pull", func(ctx context.Context) error {
 			stream, err := c.stubs[shard].Pull(ctx, c.pullRequest(shard))
 			if err != nil {
@@ -868,7 +879,7 @@ func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, s
 	hdr := c.header(shard, kind, seq, len(chunks))
 	hdr.Position = position
 	var result *pspb.PushResponse
-	if out == nil {
+	if out == nil && c.localShard(shard) == nil {
 		err := c.call(ctx, shard, "push", func(ctx context.Context) error {
 			stream, err := c.stubs[shard].Push(ctx)
 			if err != nil {
@@ -881,6 +892,9 @@ func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, s
 			return err
 		})
 		return result, err
+	}
+	if srv := c.localShard(shard); srv != nil {
+		return c.pushLocal(ctx, srv, shard, hdr, chunks, out)
 	}
 	hdr.Pull = c.pullRequest(shard)
 	err := c.call(ctx, shard, "push-pull", func(ctx context.Context) error {
@@ -923,6 +937,46 @@ func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, s
 		return nil
 	})
 	return result, err
+}
+
+// localShard returns shard's Server when the client calls it in process.
+func (c *Client) localShard(shard int) *Server {
+	if c.o.local == nil {
+		return nil
+	}
+	return c.o.local[shard]
+}
+
+// pushLocal is pushShard for an in-process shard.
+func (c *Client) pushLocal(ctx context.Context, srv *Server, shard int, hdr *pspb.PushHeader, chunks []*pspb.Chunk, out *dstSet) (*pspb.PushResponse, error) {
+	what := "push"
+	if out != nil {
+		what = "push-pull"
+		hdr.Pull = c.pullRequest(shard)
+	}
+	var result *pspb.PushResponse
+	err := c.call(ctx, shard, what, func(ctx context.Context) error {
+		r, pulled, info, err := srv.localPush(ctx, hdr, chunks)
+		if err != nil {
+			return err
+		}
+		result = r
+		if out == nil {
+			return nil
+		}
+		return c.received(shard, pulled, info, out)
+	})
+	return result, err
+}
+
+// received takes over the chunks of a pull answered in process.
+func (c *Client) received(shard int, chunks []*segChunk, info *pspb.ServerInfo, out *dstSet) error {
+	if err := c.receiveChunks(shard, chunks, out); err != nil {
+		return err
+	}
+	c.see(shard, info)
+	c.views[shard].cursor = info.GetCursor()
+	return nil
 }
 
 // reregister declares shard's parts again, offering the values this client

@@ -36,7 +36,10 @@
 //
 // NewLocalCluster runs n shards inside the process on in-memory listeners
 // (no ports) for single-process training; its Dial returns an ordinary
-// Client.
+// Client whose pushes and pulls call the shards directly: the same
+// validation, idempotency keys, optimizer, write-ahead log and snapshots,
+// without serialising tensors (bench/results/ps.json compares it with
+// gRPC). Its other calls go through gRPC over the in-memory listeners.
 //
 // # Clients
 //
@@ -124,7 +127,8 @@
 // pulls copy under the shared lock, so an AsyncLock pull never sees half a
 // push. Snapshots copy the state under the exclusive lock and write it
 // without. Serve blocks; GracefulStop fails waiting Sync steps and barriers
-// with codes.Unavailable, drains in-flight RPCs, stops the snapshot
+// with codes.Unavailable, drains in-flight RPCs and in-process calls
+// (refusing new ones with codes.Unavailable), stops the snapshot
 // goroutine and writes a final snapshot. A Client serialises its calls
 // (Barrier excepted): give each worker its own. It talks to the shards of
 // one call concurrently and waits for all of them before returning.

@@ -12,14 +12,20 @@ import (
 
 // LocalCluster runs n shards inside the current process, each serving on
 // an in-memory listener (no ports, no network), for single-process training
-// and tests. Clients from Dial use the full gRPC stack over those
-// listeners, so behaviour matches a networked cluster.
+// and tests. Clients from Dial push and pull by calling the shards
+// directly: the same validation, idempotency keys, optimizer, write-ahead
+// log and snapshots as over the network, without serialising tensors.
+// Their other calls (Register, Barrier, Snapshot, Stats, ...) use the full
+// gRPC stack over the in-memory listeners.
 type LocalCluster struct {
 	servers   []*Server
 	listeners []*bufconn.Listener
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	errs      []error
+	// wire keeps clients on gRPC for pushes and pulls too (tests of the
+	// wire path).
+	wire bool
 }
 
 const localBufferBytes = 4 << 20
@@ -75,7 +81,12 @@ func (lc *LocalCluster) Dial(ctx context.Context, opts ...ClientOption) (*Client
 		}
 		return lis.DialContext(ctx)
 	}
-	opts = append(append([]ClientOption(nil), opts...), clientOptionFunc(func(o *clientOptions) { o.dialer = dial }))
+	opts = append(append([]ClientOption(nil), opts...), clientOptionFunc(func(o *clientOptions) {
+		o.dialer = dial
+		if !lc.wire {
+			o.local = lc.servers
+		}
+	}))
 	return Dial(ctx, lc.Addrs(), opts...)
 }
 

@@ -261,6 +261,9 @@ type clientOptions struct {
 	maxBackoff      time.Duration
 	maxMessageBytes int
 	dialer          func(context.Context, string) (net.Conn, error)
+	// local holds the shards of a LocalCluster, which pushes and pulls
+	// call directly (direct.go); nil for a networked cluster.
+	local []*Server
 }
 
 func defaultClientOptions() clientOptions {

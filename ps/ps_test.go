@@ -33,6 +33,25 @@ func newCluster(t *testing.T, n int, opts ...ServerOption) *LocalCluster {
 	return lc
 }
 
+// transports runs f with pushes and pulls called in process (the default
+// of a LocalCluster) and over gRPC, on clusters made by newCluster.
+func transports(t *testing.T, f func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster)) {
+	for _, wire := range []bool{false, true} {
+		name := "direct"
+		if wire {
+			name = "grpc"
+		}
+		t.Run(name, func(t *testing.T) {
+			f(t, func(t *testing.T, n int, opts ...ServerOption) *LocalCluster {
+				t.Helper()
+				lc := newCluster(t, n, opts...)
+				lc.wire = wire
+				return lc
+			})
+		})
+	}
+}
+
 func dialCluster(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client {
 	t.Helper()
 	c, err := lc.Dial(ctx, opts...)
@@ -97,72 +116,74 @@ func fillGrads(ts []Tensor, c, k int) {
 }
 
 func TestRegisterPullPushAcrossShards(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
-	lc := newCluster(t, 3, sgd1())
-	vars := testVars()
-	c1 := dialCluster(t, ctx, lc, WithChunkElements(256), WithWorkerID("w1"))
-	require.NoError(t, c1.Register(ctx, vars))
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		ctx := testCtx(t, 20*time.Second)
+		lc := newCluster(t, 3, sgd1())
+		vars := testVars()
+		c1 := dialCluster(t, ctx, lc, WithChunkElements(256), WithWorkerID("w1"))
+		require.NoError(t, c1.Register(ctx, vars))
 
-	// A second worker offering other initial values gets the first ones.
-	other := testVars()
-	other[0].Init = make([]float32, 1000)
-	c2 := dialCluster(t, ctx, lc, WithChunkElements(256), WithWorkerID("w2"))
-	require.NoError(t, c2.Register(ctx, other))
-	got := tensorsLike(vars, false)
-	require.NoError(t, c2.Pull(ctx, got))
-	for i, v := range vars {
-		require.Equal(t, v.Init, got[i].Values, v.Name)
-	}
-
-	// The 5 parts are spread over the 3 shards by size.
-	total := 0
-	for _, s := range lc.Servers() {
-		st := s.Stats()
-		require.Positive(t, st.Parts)
-		total += st.Parts
-	}
-	require.Equal(t, 4+1+1, total)
-
-	grads := tensorsLike(vars, true)
-	fillGrads(grads, 1, 1)
-	res, err := c1.Push(ctx, grads)
-	require.NoError(t, err)
-	require.Zero(t, res.Staleness)
-	require.NoError(t, c2.Pull(ctx, got))
-	for i := range grads {
-		for j := range got[i].Values {
-			require.Equal(t, vars[i].Init[j]-grads[i].Values[j], got[i].Values[j])
+		// A second worker offering other initial values gets the first ones.
+		other := testVars()
+		other[0].Init = make([]float32, 1000)
+		c2 := dialCluster(t, ctx, lc, WithChunkElements(256), WithWorkerID("w2"))
+		require.NoError(t, c2.Register(ctx, other))
+		got := tensorsLike(vars, false)
+		require.NoError(t, c2.Pull(ctx, got))
+		for i, v := range vars {
+			require.Equal(t, v.Init, got[i].Values, v.Name)
 		}
-	}
 
-	// c2 has not pulled since its own view: its push is one version stale
-	// on the shards c1 touched.
-	fillGrads(grads, 2, 2)
-	_, err = c1.Push(ctx, grads)
-	require.NoError(t, err)
-	res, err = c2.PushPull(ctx, grads, got)
-	require.NoError(t, err)
-	require.Equal(t, uint64(1), res.Staleness)
-	for i := range grads {
-		for j := range got[i].Values {
-			require.Equal(t, vars[i].Init[j]-knownGrad(1, 1, j)-2*knownGrad(2, 2, j), got[i].Values[j])
+		// The 5 parts are spread over the 3 shards by size.
+		total := 0
+		for _, s := range lc.Servers() {
+			st := s.Stats()
+			require.Positive(t, st.Parts)
+			total += st.Parts
 		}
-	}
+		require.Equal(t, 4+1+1, total)
 
-	// Assignment replaces non-trainable state and is visible to others.
-	require.NoError(t, c2.Assign(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{1, 2, 3}}}))
-	mm := []Tensor{{Name: "bn/moving_mean", Values: make([]float32, 3)}}
-	require.NoError(t, c1.Pull(ctx, mm))
-	require.Equal(t, []float32{1, 2, 3}, mm[0].Values)
+		grads := tensorsLike(vars, true)
+		fillGrads(grads, 1, 1)
+		res, err := c1.Push(ctx, grads)
+		require.NoError(t, err)
+		require.Zero(t, res.Staleness)
+		require.NoError(t, c2.Pull(ctx, got))
+		for i := range grads {
+			for j := range got[i].Values {
+				require.Equal(t, vars[i].Init[j]-grads[i].Values[j], got[i].Values[j])
+			}
+		}
 
-	// Client-side validation names the problem.
-	_, err = c1.Push(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{1, 2, 3}}})
-	require.ErrorContains(t, err, `"bn/moving_mean" is not trainable`)
-	_, err = c1.Push(ctx, []Tensor{{Name: "dense/bias", Values: []float32{1}}})
-	require.ErrorContains(t, err, `"dense/bias": 1 values, want 37`)
-	_, err = c1.Push(ctx, []Tensor{{Name: "nope", Values: []float32{1}}})
-	require.ErrorContains(t, err, `"nope" is not registered`)
-	require.ErrorContains(t, c1.Pull(ctx, []Tensor{{Name: "dense/bias", Values: nil}}), "want 37")
+		// c2 has not pulled since its own view: its push is one version stale
+		// on the shards c1 touched.
+		fillGrads(grads, 2, 2)
+		_, err = c1.Push(ctx, grads)
+		require.NoError(t, err)
+		res, err = c2.PushPull(ctx, grads, got)
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), res.Staleness)
+		for i := range grads {
+			for j := range got[i].Values {
+				require.Equal(t, vars[i].Init[j]-knownGrad(1, 1, j)-2*knownGrad(2, 2, j), got[i].Values[j])
+			}
+		}
+
+		// Assignment replaces non-trainable state and is visible to others.
+		require.NoError(t, c2.Assign(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{1, 2, 3}}}))
+		mm := []Tensor{{Name: "bn/moving_mean", Values: make([]float32, 3)}}
+		require.NoError(t, c1.Pull(ctx, mm))
+		require.Equal(t, []float32{1, 2, 3}, mm[0].Values)
+
+		// Client-side validation names the problem.
+		_, err = c1.Push(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{1, 2, 3}}})
+		require.ErrorContains(t, err, `"bn/moving_mean" is not trainable`)
+		_, err = c1.Push(ctx, []Tensor{{Name: "dense/bias", Values: []float32{1}}})
+		require.ErrorContains(t, err, `"dense/bias": 1 values, want 37`)
+		_, err = c1.Push(ctx, []Tensor{{Name: "nope", Values: []float32{1}}})
+		require.ErrorContains(t, err, `"nope" is not registered`)
+		require.ErrorContains(t, c1.Pull(ctx, []Tensor{{Name: "dense/bias", Values: nil}}), "want 37")
+	})
 }
 
 func TestRegisterConflicts(t *testing.T) {
@@ -208,287 +229,297 @@ func lcDialer(lc *LocalCluster) func(context.Context, string) (net.Conn, error) 
 // sum (Sync: minus the sum of per-step averages), and Sync applies exactly
 // one update per step.
 func TestExactUnderLoad(t *testing.T) {
-	const clients = 16
-	pushes := 1000 // 16,000 pushes per mode
-	switch {
-	case testing.Short():
-		pushes = 100
-	case raceEnabled: // the race detector makes each push ~10x slower
-		pushes = 300
-	}
-	modes := []struct {
-		name string
-		opts []ServerOption
-	}{
-		{"hogwild", []ServerOption{WithMode(Hogwild)}},
-		{"async-lock", []ServerOption{WithMode(AsyncLock)}},
-		{"bounded-staleness", []ServerOption{WithMode(BoundedStaleness), WithMaxStaleness(8)}},
-		{"sync", []ServerOption{WithMode(Sync), WithWorkers(clients), WithSyncTimeout(30*time.Second, StragglerFail)}},
-	}
-	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) {
-			ctx := testCtx(t, 120*time.Second)
-			lc := newCluster(t, 2, append(m.opts, sgd1())...)
-			vars := testVars()[:2]
-			var wg sync.WaitGroup
-			errs := make([]error, clients)
-			stale := make([]int, clients)
-			for c := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs[c] = func() error {
-						cl, err := lc.Dial(ctx, WithChunkElements(256), WithWorkerID(fmt.Sprintf("w%d", c)))
-						if err != nil {
-							return err
-						}
-						defer cl.Close()
-						if err := cl.Register(ctx, vars); err != nil {
-							return err
-						}
-						grads := tensorsLike(vars, true)
-						weights := tensorsLike(vars, true)
-						for k := 0; k < pushes; k++ {
-							fillGrads(grads, c, k)
-							for {
-								_, err := cl.PushPull(ctx, grads, weights)
-								if errors.Is(err, ErrStale) && m.name == "bounded-staleness" {
-									stale[c]++
-									if err := cl.Pull(ctx, nil); err != nil {
-										return err
-									}
-									continue
-								}
-								if err != nil {
-									return fmt.Errorf("worker %d push %d: %w", c, k, err)
-								}
-								break
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		const clients = 16
+		pushes := 1000 // 16,000 pushes per mode
+		switch {
+		case testing.Short():
+			pushes = 100
+		case raceEnabled: // the race detector makes each push ~10x slower
+			pushes = 300
+		}
+		modes := []struct {
+			name string
+			opts []ServerOption
+		}{
+			{"hogwild", []ServerOption{WithMode(Hogwild)}},
+			{"async-lock", []ServerOption{WithMode(AsyncLock)}},
+			{"bounded-staleness", []ServerOption{WithMode(BoundedStaleness), WithMaxStaleness(8)}},
+			{"sync", []ServerOption{WithMode(Sync), WithWorkers(clients), WithSyncTimeout(30*time.Second, StragglerFail)}},
+		}
+		for _, m := range modes {
+			t.Run(m.name, func(t *testing.T) {
+				ctx := testCtx(t, 120*time.Second)
+				lc := newCluster(t, 2, append(m.opts, sgd1())...)
+				vars := testVars()[:2]
+				var wg sync.WaitGroup
+				errs := make([]error, clients)
+				stale := make([]int, clients)
+				for c := range clients {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs[c] = func() error {
+							cl, err := lc.Dial(ctx, WithChunkElements(256), WithWorkerID(fmt.Sprintf("w%d", c)))
+							if err != nil {
+								return err
 							}
-						}
-						return nil
+							defer cl.Close()
+							if err := cl.Register(ctx, vars); err != nil {
+								return err
+							}
+							grads := tensorsLike(vars, true)
+							weights := tensorsLike(vars, true)
+							for k := 0; k < pushes; k++ {
+								fillGrads(grads, c, k)
+								for {
+									_, err := cl.PushPull(ctx, grads, weights)
+									if errors.Is(err, ErrStale) && m.name == "bounded-staleness" {
+										stale[c]++
+										if err := cl.Pull(ctx, nil); err != nil {
+											return err
+										}
+										continue
+									}
+									if err != nil {
+										return fmt.Errorf("worker %d push %d: %w", c, k, err)
+									}
+									break
+								}
+							}
+							return nil
+						}()
 					}()
-				}()
-			}
-			wg.Wait()
-			for _, err := range errs {
+				}
+				wg.Wait()
+				for _, err := range errs {
+					require.NoError(t, err)
+				}
+				cl := dialCluster(t, ctx, lc, WithChunkElements(256))
+				require.NoError(t, cl.Register(ctx, vars))
+				got := tensorsLike(vars, true)
+				require.NoError(t, cl.Pull(ctx, got))
+				for vi, v := range vars {
+					for i := range v.Init {
+						var sum float64
+						for k := 0; k < pushes; k++ {
+							var step float64
+							for c := range clients {
+								step += float64(knownGrad(c, k, i))
+							}
+							if m.name == "sync" {
+								step /= clients
+							}
+							sum += step
+						}
+						want := float32(float64(v.Init[i]) - sum)
+						if got[vi].Values[i] != want {
+							t.Fatalf("%s[%d] = %v, want exactly %v", v.Name, i, got[vi].Values[i], want)
+						}
+					}
+				}
+				stats, err := cl.Stats(ctx)
 				require.NoError(t, err)
-			}
-			cl := dialCluster(t, ctx, lc, WithChunkElements(256))
-			require.NoError(t, cl.Register(ctx, vars))
-			got := tensorsLike(vars, true)
-			require.NoError(t, cl.Pull(ctx, got))
-			for vi, v := range vars {
-				for i := range v.Init {
-					var sum float64
-					for k := 0; k < pushes; k++ {
-						var step float64
-						for c := range clients {
-							step += float64(knownGrad(c, k, i))
-						}
-						if m.name == "sync" {
-							step /= clients
-						}
-						sum += step
-					}
-					want := float32(float64(v.Init[i]) - sum)
-					if got[vi].Values[i] != want {
-						t.Fatalf("%s[%d] = %v, want exactly %v", v.Name, i, got[vi].Values[i], want)
-					}
-				}
-			}
-			stats, err := cl.Stats(ctx)
-			require.NoError(t, err)
-			for _, st := range stats {
-				switch m.name {
-				case "sync":
-					require.Equal(t, uint64(pushes), st.Updates, "shard %d updates", st.Shard)
-					require.Equal(t, uint64(pushes), st.Step, "shard %d steps", st.Shard)
-					require.Equal(t, uint64(pushes), st.Version)
-				default:
-					require.Equal(t, uint64(clients*pushes), st.Updates, "shard %d updates", st.Shard)
-				}
-			}
-			if m.name == "bounded-staleness" {
-				var rejected uint64
 				for _, st := range stats {
-					rejected += st.Rejections["stale"]
+					switch m.name {
+					case "sync":
+						require.Equal(t, uint64(pushes), st.Updates, "shard %d updates", st.Shard)
+						require.Equal(t, uint64(pushes), st.Step, "shard %d steps", st.Shard)
+						require.Equal(t, uint64(pushes), st.Version)
+					default:
+						require.Equal(t, uint64(clients*pushes), st.Updates, "shard %d updates", st.Shard)
+					}
 				}
-				n := 0
-				for _, s := range stale {
-					n += s
+				if m.name == "bounded-staleness" {
+					var rejected uint64
+					for _, st := range stats {
+						rejected += st.Rejections["stale"]
+					}
+					n := 0
+					for _, s := range stale {
+						n += s
+					}
+					require.Positive(t, n, "16 clients with a bound of 8 should see stale rejections")
+					require.GreaterOrEqual(t, rejected, uint64(n))
 				}
-				require.Positive(t, n, "16 clients with a bound of 8 should see stale rejections")
-				require.GreaterOrEqual(t, rejected, uint64(n))
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // TestRetriedPushAppliedOnce loses the replies of pushes after the shard
 // applied them; the client retries with the same idempotency key and the
 // shard answers without applying again.
 func TestRetriedPushAppliedOnce(t *testing.T) {
-	for _, mode := range []Mode{Hogwild, AsyncLock, Sync} {
-		t.Run(mode.String(), func(t *testing.T) {
-			ctx := testCtx(t, 20*time.Second)
-			lc := newCluster(t, 2, sgd1(), WithMode(mode))
-			var mu sync.Mutex
-			lost := map[string]int{}
-			for _, s := range lc.Servers() {
-				s.testAfterPush = func(key string) error {
-					mu.Lock()
-					defer mu.Unlock()
-					if lost[key] < 2 {
-						lost[key]++
-						return status.Error(codes.Unavailable, "reply lost")
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		for _, mode := range []Mode{Hogwild, AsyncLock, Sync} {
+			t.Run(mode.String(), func(t *testing.T) {
+				ctx := testCtx(t, 20*time.Second)
+				lc := newCluster(t, 2, sgd1(), WithMode(mode))
+				var mu sync.Mutex
+				lost := map[string]int{}
+				for _, s := range lc.Servers() {
+					s.testAfterPush = func(key string) error {
+						mu.Lock()
+						defer mu.Unlock()
+						if lost[key] < 2 {
+							lost[key]++
+							return status.Error(codes.Unavailable, "reply lost")
+						}
+						return nil
 					}
-					return nil
 				}
-			}
-			vars := testVars()[:2]
-			c := dialCluster(t, ctx, lc, WithChunkElements(256), WithRetry(5, time.Millisecond, 5*time.Millisecond))
-			require.NoError(t, c.Register(ctx, vars))
-			grads := tensorsLike(vars, true)
-			const n = 5
-			for k := 0; k < n; k++ {
-				fillGrads(grads, 0, k)
-				res, err := c.Push(ctx, grads)
+				vars := testVars()[:2]
+				c := dialCluster(t, ctx, lc, WithChunkElements(256), WithRetry(5, time.Millisecond, 5*time.Millisecond))
+				require.NoError(t, c.Register(ctx, vars))
+				grads := tensorsLike(vars, true)
+				const n = 5
+				for k := 0; k < n; k++ {
+					fillGrads(grads, 0, k)
+					res, err := c.Push(ctx, grads)
+					require.NoError(t, err)
+					require.True(t, res.Duplicate)
+				}
+				got := tensorsLike(vars, true)
+				require.NoError(t, c.Pull(ctx, got))
+				for vi, v := range vars {
+					for i := range v.Init {
+						want := v.Init[i]
+						for k := 0; k < n; k++ {
+							want -= knownGrad(0, k, i)
+						}
+						require.Equal(t, want, got[vi].Values[i], "%s[%d]", v.Name, i)
+					}
+				}
+				stats, err := c.Stats(ctx)
 				require.NoError(t, err)
-				require.True(t, res.Duplicate)
-			}
-			got := tensorsLike(vars, true)
-			require.NoError(t, c.Pull(ctx, got))
-			for vi, v := range vars {
-				for i := range v.Init {
-					want := v.Init[i]
-					for k := 0; k < n; k++ {
-						want -= knownGrad(0, k, i)
-					}
-					require.Equal(t, want, got[vi].Values[i], "%s[%d]", v.Name, i)
+				for _, st := range stats {
+					require.Equal(t, uint64(n), st.Updates)
+					require.Equal(t, uint64(2*n), st.Duplicates)
 				}
-			}
-			stats, err := c.Stats(ctx)
-			require.NoError(t, err)
-			for _, st := range stats {
-				require.Equal(t, uint64(n), st.Updates)
-				require.Equal(t, uint64(2*n), st.Duplicates)
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 func TestSyncStragglers(t *testing.T) {
-	t.Run("fail", func(t *testing.T) {
-		ctx := testCtx(t, 20*time.Second)
-		lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(2), WithSyncTimeout(100*time.Millisecond, StragglerFail))
-		vars := []Variable{{Name: "w", Shape: []int64{2}, Trainable: true, Init: []float32{1, 1}}}
-		c := dialCluster(t, ctx, lc)
-		require.NoError(t, c.Register(ctx, vars))
-		_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 1}}})
-		require.ErrorIs(t, err, ErrStale)
-		require.ErrorContains(t, err, "sync step 0: 1 of 2 workers pushed within 100ms")
-		st := lc.Servers()[0].Stats()
-		require.Zero(t, st.Updates)
-		require.Equal(t, uint64(1), st.Rejections["sync_timeout"])
-		// The step is retried with both workers and applied once.
-		c2 := dialCluster(t, ctx, lc)
-		require.NoError(t, c2.Register(ctx, vars))
-		var wg sync.WaitGroup
-		var err1, err2 error
-		wg.Add(2)
-		go func() { defer wg.Done(); _, err1 = c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 3}}}) }()
-		go func() { defer wg.Done(); _, err2 = c2.Push(ctx, []Tensor{{Name: "w", Values: []float32{3, 5}}}) }()
-		wg.Wait()
-		require.NoError(t, err1)
-		require.NoError(t, err2)
-		got := []Tensor{{Name: "w", Values: make([]float32, 2)}}
-		require.NoError(t, c.Pull(ctx, got))
-		require.Equal(t, []float32{1 - 2, 1 - 4}, got[0].Values)
-	})
-	t.Run("drop", func(t *testing.T) {
-		ctx := testCtx(t, 20*time.Second)
-		lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(3), WithSyncTimeout(100*time.Millisecond, StragglerDrop))
-		vars := []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{10}}}
-		a := dialCluster(t, ctx, lc)
-		b := dialCluster(t, ctx, lc)
-		late := dialCluster(t, ctx, lc)
-		for _, c := range []*Client{a, b, late} {
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		t.Run("fail", func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(2), WithSyncTimeout(100*time.Millisecond, StragglerFail))
+			vars := []Variable{{Name: "w", Shape: []int64{2}, Trainable: true, Init: []float32{1, 1}}}
+			c := dialCluster(t, ctx, lc)
 			require.NoError(t, c.Register(ctx, vars))
-		}
-		var wg sync.WaitGroup
-		results := make([]PushResult, 2)
-		errs := make([]error, 2)
-		wg.Add(2)
-		for i, c := range []*Client{a, b} {
-			go func() {
-				defer wg.Done()
-				results[i], errs[i] = c.Push(ctx, []Tensor{{Name: "w", Values: []float32{float32(2 + 2*i)}}})
-			}()
-		}
-		wg.Wait()
-		for i := range results {
-			require.NoError(t, errs[i])
-			require.Equal(t, uint64(0), results[i].Step)
-		}
-		// The two that arrived were averaged: 10 - (2+4)/2.
-		got := []Tensor{{Name: "w", Values: make([]float32, 1)}}
-		require.NoError(t, a.Pull(ctx, got))
-		require.Equal(t, float32(7), got[0].Values[0])
-		_, err := late.Push(ctx, []Tensor{{Name: "w", Values: []float32{100}}})
-		require.ErrorIs(t, err, ErrStale)
-		require.ErrorContains(t, err, "for step 0, but the shard is at step 1")
-		st := lc.Servers()[0].Stats()
-		require.Equal(t, uint64(1), st.DroppedStragglers)
-		require.Equal(t, uint64(1), st.Updates)
+			_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 1}}})
+			require.ErrorIs(t, err, ErrStale)
+			require.ErrorContains(t, err, "sync step 0: 1 of 2 workers pushed within 100ms")
+			st := lc.Servers()[0].Stats()
+			require.Zero(t, st.Updates)
+			require.Equal(t, uint64(1), st.Rejections["sync_timeout"])
+			// The step is retried with both workers and applied once.
+			c2 := dialCluster(t, ctx, lc)
+			require.NoError(t, c2.Register(ctx, vars))
+			var wg sync.WaitGroup
+			var err1, err2 error
+			wg.Add(2)
+			go func() { defer wg.Done(); _, err1 = c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 3}}}) }()
+			go func() { defer wg.Done(); _, err2 = c2.Push(ctx, []Tensor{{Name: "w", Values: []float32{3, 5}}}) }()
+			wg.Wait()
+			require.NoError(t, err1)
+			require.NoError(t, err2)
+			got := []Tensor{{Name: "w", Values: make([]float32, 2)}}
+			require.NoError(t, c.Pull(ctx, got))
+			require.Equal(t, []float32{1 - 2, 1 - 4}, got[0].Values)
+		})
+		t.Run("drop", func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(3), WithSyncTimeout(100*time.Millisecond, StragglerDrop))
+			vars := []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{10}}}
+			a := dialCluster(t, ctx, lc)
+			b := dialCluster(t, ctx, lc)
+			late := dialCluster(t, ctx, lc)
+			for _, c := range []*Client{a, b, late} {
+				require.NoError(t, c.Register(ctx, vars))
+			}
+			var wg sync.WaitGroup
+			results := make([]PushResult, 2)
+			errs := make([]error, 2)
+			wg.Add(2)
+			for i, c := range []*Client{a, b} {
+				go func() {
+					defer wg.Done()
+					results[i], errs[i] = c.Push(ctx, []Tensor{{Name: "w", Values: []float32{float32(2 + 2*i)}}})
+				}()
+			}
+			wg.Wait()
+			for i := range results {
+				require.NoError(t, errs[i])
+				require.Equal(t, uint64(0), results[i].Step)
+			}
+			// The two that arrived were averaged: 10 - (2+4)/2.
+			got := []Tensor{{Name: "w", Values: make([]float32, 1)}}
+			require.NoError(t, a.Pull(ctx, got))
+			require.Equal(t, float32(7), got[0].Values[0])
+			_, err := late.Push(ctx, []Tensor{{Name: "w", Values: []float32{100}}})
+			require.ErrorIs(t, err, ErrStale)
+			require.ErrorContains(t, err, "for step 0, but the shard is at step 1")
+			st := lc.Servers()[0].Stats()
+			require.Equal(t, uint64(1), st.DroppedStragglers)
+			require.Equal(t, uint64(1), st.Updates)
+		})
 	})
 }
 
 func TestBoundedStalenessScaling(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
-	lc := newCluster(t, 1, sgd1(), WithMode(BoundedStaleness), WithMaxStaleness(1), WithStalenessScaling())
-	vars := []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{0}}}
-	fast := dialCluster(t, ctx, lc)
-	slow := dialCluster(t, ctx, lc)
-	require.NoError(t, fast.Register(ctx, vars))
-	require.NoError(t, slow.Register(ctx, vars))
-	for range 4 {
-		_, err := fast.Push(ctx, []Tensor{{Name: "w", Values: []float32{1}}})
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		ctx := testCtx(t, 20*time.Second)
+		lc := newCluster(t, 1, sgd1(), WithMode(BoundedStaleness), WithMaxStaleness(1), WithStalenessScaling())
+		vars := []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{0}}}
+		fast := dialCluster(t, ctx, lc)
+		slow := dialCluster(t, ctx, lc)
+		require.NoError(t, fast.Register(ctx, vars))
+		require.NoError(t, slow.Register(ctx, vars))
+		for range 4 {
+			_, err := fast.Push(ctx, []Tensor{{Name: "w", Values: []float32{1}}})
+			require.NoError(t, err)
+		}
+		res, err := slow.Push(ctx, []Tensor{{Name: "w", Values: []float32{8}}})
 		require.NoError(t, err)
-	}
-	res, err := slow.Push(ctx, []Tensor{{Name: "w", Values: []float32{8}}})
-	require.NoError(t, err)
-	require.Equal(t, uint64(4), res.Staleness)
-	require.Equal(t, float32(0.25), res.LRScale)
-	got := []Tensor{{Name: "w", Values: make([]float32, 1)}}
-	require.NoError(t, fast.Pull(ctx, got))
-	require.Equal(t, float32(-4-2), got[0].Values[0])
+		require.Equal(t, uint64(4), res.Staleness)
+		require.Equal(t, float32(0.25), res.LRScale)
+		got := []Tensor{{Name: "w", Values: make([]float32, 1)}}
+		require.NoError(t, fast.Pull(ctx, got))
+		require.Equal(t, float32(-4-2), got[0].Values[0])
+	})
 }
 
 func TestFP16Transport(t *testing.T) {
-	ctx := testCtx(t, 20*time.Second)
-	lc := newCluster(t, 2, sgd1())
-	vars := testVars()[:2]
-	c := dialCluster(t, ctx, lc, WithChunkElements(256), WithFP16())
-	require.NoError(t, c.Register(ctx, vars))
-	grads := tensorsLike(vars, true)
-	fillGrads(grads, 3, 4)
-	_, err := c.Push(ctx, grads)
-	require.NoError(t, err)
-	got := tensorsLike(vars, true)
-	require.NoError(t, c.Pull(ctx, got))
-	for vi, v := range vars {
-		for i := range v.Init {
-			// Small integers and quarters are exact in half precision.
-			require.Equal(t, v.Init[i]-grads[vi].Values[i], got[vi].Values[i])
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		ctx := testCtx(t, 20*time.Second)
+		lc := newCluster(t, 2, sgd1())
+		vars := testVars()[:2]
+		c := dialCluster(t, ctx, lc, WithChunkElements(256), WithFP16())
+		require.NoError(t, c.Register(ctx, vars))
+		grads := tensorsLike(vars, true)
+		fillGrads(grads, 3, 4)
+		_, err := c.Push(ctx, grads)
+		require.NoError(t, err)
+		got := tensorsLike(vars, true)
+		require.NoError(t, c.Pull(ctx, got))
+		for vi, v := range vars {
+			for i := range v.Init {
+				// Small integers and quarters are exact in half precision.
+				require.Equal(t, v.Init[i]-grads[vi].Values[i], got[vi].Values[i])
+			}
 		}
-	}
-	st, err := c.Stats(ctx)
-	require.NoError(t, err)
-	var in uint64
-	for _, s := range st {
-		in += s.BytesIn
-	}
-	require.Equal(t, uint64(2*(1000+37)), in, "half precision is 2 bytes per element")
+		st, err := c.Stats(ctx)
+		require.NoError(t, err)
+		var in uint64
+		for _, s := range st {
+			in += s.BytesIn
+		}
+		require.Equal(t, uint64(2*(1000+37)), in, "half precision is 2 bytes per element")
+	})
 }
 
 func TestHalfConversion(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -104,6 +105,11 @@ type Server struct {
 	lastRequest atomic.Int64
 	idle        chan struct{}
 
+	// localMu and localCalls admit and count the calls of in-process
+	// clients (direct.go), which stop waits for like gRPC's in-flight calls.
+	localMu    sync.Mutex
+	localCalls sync.WaitGroup
+
 	// testAfterPush, when set by tests, runs after a push was applied and
 	// before its response is sent; an error replaces the response (a lost
 	// reply).
@@ -177,6 +183,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		grpc.InitialConnWindowSize(64 << 20),
 		grpc.ReadBufferSize(1 << 20),
 		grpc.WriteBufferSize(1 << 20),
+		experimental.BufferPool(wirePool),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
 		grpc.ForceServerCodecV2(wireCodec{}),
@@ -264,6 +271,7 @@ func (s *Server) stop(graceful bool) error {
 		} else {
 			s.gs.Stop()
 		}
+		s.waitLocal()
 		close(s.bgStop)
 		s.bg.Wait()
 		if s.o.snapshotDir != "" {
@@ -518,26 +526,51 @@ func (s *Server) receivePush(recv func(*pushMsg) error) (*pspb.PushHeader, []upd
 		} else if req.header != nil {
 			return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header repeated in a later message")), req.chunks)
 		}
-		for i, c := range req.chunks {
-			s.stats.bytesIn.Add(uint64(c.n))
-			u, err := s.decodeChunk(c, hdr.GetKind())
-			if err != nil {
-				return fail(err, req.chunks[i:])
-			}
-			if seen[u.p] {
-				return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: variable %q chunk %d sent twice", c.name, c.index)), req.chunks[i:])
-			}
-			seen[u.p] = true
-			ups = append(ups, u)
+		var err2 error
+		if ups, err2 = s.acceptChunks(hdr, req.chunks, ups, seen); err2 != nil {
+			return fail(err2, nil)
 		}
 	}
 	if hdr == nil {
 		return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: empty stream, want a header")), nil)
 	}
-	if hdr.GetChunks() != 0 && int(hdr.GetChunks()) != len(ups) {
-		return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header announces %d chunks, stream carried %d", hdr.GetChunks(), len(ups))), nil)
+	if err := s.checkChunkCount(hdr, ups); err != nil {
+		return fail(err, nil)
 	}
 	return hdr, ups, nil
+}
+
+// acceptChunks validates and decodes the chunks of one push message,
+// appending them to ups; seen holds the parts the push already carried.
+// The updates own the chunks; on error every chunk of chunks that is not
+// in the returned updates is released (ups keeps what it held before).
+func (s *Server) acceptChunks(hdr *pspb.PushHeader, chunks []*segChunk, ups []update, seen map[*part]bool) ([]update, error) {
+	for i, c := range chunks {
+		s.stats.bytesIn.Add(uint64(c.n))
+		u, err := s.decodeChunk(c, hdr.GetKind())
+		if err == nil && seen[u.p] {
+			u.release()
+			err = s.reject("malformed", s.errorf(codes.InvalidArgument, "push: variable %q chunk %d sent twice", c.name, c.index))
+			i++ // u released c
+		}
+		if err != nil {
+			for _, rest := range chunks[i:] {
+				rest.release()
+			}
+			return ups, err
+		}
+		seen[u.p] = true
+		ups = append(ups, u)
+	}
+	return ups, nil
+}
+
+// checkChunkCount compares a push's chunks with its header's count.
+func (s *Server) checkChunkCount(hdr *pspb.PushHeader, ups []update) error {
+	if hdr.GetChunks() != 0 && int(hdr.GetChunks()) != len(ups) {
+		return s.reject("malformed", s.errorf(codes.InvalidArgument, "push: header announces %d chunks, stream carried %d", hdr.GetChunks(), len(ups)))
+	}
+	return nil
 }
 
 // decodeChunk validates one pushed chunk against the registered part. On
@@ -1020,13 +1053,28 @@ const targetMessageBytes = 4 << 20
 // incarnation is not the server's) as PullResponse bodies in wire format,
 // the first one carrying the server info.
 func (s *Server) collect(req *pspb.PullRequest) ([][]byte, uint64, error) {
+	var msgs [][]byte
+	var n uint64
+	err := s.changed(req, func(parts []pullPart, dtype pspb.DType, limit int, info *pspb.ServerInfo) error {
+		var err error
+		msgs, n, err = encodePull(parts, dtype, limit, info)
+		return err
+	})
+	return msgs, n, err
+}
+
+// changed calls f with the parts changed since req's cursor (all of them
+// if req's incarnation is not the server's), the dtype and message size
+// limit the request asks for, and the server info to answer with. The
+// parts' values are read-locked while f runs: f copies them out.
+func (s *Server) changed(req *pspb.PullRequest, f func(parts []pullPart, dtype pspb.DType, limit int, info *pspb.ServerInfo) error) error {
 	dtype := req.GetDtype()
 	switch dtype {
 	case pspb.DType_DTYPE_UNSPECIFIED, pspb.DType_DTYPE_FLOAT32:
 		dtype = pspb.DType_DTYPE_FLOAT32
 	case pspb.DType_DTYPE_FLOAT16:
 	default:
-		return nil, 0, s.reject("wrong_dtype", s.errorf(codes.InvalidArgument, "pull: dtype %v not supported (want DTYPE_FLOAT32 or DTYPE_FLOAT16)", dtype))
+		return s.reject("wrong_dtype", s.errorf(codes.InvalidArgument, "pull: dtype %v not supported (want DTYPE_FLOAT32 or DTYPE_FLOAT16)", dtype))
 	}
 	limit := int(req.GetMaxMessageBytes())
 	if limit <= 0 || limit > targetMessageBytes {
@@ -1054,16 +1102,16 @@ func (s *Server) collect(req *pspb.PullRequest) ([][]byte, uint64, error) {
 			p.mu.RUnlock()
 		}
 	}
-	msgs, n, err := encodePull(parts, dtype, limit, info)
+	err := f(parts, dtype, limit, info)
 	for _, p := range locked {
 		p.mu.RUnlock()
 	}
 	s.mu.RUnlock()
 	if err != nil {
-		return nil, 0, s.errorf(codes.Internal, "pull: %v", err)
+		return s.errorf(codes.Internal, "pull: %v", err)
 	}
 	s.stats.pulls.Add(1)
-	return msgs, n, nil
+	return nil
 }
 
 // ---- barrier ----

@@ -178,9 +178,26 @@ func halfToFloat(h uint16) float32 {
 
 // allFinite reports whether v holds no NaN or Inf, and the first bad index.
 func allFinite(v []float32) (int, bool) {
-	for i, x := range v {
-		if b := math.Float32bits(x); b&0x7f800000 == 0x7f800000 {
-			return i, false
+	// Two elements per 64-bit word: an element's exponent bits are all ones
+	// exactly when adding 1 to its exponent carries into its sign bit, so a
+	// block is checked with one add and an OR per word; the element is only
+	// looked for in a block that has one.
+	const block = 256
+	for start := 0; start < len(v); start += block {
+		b := v[start:min(start+block, len(v))]
+		if len(b)%2 == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 == 0 {
+			var acc uint64
+			for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/2) {
+				acc |= (w&0x7f8000007f800000 + 0x0080000000800000) & 0x8000000080000000
+			}
+			if acc == 0 {
+				continue
+			}
+		}
+		for i, x := range b {
+			if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
+				return start + i, false
+			}
 		}
 	}
 	return 0, true

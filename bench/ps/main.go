@@ -36,7 +36,7 @@ import (
 func main() {
 	out := flag.String("out", "bench/results/ps.json", "where to write the results")
 	quick := flag.Bool("quick", false, "shorter runs (for a smoke test)")
-	only := flag.String("only", "", "run only the updates/s part for this mode (for investigating); writes nothing")
+	only := flag.String("only", "", "run only the updates/s part for this mode, or push_pull for the round trips (for investigating); writes nothing")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -48,6 +48,12 @@ func main() {
 			log.Fatal(err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *only == "push_pull" {
+		if _, err := roundTripRows(context.Background(), *quick); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	if *only != "" {
 		m, err := ps.ParseMode(*only)
@@ -71,55 +77,9 @@ func main() {
 func run(out string, quick bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var results []benchfmt.Result
-	echo, err := startEcho()
+	results, err := roundTripRows(ctx, quick)
 	if err != nil {
 		return err
-	}
-	defer echo.Close()
-
-	// Round-trip throughput.
-	for _, n := range []int{1 << 20, 10 << 20} {
-		iters := 60
-		if n > 1<<20 {
-			iters = 24
-		}
-		if quick {
-			iters = 3
-		}
-		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
-		if err != nil {
-			return err
-		}
-		bytes := float64(2 * 4 * n) // pushed and pulled
-		name := fmt.Sprintf("push_pull/%dM_float32", n>>20)
-		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(d).Seconds(), "tcp_loopback_echo", bytes/median(peer).Seconds())
-		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
-		results = append(results, r)
-		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f; gotflow p10-p90 %v-%v, TCP %v-%v)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio,
-			quantile(d, 0.1).Round(time.Millisecond/10), quantile(d, 0.9).Round(time.Millisecond/10), quantile(peer, 0.1).Round(time.Millisecond/10), quantile(peer, 0.9).Round(time.Millisecond/10))
-	}
-
-	// Small-model latency.
-	{
-		const n = 100_000
-		iters := 400
-		if quick {
-			iters = 50
-		}
-		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
-		if err != nil {
-			return err
-		}
-		for _, q := range []struct {
-			metric string
-			p      float64
-		}{{"latency_p50", 0.50}, {"latency_p99", 0.99}} {
-			r := benchfmt.New("push_pull/100k_float32", q.metric, "us", us(quantile(d, q.p)), "tcp_loopback_echo", us(quantile(peer, q.p)))
-			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1", iters)
-			results = append(results, r)
-			log.Printf("push_pull/100k %s: %.0f us vs TCP %.0f us", q.metric, r.Value, r.PeerValue)
-		}
 	}
 
 	// Updates per second per mode and client count.
@@ -177,6 +137,60 @@ func run(out string, quick bool) error {
 		}
 	}
 	return benchfmt.Write(out, results)
+}
+
+// roundTripRows measures PushPull round trips against a TCP loopback echo:
+// throughput for 1M and 10M float32, latency for 100k.
+func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
+	var results []benchfmt.Result
+	echo, err := startEcho()
+	if err != nil {
+		return nil, err
+	}
+	defer echo.Close()
+	for _, n := range []int{1 << 20, 10 << 20} {
+		iters := 60
+		if n > 1<<20 {
+			iters = 24
+		}
+		if quick {
+			iters = 3
+		}
+		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
+		if err != nil {
+			return nil, err
+		}
+		bytes := float64(2 * 4 * n) // pushed and pulled
+		name := fmt.Sprintf("push_pull/%dM_float32", n>>20)
+		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(d).Seconds(), "tcp_loopback_echo", bytes/median(peer).Seconds())
+		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
+		results = append(results, r)
+		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f; gotflow p10-p90 %v-%v, TCP %v-%v)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio,
+			quantile(d, 0.1).Round(time.Millisecond/10), quantile(d, 0.9).Round(time.Millisecond/10), quantile(peer, 0.1).Round(time.Millisecond/10), quantile(peer, 0.9).Round(time.Millisecond/10))
+	}
+
+	// Small-model latency.
+	{
+		const n = 100_000
+		iters := 400
+		if quick {
+			iters = 50
+		}
+		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range []struct {
+			metric string
+			p      float64
+		}{{"latency_p50", 0.50}, {"latency_p99", 0.99}} {
+			r := benchfmt.New("push_pull/100k_float32", q.metric, "us", us(quantile(d, q.p)), "tcp_loopback_echo", us(quantile(peer, q.p)))
+			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1", iters)
+			results = append(results, r)
+			log.Printf("push_pull/100k %s: %.0f us vs TCP %.0f us", q.metric, r.Value, r.PeerValue)
+		}
+	}
+	return results, nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

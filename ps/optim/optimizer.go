@@ -102,6 +102,7 @@ func (o *Optimizer) Apply(iter uint64, lrScale float32, w, g []float32, slots []
 	switch o.kind {
 	case "sgd", "momentum":
 		if c.Momentum == 0 {
+			g := g[:len(w)]
 			for i := range w {
 				w[i] -= float32(g[i] * lr)
 			}

@@ -1,0 +1,184 @@
+package ps
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gotflow/gotflow/ps/optim"
+)
+
+// The two transports of a LocalCluster leave the shards in the same state:
+// the same values bit for bit (Adam, so slots and step counts matter too),
+// the same counters, the same bytes in and out.
+func TestDirectEqualsWire(t *testing.T) {
+	run := func(wire bool) ([]Tensor, []Stats) {
+		ctx := testCtx(t, 20*time.Second)
+		lc, err := NewLocalCluster(3, WithOptimizer(optim.Config{Optimizer: "adam", LearningRate: 0.01}))
+		require.NoError(t, err)
+		defer func() { require.NoError(t, lc.Close()) }()
+		lc.wire = wire
+		vars := testVars()
+		c, err := lc.Dial(ctx, WithChunkElements(256), WithWorkerID("w"))
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.Register(ctx, vars))
+		grads := tensorsLike(vars, true)
+		got := tensorsLike(vars, false)
+		for k := range 20 {
+			fillGrads(grads, 1, k)
+			switch k % 3 {
+			case 0:
+				_, err = c.Push(ctx, grads)
+			case 1:
+				_, err = c.PushPull(ctx, grads, got)
+			default:
+				_, err = c.PushPull(ctx, grads[:1], got[:1]) // only the kernel travels
+			}
+			require.NoError(t, err)
+		}
+		require.NoError(t, c.Assign(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{1, 2, 3}}}))
+		require.NoError(t, c.Pull(ctx, got))
+		stats, err := c.Stats(ctx)
+		require.NoError(t, err)
+		return got, stats
+	}
+	direct, dstats := run(false)
+	wire, wstats := run(true)
+	require.Equal(t, wire, direct)
+	require.Len(t, dstats, 3)
+	for i := range dstats {
+		require.Equal(t, wstats[i].Updates, dstats[i].Updates, "shard %d", i)
+		require.Equal(t, wstats[i].Pushes, dstats[i].Pushes, "shard %d", i)
+		require.Equal(t, wstats[i].BytesIn, dstats[i].BytesIn, "shard %d", i)
+		require.Equal(t, wstats[i].BytesOut, dstats[i].BytesOut, "shard %d", i)
+	}
+	require.Equal(t, []float32{1, 2, 3}, direct[2].Values)
+}
+
+// A push refused by a shard is refused the same way in process: the
+// non-finite gradient names its element and nothing is applied.
+func TestDirectRejects(t *testing.T) {
+	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+		ctx := testCtx(t, 10*time.Second)
+		lc := newCluster(t, 1, sgd1())
+		vars := testVars()[:1]
+		c := dialCluster(t, ctx, lc)
+		require.NoError(t, c.Register(ctx, vars))
+		grads := tensorsLike(vars, true)
+		grads[0].Values[777] = float32(math.Inf(-1))
+		_, err := c.Push(ctx, grads)
+		require.Equal(t, codes.InvalidArgument, status.Code(errorsUnwrapStatus(err)), "%v", err)
+		require.ErrorContains(t, err, "element 777 is -Inf")
+		got := tensorsLike(vars, true)
+		require.NoError(t, c.Pull(ctx, got))
+		require.Equal(t, vars[0].Init, got[0].Values)
+	})
+}
+
+// errorsUnwrapStatus returns the gRPC status error wrapped in err.
+func errorsUnwrapStatus(err error) error {
+	for e := err; e != nil; {
+		if _, ok := status.FromError(e); ok {
+			return e
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	return err
+}
+
+// Stopping a shard ends an in-process push waiting in Sync mode with
+// codes.Unavailable, and later pushes are refused the same way, as a
+// stopped network shard does; Close does not hang on either.
+func TestDirectStop(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	lc, err := NewLocalCluster(1, sgd1(), WithMode(Sync), WithWorkers(2), WithSyncTimeout(time.Minute, StragglerFail))
+	require.NoError(t, err)
+	vars := testVars()[:1]
+	c, err := lc.Dial(ctx, WithRetry(1, time.Millisecond, time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Register(ctx, vars))
+	grads := tensorsLike(vars, true)
+	pushed := make(chan error, 1)
+	go func() {
+		_, err := c.Push(ctx, grads) // waits for a second worker that never comes
+		pushed <- err
+	}()
+	require.Eventually(t, func() bool { return lc.Servers()[0].Stats().Pushes == 1 }, 10*time.Second, time.Millisecond,
+		"the push did not reach its Sync step")
+	require.NoError(t, lc.Close())
+	select {
+	case err := <-pushed:
+		require.Equal(t, codes.Unavailable, status.Code(errorsUnwrapStatus(err)), "%v", err)
+	case <-ctx.Done():
+		t.Fatal("the waiting push did not end when its shard stopped")
+	}
+	_, err = c.Push(ctx, grads)
+	require.Error(t, err)
+	require.Equal(t, codes.Unavailable, status.Code(errorsUnwrapStatus(err)), "%v", err)
+	require.ErrorContains(t, err, "shard 0 is stopped")
+}
+
+func TestAllFinite(t *testing.T) {
+	ref := func(v []float32) (int, bool) {
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				return i, false
+			}
+		}
+		return 0, true
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := make([]float32, 2000)
+	bad := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.Float32frombits(0xffc00001), math.Float32frombits(0x7f800001)}
+	edge := []float32{math.MaxFloat32, -math.MaxFloat32, math.SmallestNonzeroFloat32, 0, float32(math.Copysign(0, -1)), math.Float32frombits(0x7f7fffff), math.Float32frombits(0xff7fffff)}
+	for trial := range 3000 {
+		off, n := r.IntN(3), r.IntN(1500)
+		v := buf[off : off+n]
+		for i := range v {
+			v[i] = edge[r.IntN(len(edge))] * float32(r.NormFloat64())
+			if r.IntN(2) == 0 {
+				v[i] = edge[r.IntN(len(edge))]
+			}
+		}
+		for range r.IntN(3) {
+			if n > 0 {
+				v[r.IntN(n)] = bad[r.IntN(len(bad))]
+			}
+		}
+		wi, wok := ref(v)
+		gi, gok := allFinite(v)
+		require.Equal(t, wok, gok, "trial %d", trial)
+		if !wok {
+			require.Equal(t, wi, gi, "trial %d", trial)
+		}
+	}
+}
+
+func TestDirtyPool(t *testing.T) {
+	p := newDirtyPool(8, 12)
+	for _, n := range []int{0, 1, 255, 256, 257, 4095, 4096} {
+		b := p.Get(n)
+		require.Len(t, *b, n)
+		require.GreaterOrEqual(t, cap(*b), max(n, 256))
+		require.Zero(t, cap(*b)&(cap(*b)-1), "power-of-two class")
+		p.Put(b)
+	}
+	big := p.Get(5000) // beyond the largest class: allocated, not kept
+	require.Len(t, *big, 5000)
+	p.Put(big)
+	odd := make([]byte, 300) // not from the pool: dropped
+	p.Put(&odd)
+	b := p.Get(300)
+	require.Equal(t, 512, cap(*b))
+}
