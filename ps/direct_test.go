@@ -1,6 +1,7 @@
 package ps
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -22,9 +23,12 @@ func TestDirectEqualsWire(t *testing.T) {
 		lc, err := NewLocalCluster(3, WithOptimizer(optim.Config{Optimizer: "adam", LearningRate: 0.01}))
 		require.NoError(t, err)
 		defer func() { require.NoError(t, lc.Close()) }()
-		lc.wire = wire
+		opts := []ClientOption{WithChunkElements(256), WithWorkerID("w")}
+		if wire {
+			opts = append(opts, ViaGRPC())
+		}
 		vars := testVars()
-		c, err := lc.Dial(ctx, WithChunkElements(256), WithWorkerID("w"))
+		c, err := lc.Dial(ctx, opts...)
 		require.NoError(t, err)
 		defer c.Close()
 		require.NoError(t, c.Register(ctx, vars))
@@ -64,11 +68,11 @@ func TestDirectEqualsWire(t *testing.T) {
 // A push refused by a shard is refused the same way in process: the
 // non-finite gradient names its element and nothing is applied.
 func TestDirectRejects(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		ctx := testCtx(t, 10*time.Second)
 		lc := newCluster(t, 1, sgd1())
 		vars := testVars()[:1]
-		c := dialCluster(t, ctx, lc)
+		c := dial(t, ctx, lc)
 		require.NoError(t, c.Register(ctx, vars))
 		grads := tensorsLike(vars, true)
 		grads[0].Values[777] = float32(math.Inf(-1))

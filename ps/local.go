@@ -16,16 +16,14 @@ import (
 // directly: the same validation, idempotency keys, optimizer, write-ahead
 // log and snapshots as over the network, without serialising tensors.
 // Their other calls (Register, Barrier, Snapshot, Stats, ...) use the full
-// gRPC stack over the in-memory listeners.
+// gRPC stack over the in-memory listeners, as every call does with
+// ViaGRPC.
 type LocalCluster struct {
 	servers   []*Server
 	listeners []*bufconn.Listener
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	errs      []error
-	// wire keeps clients on gRPC for pushes and pulls too (tests of the
-	// wire path).
-	wire bool
 }
 
 const localBufferBytes = 4 << 20
@@ -83,7 +81,7 @@ func (lc *LocalCluster) Dial(ctx context.Context, opts ...ClientOption) (*Client
 	}
 	opts = append(append([]ClientOption(nil), opts...), clientOptionFunc(func(o *clientOptions) {
 		o.dialer = dial
-		if !lc.wire {
+		if !o.viaGRPC {
 			o.local = lc.servers
 		}
 	}))

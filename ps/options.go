@@ -264,6 +264,8 @@ type clientOptions struct {
 	// local holds the shards of a LocalCluster, which pushes and pulls
 	// call directly (direct.go); nil for a networked cluster.
 	local []*Server
+	// viaGRPC keeps a LocalCluster's client on gRPC (ViaGRPC).
+	viaGRPC bool
 }
 
 func defaultClientOptions() clientOptions {
@@ -281,6 +283,12 @@ func defaultClientOptions() clientOptions {
 // halving the bytes on the wire at the cost of precision (the shard keeps
 // and updates float32).
 func WithFP16() ClientOption { return clientOptionFunc(func(o *clientOptions) { o.fp16 = true }) }
+
+// ViaGRPC makes a LocalCluster's client push and pull through gRPC over
+// the cluster's in-memory listeners, as a networked client does, instead of
+// calling the shards directly: slower, for tests of the wire path. Other
+// clients ignore it.
+func ViaGRPC() ClientOption { return clientOptionFunc(func(o *clientOptions) { o.viaGRPC = true }) }
 
 // WithChunkElements sets the largest part a variable is split into
 // (default DefaultChunkElements). All clients of a cluster must agree.

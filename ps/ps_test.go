@@ -34,22 +34,16 @@ func newCluster(t *testing.T, n int, opts ...ServerOption) *LocalCluster {
 }
 
 // transports runs f with pushes and pulls called in process (the default
-// of a LocalCluster) and over gRPC, on clusters made by newCluster.
-func transports(t *testing.T, f func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster)) {
-	for _, wire := range []bool{false, true} {
-		name := "direct"
-		if wire {
-			name = "grpc"
-		}
-		t.Run(name, func(t *testing.T) {
-			f(t, func(t *testing.T, n int, opts ...ServerOption) *LocalCluster {
-				t.Helper()
-				lc := newCluster(t, n, opts...)
-				lc.wire = wire
-				return lc
-			})
+// of a LocalCluster) and over gRPC (ViaGRPC); f dials its clients with
+// dial.
+func transports(t *testing.T, f func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client)) {
+	t.Run("direct", func(t *testing.T) { f(t, dialCluster) })
+	t.Run("grpc", func(t *testing.T) {
+		f(t, func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client {
+			t.Helper()
+			return dialCluster(t, ctx, lc, append(opts, ViaGRPC())...)
 		})
-	}
+	})
 }
 
 func dialCluster(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client {
@@ -116,17 +110,17 @@ func fillGrads(ts []Tensor, c, k int) {
 }
 
 func TestRegisterPullPushAcrossShards(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		ctx := testCtx(t, 20*time.Second)
 		lc := newCluster(t, 3, sgd1())
 		vars := testVars()
-		c1 := dialCluster(t, ctx, lc, WithChunkElements(256), WithWorkerID("w1"))
+		c1 := dial(t, ctx, lc, WithChunkElements(256), WithWorkerID("w1"))
 		require.NoError(t, c1.Register(ctx, vars))
 
 		// A second worker offering other initial values gets the first ones.
 		other := testVars()
 		other[0].Init = make([]float32, 1000)
-		c2 := dialCluster(t, ctx, lc, WithChunkElements(256), WithWorkerID("w2"))
+		c2 := dial(t, ctx, lc, WithChunkElements(256), WithWorkerID("w2"))
 		require.NoError(t, c2.Register(ctx, other))
 		got := tensorsLike(vars, false)
 		require.NoError(t, c2.Pull(ctx, got))
@@ -229,7 +223,7 @@ func lcDialer(lc *LocalCluster) func(context.Context, string) (net.Conn, error) 
 // sum (Sync: minus the sum of per-step averages), and Sync applies exactly
 // one update per step.
 func TestExactUnderLoad(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		const clients = 16
 		pushes := 1000 // 16,000 pushes per mode
 		switch {
@@ -295,7 +289,7 @@ func TestExactUnderLoad(t *testing.T) {
 				for _, err := range errs {
 					require.NoError(t, err)
 				}
-				cl := dialCluster(t, ctx, lc, WithChunkElements(256))
+				cl := dial(t, ctx, lc, WithChunkElements(256))
 				require.NoError(t, cl.Register(ctx, vars))
 				got := tensorsLike(vars, true)
 				require.NoError(t, cl.Pull(ctx, got))
@@ -351,7 +345,7 @@ func TestExactUnderLoad(t *testing.T) {
 // applied them; the client retries with the same idempotency key and the
 // shard answers without applying again.
 func TestRetriedPushAppliedOnce(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		for _, mode := range []Mode{Hogwild, AsyncLock, Sync} {
 			t.Run(mode.String(), func(t *testing.T) {
 				ctx := testCtx(t, 20*time.Second)
@@ -370,7 +364,7 @@ func TestRetriedPushAppliedOnce(t *testing.T) {
 					}
 				}
 				vars := testVars()[:2]
-				c := dialCluster(t, ctx, lc, WithChunkElements(256), WithRetry(5, time.Millisecond, 5*time.Millisecond))
+				c := dial(t, ctx, lc, WithChunkElements(256), WithRetry(5, time.Millisecond, 5*time.Millisecond))
 				require.NoError(t, c.Register(ctx, vars))
 				grads := tensorsLike(vars, true)
 				const n = 5
@@ -403,12 +397,12 @@ func TestRetriedPushAppliedOnce(t *testing.T) {
 }
 
 func TestSyncStragglers(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		t.Run("fail", func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
 			lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(2), WithSyncTimeout(100*time.Millisecond, StragglerFail))
 			vars := []Variable{{Name: "w", Shape: []int64{2}, Trainable: true, Init: []float32{1, 1}}}
-			c := dialCluster(t, ctx, lc)
+			c := dial(t, ctx, lc)
 			require.NoError(t, c.Register(ctx, vars))
 			_, err := c.Push(ctx, []Tensor{{Name: "w", Values: []float32{1, 1}}})
 			require.ErrorIs(t, err, ErrStale)
@@ -417,7 +411,7 @@ func TestSyncStragglers(t *testing.T) {
 			require.Zero(t, st.Updates)
 			require.Equal(t, uint64(1), st.Rejections["sync_timeout"])
 			// The step is retried with both workers and applied once.
-			c2 := dialCluster(t, ctx, lc)
+			c2 := dial(t, ctx, lc)
 			require.NoError(t, c2.Register(ctx, vars))
 			var wg sync.WaitGroup
 			var err1, err2 error
@@ -435,9 +429,9 @@ func TestSyncStragglers(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
 			lc := newCluster(t, 1, sgd1(), WithMode(Sync), WithWorkers(3), WithSyncTimeout(100*time.Millisecond, StragglerDrop))
 			vars := []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{10}}}
-			a := dialCluster(t, ctx, lc)
-			b := dialCluster(t, ctx, lc)
-			late := dialCluster(t, ctx, lc)
+			a := dial(t, ctx, lc)
+			b := dial(t, ctx, lc)
+			late := dial(t, ctx, lc)
 			for _, c := range []*Client{a, b, late} {
 				require.NoError(t, c.Register(ctx, vars))
 			}
@@ -471,12 +465,12 @@ func TestSyncStragglers(t *testing.T) {
 }
 
 func TestBoundedStalenessScaling(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		ctx := testCtx(t, 20*time.Second)
 		lc := newCluster(t, 1, sgd1(), WithMode(BoundedStaleness), WithMaxStaleness(1), WithStalenessScaling())
 		vars := []Variable{{Name: "w", Shape: []int64{1}, Trainable: true, Init: []float32{0}}}
-		fast := dialCluster(t, ctx, lc)
-		slow := dialCluster(t, ctx, lc)
+		fast := dial(t, ctx, lc)
+		slow := dial(t, ctx, lc)
 		require.NoError(t, fast.Register(ctx, vars))
 		require.NoError(t, slow.Register(ctx, vars))
 		for range 4 {
@@ -494,11 +488,11 @@ func TestBoundedStalenessScaling(t *testing.T) {
 }
 
 func TestFP16Transport(t *testing.T) {
-	transports(t, func(t *testing.T, newCluster func(t *testing.T, n int, opts ...ServerOption) *LocalCluster) {
+	transports(t, func(t *testing.T, dial func(t *testing.T, ctx context.Context, lc *LocalCluster, opts ...ClientOption) *Client) {
 		ctx := testCtx(t, 20*time.Second)
 		lc := newCluster(t, 2, sgd1())
 		vars := testVars()[:2]
-		c := dialCluster(t, ctx, lc, WithChunkElements(256), WithFP16())
+		c := dial(t, ctx, lc, WithChunkElements(256), WithFP16())
 		require.NoError(t, c.Register(ctx, vars))
 		grads := tensorsLike(vars, true)
 		fillGrads(grads, 3, 4)

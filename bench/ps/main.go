@@ -139,8 +139,10 @@ func run(out string, quick bool) error {
 	return benchfmt.Write(out, results)
 }
 
-// roundTripRows measures PushPull round trips against a TCP loopback echo:
-// throughput for 1M and 10M float32, latency for 100k.
+// roundTripRows measures PushPull round trips: over gRPC on loopback
+// against a TCP loopback echo and against the apply floor (floor.go), for
+// 1M and 10M float32 (throughput) and 100k (latency); and in process, a
+// LocalCluster's direct calls against the same cluster over gRPC.
 func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 	var results []benchfmt.Result
 	echo, err := startEcho()
@@ -148,6 +150,11 @@ func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 		return nil, err
 	}
 	defer echo.Close()
+	floor, err := startFloor()
+	if err != nil {
+		return nil, err
+	}
+	defer floor.Close()
 	for _, n := range []int{1 << 20, 10 << 20} {
 		iters := 60
 		if n > 1<<20 {
@@ -156,17 +163,31 @@ func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 		if quick {
 			iters = 3
 		}
-		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
+		t, err := roundTrips(ctx, echo.Addr().String(), floor.Addr().String(), n, iters)
 		if err != nil {
 			return nil, err
 		}
 		bytes := float64(2 * 4 * n) // pushed and pulled
 		name := fmt.Sprintf("push_pull/%dM_float32", n>>20)
-		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(d).Seconds(), "tcp_loopback_echo", bytes/median(peer).Seconds())
+		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(t.own).Seconds(), "tcp_loopback_echo", bytes/median(t.echo).Seconds())
 		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
 		results = append(results, r)
-		log.Printf("%s: %.2f GB/s vs TCP %.2f GB/s (ratio %.3f; gotflow p10-p90 %v-%v, TCP %v-%v)", name, r.Value/1e9, r.PeerValue/1e9, r.Ratio,
-			quantile(d, 0.1).Round(time.Millisecond/10), quantile(d, 0.9).Round(time.Millisecond/10), quantile(peer, 0.1).Round(time.Millisecond/10), quantile(peer, 0.9).Round(time.Millisecond/10))
+		f := benchfmt.New(name+"/vs_apply_floor", "throughput", "bytes/s", bytes/median(t.own).Seconds(), "tcp_apply_floor", bytes/median(t.floor).Seconds())
+		f.Note = "the same PushPull calls against a plain-TCP server doing only a shard's unavoidable work (finite check, SGD, reply) and a client reading straight into its destination, interleaved call by call; the floor itself ran at " +
+			fmt.Sprintf("%.3f of the echo", median(t.echo).Seconds()/median(t.floor).Seconds())
+		results = append(results, f)
+		log.Printf("%s: %.2f GB/s vs TCP echo %.2f GB/s (ratio %.3f) vs apply floor %.2f GB/s (ratio %.3f; floor/echo %.3f); p10-p90 gotflow %v-%v, echo %v-%v", name,
+			r.Value/1e9, r.PeerValue/1e9, r.Ratio, f.PeerValue/1e9, f.Ratio, median(t.echo).Seconds()/median(t.floor).Seconds(),
+			quantile(t.own, 0.1).Round(time.Millisecond/10), quantile(t.own, 0.9).Round(time.Millisecond/10), quantile(t.echo, 0.1).Round(time.Millisecond/10), quantile(t.echo, 0.9).Round(time.Millisecond/10))
+
+		direct, grpc, err := inProcess(ctx, n, iters)
+		if err != nil {
+			return nil, err
+		}
+		d := benchfmt.New(name+"/in_process", "throughput", "bytes/s", bytes/median(direct).Seconds(), "in_process_grpc", bytes/median(grpc).Seconds())
+		d.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard of a LocalCluster called directly (what single-process training uses), beside the same cluster over gRPC on its in-memory listener, interleaved call by call", iters)
+		results = append(results, d)
+		log.Printf("%s: %.2f GB/s vs %.2f GB/s over gRPC (ratio %.3f)", d.Name, d.Value/1e9, d.PeerValue/1e9, d.Ratio)
 	}
 
 	// Small-model latency.
@@ -176,7 +197,11 @@ func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 		if quick {
 			iters = 50
 		}
-		d, peer, err := roundTrips(ctx, echo.Addr().String(), n, iters)
+		t, err := roundTrips(ctx, echo.Addr().String(), floor.Addr().String(), n, iters)
+		if err != nil {
+			return nil, err
+		}
+		direct, _, err := inProcess(ctx, n, iters)
 		if err != nil {
 			return nil, err
 		}
@@ -184,10 +209,13 @@ func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 			metric string
 			p      float64
 		}{{"latency_p50", 0.50}, {"latency_p99", 0.99}} {
-			r := benchfmt.New("push_pull/100k_float32", q.metric, "us", us(quantile(d, q.p)), "tcp_loopback_echo", us(quantile(peer, q.p)))
-			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1", iters)
+			r := benchfmt.New("push_pull/100k_float32", q.metric, "us", us(quantile(t.own, q.p)), "tcp_loopback_echo", us(quantile(t.echo, q.p)))
+			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1; the apply floor's %s: %.0f us", iters, q.metric, us(quantile(t.floor, q.p)))
 			results = append(results, r)
-			log.Printf("push_pull/100k %s: %.0f us vs TCP %.0f us", q.metric, r.Value, r.PeerValue)
+			l := benchfmt.New("push_pull/100k_float32/in_process", q.metric, "us", us(quantile(direct, q.p)), "tcp_loopback_echo", us(quantile(t.echo, q.p)))
+			l.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard of a LocalCluster called directly", iters)
+			results = append(results, l)
+			log.Printf("push_pull/100k %s: %.0f us (in process %.0f us) vs TCP echo %.0f us, apply floor %.0f us", q.metric, r.Value, l.Value, r.PeerValue, us(quantile(t.floor, q.p)))
 		}
 	}
 	return results, nil
@@ -237,20 +265,72 @@ func serve(n int, opts ...ps.ServerOption) ([]string, func(), error) {
 	return addrs, stop, nil
 }
 
+// timings are the round trips of one size, call by call.
+type timings struct{ own, echo, floor []time.Duration }
+
 // roundTrips times iters PushPull calls of n float32 against one loopback
-// shard and, interleaved call by call so that both see the same machine
-// load, iters TCP echoes of the same 4n bytes.
-func roundTrips(ctx context.Context, echoAddr string, n, iters int) (own, peer []time.Duration, err error) {
+// shard and, interleaved call by call so that all see the same machine
+// load, iters TCP echoes of the same 4n bytes and iters round trips to the
+// apply floor.
+func roundTrips(ctx context.Context, echoAddr, floorAddr string, n, iters int) (timings, error) {
+	var t timings
 	addrs, stop, err := serve(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1e-6}))
 	if err != nil {
-		return nil, nil, err
+		return t, err
 	}
 	defer stop()
 	c, err := ps.Dial(ctx, addrs)
 	if err != nil {
-		return nil, nil, err
+		return t, err
 	}
 	defer c.Close()
+	grad, dst, err := registerOne(ctx, c, n)
+	if err != nil {
+		return t, err
+	}
+	conn, err := net.Dial("tcp", echoAddr)
+	if err != nil {
+		return t, err
+	}
+	defer conn.Close()
+	fconn, err := net.Dial("tcp", floorAddr)
+	if err != nil {
+		return t, err
+	}
+	defer fconn.Close()
+	src, back := make([]byte, 4*n), make([]byte, 4*n)
+	hdr := []byte{byte(4 * n), byte(4 * n >> 8), byte(4 * n >> 16), byte(4 * n >> 24), 0, 0, 0, 0}
+	for i := -2; i < iters; i++ { // two warm-up rounds
+		t0 := time.Now()
+		if _, err := c.PushPull(ctx, grad, dst); err != nil {
+			return t, err
+		}
+		t1 := time.Now()
+		if _, err := conn.Write(hdr); err != nil {
+			return t, err
+		}
+		if _, err := conn.Write(src); err != nil {
+			return t, err
+		}
+		if _, err := io.ReadFull(conn, back); err != nil {
+			return t, err
+		}
+		t2 := time.Now()
+		if err := floorRoundTrip(fconn, grad[0].Values, dst[0].Values); err != nil {
+			return t, err
+		}
+		if i >= 0 {
+			t.own = append(t.own, t1.Sub(t0))
+			t.echo = append(t.echo, t2.Sub(t1))
+			t.floor = append(t.floor, time.Since(t2))
+		}
+	}
+	return t, nil
+}
+
+// registerOne registers one variable of n float32 and returns a gradient
+// of ones and a destination for it.
+func registerOne(ctx context.Context, c *ps.Client, n int) (grad, dst []ps.Tensor, err error) {
 	init := make([]float32, n)
 	for i := range init {
 		init[i] = float32(i%1000) / 1000
@@ -258,39 +338,55 @@ func roundTrips(ctx context.Context, echoAddr string, n, iters int) (own, peer [
 	if err := c.Register(ctx, []ps.Variable{{Name: "w", Shape: []int64{int64(n)}, Trainable: true, Init: init}}); err != nil {
 		return nil, nil, err
 	}
-	grad := []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
+	grad = []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
 	for i := range grad[0].Values {
 		grad[0].Values[i] = 1
 	}
-	dst := []ps.Tensor{{Name: "w", Values: make([]float32, n)}}
-	conn, err := net.Dial("tcp", echoAddr)
-	if err != nil {
-		return nil, nil, err
+	return grad, []ps.Tensor{{Name: "w", Values: make([]float32, n)}}, nil
+}
+
+// inProcess times iters PushPull calls of n float32 on a one-shard
+// LocalCluster called directly and, interleaved, on a second one reached
+// over gRPC through its in-memory listener.
+func inProcess(ctx context.Context, n, iters int) (direct, grpc []time.Duration, err error) {
+	var clients [2]*ps.Client
+	for k := range clients {
+		lc, err := ps.NewLocalCluster(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1e-6}))
+		if err != nil {
+			return nil, nil, err
+		}
+		defer lc.Close()
+		if k == 0 {
+			clients[k], err = lc.Dial(ctx)
+		} else {
+			clients[k], err = lc.Dial(ctx, ps.ViaGRPC())
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		defer clients[k].Close()
 	}
-	defer conn.Close()
-	src, back := make([]byte, 4*n), make([]byte, 4*n)
-	hdr := []byte{byte(4 * n), byte(4 * n >> 8), byte(4 * n >> 16), byte(4 * n >> 24), 0, 0, 0, 0}
-	for i := -2; i < iters; i++ { // two warm-up rounds
+	var grads, dsts [2][]ps.Tensor
+	for k, c := range clients {
+		if grads[k], dsts[k], err = registerOne(ctx, c, n); err != nil {
+			return nil, nil, err
+		}
+	}
+	for i := -2; i < iters; i++ {
 		t0 := time.Now()
-		if _, err := c.PushPull(ctx, grad, dst); err != nil {
+		if _, err := clients[0].PushPull(ctx, grads[0], dsts[0]); err != nil {
 			return nil, nil, err
 		}
 		t1 := time.Now()
-		if _, err := conn.Write(hdr); err != nil {
-			return nil, nil, err
-		}
-		if _, err := conn.Write(src); err != nil {
-			return nil, nil, err
-		}
-		if _, err := io.ReadFull(conn, back); err != nil {
+		if _, err := clients[1].PushPull(ctx, grads[1], dsts[1]); err != nil {
 			return nil, nil, err
 		}
 		if i >= 0 {
-			own = append(own, t1.Sub(t0))
-			peer = append(peer, time.Since(t1))
+			direct = append(direct, t1.Sub(t0))
+			grpc = append(grpc, time.Since(t1))
 		}
 	}
-	return own, peer, nil
+	return direct, grpc, nil
 }
 
 // startEcho runs a TCP server that reads a 4-byte length-free block of the

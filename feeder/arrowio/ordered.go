@@ -106,7 +106,7 @@ func OpenOrdered(files []string, readers, readRows int, opts ...SourceOption) (S
 		readers = runtime.GOMAXPROCS(0)
 		if len(units) > 0 && units[0].rowGroup >= 0 {
 			u := units[0]
-			if fast, err := openFastRowGroup(u.path, u.rowGroup, schema, int64(readRows), 0); err == nil && fast != nil {
+			if fast, err := openFastRowGroup(u.path, u.rowGroup, fastLayout{schema: schema}, int64(readRows), 0); err == nil && fast != nil {
 				fast.Close()
 				readers = DefaultReaders()
 			}
@@ -151,7 +151,7 @@ func (s *orderedSource) open(i int, opts []SourceOption) (Source, error) {
 	if i == 0 {
 		first = max(1, s.readRows/8)
 	}
-	if fast, err := openFastRowGroup(u.path, u.rowGroup, s.schema, s.readRows, first); err != nil || fast != nil {
+	if fast, err := openFastRowGroup(u.path, u.rowGroup, fastLayout{schema: s.schema}, s.readRows, first); err != nil || fast != nil {
 		return fast, err
 	}
 	return OpenParquet(u.path, append(append([]SourceOption(nil), opts...), RowGroups(u.rowGroup))...)

@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/gotflow/gotflow/internal/cmem"
 )
@@ -57,6 +58,7 @@ var fastReadProps = func() *parquet.ReaderProperties {
 
 type fastCol struct {
 	pages  file.PageReader
+	mem    memory.Allocator
 	typ    arrow.DataType // the field's type
 	elem   arrow.DataType // fixed-width element type
 	size   int            // bytes per element
@@ -82,19 +84,41 @@ type fastRowGroup struct {
 	pos      int64
 	readRows int64
 	first    int64 // rows of the first record (0: readRows)
+	mem      memory.Allocator
 	closed   bool
 }
 
+// fastLayout is the records a direct decoder gives: schema's fields, or
+// when schema is nil the file's Arrow schema restricted to columns (in
+// file order, as the general reader projects them; nil: all).
+type fastLayout struct {
+	schema  *arrow.Schema
+	columns []string
+	mem     memory.Allocator // of the column buffers; nil: cAllocator
+}
+
 // openFastRowGroup returns a source over one row group when its layout
-// qualifies, or (nil, nil) when the general reader must be used. Its first
-// record has firstRows rows (0: readRows), its other records readRows.
-func openFastRowGroup(path string, rowGroup int, schema *arrow.Schema, readRows, firstRows int64) (src Source, err error) {
+// qualifies, or (nil, nil) when the general reader must be used. Its
+// records are laid out as l says (fields are read by name); the first has
+// firstRows rows (0: readRows), the others readRows.
+func openFastRowGroup(path string, rowGroup int, l fastLayout, readRows, firstRows int64) (src Source, err error) {
 	defer recovered("parquet "+path, &err)
 	r, err := file.OpenParquetFile(path, false, file.WithReadProps(fastReadProps))
 	if err != nil {
 		return nil, fmt.Errorf("arrowio: parquet %s: %w", path, err)
 	}
-	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows), first: firstRows}
+	schema := l.schema
+	if schema == nil {
+		if schema = projectedSchema(r, l.columns); schema == nil {
+			r.Close()
+			return nil, nil // the general reader reports what is wrong
+		}
+	}
+	mem := l.mem
+	if mem == nil {
+		mem = cAllocator()
+	}
+	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows), first: firstRows, mem: mem}
 	ok, err := s.plan(rowGroup)
 	if err != nil || !ok {
 		s.closePages()
@@ -104,25 +128,67 @@ func openFastRowGroup(path string, rowGroup int, schema *arrow.Schema, readRows,
 	return s, nil
 }
 
+// projectedSchema is the Arrow schema of r's columns named in columns (all
+// when nil), in file order; nil if there is none or it cannot be derived.
+func projectedSchema(r *file.Reader, columns []string) *arrow.Schema {
+	md := r.MetaData()
+	full, err := pqarrow.FromParquet(md.Schema, &pqarrow.ArrowReadProperties{}, md.KeyValueMetadata())
+	if err != nil {
+		return nil
+	}
+	if columns == nil {
+		return full
+	}
+	var fields []arrow.Field
+	for _, f := range full.Fields() {
+		if slices.Contains(columns, f.Name) {
+			fields = append(fields, f)
+		}
+	}
+	for _, c := range columns {
+		if !slices.ContainsFunc(fields, func(f arrow.Field) bool { return f.Name == c }) {
+			return nil // missing: the general reader names it
+		}
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	meta := full.Metadata()
+	return arrow.NewSchema(fields, &meta)
+}
+
 // fastEncodings are the encodings the direct decoder reads: PLAIN and
 // dictionary values, RLE levels.
 var fastEncodings = []parquet.Encoding{parquet.Encodings.Plain, parquet.Encodings.PlainDict, parquet.Encodings.RLEDict, parquet.Encodings.RLE}
 
 func (s *fastRowGroup) plan(rowGroup int) (bool, error) {
 	md := s.r.MetaData()
-	if md.Schema.NumColumns() != s.schema.NumFields() || rowGroup >= s.r.NumRowGroups() {
+	if rowGroup >= s.r.NumRowGroups() {
 		return false, nil
+	}
+	// The leaf column of each field: a field the decoder reads has one.
+	leaf := map[string]int{}
+	for c := range md.Schema.NumColumns() {
+		path := md.Schema.Column(c).ColumnPath()
+		if len(path) == 0 {
+			return false, nil
+		}
+		if _, dup := leaf[path[0]]; dup {
+			leaf[path[0]] = -1
+			continue
+		}
+		leaf[path[0]] = c
 	}
 	rg := s.r.RowGroup(rowGroup)
 	s.rows = rg.NumRows()
 	rgmd := rg.MetaData()
-	for i, f := range s.schema.Fields() {
-		col := md.Schema.Column(i)
-		path := col.ColumnPath()
-		if len(path) == 0 || path[0] != f.Name {
+	for _, f := range s.schema.Fields() {
+		i, ok := leaf[f.Name]
+		if !ok || i < 0 {
 			return false, nil
 		}
-		fc := fastCol{typ: f.Type, elem: f.Type, width: 1, maxDef: col.MaxDefinitionLevel(), maxRep: col.MaxRepetitionLevel()}
+		col := md.Schema.Column(i)
+		fc := fastCol{mem: s.mem, typ: f.Type, elem: f.Type, width: 1, maxDef: col.MaxDefinitionLevel(), maxRep: col.MaxRepetitionLevel()}
 		wantRep := int16(0)
 		if l, ok := f.Type.(*arrow.FixedSizeListType); ok {
 			fc.elem, fc.width, wantRep = l.Elem(), int64(l.Len()), 1
@@ -203,7 +269,7 @@ func (s *fastRowGroup) Next(ctx context.Context) (rec arrow.RecordBatch, err err
 // read decodes the next rows of the column into a new array.
 func (c *fastCol) read(rows int64, file, name string) (arrow.Array, error) {
 	total := rows * c.width
-	buf := memory.NewResizableBuffer(cAllocator())
+	buf := memory.NewResizableBuffer(c.mem)
 	buf.Resize(int(total) * c.size)
 	defer buf.Release()
 	out := buf.Bytes()

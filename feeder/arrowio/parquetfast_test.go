@@ -168,7 +168,7 @@ func TestDirectDecoderMatchesValues(t *testing.T) {
 			}
 			r.Close()
 			for g := range rows / rowGroup {
-				src, err := openFastRowGroup(path, g, schema, 100, 0)
+				src, err := openFastRowGroup(path, g, fastLayout{schema: schema}, 100, 0)
 				require.NoError(t, err)
 				require.NotNil(t, src, "row group %d takes the general reader", g)
 				src.Close()
@@ -245,7 +245,7 @@ func TestDirectDecoderRejectsUnevenLists(t *testing.T) {
 			require.NoError(t, w.Write(rec))
 			require.NoError(t, w.Close())
 
-			fast, err := openFastRowGroup(path, 0, fslSchema, 64, 0)
+			fast, err := openFastRowGroup(path, 0, fastLayout{schema: fslSchema}, 64, 0)
 			require.NoError(t, err)
 			require.NotNil(t, fast, "the general reader would be used")
 			fast.Close()
@@ -303,4 +303,42 @@ func TestRepLevelsPeriodic(t *testing.T) {
 		bad[i] ^= 0x10
 		require.Error(t, checkRepLevels(bad, 100*32, 0, 32), "byte %d", i)
 	}
+}
+
+// TestStreamUnitsUseDirectDecoder reads every unit of a dataset whose
+// files the direct decoder takes, whole and projected onto some columns
+// (named out of file order), and compares each record with the general
+// reader's: same schema, same values, same row counts.
+func TestStreamUnitsUseDirectDecoder(t *testing.T) {
+	dir := t.TempDir()
+	schema := arrow.NewSchema(fastFields, nil)
+	writeFast(t, filepath.Join(dir, "a.parquet"), schema, 700, 300, 0)
+	writeFast(t, filepath.Join(dir, "b.parquet"), schema, 250, 100, 7)
+	for _, cols := range [][]string{nil, {"i64", "f32x5"}, {"f64x3"}} {
+		var opts []SourceOption
+		if cols != nil {
+			opts = append(opts, Columns(cols...))
+		}
+		d, err := ScanDataset(dir, ScanConfig{Options: opts})
+		require.NoError(t, err)
+		require.Len(t, d.Pieces(), 3+3)
+		for i, u := range d.units {
+			o := newSourceOptions(append(opts, ReadRows(64)))
+			o.columns = cols
+			fast, err := openFastUnit(u.File, u.Index, o)
+			require.NoError(t, err)
+			require.NotNil(t, fast, "unit %d takes the general reader", i)
+			general, err := openParquet(u.File, func() sourceOptions { o.rowGroups = []int{u.Index}; return o }())
+			require.NoError(t, err)
+			require.True(t, fast.Schema().Equal(general.Schema()), "unit %d: %s vs %s", i, fast.Schema(), general.Schema())
+			require.Equal(t, readAll(t, general), readAll(t, fast), "unit %d, columns %v", i, cols)
+		}
+	}
+	// A projected column the file lacks is left to the general reader,
+	// which names it.
+	o := newSourceOptions(nil)
+	o.columns = []string{"i64", "nope"}
+	fast, err := openFastUnit(filepath.Join(dir, "a.parquet"), 0, o)
+	require.NoError(t, err)
+	require.Nil(t, fast)
 }

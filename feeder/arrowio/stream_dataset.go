@@ -483,6 +483,13 @@ func openCSVChunk(u Unit, o sourceOptions) (Source, error) {
 	return cs, nil
 }
 
+// openFastUnit reads one row group with the direct decoder (parquetfast.go)
+// when its layout qualifies, with the columns and records the general
+// reader would give; (nil, nil) when it does not qualify.
+func openFastUnit(path string, rowGroup int, o sourceOptions) (Source, error) {
+	return openFastRowGroup(path, rowGroup, fastLayout{columns: o.columns, mem: o.mem}, o.batchRows, 0)
+}
+
 // openFile opens one file with o, restricted to the unit index when it is
 // not nil.
 func openFile(path string, o sourceOptions, index *int) (Source, error) {
@@ -491,6 +498,11 @@ func openFile(path string, o sourceOptions, index *int) (Source, error) {
 	}
 	switch format(path) {
 	case "parquet":
+		if index != nil && *index >= 0 {
+			if src, err := openFastUnit(path, *index, o); err != nil || src != nil {
+				return src, err
+			}
+		}
 		return openParquet(path, o)
 	case "ipc":
 		opts := []SourceOption{WithAllocator(o.mem)}
