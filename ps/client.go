@@ -59,6 +59,7 @@ type Client struct {
 	closed bool
 	lay    *layout
 	cache  [][]*segChunk // latest pulled value of each part, [variable][chunk]
+	bulk   []bulkState   // per shard; nil when pushes and pulls use gRPC
 	views  []shardView
 	cfg    optim.Config
 	seq    uint64
@@ -147,6 +148,9 @@ func Dial(ctx context.Context, addrs []string, opts ...ClientOption) (*Client, e
 		dopts = append(dopts, grpc.WithContextDialer(o.dialer))
 	}
 	c := &Client{o: o, addrs: slices.Clone(addrs), hashSeed: maphash.MakeSeed(), incarnation: strconv.FormatUint(rand.Uint64(), 36)}
+	if o.tls == nil && !o.viaGRPC && o.local == nil && littleEndian {
+		c.bulk = make([]bulkState, len(addrs)) // bulk.go
+	}
 	for _, a := range addrs {
 		target := a
 		if o.dialer != nil {
@@ -211,6 +215,7 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) closeConns() error {
+	c.closeBulk()
 	var errs []error
 	for _, conn := range c.conns {
 		errs = append(errs, conn.Close())
@@ -479,6 +484,9 @@ func (c *Client) releaseCache() {
 
 func (c *Client) pullShards(ctx context.Context, shards []int, out *dstSet) error {
 	return forShards(shards, func(shard int) error {
+		if ok, err := c.pullBulk(ctx, shard, out); ok {
+			return err
+		}
 		if srv := c.localShard(shard); srv != nil {
 			return c.call(ctx, shard, "pull", func(context.Context) error {
 				chunks, info, err := srv.localPull(c.pullRequest(shard))
@@ -878,8 +886,14 @@ func (c *Client) pushKind(ctx context.Context, ts []Tensor, kind pspb.PushKind, 
 func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, seq uint64, chunks []*pspb.Chunk, out *dstSet, position []byte) (*pspb.PushResponse, error) {
 	hdr := c.header(shard, kind, seq, len(chunks))
 	hdr.Position = position
+	if srv := c.localShard(shard); srv != nil {
+		return c.pushLocal(ctx, srv, shard, hdr, chunks, out)
+	}
+	if r, ok, err := c.pushBulk(ctx, shard, hdr, chunks, out); ok {
+		return r, err
+	}
 	var result *pspb.PushResponse
-	if out == nil && c.localShard(shard) == nil {
+	if out == nil {
 		err := c.call(ctx, shard, "push", func(ctx context.Context) error {
 			stream, err := c.stubs[shard].Push(ctx)
 			if err != nil {
@@ -892,9 +906,6 @@ func (c *Client) pushShard(ctx context.Context, shard int, kind pspb.PushKind, s
 			return err
 		})
 		return result, err
-	}
-	if srv := c.localShard(shard); srv != nil {
-		return c.pushLocal(ctx, srv, shard, hdr, chunks, out)
 	}
 	hdr.Pull = c.pullRequest(shard)
 	err := c.call(ctx, shard, "push-pull", func(ctx context.Context) error {

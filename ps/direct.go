@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/gotflow/gotflow/ps/pspb"
@@ -60,11 +61,26 @@ func (s *Server) localPush(ctx context.Context, hdr *pspb.PushHeader, chunks []*
 	for i, c := range chunks {
 		segs[i] = chunkFromBytes(c)
 	}
+	return s.exchange(ctx, hdr, segs)
+}
+
+// exchange validates and applies one push whose chunks were read whole
+// (it takes them over) and, if hdr asks for a pull, copies out the parts
+// changed since its cursor: the handling of a push shared by the
+// in-process and bulk transports, the same steps as the gRPC handlers'.
+func (s *Server) exchange(ctx context.Context, hdr *pspb.PushHeader, segs []*segChunk) (*pspb.PushResponse, []*segChunk, *pspb.ServerInfo, error) {
 	ups, err := s.acceptChunks(hdr, segs, nil, map[*part]bool{})
-	if err == nil {
-		err = s.checkChunkCount(hdr, ups)
-	}
 	if err != nil {
+		releaseUpdates(ups)
+		return nil, nil, nil, err
+	}
+	return s.applyAccepted(ctx, hdr, ups)
+}
+
+// applyAccepted is exchange for updates acceptChunks already validated
+// (it takes them over).
+func (s *Server) applyAccepted(ctx context.Context, hdr *pspb.PushHeader, ups []update) (*pspb.PushResponse, []*segChunk, *pspb.ServerInfo, error) {
+	if err := s.checkChunkCount(hdr, ups); err != nil {
 		releaseUpdates(ups)
 		return nil, nil, nil, err
 	}
@@ -113,7 +129,16 @@ func (s *Server) copyChanged(req *pspb.PullRequest) ([]*segChunk, *pspb.ServerIn
 		}
 		eachPart(len(parts), elements, func(i int) {
 			p := parts[i]
-			out[i] = chunkFromBytes(encodeChunk(p.name, p.index, p.values, dtype))
+			if dtype != pspb.DType_DTYPE_FLOAT32 || !littleEndian {
+				out[i] = chunkFromBytes(encodeChunk(p.name, p.index, p.values, dtype))
+				return
+			}
+			// A pooled buffer: the client's cache gives it back when the
+			// next pull replaces it, so steady pulls allocate nothing.
+			n := 4 * len(p.values)
+			b := wirePool.Get(n)
+			copy(*b, float32Bytes(p.values))
+			out[i] = &segChunk{name: p.name, index: p.index, dtype: dtype, n: n, pieces: [][]byte{*b}, bufs: []mem.Buffer{mem.NewBuffer(b, wirePool)}}
 		})
 		for _, c := range out {
 			bytes += uint64(c.n)

@@ -264,7 +264,7 @@ type clientOptions struct {
 	// local holds the shards of a LocalCluster, which pushes and pulls
 	// call directly (direct.go); nil for a networked cluster.
 	local []*Server
-	// viaGRPC keeps a LocalCluster's client on gRPC (ViaGRPC).
+	// viaGRPC keeps pushes and pulls on gRPC (ViaGRPC).
 	viaGRPC bool
 }
 
@@ -284,10 +284,12 @@ func defaultClientOptions() clientOptions {
 // and updates float32).
 func WithFP16() ClientOption { return clientOptionFunc(func(o *clientOptions) { o.fp16 = true }) }
 
-// ViaGRPC makes a LocalCluster's client push and pull through gRPC over
-// the cluster's in-memory listeners, as a networked client does, instead of
-// calling the shards directly: slower, for tests of the wire path. Other
-// clients ignore it.
+// ViaGRPC makes the client push and pull through gRPC, like its other
+// calls: a LocalCluster's client over the cluster's in-memory listeners
+// instead of calling the shards directly, a networked client instead of
+// the bulk transport (plain TCP to the same port; see the package
+// documentation). Slower; for tests of the gRPC path and for networks
+// that pass only HTTP/2.
 func ViaGRPC() ClientOption { return clientOptionFunc(func(o *clientOptions) { o.viaGRPC = true }) }
 
 // WithChunkElements sets the largest part a variable is split into

@@ -109,6 +109,7 @@ type Server struct {
 	// clients (direct.go), which stop waits for like gRPC's in-flight calls.
 	localMu    sync.Mutex
 	localCalls sync.WaitGroup
+	bulkConns  map[net.Conn]bool // open bulk connections (bulk.go), under localMu
 
 	// testAfterPush, when set by tests, runs after a push was applied and
 	// before its response is sent; an error replaces the response (a lost
@@ -241,6 +242,9 @@ func (s *Server) track() func() {
 
 // Serve accepts connections on lis until GracefulStop or Stop; it blocks.
 func (s *Server) Serve(lis net.Listener) error {
+	if s.o.tls == nil {
+		lis = s.newMuxListener(lis) // bulk.go: pushes and pulls without gRPC
+	}
 	if err := s.gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("ps: serve: %w", err)
 	}
@@ -272,6 +276,7 @@ func (s *Server) stop(graceful bool) error {
 			s.gs.Stop()
 		}
 		s.waitLocal()
+		s.closeBulk()
 		close(s.bgStop)
 		s.bg.Wait()
 		if s.o.snapshotDir != "" {

@@ -52,11 +52,10 @@ var littleEndian = func() bool {
 
 // encodeFloat32 returns the little-endian bytes of v in a new slice.
 func encodeFloat32(v []float32) []byte {
-	out := make([]byte, 4*len(v))
 	if littleEndian && len(v) > 0 {
-		copy(out, unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v)))
-		return out
+		return append(makeNoZero(4*len(v)), unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))...)
 	}
+	out := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(x))
 	}
@@ -179,25 +178,21 @@ func halfToFloat(h uint16) float32 {
 // allFinite reports whether v holds no NaN or Inf, and the first bad index.
 func allFinite(v []float32) (int, bool) {
 	// Two elements per 64-bit word: an element's exponent bits are all ones
-	// exactly when adding 1 to its exponent carries into its sign bit, so a
-	// block is checked with one add and an OR per word; the element is only
-	// looked for in a block that has one.
-	const block = 256
-	for start := 0; start < len(v); start += block {
-		b := v[start:min(start+block, len(v))]
-		if len(b)%2 == 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 == 0 {
-			var acc uint64
-			for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/2) {
-				acc |= (w&0x7f8000007f800000 + 0x0080000000800000) & 0x8000000080000000
-			}
-			if acc == 0 {
-				continue
-			}
+	// exactly when adding 1 to its exponent carries into its sign bit, so
+	// the whole slice is checked with one add and an OR per word; the bad
+	// element is only looked for when there is one.
+	if p := unsafe.SliceData(v); len(v) >= 2 && uintptr(unsafe.Pointer(p))%8 == 0 {
+		var acc uint64
+		for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(p)), len(v)/2) {
+			acc |= (w&0x7f8000007f800000 + 0x0080000000800000) & 0x8000000080000000
 		}
-		for i, x := range b {
-			if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
-				return start + i, false
-			}
+		if acc == 0 && (len(v)%2 == 0 || math.Float32bits(v[len(v)-1])&0x7f800000 != 0x7f800000) {
+			return 0, true
+		}
+	}
+	for i, x := range v {
+		if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
+			return i, false
 		}
 	}
 	return 0, true

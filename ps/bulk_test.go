@@ -1,0 +1,241 @@
+package ps
+
+import (
+	"encoding/binary"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gotflow/gotflow/ps/optim"
+)
+
+// bulkConns counts srv's open bulk connections.
+func bulkConns(srv *Server) int {
+	srv.localMu.Lock()
+	defer srv.localMu.Unlock()
+	return len(srv.bulkConns)
+}
+
+// networked serves n shards on loopback ports for the test.
+func networked(t *testing.T, n int, opts ...ServerOption) ([]*Server, []string) {
+	t.Helper()
+	var srvs []*Server
+	var addrs []string
+	for i := range n {
+		srv, err := NewServer(append(append([]ServerOption(nil), opts...), WithShard(i, n))...)
+		require.NoError(t, err)
+		srvs = append(srvs, srv)
+		addrs = append(addrs, serveLoopback(t, srv))
+	}
+	return srvs, addrs
+}
+
+// Over the network, the bulk transport and gRPC leave the shards in the
+// same state, bit for bit, with the same counters.
+func TestBulkEqualsGRPC(t *testing.T) {
+	run := func(via ...ClientOption) ([]Tensor, []Stats, int) {
+		ctx := testCtx(t, 20*time.Second)
+		srvs, addrs := networked(t, 3, WithOptimizer(optim.Config{Optimizer: "adam", LearningRate: 0.01}))
+		c, err := Dial(ctx, addrs, append([]ClientOption{WithChunkElements(256), WithWorkerID("w")}, via...)...)
+		require.NoError(t, err)
+		defer c.Close()
+		vars := testVars()
+		require.NoError(t, c.Register(ctx, vars))
+		grads := tensorsLike(vars, true)
+		got := tensorsLike(vars, false)
+		for k := range 20 {
+			fillGrads(grads, 2, k)
+			switch k % 3 {
+			case 0:
+				_, err = c.Push(ctx, grads)
+			case 1:
+				_, err = c.PushPull(ctx, grads, got)
+			default:
+				_, err = c.PushPull(ctx, grads[1:], got[1:])
+			}
+			require.NoError(t, err)
+		}
+		require.NoError(t, c.Assign(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{4, 5, 6}}}))
+		require.NoError(t, c.Pull(ctx, got))
+		stats, err := c.Stats(ctx)
+		require.NoError(t, err)
+		open := 0
+		for _, s := range srvs {
+			open += bulkConns(s)
+		}
+		return got, stats, open
+	}
+	bulk, bstats, bconns := run()
+	wire, wstats, wconns := run(ViaGRPC())
+	require.Equal(t, 3, bconns, "one bulk connection per shard")
+	require.Zero(t, wconns)
+	require.Equal(t, wire, bulk)
+	for i := range bstats {
+		require.Equal(t, wstats[i].Updates, bstats[i].Updates, "shard %d", i)
+		require.Equal(t, wstats[i].Pushes, bstats[i].Pushes, "shard %d", i)
+		require.Equal(t, wstats[i].BytesIn, bstats[i].BytesIn, "shard %d", i)
+		require.Equal(t, wstats[i].BytesOut, bstats[i].BytesOut, "shard %d", i)
+	}
+}
+
+// A reply lost after the push applied is retried over the bulk
+// connection with the same key and applied once; a refused push keeps the
+// connection usable and names what was wrong.
+func TestBulkRetriesAndRefusals(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	srvs, addrs := networked(t, 2, sgd1())
+	var mu sync.Mutex
+	lost := map[string]int{}
+	for _, s := range srvs {
+		s.testAfterPush = func(key string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if lost[key] < 2 {
+				lost[key]++
+				return status.Error(codes.Unavailable, "reply lost")
+			}
+			return nil
+		}
+	}
+	c, err := Dial(ctx, addrs, WithChunkElements(256), WithRetry(5, time.Millisecond, 5*time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	vars := testVars()[:2]
+	require.NoError(t, c.Register(ctx, vars))
+	grads := tensorsLike(vars, true)
+	got := tensorsLike(vars, true)
+	const n = 4
+	for k := range n {
+		fillGrads(grads, 0, k)
+		res, err := c.PushPull(ctx, grads, got)
+		require.NoError(t, err)
+		require.True(t, res.Duplicate)
+	}
+	for vi, v := range vars {
+		for i := range v.Init {
+			want := v.Init[i]
+			for k := range n {
+				want -= knownGrad(0, k, i)
+			}
+			require.Equal(t, want, got[vi].Values[i], "%s[%d]", v.Name, i)
+		}
+	}
+	for _, s := range srvs {
+		require.Equal(t, uint64(n), s.Stats().Updates)
+		require.Equal(t, 1, bulkConns(s))
+	}
+
+	grads[0].Values[300] = float32(math.NaN())
+	_, err = c.Push(ctx, grads)
+	require.Equal(t, codes.InvalidArgument, status.Code(errorsUnwrapStatus(err)), "%v", err)
+	require.ErrorContains(t, err, "element 44 is NaN") // chunk 1 of the kernel starts at 256
+	grads[0].Values[300] = 0
+	_, err = c.PushPull(ctx, grads, got)
+	require.NoError(t, err)
+}
+
+// A client without the shard's token is refused over the bulk transport
+// as over gRPC; with it, it pushes.
+func TestBulkToken(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	_, addrs := networked(t, 1, sgd1(), WithToken("s3cret"))
+	vars := testVars()[:1]
+	bad, err := Dial(ctx, addrs, WithToken("wrong"), WithRetry(1, time.Millisecond, time.Millisecond))
+	require.NoError(t, err)
+	defer bad.Close()
+	_, err = bad.dialBulk(ctx, 0)
+	require.Equal(t, codes.Unauthenticated, status.Code(errorsUnwrapStatus(err)), "%v", err)
+	good, err := Dial(ctx, addrs, WithToken("s3cret"))
+	require.NoError(t, err)
+	defer good.Close()
+	require.NoError(t, good.Register(ctx, vars))
+	_, err = good.PushPull(ctx, tensorsLike(vars, true), tensorsLike(vars, true))
+	require.NoError(t, err)
+	require.NotNil(t, good.bulk[0].conn)
+}
+
+// A shard that serves gRPC alone (its listener not split by first bytes)
+// is reached through gRPC after one refused hello.
+func TestBulkFallsBackToGRPC(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	srv, err := NewServer(sgd1())
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- srv.gs.Serve(lis) }()
+	defer func() { require.NoError(t, srv.GracefulStop()); <-done }()
+	c, err := Dial(ctx, []string{lis.Addr().String()})
+	require.NoError(t, err)
+	defer c.Close()
+	vars := testVars()[:1]
+	require.NoError(t, c.Register(ctx, vars))
+	got := tensorsLike(vars, true)
+	_, err = c.PushPull(ctx, tensorsLike(vars, true), got)
+	require.NoError(t, err)
+	require.True(t, c.bulk[0].off)
+	require.Equal(t, vars[0].Init, got[0].Values) // zero gradient
+	require.Equal(t, uint64(1), srv.Stats().Updates)
+}
+
+// A client that gives up on a Sync push waiting for other workers hangs up
+// its bulk connection; the shard ends the push's wait, as it does for a
+// cancelled gRPC call, and drops the connection.
+func TestBulkHangUpEndsWaitingPush(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	srvs, addrs := networked(t, 1, sgd1(), WithMode(Sync), WithWorkers(2), WithSyncTimeout(time.Minute, StragglerFail))
+	c, err := Dial(ctx, addrs, WithRPCTimeout(300*time.Millisecond), WithRetry(1, time.Millisecond, time.Millisecond))
+	require.NoError(t, err)
+	defer c.Close()
+	vars := testVars()[:1]
+	require.NoError(t, c.Register(ctx, vars))
+	_, err = c.Push(ctx, tensorsLike(vars, true))
+	require.Equal(t, codes.DeadlineExceeded, status.Code(errorsUnwrapStatus(err)), "%v", err)
+	require.Eventually(t, func() bool { return bulkConns(srvs[0]) == 0 }, 10*time.Second, time.Millisecond,
+		"the shard kept the connection of a client that hung up")
+}
+
+// Malformed bulk requests are answered with an error or a closed
+// connection, never a crash, and leave the shard serving.
+func TestBulkMalformed(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	srvs, addrs := networked(t, 1, sgd1())
+	c, err := Dial(ctx, addrs)
+	require.NoError(t, err)
+	defer c.Close()
+	vars := testVars()[:1]
+	require.NoError(t, c.Register(ctx, vars))
+	hello := binary.LittleEndian.AppendUint32(append([]byte(nil), bulkMagic...), 0)
+	r := rand.New(rand.NewPCG(3, 4))
+	for trial := range 200 {
+		conn, err := net.Dial("tcp", addrs[0])
+		require.NoError(t, err)
+		junk := make([]byte, r.IntN(64))
+		for i := range junk {
+			junk[i] = byte(r.IntN(256))
+		}
+		if trial%2 == 0 && len(junk) > 0 {
+			junk[0] = byte(1 + r.IntN(3)) // a valid kind, then junk
+		}
+		_, err = conn.Write(append(append([]byte(nil), hello...), junk...))
+		require.NoError(t, err)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = io.ReadAll(conn)
+		require.NoError(t, err, "trial %d: the shard must answer and close, not hang", trial)
+		conn.Close()
+	}
+	_, err = c.PushPull(ctx, tensorsLike(vars, true), tensorsLike(vars, true))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), srvs[0].Stats().Updates)
+}
