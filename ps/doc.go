@@ -65,6 +65,21 @@
 // the shard's memory and decoded by the client straight into the caller's
 // slices. Any other protobuf gRPC client can still talk to a shard.
 //
+// gRPC cuts messages into 16 KiB HTTP/2 frames and copies each through its
+// read and write buffers, which costs more than the transfer itself for
+// large tensors. So without TLS, a client's pushes, pulls and push-pulls
+// travel over a bulk connection instead: plain TCP to the shard's same
+// port (Serve tells the two protocols apart by a connection's first
+// bytes), a bearer token checked at its start, tensor bytes written from
+// the caller's slices and read into pooled buffers, each pushed chunk
+// validated while the next arrives. The push goes through the same
+// validation, idempotency keys, optimizer, write-ahead log and snapshots
+// as one over gRPC, and errors come back as the same gRPC statuses. A
+// shard that does not answer the bulk greeting (one behind an HTTP/2
+// proxy, say) is reached through gRPC after one try; ViaGRPC asks for gRPC
+// from the start. With TLS everything uses gRPC. bench/results/ps.json
+// compares the three transports (bulk, gRPC, in process) with a TCP echo.
+//
 // # Exactly once
 //
 // Every push carries an idempotency key. A shard remembers the keys it
@@ -127,23 +142,26 @@
 // pulls copy under the shared lock, so an AsyncLock pull never sees half a
 // push. Snapshots copy the state under the exclusive lock and write it
 // without. Serve blocks; GracefulStop fails waiting Sync steps and barriers
-// with codes.Unavailable, drains in-flight RPCs and in-process calls
-// (refusing new ones with codes.Unavailable), stops the snapshot
-// goroutine and writes a final snapshot. A Client serialises its calls
+// with codes.Unavailable, drains in-flight RPCs, in-process calls and
+// bulk requests (refusing new ones with codes.Unavailable), closes bulk
+// connections, stops the snapshot goroutine and writes a final snapshot.
+// A bulk request whose client hangs up is cancelled like a gRPC call. A Client serialises its calls
 // (Barrier excepted): give each worker its own. It talks to the shards of
 // one call concurrently and waits for all of them before returning.
 //
 // # Errors
 //
-// Server errors are gRPC statuses whose messages name the shard, variable
-// and chunk: NotFound for an unknown variable, InvalidArgument for a wrong
-// shape, dtype, NaN/Inf gradient (unless WithAllowNonFinite) or malformed
-// request, FailedPrecondition for routing or registration conflicts,
-// Aborted for stale pushes and discarded Sync steps, Unauthenticated for a
-// wrong token, ResourceExhausted for oversized messages. Rejections are
-// counted in Stats by reason and never change state. Client errors wrap
-// the status (status.Code and errors.As work) with the shard and address;
-// Aborted ones also wrap ErrStale. Validation done locally returns plain
-// errors naming the variable. NewServer returns optim's error ("optim: …")
-// unwrapped for an invalid optimizer configuration.
+// Server errors are gRPC statuses, over every transport, whose messages
+// name the shard, variable and chunk: NotFound for an unknown variable,
+// InvalidArgument for a wrong shape, dtype, NaN/Inf gradient (unless
+// WithAllowNonFinite) or malformed request, FailedPrecondition for routing
+// or registration conflicts, Aborted for stale pushes and discarded Sync
+// steps, Unauthenticated for a wrong token, ResourceExhausted for
+// oversized messages. A broken bulk connection is codes.Unavailable (the
+// call is retried on a new one). Rejections are counted in Stats by reason
+// and never change state. Client errors wrap the status (status.Code and
+// errors.As work) with the shard and address; Aborted ones also wrap
+// ErrStale. Validation done locally returns plain errors naming the
+// variable. NewServer returns optim's error ("optim: …") unwrapped for an
+// invalid optimizer configuration.
 package ps

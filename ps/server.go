@@ -241,6 +241,8 @@ func (s *Server) track() func() {
 }
 
 // Serve accepts connections on lis until GracefulStop or Stop; it blocks.
+// Without TLS it answers bulk connections on lis too (see the package
+// documentation).
 func (s *Server) Serve(lis net.Listener) error {
 	if s.o.tls == nil {
 		lis = s.newMuxListener(lis) // bulk.go: pushes and pulls without gRPC
