@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -185,4 +186,44 @@ func TestDirtyPool(t *testing.T) {
 	p.Put(&odd)
 	b := p.Get(300)
 	require.Equal(t, 512, cap(*b))
+}
+
+// Updates large enough to be applied on several cores at once give the
+// same values, bit for bit, as one optimizer call over the whole variable,
+// in every mode that applies them directly.
+func TestSplitApplyExact(t *testing.T) {
+	const n = 100_003 // several ranges, one part, not a multiple of anything
+	cfg := optim.Config{Optimizer: "adam", LearningRate: 0.01, Amsgrad: true}
+	opt, err := optim.New(cfg)
+	require.NoError(t, err)
+	init := make([]float32, n)
+	for i := range init {
+		init[i] = float32(i%97) / 50
+	}
+	grads := make([][]float32, 3)
+	for k := range grads {
+		grads[k] = make([]float32, n)
+		for i := range grads[k] {
+			grads[k][i] = float32((i*7+k*13)%23-11) / 10
+		}
+	}
+	want := slices.Clone(init)
+	slots := opt.NewSlots(n)
+	for k, g := range grads {
+		opt.Apply(uint64(k), 1, want, g, slots)
+	}
+	for _, mode := range []Mode{Hogwild, AsyncLock} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			lc := newCluster(t, 1, WithMode(mode), WithOptimizer(cfg))
+			c := dialCluster(t, ctx, lc, WithChunkElements(n))
+			require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{n}, Trainable: true, Init: init}}))
+			got := []Tensor{{Name: "w", Values: make([]float32, n)}}
+			for _, g := range grads {
+				_, err := c.PushPull(ctx, []Tensor{{Name: "w", Values: g}}, got)
+				require.NoError(t, err)
+			}
+			require.Equal(t, want, got[0].Values)
+		})
+	}
 }

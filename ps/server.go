@@ -773,7 +773,7 @@ func (s *Server) pushHogwild(hdr *pspb.PushHeader, ups []update, applied func(by
 	st := s.staleness(hdr.GetBaseVersion())
 	for _, u := range ups {
 		u.p.mu.Lock()
-		s.applyUpdate(u, 1)
+		s.applySplit(u, 1)
 		u.p.iterations++
 		u.p.cursor = s.clock.Add(1)
 		u.p.mu.Unlock()
@@ -799,11 +799,18 @@ func (s *Server) pushLocked(hdr *pspb.PushHeader, ups []update, applied func(byt
 		}
 		scale = 1 / float32(st)
 	}
-	eachPart(len(ups), updateElements(ups), func(i int) {
-		u := ups[i]
-		s.applyUpdate(u, scale)
-		u.p.iterations++
-	})
+	if elements := updateElements(ups); len(ups) == 1 || elements < parallelElements {
+		for _, u := range ups { // one at a time, each spread over the cores
+			s.applySplit(u, scale)
+			u.p.iterations++
+		}
+	} else {
+		eachPart(len(ups), elements, func(i int) {
+			u := ups[i]
+			s.applyUpdate(u, scale)
+			u.p.iterations++
+		})
+	}
 	for _, u := range ups {
 		u.p.cursor = s.clock.Add(1)
 	}
@@ -844,9 +851,48 @@ func (s *Server) applyUpdate(u update, lrScale float32) {
 	})
 }
 
+// applySplit is applyUpdate with a large contiguous update cut into
+// ranges applied on several cores (the optimizers are elementwise, so the
+// result is the same bit for bit).
+func (s *Server) applySplit(u update, lrScale float32) {
+	const grain = 16 << 10 // elements: tens of microseconds of Adam
+	n := len(u.p.values)
+	ranges := min(runtime.GOMAXPROCS(0), n/grain)
+	if u.vals == nil || ranges < 2 {
+		s.applyUpdate(u, lrScale)
+		return
+	}
+	p := u.p
+	var wg sync.WaitGroup
+	for r := range ranges {
+		lo, hi := r*n/ranges, (r+1)*n/ranges
+		apply := func() {
+			sub := make([][]float32, len(p.slots))
+			for k, sl := range p.slots {
+				sub[k] = sl[lo:hi]
+			}
+			s.opt.Apply(p.iterations, lrScale, p.values[lo:hi], u.vals[lo:hi], sub)
+		}
+		if r == ranges-1 {
+			apply()
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			apply()
+		}()
+	}
+	wg.Wait()
+}
+
+// parallelElements is the update size from which eachPart spreads parts
+// over the cores.
+const parallelElements = 1 << 18
+
 func eachPart(n, elements int, f func(i int)) {
 	workers := min(n, runtime.GOMAXPROCS(0))
-	if workers <= 1 || elements < 1<<18 {
+	if workers <= 1 || elements < parallelElements {
 		for i := range n {
 			f(i)
 		}

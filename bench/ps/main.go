@@ -2,7 +2,11 @@
 // writes bench/results/ps.json:
 //
 //   - push+pull round trip (one PushPull) for 1M and 10M float32 parameters,
-//     beside a plain TCP loopback echo of the same bytes in the same run;
+//     beside a plain TCP loopback echo of the same bytes in the same run,
+//     beside the apply floor (floor.go: a TCP server doing only the work a
+//     shard cannot skip) and beside the same calls through gRPC;
+//   - the same in process: a LocalCluster's direct calls beside the same
+//     cluster through gRPC;
 //   - push-pull latency p50/p99 for a 100k-parameter model, beside the TCP
 //     echo of the same bytes;
 //   - updates/s with 1, 4 and 16 concurrent clients in each mode, beside the
@@ -170,14 +174,17 @@ func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 		bytes := float64(2 * 4 * n) // pushed and pulled
 		name := fmt.Sprintf("push_pull/%dM_float32", n>>20)
 		r := benchfmt.New(name, "throughput", "bytes/s", bytes/median(t.own).Seconds(), "tcp_loopback_echo", bytes/median(t.echo).Seconds())
-		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard, gRPC over 127.0.0.1; peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
+		r.Note = fmt.Sprintf("median of %d PushPull calls, SGD, one shard over 127.0.0.1 (the bulk transport); peer echoes the same %d bytes over a plain TCP socket, interleaved call by call", iters, 4*n)
 		results = append(results, r)
 		f := benchfmt.New(name+"/vs_apply_floor", "throughput", "bytes/s", bytes/median(t.own).Seconds(), "tcp_apply_floor", bytes/median(t.floor).Seconds())
 		f.Note = "the same PushPull calls against a plain-TCP server doing only a shard's unavoidable work (finite check, SGD, reply) and a client reading straight into its destination, interleaved call by call; the floor itself ran at " +
 			fmt.Sprintf("%.3f of the echo", median(t.echo).Seconds()/median(t.floor).Seconds())
 		results = append(results, f)
-		log.Printf("%s: %.2f GB/s vs TCP echo %.2f GB/s (ratio %.3f) vs apply floor %.2f GB/s (ratio %.3f; floor/echo %.3f); p10-p90 gotflow %v-%v, echo %v-%v", name,
-			r.Value/1e9, r.PeerValue/1e9, r.Ratio, f.PeerValue/1e9, f.Ratio, median(t.echo).Seconds()/median(t.floor).Seconds(),
+		gr := benchfmt.New(name+"/bulk_vs_grpc", "throughput", "bytes/s", bytes/median(t.own).Seconds(), "grpc", bytes/median(t.grpc).Seconds())
+		gr.Note = "the same PushPull calls beside a client of the same shard that pushes and pulls through gRPC (ps.ViaGRPC), interleaved call by call"
+		results = append(results, gr)
+		log.Printf("%s: %.2f GB/s vs TCP echo %.2f GB/s (ratio %.3f) vs apply floor %.2f GB/s (ratio %.3f; floor/echo %.3f) vs gRPC %.2f GB/s (ratio %.3f); p10-p90 gotflow %v-%v, echo %v-%v", name,
+			r.Value/1e9, r.PeerValue/1e9, r.Ratio, f.PeerValue/1e9, f.Ratio, median(t.echo).Seconds()/median(t.floor).Seconds(), gr.PeerValue/1e9, gr.Ratio,
 			quantile(t.own, 0.1).Round(time.Millisecond/10), quantile(t.own, 0.9).Round(time.Millisecond/10), quantile(t.echo, 0.1).Round(time.Millisecond/10), quantile(t.echo, 0.9).Round(time.Millisecond/10))
 
 		direct, grpc, err := inProcess(ctx, n, iters)
@@ -210,12 +217,12 @@ func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
 			p      float64
 		}{{"latency_p50", 0.50}, {"latency_p99", 0.99}} {
 			r := benchfmt.New("push_pull/100k_float32", q.metric, "us", us(quantile(t.own, q.p)), "tcp_loopback_echo", us(quantile(t.echo, q.p)))
-			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1; the apply floor's %s: %.0f us", iters, q.metric, us(quantile(t.floor, q.p)))
+			r.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard over 127.0.0.1 (the bulk transport); the apply floor's %s: %.0f us, gRPC's %.0f us", iters, q.metric, us(quantile(t.floor, q.p)), us(quantile(t.grpc, q.p)))
 			results = append(results, r)
 			l := benchfmt.New("push_pull/100k_float32/in_process", q.metric, "us", us(quantile(direct, q.p)), "tcp_loopback_echo", us(quantile(t.echo, q.p)))
 			l.Note = fmt.Sprintf("%d PushPull calls of 100k float32, SGD, one shard of a LocalCluster called directly", iters)
 			results = append(results, l)
-			log.Printf("push_pull/100k %s: %.0f us (in process %.0f us) vs TCP echo %.0f us, apply floor %.0f us", q.metric, r.Value, l.Value, r.PeerValue, us(quantile(t.floor, q.p)))
+			log.Printf("push_pull/100k %s: %.0f us (in process %.0f us, gRPC %.0f us) vs TCP echo %.0f us, apply floor %.0f us", q.metric, r.Value, l.Value, us(quantile(t.grpc, q.p)), r.PeerValue, us(quantile(t.floor, q.p)))
 		}
 	}
 	return results, nil
@@ -266,12 +273,12 @@ func serve(n int, opts ...ps.ServerOption) ([]string, func(), error) {
 }
 
 // timings are the round trips of one size, call by call.
-type timings struct{ own, echo, floor []time.Duration }
+type timings struct{ own, grpc, echo, floor []time.Duration }
 
 // roundTrips times iters PushPull calls of n float32 against one loopback
 // shard and, interleaved call by call so that all see the same machine
-// load, iters TCP echoes of the same 4n bytes and iters round trips to the
-// apply floor.
+// load, as many through gRPC, TCP echoes of the same 4n bytes and round
+// trips to the apply floor.
 func roundTrips(ctx context.Context, echoAddr, floorAddr string, n, iters int) (timings, error) {
 	var t timings
 	addrs, stop, err := serve(1, ps.WithMode(ps.AsyncLock), ps.WithOptimizer(optim.Config{Optimizer: "sgd", LearningRate: 1e-6}))
@@ -286,6 +293,14 @@ func roundTrips(ctx context.Context, echoAddr, floorAddr string, n, iters int) (
 	defer c.Close()
 	grad, dst, err := registerOne(ctx, c, n)
 	if err != nil {
+		return t, err
+	}
+	g, err := ps.Dial(ctx, addrs, ps.ViaGRPC()) // the same shard through gRPC
+	if err != nil {
+		return t, err
+	}
+	defer g.Close()
+	if _, _, err := registerOne(ctx, g, n); err != nil {
 		return t, err
 	}
 	conn, err := net.Dial("tcp", echoAddr)
@@ -305,6 +320,10 @@ func roundTrips(ctx context.Context, echoAddr, floorAddr string, n, iters int) (
 		if _, err := c.PushPull(ctx, grad, dst); err != nil {
 			return t, err
 		}
+		tg := time.Now()
+		if _, err := g.PushPull(ctx, grad, dst); err != nil {
+			return t, err
+		}
 		t1 := time.Now()
 		if _, err := conn.Write(hdr); err != nil {
 			return t, err
@@ -320,7 +339,8 @@ func roundTrips(ctx context.Context, echoAddr, floorAddr string, n, iters int) (
 			return t, err
 		}
 		if i >= 0 {
-			t.own = append(t.own, t1.Sub(t0))
+			t.own = append(t.own, tg.Sub(t0))
+			t.grpc = append(t.grpc, t1.Sub(tg))
 			t.echo = append(t.echo, t2.Sub(t1))
 			t.floor = append(t.floor, time.Since(t2))
 		}
