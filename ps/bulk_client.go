@@ -157,7 +157,11 @@ func (c *Client) bulkCall(ctx context.Context, shard int, bc *bulkConn, kind byt
 	if err := bc.r.status(); err != nil {
 		var se *bulkStatusError
 		if errors.As(err, &se) {
-			c.dropBulk(shard) // the shard may close after an error
+			// The shard keeps the connection after refusing a request
+			// (a stale push, say), not when it is stopping or failed.
+			if code := status.Code(se.err); code == codes.Unavailable || code == codes.Internal {
+				c.dropBulk(shard)
+			}
 			return nil, nil, nil, se.err
 		}
 		return broken(err)

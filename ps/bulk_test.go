@@ -94,11 +94,12 @@ func TestBulkRetriesAndRefusals(t *testing.T) {
 	srvs, addrs := networked(t, 2, sgd1())
 	var mu sync.Mutex
 	lost := map[string]int{}
+	losing := true
 	for _, s := range srvs {
 		s.testAfterPush = func(key string) error {
 			mu.Lock()
 			defer mu.Unlock()
-			if lost[key] < 2 {
+			if losing && lost[key] < 2 {
 				lost[key]++
 				return status.Error(codes.Unavailable, "reply lost")
 			}
@@ -130,8 +131,14 @@ func TestBulkRetriesAndRefusals(t *testing.T) {
 	}
 	for _, s := range srvs {
 		require.Equal(t, uint64(n), s.Stats().Updates)
-		require.Equal(t, 1, bulkConns(s))
+		// Each lost reply dropped its connection; the client's last one is
+		// the only one left once the shard has seen the others close.
+		require.Eventually(t, func() bool { return bulkConns(s) == 1 }, 10*time.Second, time.Millisecond)
 	}
+	mu.Lock()
+	losing = false
+	mu.Unlock()
+	conns := [2]*bulkConn{c.bulk[0].conn, c.bulk[1].conn}
 
 	grads[0].Values[300] = float32(math.NaN())
 	_, err = c.Push(ctx, grads)
@@ -140,6 +147,7 @@ func TestBulkRetriesAndRefusals(t *testing.T) {
 	grads[0].Values[300] = 0
 	_, err = c.PushPull(ctx, grads, got)
 	require.NoError(t, err)
+	require.Equal(t, conns, [2]*bulkConn{c.bulk[0].conn, c.bulk[1].conn}, "a refused push keeps its connection")
 }
 
 // A client without the shard's token is refused over the bulk transport
