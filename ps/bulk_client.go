@@ -195,32 +195,21 @@ func (c *Client) bulkCall(ctx context.Context, shard int, bc *bulkConn, kind byt
 // shard is reached through gRPC instead.
 func (c *Client) pushBulk(ctx context.Context, shard int, hdr *pspb.PushHeader, chunks []*pspb.Chunk, out *dstSet) (*pspb.PushResponse, bool, error) {
 	kind := byte(bulkPush)
-	what := "push"
 	if out != nil {
-		kind, what = bulkPushPull, "push-pull"
-		hdr.Pull = c.pullRequest(shard)
+		kind = bulkPushPull
 	}
-	var result *pspb.PushResponse
-	err := c.call(ctx, shard, what, func(ctx context.Context) error {
+	r, err := c.pushVia(ctx, shard, hdr, out, func(ctx context.Context) (*pspb.PushResponse, []*segChunk, *pspb.ServerInfo, error) {
 		bc, err := c.bulkFor(ctx, shard)
 		if bc == nil {
-			return cmp.Or(err, errNoBulk)
+			return nil, nil, nil, cmp.Or(err, errNoBulk)
 		}
-		r, pulled, info, err := c.bulkCall(ctx, shard, bc, kind, hdr, chunks)
-		if err != nil {
-			return err
-		}
-		result = r
-		if out == nil {
-			return nil
-		}
-		return c.received(shard, pulled, info, out)
+		return c.bulkCall(ctx, shard, bc, kind, hdr, chunks)
 	})
 	if errors.Is(err, errNoBulk) {
 		hdr.Pull = nil
 		return nil, false, nil // the same idempotency key goes through gRPC
 	}
-	return result, true, err
+	return r, true, err
 }
 
 // pullBulk is a pull of shard over the bulk transport; ok is false when

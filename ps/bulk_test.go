@@ -47,26 +47,7 @@ func TestBulkEqualsGRPC(t *testing.T) {
 		c, err := Dial(ctx, addrs, append([]ClientOption{WithChunkElements(256), WithWorkerID("w")}, via...)...)
 		require.NoError(t, err)
 		defer c.Close()
-		vars := testVars()
-		require.NoError(t, c.Register(ctx, vars))
-		grads := tensorsLike(vars, true)
-		got := tensorsLike(vars, false)
-		for k := range 20 {
-			fillGrads(grads, 2, k)
-			switch k % 3 {
-			case 0:
-				_, err = c.Push(ctx, grads)
-			case 1:
-				_, err = c.PushPull(ctx, grads, got)
-			default:
-				_, err = c.PushPull(ctx, grads[1:], got[1:])
-			}
-			require.NoError(t, err)
-		}
-		require.NoError(t, c.Assign(ctx, []Tensor{{Name: "bn/moving_mean", Values: []float32{4, 5, 6}}}))
-		require.NoError(t, c.Pull(ctx, got))
-		stats, err := c.Stats(ctx)
-		require.NoError(t, err)
+		got, stats := exercise(t, c, 2)
 		open := 0
 		for _, s := range srvs {
 			open += bulkConns(s)

@@ -960,6 +960,15 @@ func (c *Client) localShard(shard int) *Server {
 
 // pushLocal is pushShard for an in-process shard.
 func (c *Client) pushLocal(ctx context.Context, srv *Server, shard int, hdr *pspb.PushHeader, chunks []*pspb.Chunk, out *dstSet) (*pspb.PushResponse, error) {
+	return c.pushVia(ctx, shard, hdr, out, func(ctx context.Context) (*pspb.PushResponse, []*segChunk, *pspb.ServerInfo, error) {
+		return srv.localPush(ctx, hdr, chunks)
+	})
+}
+
+// pushVia runs a push (a push-pull when out is not nil) whose attempts
+// return the whole answer at once, as the in-process and bulk transports
+// do: attempt is retried by call, and the pulled chunks are taken over.
+func (c *Client) pushVia(ctx context.Context, shard int, hdr *pspb.PushHeader, out *dstSet, attempt func(ctx context.Context) (*pspb.PushResponse, []*segChunk, *pspb.ServerInfo, error)) (*pspb.PushResponse, error) {
 	what := "push"
 	if out != nil {
 		what = "push-pull"
@@ -967,7 +976,7 @@ func (c *Client) pushLocal(ctx context.Context, srv *Server, shard int, hdr *psp
 	}
 	var result *pspb.PushResponse
 	err := c.call(ctx, shard, what, func(ctx context.Context) error {
-		r, pulled, info, err := srv.localPush(ctx, hdr, chunks)
+		r, pulled, info, err := attempt(ctx)
 		if err != nil {
 			return err
 		}

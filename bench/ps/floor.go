@@ -19,25 +19,9 @@ import (
 // to the TCP echo is the shard's own work on this machine.
 
 // startFloor serves the apply floor on a loopback port.
-func startFloor() (net.Listener, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go serveFloor(conn)
-		}
-	}()
-	return lis, nil
-}
+func startFloor() (net.Listener, error) { return serveTCP(serveFloor) }
 
 func serveFloor(conn net.Conn) {
-	defer conn.Close()
 	var w, g, out []float32
 	var hdr [8]byte
 	for {

@@ -409,9 +409,33 @@ func inProcess(ctx context.Context, n, iters int) (direct, grpc []time.Duration,
 	return direct, grpc, nil
 }
 
-// startEcho runs a TCP server that reads a 4-byte length-free block of the
-// size the client announces and writes it back.
+// startEcho runs a TCP server that reads a block of the size the client
+// announces in an 8-byte header and writes it back.
 func startEcho() (net.Listener, error) {
+	return serveTCP(func(conn net.Conn) {
+		var hdr [8]byte
+		var buf []byte
+		for {
+			if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+				return
+			}
+			n := int(uint64(hdr[0]) | uint64(hdr[1])<<8 | uint64(hdr[2])<<16 | uint64(hdr[3])<<24)
+			if cap(buf) < n {
+				buf = make([]byte, n)
+			}
+			if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+				return
+			}
+			if _, err := conn.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveTCP runs handle on every connection to a new loopback listener
+// until it is closed; handle's connection is closed when it returns.
+func serveTCP(handle func(net.Conn)) (net.Listener, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -424,23 +448,7 @@ func startEcho() (net.Listener, error) {
 			}
 			go func() {
 				defer conn.Close()
-				var hdr [8]byte
-				var buf []byte
-				for {
-					if _, err := io.ReadFull(conn, hdr[:]); err != nil {
-						return
-					}
-					n := int(uint64(hdr[0]) | uint64(hdr[1])<<8 | uint64(hdr[2])<<16 | uint64(hdr[3])<<24)
-					if cap(buf) < n {
-						buf = make([]byte, n)
-					}
-					if _, err := io.ReadFull(conn, buf[:n]); err != nil {
-						return
-					}
-					if _, err := conn.Write(buf[:n]); err != nil {
-						return
-					}
-				}
+				handle(conn)
 			}()
 		}
 	}()
