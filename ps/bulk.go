@@ -44,7 +44,8 @@ import (
 //	response  status, then if it is OK:
 //	          u32 len, PushResponse; u32 len, ServerInfo (either may be empty)
 //	          chunks
-//	status    u32 code (codes.OK or the error's), u32 len, message
+//	status    u32 code (codes.OK or the error's), u8 closing (1: the shard
+//	          closes the connection after it), u32 len, message
 //	chunks    u32 count, count times (u16 len, name, u32 index, u32 dtype,
 //	          u64 bytes), then the data of each chunk in that order
 
@@ -57,7 +58,16 @@ const (
 
 	bulkMaxMessage = 1 << 20 // header, response and info messages
 	bulkMaxChunks  = 1 << 20
+
+	// bulkIOTimeout bounds reading the rest of a request once its first
+	// byte came, and writing an answer: a peer that stalls mid-request or
+	// stops reading loses its connection instead of holding the shard.
+	bulkIOTimeout = 2 * time.Minute
 )
+
+// keepaliveTimeout is how long a connection may go without an
+// acknowledgement from its peer (gRPC keepalive pings, TCP_USER_TIMEOUT).
+const keepaliveTimeout = 20 * time.Second
 
 // bulkMeta describes one chunk of a bulk request or response.
 type bulkMeta struct {
@@ -130,18 +140,26 @@ func (r *bulkReader) status() error {
 	if err != nil {
 		return err
 	}
+	closing, err := r.u8()
+	if err != nil {
+		return err
+	}
 	msg, err := r.bytes(bulkMaxMessage)
 	if err != nil {
 		return err
 	}
 	if codes.Code(code) != codes.OK {
-		return &bulkStatusError{status.Error(codes.Code(code), string(msg))}
+		return &bulkStatusError{err: status.Error(codes.Code(code), string(msg)), closing: closing != 0}
 	}
 	return nil
 }
 
-// bulkStatusError is an error the other side sent.
-type bulkStatusError struct{ err error }
+// bulkStatusError is an error the other side sent; closing says it closes
+// the connection after it.
+type bulkStatusError struct {
+	err     error
+	closing bool
+}
 
 func (e *bulkStatusError) Error() string { return e.err.Error() }
 func (e *bulkStatusError) Unwrap() error { return e.err }
@@ -204,10 +222,15 @@ func (r *bulkReader) payload(m bulkMeta, buf []byte) (*segChunk, error) {
 	return c, nil
 }
 
-func appendStatus(b []byte, err error) []byte {
+func appendStatus(b []byte, err error, closing bool) []byte {
 	b = slices.Clip(b)
 	st := status.Convert(err)
 	b = binary.LittleEndian.AppendUint32(b, uint32(st.Code()))
+	if closing {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
 	msg := st.Message()
 	if len(msg) > bulkMaxMessage {
 		msg = msg[:bulkMaxMessage]
@@ -249,8 +272,21 @@ func (s *Server) newMuxListener(lis net.Listener) *muxListener {
 }
 
 func (m *muxListener) acceptLoop() {
+	var delay time.Duration
 	for {
 		conn, err := m.Listener.Accept()
+		var te interface{ Temporary() bool }
+		if err != nil && errors.As(err, &te) && te.Temporary() {
+			// Out of file descriptors, say: wait and try again, as gRPC does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-m.done:
+				return
+			}
+		}
+		delay = 0
 		if err != nil {
 			m.mu.Lock()
 			m.err = err
@@ -265,6 +301,7 @@ func (m *muxListener) acceptLoop() {
 // route reads a connection's first bytes (a client sends them at once)
 // and passes it on.
 func (m *muxListener) route(conn net.Conn) {
+	setUserTimeout(conn, keepaliveTimeout) // gRPC cannot see through peekedConn to set it
 	br := bufio.NewReaderSize(conn, 64<<10)
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	head, err := br.Peek(len(bulkMagic))
@@ -372,10 +409,10 @@ func (s *Server) serveBulk(conn net.Conn, br *bufio.Reader) {
 	conn.SetReadDeadline(time.Time{})
 	if s.o.token != "" && subtle.ConstantTimeCompare(token, []byte(s.o.token)) != 1 {
 		s.stats.reject("unauthenticated")
-		conn.Write(appendStatus(bulkMagic, status.Error(codes.Unauthenticated, "ps: missing or wrong bearer token")))
+		conn.Write(appendStatus(bulkMagic, status.Error(codes.Unauthenticated, "ps: missing or wrong bearer token"), true))
 		return
 	}
-	if _, err := conn.Write(appendStatus(bulkMagic, nil)); err != nil {
+	if _, err := conn.Write(appendStatus(bulkMagic, nil, false)); err != nil {
 		return
 	}
 	for {
@@ -383,7 +420,9 @@ func (s *Server) serveBulk(conn net.Conn, br *bufio.Reader) {
 		if err != nil {
 			return
 		}
+		conn.SetReadDeadline(time.Now().Add(bulkIOTimeout))
 		out, keep, done := s.bulkRequest(conn, r, kind)
+		conn.SetWriteDeadline(time.Now().Add(bulkIOTimeout))
 		_, err = out.WriteTo(conn)
 		done() // after the answer is out: GracefulStop waits for it
 		if err != nil || !keep {
@@ -398,7 +437,7 @@ func (s *Server) serveBulk(conn net.Conn, br *bufio.Reader) {
 func (s *Server) bulkRequest(conn net.Conn, r *bulkReader, kind byte) (out net.Buffers, keep bool, done func()) {
 	done = func() {}
 	fail := func(err error, keep bool) (net.Buffers, bool, func()) {
-		return net.Buffers{appendStatus(nil, err)}, keep, done
+		return net.Buffers{appendStatus(nil, err, !keep)}, keep, done
 	}
 	malformed := func(err error) (net.Buffers, bool, func()) {
 		return fail(s.reject("malformed", s.errorf(codes.InvalidArgument, "bulk request: %v", err)), false)
@@ -446,6 +485,13 @@ func (s *Server) bulkRequest(conn net.Conn, r *bulkReader, kind byte) (out net.B
 			}
 			continue
 		}
+		if refused = s.expectChunk(hdr, m); refused != nil { // before allocating its size
+			if _, err := r.r.Discard(int(m.n)); err != nil {
+				releaseUpdates(ups)
+				return nil, false, done
+			}
+			continue
+		}
 		c, err := r.payload(m, nil)
 		if err != nil {
 			releaseUpdates(ups)
@@ -453,6 +499,7 @@ func (s *Server) bulkRequest(conn net.Conn, r *bulkReader, kind byte) (out net.B
 		}
 		ups, refused = s.acceptChunks(hdr, []*segChunk{c}, ups, seen)
 	}
+	conn.SetReadDeadline(time.Time{}) // the whole request is in
 	if refused != nil {
 		releaseUpdates(ups)
 		return fail(refused, true)
@@ -490,7 +537,7 @@ func (s *Server) bulkRequest(conn net.Conn, r *bulkReader, kind byte) (out net.B
 	if err != nil {
 		return fail(err, true)
 	}
-	head := appendStatus(nil, nil)
+	head := appendStatus(nil, nil, false)
 	if head, err = appendMessage(head, resp); err == nil {
 		head, err = appendMessage(head, info)
 	}
@@ -505,6 +552,28 @@ func (s *Server) bulkRequest(conn net.Conn, r *bulkReader, kind byte) (out net.B
 	}
 	out[0] = appendMetas(head, metasOut)
 	return out, true, done
+}
+
+// expectChunk refuses a pushed chunk whose variable this shard does not
+// hold or whose size does not match it, before its data is read: the
+// same refusal acceptChunks gives after reading it.
+func (s *Server) expectChunk(hdr *pspb.PushHeader, m bulkMeta) error {
+	s.mu.RLock()
+	p, ok := s.parts[partKey{m.name, m.index}]
+	s.mu.RUnlock()
+	size := uint64(4)
+	if m.dtype == pspb.DType_DTYPE_FLOAT16 {
+		size = 2
+	}
+	if ok && m.n == size*uint64(len(p.values)) {
+		return nil
+	}
+	// Let acceptChunks word the refusal, on an empty chunk of that name.
+	_, err := s.acceptChunks(hdr, []*segChunk{{name: m.name, index: m.index, dtype: m.dtype, n: int(m.n)}}, nil, map[*part]bool{})
+	if err == nil {
+		err = s.reject("malformed", s.errorf(codes.InvalidArgument, "bulk request: variable %q chunk %d of %d bytes", m.name, m.index, m.n))
+	}
+	return err
 }
 
 // watchHangUp cancels a request's context if its client closes the

@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -51,8 +53,10 @@ func (c *Client) bulkFor(ctx context.Context, shard int) (*bulkConn, error) {
 	case errors.As(err, &se):
 		return nil, se.err
 	case errors.Is(err, errNotBulk):
-		c.bulk[shard].off = true
+		c.bulk[shard].off = true // it answered, in another protocol
 		return nil, nil
+	case errors.Is(err, errNoAnswer):
+		return nil, nil // closed or silent (stopping, or a proxy): gRPC this time, bulk again next time
 	}
 	return nil, status.Errorf(codes.Unavailable, "ps: bulk connection: %v", err)
 }
@@ -74,6 +78,7 @@ func (c *Client) dialBulk(ctx context.Context, shard int) (*bulkConn, error) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	setUserTimeout(conn, keepaliveTimeout)
 	hello := append([]byte(nil), bulkMagic...)
 	hello = binary.LittleEndian.AppendUint32(hello, uint32(len(c.o.token)))
 	hello = append(hello, c.o.token...)
@@ -86,7 +91,10 @@ func (c *Client) dialBulk(ctx context.Context, shard int) (*bulkConn, error) {
 		return nil, err
 	}
 	magic := make([]byte, len(bulkMagic))
-	if _, err := io.ReadFull(bc.r.r, magic); err != nil || !bytes.Equal(magic, bulkMagic) {
+	if n, err := io.ReadFull(bc.r.r, magic); n == 0 && err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %v", errNoAnswer, err)
+	} else if !bytes.Equal(magic[:n], bulkMagic) || err != nil {
 		conn.Close()
 		return nil, errNotBulk
 	}
@@ -113,10 +121,9 @@ func (c *Client) closeBulk() {
 }
 
 // bulkCall sends one request over bc and reads the answer: the push
-// response, the server info and the pulled chunks, read into the buffers
-// of the cache entries they replace where sizes allow. A failure of the
-// connection is codes.Unavailable (the call is retried with the same
-// idempotency key); an error the shard answered is its status.
+// response, the server info and the pulled chunks, in pooled buffers. A
+// failure of the connection is codes.Unavailable (the call is retried with
+// the same idempotency key); an error the shard answered is its status.
 func (c *Client) bulkCall(ctx context.Context, shard int, bc *bulkConn, kind byte, msg proto.Message, chunks []*pspb.Chunk) (*pspb.PushResponse, []*segChunk, *pspb.ServerInfo, error) {
 	head := []byte{kind}
 	var left time.Duration
@@ -126,8 +133,24 @@ func (c *Client) bulkCall(ctx context.Context, shard int, bc *bulkConn, kind byt
 	} else {
 		bc.conn.SetDeadline(time.Time{})
 	}
-	stop := context.AfterFunc(ctx, func() { bc.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// Cancelling ctx interrupts the call, and only this call: the
+	// callback may still run after stop, so it checks under mu that the
+	// call has not ended.
+	var mu sync.Mutex
+	ended := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			bc.conn.SetDeadline(time.Unix(1, 0))
+		}
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		ended = true
+		mu.Unlock()
+	}()
 	head = binary.LittleEndian.AppendUint64(head, uint64(left))
 	head, err := appendMessage(head, msg)
 	if err != nil {
@@ -151,20 +174,24 @@ func (c *Client) bulkCall(ctx context.Context, shard int, bc *bulkConn, kind byt
 		}
 		return nil, nil, nil, status.Errorf(codes.Unavailable, "ps: bulk connection: %v", err)
 	}
-	if _, err := out.WriteTo(bc.conn); err != nil {
-		return broken(err)
+	_, werr := out.WriteTo(bc.conn)
+	if werr != nil {
+		// The shard may have refused the request and closed before reading
+		// all of it: its answer, if it sent one, says why.
+		bc.conn.SetReadDeadline(time.Now().Add(time.Second))
 	}
 	if err := bc.r.status(); err != nil {
 		var se *bulkStatusError
 		if errors.As(err, &se) {
-			// The shard keeps the connection after refusing a request
-			// (a stale push, say), not when it is stopping or failed.
-			if code := status.Code(se.err); code == codes.Unavailable || code == codes.Internal {
+			if se.closing || werr != nil {
 				c.dropBulk(shard)
 			}
 			return nil, nil, nil, se.err
 		}
-		return broken(err)
+		return broken(cmp.Or(werr, err))
+	}
+	if werr != nil {
+		return broken(werr)
 	}
 	resp, info := &pspb.PushResponse{}, &pspb.ServerInfo{}
 	if err := bc.r.message(resp); err != nil {
@@ -231,6 +258,9 @@ func (c *Client) pullBulk(ctx context.Context, shard int, out *dstSet) (bool, er
 	}
 	return true, err
 }
+
+// errNoAnswer is a hello the shard closed or did not answer.
+var errNoAnswer = errors.New("ps: no answer to the bulk greeting")
 
 // errNotBulk is a hello answered by something else than a bulk shard.
 var errNotBulk = errors.New("ps: the shard does not speak the bulk protocol")

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gotflow/gotflow/ps/optim"
+	"github.com/gotflow/gotflow/ps/pspb"
 )
 
 // bulkConns counts srv's open bulk connections.
@@ -227,4 +228,77 @@ func TestBulkMalformed(t *testing.T) {
 	_, err = c.PushPull(ctx, tensorsLike(vars, true), tensorsLike(vars, true))
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), srvs[0].Stats().Updates)
+}
+
+// Stop does not wait for a bulk client that stopped reading its answer:
+// the connection is closed and the stalled write ends.
+func TestBulkStopWithStalledReader(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	srv, err := NewServer(sgd1())
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	c, err := Dial(ctx, []string{lis.Addr().String()})
+	require.NoError(t, err)
+	defer c.Close()
+	const n = 8 << 20 // 32 MiB of answer: more than the socket buffers hold
+	require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{n}, Trainable: true, Init: make([]float32, n)}}))
+
+	conn, err := net.Dial("tcp", lis.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	req := binary.LittleEndian.AppendUint32(append([]byte(nil), bulkMagic...), 0)
+	req = append(req, bulkPull)
+	req = binary.LittleEndian.AppendUint64(req, 0)
+	req, err = appendMessage(req, &pspb.PullRequest{})
+	require.NoError(t, err)
+	req = binary.LittleEndian.AppendUint32(req, 0) // no chunks
+	_, err = conn.Write(req)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return srv.Stats().Pulls == 1 }, 10*time.Second, time.Millisecond, "the pull was not answered")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Stop() }()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second): // the connection's own timeouts are longer
+		t.Fatal("Stop waited for a client that does not read")
+	}
+	require.NoError(t, <-served)
+}
+
+// A greeting answered in another protocol turns the bulk transport off
+// for that shard; one closed without an answer (a shard stopping, say)
+// only sends that call through gRPC.
+func TestBulkGreetingClassified(t *testing.T) {
+	ctx := testCtx(t, 10*time.Second)
+	for _, tc := range []struct {
+		name  string
+		reply []byte
+		off   bool
+	}{{"closed", nil, false}, {"http2", []byte("\x00\x00\x12\x04\x00\x00\x00\x00\x00"), true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer lis.Close()
+			go func() {
+				for {
+					conn, err := lis.Accept()
+					if err != nil {
+						return
+					}
+					conn.Write(tc.reply)
+					conn.Close()
+				}
+			}()
+			c := &Client{o: defaultClientOptions(), addrs: []string{lis.Addr().String()}, bulk: make([]bulkState, 1)}
+			bc, err := c.bulkFor(ctx, 0)
+			require.NoError(t, err)
+			require.Nil(t, bc)
+			require.Equal(t, tc.off, c.bulk[0].off)
+		})
+	}
 }

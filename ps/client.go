@@ -134,7 +134,7 @@ func Dial(ctx context.Context, addrs []string, opts ...ClientOption) (*Client, e
 		experimental.WithBufferPool(wirePool),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
 			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second}}),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
 	}
 	if o.tls != nil {
 		dopts = append(dopts, grpc.WithTransportCredentials(credentials.NewTLS(o.tls)))

@@ -186,7 +186,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		grpc.WriteBufferSize(1 << 20),
 		experimental.BufferPool(wirePool),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: keepaliveTimeout}),
 		grpc.ForceServerCodecV2(wireCodec{}),
 		grpc.ChainUnaryInterceptor(s.authUnary),
 		grpc.ChainStreamInterceptor(s.authStream),
@@ -276,6 +276,9 @@ func (s *Server) stop(graceful bool) error {
 			s.gs.GracefulStop()
 		} else {
 			s.gs.Stop()
+		}
+		if !graceful {
+			s.closeBulk() // in-flight bulk requests end at their next read or write
 		}
 		s.waitLocal()
 		s.closeBulk()
@@ -654,6 +657,8 @@ func (s *Server) push(ctx context.Context, hdr *pspb.PushHeader, ups []update) (
 			case <-e.done:
 			case <-ctx.Done():
 				return nil, status.FromContextError(ctx.Err()).Err()
+			case <-s.closed:
+				return nil, s.errorf(codes.Unavailable, "shutting down")
 			}
 			if e.err != nil {
 				return nil, e.err

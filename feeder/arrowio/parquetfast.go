@@ -85,6 +85,7 @@ type fastRowGroup struct {
 	readRows int64
 	first    int64 // rows of the first record (0: readRows)
 	mem      memory.Allocator
+	exact    bool // the file must have exactly schema's columns (a file with more takes the general reader)
 	closed   bool
 }
 
@@ -118,7 +119,7 @@ func openFastRowGroup(path string, rowGroup int, l fastLayout, readRows, firstRo
 	if mem == nil {
 		mem = cAllocator()
 	}
-	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows), first: firstRows, mem: mem}
+	s := &fastRowGroup{name: path, r: r, schema: schema, readRows: max(1, readRows), first: firstRows, mem: mem, exact: l.schema != nil}
 	ok, err := s.plan(rowGroup)
 	if err != nil || !ok {
 		s.closePages()
@@ -163,7 +164,7 @@ var fastEncodings = []parquet.Encoding{parquet.Encodings.Plain, parquet.Encoding
 
 func (s *fastRowGroup) plan(rowGroup int) (bool, error) {
 	md := s.r.MetaData()
-	if rowGroup >= s.r.NumRowGroups() {
+	if rowGroup >= s.r.NumRowGroups() || (s.exact && md.Schema.NumColumns() != s.schema.NumFields()) {
 		return false, nil
 	}
 	// The leaf column of each field: a field the decoder reads has one.
