@@ -1,6 +1,7 @@
 package ps
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"math"
@@ -182,13 +183,20 @@ func TestBulkFallsBackToGRPC(t *testing.T) {
 func TestBulkHangUpEndsWaitingPush(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	srvs, addrs := networked(t, 1, sgd1(), WithMode(Sync), WithWorkers(2), WithSyncTimeout(time.Minute, StragglerFail))
-	c, err := Dial(ctx, addrs, WithRPCTimeout(300*time.Millisecond), WithRetry(1, time.Millisecond, time.Millisecond))
+	c, err := Dial(ctx, addrs, WithRetry(1, time.Millisecond, time.Millisecond))
 	require.NoError(t, err)
 	defer c.Close()
 	vars := testVars()[:1]
 	require.NoError(t, c.Register(ctx, vars))
-	_, err = c.Push(ctx, tensorsLike(vars, true))
-	require.Equal(t, codes.DeadlineExceeded, status.Code(errorsUnwrapStatus(err)), "%v", err)
+	pushCtx, cancel := context.WithCancel(ctx)
+	pushed := make(chan error, 1)
+	go func() {
+		_, err := c.Push(pushCtx, tensorsLike(vars, true)) // waits for a second worker that never comes
+		pushed <- err
+	}()
+	require.Eventually(t, func() bool { return srvs[0].Stats().Pushes == 1 }, 10*time.Second, time.Millisecond, "the push did not reach the shard")
+	cancel()
+	require.Equal(t, codes.Canceled, status.Code(errorsUnwrapStatus(<-pushed)))
 	require.Eventually(t, func() bool { return bulkConns(srvs[0]) == 0 }, 10*time.Second, time.Millisecond,
 		"the shard kept the connection of a client that hung up")
 }
