@@ -381,8 +381,9 @@ func (s *Server) trackBulk(conn net.Conn, on bool) bool {
 	return true
 }
 
-// closeBulk closes the bulk connections; requests in flight end first
-// (stop waits for them through waitLocal), idle ones at once.
+// closeBulk closes the bulk connections. GracefulStop calls it once the
+// requests in flight are answered; Stop also calls it before, so that a
+// request blocked on its connection (a client that stopped reading) ends.
 func (s *Server) closeBulk() {
 	s.localMu.Lock()
 	defer s.localMu.Unlock()
