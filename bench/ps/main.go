@@ -143,8 +143,9 @@ func run(out string, quick bool) error {
 	return benchfmt.Write(out, results)
 }
 
-// roundTripRows measures PushPull round trips: over gRPC on loopback
-// against a TCP loopback echo and against the apply floor (floor.go), for
+// roundTripRows measures PushPull round trips: over loopback (the bulk
+// transport) against a TCP loopback echo, the apply floor (floor.go) and
+// the same shard through gRPC, for
 // 1M and 10M float32 (throughput) and 100k (latency); and in process, a
 // LocalCluster's direct calls against the same cluster over gRPC.
 func roundTripRows(ctx context.Context, quick bool) ([]benchfmt.Result, error) {
