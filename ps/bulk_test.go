@@ -310,3 +310,103 @@ func TestBulkGreetingClassified(t *testing.T) {
 		})
 	}
 }
+
+// cutProxy forwards connections to target; the first bulk connection is
+// cut after limit bytes in one direction (up: client to shard).
+func cutProxy(t *testing.T, target string, up bool, limit int64) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { lis.Close() })
+	var once sync.Once
+	go func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			go func() {
+				defer in.Close()
+				defer out.Close()
+				head := make([]byte, len(bulkMagic))
+				if _, err := io.ReadFull(in, head); err != nil {
+					return
+				}
+				cut := false
+				if string(head) == string(bulkMagic) {
+					once.Do(func() { cut = true })
+				}
+				if _, err := out.Write(head); err != nil {
+					return
+				}
+				upLimit, downLimit := int64(1<<62), int64(1<<62)
+				if cut && up {
+					upLimit = limit
+				} else if cut {
+					downLimit = limit
+				}
+				done := make(chan struct{}, 2)
+				go func() { io.CopyN(out, in, upLimit); in.Close(); out.Close(); done <- struct{}{} }()
+				go func() { io.CopyN(in, out, downLimit); in.Close(); out.Close(); done <- struct{}{} }()
+				<-done
+				<-done
+			}()
+		}
+	}()
+	return lis.Addr().String()
+}
+
+// A bulk connection cut in the middle of a push, or in the middle of the
+// answer after the push was applied, is retried on a new connection with
+// the same idempotency key: every push is applied exactly once.
+func TestBulkConnectionCutMidTransfer(t *testing.T) {
+	// Register's pull of the 800 KB variable is the first answer on the
+	// first bulk connection: the cut of the answers comes after it.
+	for _, tc := range []struct {
+		name  string
+		up    bool
+		limit int64
+	}{{"during the push", true, 300 << 10}, {"during the answer", false, 800_000 + 300<<10}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			srvs, addrs := networked(t, 1, sgd1())
+			proxy := cutProxy(t, addrs[0], tc.up, tc.limit)
+			c, err := Dial(ctx, []string{proxy}, WithRetry(5, time.Millisecond, 5*time.Millisecond))
+			require.NoError(t, err)
+			defer c.Close()
+			const n = 200_000 // 800 KB each way
+			init := make([]float32, n)
+			for i := range init {
+				init[i] = float32(i % 91)
+			}
+			require.NoError(t, c.Register(ctx, []Variable{{Name: "w", Shape: []int64{n}, Trainable: true, Init: init}}))
+			grad := []Tensor{{Name: "w", Values: make([]float32, n)}}
+			got := []Tensor{{Name: "w", Values: make([]float32, n)}}
+			const pushes = 3
+			for k := range pushes {
+				fillGrads(grad, 3, k)
+				_, err := c.PushPull(ctx, grad, got)
+				require.NoError(t, err)
+			}
+			for i := range init {
+				want := init[i]
+				for k := range pushes {
+					want -= knownGrad(3, k, i)
+				}
+				require.Equal(t, want, got[0].Values[i], "element %d", i)
+			}
+			st := srvs[0].Stats()
+			require.Equal(t, uint64(pushes), st.Updates)
+			if tc.up {
+				require.Equal(t, uint64(pushes), st.Pushes, "the cut push never reached the optimizer")
+			} else {
+				require.Equal(t, uint64(1), st.Duplicates, "the push whose answer was cut was retried")
+			}
+		})
+	}
+}
