@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
@@ -23,15 +26,15 @@ import (
 )
 
 // This file is the bulk transport: pushes and pulls between a client and a
-// shard without TLS travel over a plain TCP connection to the shard's gRPC
-// port instead of through gRPC, so that tensor bytes are written from the
+// shard travel over their own TCP connection to the shard's gRPC port
+// (TLS-secured when the shard uses TLS) instead of through gRPC, so that tensor bytes are written from the
 // caller's slices and read into their final buffers with no framing in
 // between (gRPC cuts messages into 16 KiB HTTP/2 frames and copies each
 // through its read and write buffers). The shard tells the two protocols
-// apart by a connection's first bytes. The push is handled by the same
-// code as the other transports (Server.exchange): validation, idempotency
-// keys, optimizer, write-ahead log, snapshots. Everything else, and every
-// call of a client or shard with TLS, uses gRPC.
+// apart by a connection's first bytes, or with TLS by the protocol named in
+// the handshake (ALPN). The push is handled by the same code as the other
+// transports (Server.exchange): validation, idempotency keys, optimizer,
+// write-ahead log, snapshots. Everything else uses gRPC.
 //
 // Wire format, little-endian:
 //
@@ -258,6 +261,7 @@ func appendMessage(b []byte, m proto.Message) ([]byte, error) {
 type muxListener struct {
 	net.Listener
 	s     *Server
+	tls   *tls.Config // nil: plain connections, told apart by their first bytes
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
@@ -267,6 +271,10 @@ type muxListener struct {
 
 func (s *Server) newMuxListener(lis net.Listener) *muxListener {
 	m := &muxListener{Listener: lis, s: s, conns: make(chan net.Conn), done: make(chan struct{})}
+	if s.o.tls != nil {
+		m.tls = s.o.tls.Clone()
+		m.tls.NextProtos = []string{"h2", bulkALPN}
+	}
 	go m.acceptLoop()
 	return m
 }
@@ -302,6 +310,25 @@ func (m *muxListener) acceptLoop() {
 // and passes it on.
 func (m *muxListener) route(conn net.Conn) {
 	setUserTimeout(conn, keepaliveTimeout) // gRPC cannot see through peekedConn to set it
+	if m.tls != nil {
+		// With TLS the shard completes the handshake itself and routes by
+		// the protocol the client asked for (ALPN); gRPC gets the
+		// connection already secured (serverTLS).
+		tc := tls.Server(conn, m.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol == bulkALPN {
+			m.s.serveBulk(tc, bufio.NewReaderSize(tc, 64<<10))
+			return
+		}
+		m.hand(tc)
+		return
+	}
 	br := bufio.NewReaderSize(conn, 64<<10)
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	head, err := br.Peek(len(bulkMagic))
@@ -314,12 +341,45 @@ func (m *muxListener) route(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	m.hand(&peekedConn{Conn: conn, r: br})
+}
+
+// hand passes a connection to the gRPC server.
+func (m *muxListener) hand(conn net.Conn) {
 	select {
-	case m.conns <- &peekedConn{Conn: conn, r: br}:
+	case m.conns <- conn:
 	case <-m.done:
 		conn.Close()
 	}
 }
+
+// bulkALPN is the bulk transport's name in a TLS handshake.
+const bulkALPN = "gotflow-ps-bulk/1"
+
+// serverTLS are the gRPC server's credentials when the shard's listener
+// completed the TLS handshake itself: they report the connection's TLS
+// state to gRPC without a second handshake.
+type serverTLS struct{}
+
+func (serverTLS) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return nil, nil, errors.New("ps: connection without TLS")
+	}
+	return conn, credentials.TLSInfo{State: tc.ConnectionState(), CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (serverTLS) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("ps: server-side credentials")
+}
+
+func (serverTLS) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+}
+
+func (serverTLS) Clone() credentials.TransportCredentials { return serverTLS{} }
+
+func (serverTLS) OverrideServerName(string) error { return nil }
 
 func (m *muxListener) Accept() (net.Conn, error) {
 	select {

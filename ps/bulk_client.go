@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,7 +35,7 @@ type bulkState struct {
 
 // bulkFor returns a bulk connection to shard, dialling one if needed, or
 // nil when pushes and pulls to shard go through gRPC: the client was told
-// so (ViaGRPC, TLS), or the shard did not answer the bulk hello (a shard
+// so (ViaGRPC), or the shard did not answer the bulk hello (a shard
 // without it, or a proxy in between). A shard that cannot be reached is
 // codes.Unavailable, retried like a gRPC call.
 func (c *Client) bulkFor(ctx context.Context, shard int) (*bulkConn, error) {
@@ -79,6 +80,31 @@ func (c *Client) dialBulk(ctx context.Context, shard int) (*bulkConn, error) {
 		tc.SetNoDelay(true)
 	}
 	setUserTimeout(conn, keepaliveTimeout)
+	if c.o.tls != nil {
+		cfg := c.o.tls.Clone()
+		cfg.NextProtos = []string{bulkALPN}
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(c.addrs[shard])
+			if err != nil {
+				host = c.addrs[shard]
+			}
+			cfg.ServerName = host
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			var alert tls.AlertError
+			if errors.As(err, &alert) {
+				return nil, errNotBulk // the shard refused the protocol (or our certificate: gRPC will say)
+			}
+			return nil, fmt.Errorf("%w: %v", errNoAnswer, err)
+		}
+		if tc.ConnectionState().NegotiatedProtocol != bulkALPN {
+			tc.Close()
+			return nil, errNotBulk
+		}
+		conn = tc
+	}
 	hello := append([]byte(nil), bulkMagic...)
 	hello = binary.LittleEndian.AppendUint32(hello, uint32(len(c.o.token)))
 	hello = append(hello, c.o.token...)

@@ -2,6 +2,7 @@ package ps
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gotflow/gotflow/internal/testcerts"
 	"github.com/gotflow/gotflow/ps/optim"
 	"github.com/gotflow/gotflow/ps/pspb"
 )
@@ -409,4 +411,61 @@ func TestBulkConnectionCutMidTransfer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With TLS (and client certificates and a token) pushes and pulls use the
+// bulk transport inside TLS, gRPC calls share the port, and both give the
+// same values.
+func TestBulkTLS(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	files := testcerts.Write(t)
+	creds := Credentials{Token: "tok", CertFile: files.Cert, KeyFile: files.Key, CAFile: files.CA}
+	sopts, err := creds.ServerOptions()
+	require.NoError(t, err)
+	srv, err := NewServer(append(sopts, sgd1())...)
+	require.NoError(t, err)
+	addrs := []string{serveLoopback(t, srv)}
+	copts, err := creds.ClientOptions()
+	require.NoError(t, err)
+	bulk, err := Dial(ctx, addrs, copts...)
+	require.NoError(t, err)
+	defer bulk.Close()
+	wire, err := Dial(ctx, addrs, append(copts, ViaGRPC())...)
+	require.NoError(t, err)
+	defer wire.Close()
+	vars := testVars()[:2]
+	require.NoError(t, bulk.Register(ctx, vars))
+	require.NoError(t, wire.Register(ctx, vars))
+	grads := tensorsLike(vars, true)
+	fromBulk, fromWire := tensorsLike(vars, true), tensorsLike(vars, true)
+	for k := range 4 {
+		fillGrads(grads, 4, k)
+		c := bulk
+		if k%2 == 1 {
+			c = wire
+		}
+		_, err := c.Push(ctx, grads)
+		require.NoError(t, err)
+	}
+	require.NoError(t, bulk.Pull(ctx, fromBulk))
+	require.NoError(t, wire.Pull(ctx, fromWire))
+	require.Equal(t, fromWire, fromBulk)
+	require.NotNil(t, bulk.bulk[0].conn)
+	_, isTLS := bulk.bulk[0].conn.conn.(*tls.Conn)
+	require.True(t, isTLS, "the bulk connection is inside TLS")
+	require.Nil(t, wire.bulk)
+	require.Equal(t, uint64(4), srv.Stats().Updates)
+
+	// A client without a certificate gets no further than the handshake
+	// on either transport.
+	noCert := creds
+	noCert.CertFile, noCert.KeyFile = "", ""
+	nopts, err := noCert.ClientOptions()
+	require.NoError(t, err)
+	c := &Client{o: defaultClientOptions(), addrs: addrs, bulk: make([]bulkState, 1)}
+	for _, op := range nopts {
+		op.applyClient(&c.o)
+	}
+	bc, _ := c.bulkFor(ctx, 0) // refused in the handshake or at its first read: gRPC says why
+	require.Nil(t, bc, "a client without a certificate reached the bulk transport")
 }

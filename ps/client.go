@@ -148,7 +148,7 @@ func Dial(ctx context.Context, addrs []string, opts ...ClientOption) (*Client, e
 		dopts = append(dopts, grpc.WithContextDialer(o.dialer))
 	}
 	c := &Client{o: o, addrs: slices.Clone(addrs), hashSeed: maphash.MakeSeed(), incarnation: strconv.FormatUint(rand.Uint64(), 36)}
-	if o.tls == nil && !o.viaGRPC && o.local == nil && littleEndian {
+	if !o.viaGRPC && o.local == nil && littleEndian {
 		c.bulk = make([]bulkState, len(addrs)) // bulk.go
 	}
 	for _, a := range addrs {

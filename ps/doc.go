@@ -67,18 +67,20 @@
 //
 // gRPC cuts messages into 16 KiB HTTP/2 frames and copies each through its
 // read and write buffers, which costs more than the transfer itself for
-// large tensors. So without TLS, a client's pushes, pulls and push-pulls
-// travel over a bulk connection instead: plain TCP to the shard's same
-// port (Serve tells the two protocols apart by a connection's first
-// bytes), a bearer token checked at its start, tensor bytes written from
+// large tensors. So a client's pushes, pulls and push-pulls travel over a
+// bulk connection instead: its own TCP connection to the shard's same
+// port (Serve tells the protocols apart by a connection's first bytes, or
+// with TLS by the protocol the client names in the handshake, ALPN
+// "gotflow-ps-bulk/1"; the same certificates and client certificates
+// apply), a bearer token checked at its start, tensor bytes written from
 // the caller's slices and read into pooled buffers, each pushed chunk
 // validated while the next arrives. The push goes through the same
 // validation, idempotency keys, optimizer, write-ahead log and snapshots
 // as one over gRPC, and errors come back as the same gRPC statuses. A
-// shard that does not answer the bulk greeting (one behind an HTTP/2
-// proxy, say) is reached through gRPC after one try; ViaGRPC asks for gRPC
-// from the start. With TLS everything uses gRPC. bench/results/ps.json
-// compares the three transports (bulk, gRPC, in process) with a TCP echo.
+// shard that answers the bulk greeting in another protocol (one behind an
+// HTTP/2 proxy, say) is reached through gRPC from then on; ViaGRPC asks
+// for gRPC from the start. bench/results/ps.json compares the three
+// transports (bulk, gRPC, in process) with a TCP echo.
 //
 // # Exactly once
 //

@@ -22,7 +22,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -192,7 +191,7 @@ func NewServer(opts ...ServerOption) (*Server, error) {
 		grpc.ChainStreamInterceptor(s.authStream),
 	}
 	if o.tls != nil {
-		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.tls)))
+		sopts = append(sopts, grpc.Creds(serverTLS{})) // Serve's listener does the handshake (bulk.go)
 	}
 	s.gs = grpc.NewServer(sopts...)
 	pspb.RegisterParameterServerServer(s.gs, &service{s: s})
@@ -241,12 +240,9 @@ func (s *Server) track() func() {
 }
 
 // Serve accepts connections on lis until GracefulStop or Stop; it blocks.
-// Without TLS it answers bulk connections on lis too (see the package
-// documentation).
+// It answers bulk connections on lis too (see the package documentation).
 func (s *Server) Serve(lis net.Listener) error {
-	if s.o.tls == nil {
-		lis = s.newMuxListener(lis) // bulk.go: pushes and pulls without gRPC
-	}
+	lis = s.newMuxListener(lis) // bulk.go: pushes and pulls without gRPC
 	if err := s.gs.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("ps: serve: %w", err)
 	}

@@ -33,9 +33,9 @@ of a TFJob with TF_CONFIG set, where train's flags describe the job.`,
 		name:     "ps",
 		summary:  "run one parameter-server shard",
 		synopsis: []string{"[--listen HOST:PORT] [--shard I/N] [--mode MODE] [--optimizer NAME] [--optimizer-options JSON|@FILE] [flags]"},
-		about: `Serves one shard of the parameter server until SIGTERM: gRPC, and without TLS
-the bulk transport for tensors on the same port. The bound address is printed
-on stdout.`,
+		about: `Serves one shard of the parameter server until SIGTERM: gRPC, and the bulk
+transport for tensors on the same port. The bound address is printed on
+stdout.`,
 		run: runPS,
 	},
 	{
