@@ -15,9 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/credentials"
-
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -27,9 +26,9 @@ import (
 
 // This file is the bulk transport: pushes and pulls between a client and a
 // shard travel over their own TCP connection to the shard's gRPC port
-// (TLS-secured when the shard uses TLS) instead of through gRPC, so that tensor bytes are written from the
-// caller's slices and read into their final buffers with no framing in
-// between (gRPC cuts messages into 16 KiB HTTP/2 frames and copies each
+// (inside TLS when the shard uses it) instead of through gRPC, so that
+// tensor bytes are written from the caller's slices and read into their
+// final buffers with no framing in between (gRPC cuts messages into 16 KiB HTTP/2 frames and copies each
 // through its read and write buffers). The shard tells the two protocols
 // apart by a connection's first bytes, or with TLS by the protocol named in
 // the handshake (ALPN). The push is handled by the same code as the other
