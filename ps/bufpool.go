@@ -2,6 +2,7 @@ package ps
 
 import (
 	"math/bits"
+	"runtime"
 	"sync"
 
 	"google.golang.org/grpc/mem"
@@ -58,4 +59,27 @@ func (p *dirtyPool) Put(b *[]byte) {
 	}
 	*b = (*b)[:0]
 	p.classes[k].Put(b)
+}
+
+// spreadCopy copies src into dst (of the same length) on up to GOMAXPROCS
+// goroutines when it is large enough for that to pay: one core does not
+// saturate memory bandwidth.
+func spreadCopy(dst, src []byte) {
+	const grain = 1 << 20
+	parts := min(runtime.GOMAXPROCS(0), len(src)/grain)
+	if parts < 2 {
+		copy(dst, src)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < parts; i++ {
+		lo, hi := i*len(src)/parts, (i+1)*len(src)/parts
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			copy(dst[lo:hi], src[lo:hi])
+		}()
+	}
+	copy(dst[:len(src)/parts], src[:len(src)/parts])
+	wg.Wait()
 }

@@ -137,7 +137,7 @@ func (s *Server) copyChanged(req *pspb.PullRequest) ([]*segChunk, *pspb.ServerIn
 			// next pull replaces it, so steady pulls allocate nothing.
 			n := 4 * len(p.values)
 			b := wirePool.Get(n)
-			copy(*b, float32Bytes(p.values))
+			spreadCopy(*b, float32Bytes(p.values))
 			out[i] = &segChunk{name: p.name, index: p.index, dtype: dtype, n: n, pieces: [][]byte{*b}, bufs: []mem.Buffer{mem.NewBuffer(b, wirePool)}}
 		})
 		for _, c := range out {

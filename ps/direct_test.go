@@ -238,3 +238,16 @@ func TestSplitApplyExact(t *testing.T) {
 		})
 	}
 }
+
+func TestSpreadCopy(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 1, 1<<20 - 1, 1 << 20, 2<<20 + 3, 5<<20 + 7} {
+		src := make([]byte, n)
+		for i := range src {
+			src[i] = byte(r.IntN(256))
+		}
+		dst := make([]byte, n)
+		spreadCopy(dst, src)
+		require.Equal(t, src, dst, "%d bytes", n)
+	}
+}

@@ -46,6 +46,10 @@ func (c *segChunk) decode(dst []float32) error {
 			return nil
 		}
 		out := unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst))
+		if len(c.pieces) == 1 {
+			spreadCopy(out, c.pieces[0])
+			return nil
+		}
 		for _, p := range c.pieces {
 			out = out[copy(out, p):]
 		}
