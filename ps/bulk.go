@@ -271,8 +271,16 @@ type muxListener struct {
 func (s *Server) newMuxListener(lis net.Listener) *muxListener {
 	m := &muxListener{Listener: lis, s: s, conns: make(chan net.Conn), done: make(chan struct{})}
 	if s.o.tls != nil {
-		m.tls = s.o.tls.Clone()
-		m.tls.NextProtos = []string{"h2", bulkALPN}
+		m.tls = withProtocols(s.o.tls)
+		if get := s.o.tls.GetConfigForClient; get != nil { // a config chosen per client (rotation, SNI)
+			m.tls.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+				c, err := get(hi)
+				if err != nil || c == nil {
+					return c, err
+				}
+				return withProtocols(c), nil
+			}
+		}
 	}
 	go m.acceptLoop()
 	return m
@@ -350,6 +358,17 @@ func (m *muxListener) hand(conn net.Conn) {
 	case <-m.done:
 		conn.Close()
 	}
+}
+
+// withProtocols is a copy of a shard's TLS configuration that offers gRPC
+// (h2) and the bulk transport, at TLS 1.2 or later as gRPC requires.
+func withProtocols(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	c.NextProtos = []string{"h2", bulkALPN}
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
 }
 
 // bulkALPN is the bulk transport's name in a TLS handshake.
@@ -447,6 +466,9 @@ func (s *Server) closeBulk() {
 	s.localMu.Lock()
 	defer s.localMu.Unlock()
 	for c := range s.bulkConns {
+		if tc, ok := c.(*tls.Conn); ok {
+			c = tc.NetConn() // no close_notify: the peer may not be reading
+		}
 		c.Close()
 	}
 }
@@ -459,9 +481,10 @@ func (s *Server) serveBulk(conn net.Conn, br *bufio.Reader) {
 	defer s.trackBulk(conn, false)
 	r := &bulkReader{r: br}
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	if _, err := br.Discard(len(bulkMagic)); err != nil {
+	if magic, err := br.Peek(len(bulkMagic)); err != nil || !bytes.Equal(magic, bulkMagic) {
 		return
 	}
+	br.Discard(len(bulkMagic))
 	token, err := r.bytes(4 << 10)
 	if err != nil {
 		return

@@ -93,9 +93,9 @@ func (c *Client) dialBulk(ctx context.Context, shard int) (*bulkConn, error) {
 		tc := tls.Client(conn, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			var alert tls.AlertError
-			if errors.As(err, &alert) {
-				return nil, errNotBulk // the shard refused the protocol (or our certificate: gRPC will say)
+			var oe *net.OpError
+			if errors.As(err, &oe) && oe.Op == "remote error" {
+				return nil, errNotBulk // the shard sent an alert: it refused the protocol (or our certificate: gRPC will say)
 			}
 			return nil, fmt.Errorf("%w: %v", errNoAnswer, err)
 		}

@@ -469,3 +469,53 @@ func TestBulkTLS(t *testing.T) {
 	bc, _ := c.bulkFor(ctx, 0) // refused in the handshake or at its first read: gRPC says why
 	require.Nil(t, bc, "a client without a certificate reached the bulk transport")
 }
+
+// A TLS shard that offers only gRPC (h2) refuses the bulk protocol in the
+// handshake: the client goes to gRPC from then on. A shard whose TLS
+// configuration is chosen per client (GetConfigForClient) serves both.
+func TestBulkTLSProtocols(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	files := testcerts.Write(t)
+	creds := Credentials{CertFile: files.Cert, KeyFile: files.Key, CAFile: files.CA}
+	stls, err := creds.ServerTLS()
+	require.NoError(t, err)
+	ctls, err := creds.ClientTLS()
+	require.NoError(t, err)
+
+	old := stls.Clone()
+	old.NextProtos = []string{"h2"}
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", old)
+	require.NoError(t, err)
+	defer lis.Close()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	c := &Client{o: defaultClientOptions(), addrs: []string{lis.Addr().String()}, bulk: make([]bulkState, 1)}
+	c.o.tls = ctls
+	bc, err := c.bulkFor(ctx, 0)
+	require.NoError(t, err)
+	require.Nil(t, bc)
+	require.True(t, c.bulk[0].off, "a refused protocol turns the bulk transport off")
+
+	perClient := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return stls, nil }}
+	srv, err := NewServer(sgd1(), WithTLS(perClient))
+	require.NoError(t, err)
+	addrs := []string{serveLoopback(t, srv)}
+	cl, err := Dial(ctx, addrs, WithTLS(ctls))
+	require.NoError(t, err)
+	defer cl.Close()
+	vars := testVars()[:1]
+	require.NoError(t, cl.Register(ctx, vars)) // gRPC
+	_, err = cl.PushPull(ctx, tensorsLike(vars, true), tensorsLike(vars, true))
+	require.NoError(t, err)
+	require.NotNil(t, cl.bulk[0].conn, "bulk inside a per-client TLS configuration")
+}
