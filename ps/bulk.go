@@ -206,21 +206,16 @@ func (r *bulkReader) metas(maxChunk uint64) ([]bulkMeta, error) {
 	return metas, nil
 }
 
-// payload reads a chunk's data into buf (nil: a buffer from wirePool).
-func (r *bulkReader) payload(m bulkMeta, buf []byte) (*segChunk, error) {
-	c := &segChunk{name: m.name, index: m.index, dtype: m.dtype, n: int(m.n)}
-	if buf == nil {
-		b := wirePool.Get(int(m.n))
-		mb := mem.NewBuffer(b, wirePool)
-		c.bufs = []mem.Buffer{mb}
-		buf = *b
-	}
-	buf = buf[:m.n]
-	if _, err := io.ReadFull(r.r, buf); err != nil {
+// payload reads a chunk's data into a buffer from wirePool, which the
+// chunk's release gives back.
+func (r *bulkReader) payload(m bulkMeta) (*segChunk, error) {
+	b := wirePool.Get(int(m.n))
+	c := &segChunk{name: m.name, index: m.index, dtype: m.dtype, n: int(m.n), bufs: []mem.Buffer{mem.NewBuffer(b, wirePool)}}
+	if _, err := io.ReadFull(r.r, *b); err != nil {
 		c.release()
 		return nil, err
 	}
-	c.pieces = [][]byte{buf}
+	c.pieces = [][]byte{*b}
 	return c, nil
 }
 
@@ -575,7 +570,7 @@ func (s *Server) bulkRequest(conn net.Conn, r *bulkReader, kind byte) (out net.B
 			}
 			continue
 		}
-		c, err := r.payload(m, nil)
+		c, err := r.payload(m)
 		if err != nil {
 			releaseUpdates(ups)
 			return nil, false, done

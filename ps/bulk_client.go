@@ -232,7 +232,7 @@ func (c *Client) bulkCall(ctx context.Context, shard int, bc *bulkConn, kind byt
 	}
 	pulled := make([]*segChunk, 0, len(got))
 	for _, m := range got {
-		ch, err := bc.r.payload(m, nil)
+		ch, err := bc.r.payload(m)
 		if err != nil {
 			for _, p := range pulled {
 				p.release()
