@@ -28,6 +28,22 @@ func bulkConns(srv *Server) int {
 	return len(srv.bulkConns)
 }
 
+// acceptEach runs handle on every connection lis accepts until the test
+// ends.
+func acceptEach(t *testing.T, lis net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go handle(conn)
+		}
+	}()
+}
+
 // networked serves n shards on loopback ports for the test.
 func networked(t *testing.T, n int, opts ...ServerOption) ([]*Server, []string) {
 	t.Helper()
@@ -293,17 +309,10 @@ func TestBulkGreetingClassified(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
-			defer lis.Close()
-			go func() {
-				for {
-					conn, err := lis.Accept()
-					if err != nil {
-						return
-					}
-					conn.Write(tc.reply)
-					conn.Close()
-				}
-			}()
+			acceptEach(t, lis, func(conn net.Conn) {
+				conn.Write(tc.reply)
+				conn.Close()
+			})
 			c := &Client{o: defaultClientOptions(), addrs: []string{lis.Addr().String()}, bulk: make([]bulkState, 1)}
 			bc, err := c.bulkFor(ctx, 0)
 			require.NoError(t, err)
@@ -319,47 +328,37 @@ func cutProxy(t *testing.T, target string, up bool, limit int64) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	t.Cleanup(func() { lis.Close() })
 	var once sync.Once
-	go func() {
-		for {
-			in, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			go func() {
-				defer in.Close()
-				defer out.Close()
-				head := make([]byte, len(bulkMagic))
-				if _, err := io.ReadFull(in, head); err != nil {
-					return
-				}
-				cut := false
-				if string(head) == string(bulkMagic) {
-					once.Do(func() { cut = true })
-				}
-				if _, err := out.Write(head); err != nil {
-					return
-				}
-				upLimit, downLimit := int64(1<<62), int64(1<<62)
-				if cut && up {
-					upLimit = limit
-				} else if cut {
-					downLimit = limit
-				}
-				done := make(chan struct{}, 2)
-				go func() { io.CopyN(out, in, upLimit); in.Close(); out.Close(); done <- struct{}{} }()
-				go func() { io.CopyN(in, out, downLimit); in.Close(); out.Close(); done <- struct{}{} }()
-				<-done
-				<-done
-			}()
+	acceptEach(t, lis, func(in net.Conn) {
+		defer in.Close()
+		out, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
+		defer out.Close()
+		head := make([]byte, len(bulkMagic))
+		if _, err := io.ReadFull(in, head); err != nil {
+			return
+		}
+		cut := false
+		if string(head) == string(bulkMagic) {
+			once.Do(func() { cut = true })
+		}
+		if _, err := out.Write(head); err != nil {
+			return
+		}
+		upLimit, downLimit := int64(1<<62), int64(1<<62)
+		if cut && up {
+			upLimit = limit
+		} else if cut {
+			downLimit = limit
+		}
+		done := make(chan struct{}, 2)
+		go func() { io.CopyN(out, in, upLimit); in.Close(); out.Close(); done <- struct{}{} }()
+		go func() { io.CopyN(in, out, downLimit); in.Close(); out.Close(); done <- struct{}{} }()
+		<-done
+		<-done
+	})
 	return lis.Addr().String()
 }
 
@@ -486,19 +485,10 @@ func TestBulkTLSProtocols(t *testing.T) {
 	old.NextProtos = []string{"h2"}
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", old)
 	require.NoError(t, err)
-	defer lis.Close()
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				conn.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
+	acceptEach(t, lis, func(conn net.Conn) {
+		defer conn.Close()
+		conn.(*tls.Conn).Handshake()
+	})
 	c := &Client{o: defaultClientOptions(), addrs: []string{lis.Addr().String()}, bulk: make([]bulkState, 1)}
 	c.o.tls = ctls
 	bc, err := c.bulkFor(ctx, 0)

@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -41,31 +40,11 @@ func main() {
 	batch := flag.Int("batch-size", 32, "rows per step")
 	cnnEpochs := flag.Int("cnn-epochs", 3, "epochs of the CNN runs")
 	cnnRows := flag.Int("cnn-rows", 60000, "synthetic 28x28 training rows of the CNN runs")
-	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of gotflow's CNN 1-worker fit here")
 	cnnOnly := flag.Bool("cnn-only", false, "run only the CNN rows")
 	flag.Parse()
 	if err := run(*out, *epochs, *batch, *cnnEpochs, *cnnRows, *cnnOnly); err != nil {
 		log.Fatal(err)
 	}
-}
-
-var cpuProfile string
-
-// startProfile starts the CPU profile asked for with -cpuprofile if on,
-// and returns what stops it.
-func startProfile(on bool) (func(), error) {
-	if !on || cpuProfile == "" {
-		return func() {}, nil
-	}
-	f, err := os.Create(cpuProfile)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // keras runs scripts/bench/training.py with args and decodes its result.
@@ -103,12 +82,7 @@ func cnnRows(ctx context.Context, dir string, epochs, batch, rows int) ([]benchf
 			return nil, err
 		}
 		log.Printf("keras model.fit, CNN, %d threads: %.0f examples/s, held-out accuracy %.4f", c.workers, k.ExamplesPerSec, k.HeldoutAccuracy)
-		stop, err := startProfile(c.workers == 1)
-		if err != nil {
-			return nil, err
-		}
 		rate, acc, err := fit(ctx, dir, c.workers, "hogwild", epochs, batch)
-		stop()
 		if err != nil {
 			return nil, fmt.Errorf("cnn %s: %w", c.name, err)
 		}
